@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS user_credentials;
+DROP TABLE IF EXISTS user_accounts;

@@ -1,0 +1,13 @@
+DROP POLICY IF EXISTS user_credentials_delete ON user_credentials;
+DROP POLICY IF EXISTS user_credentials_update ON user_credentials;
+DROP POLICY IF EXISTS user_credentials_insert ON user_credentials;
+DROP POLICY IF EXISTS user_credentials_select ON user_credentials;
+DROP POLICY IF EXISTS user_accounts_delete ON user_accounts;
+DROP POLICY IF EXISTS user_accounts_update ON user_accounts;
+DROP POLICY IF EXISTS user_accounts_insert ON user_accounts;
+DROP POLICY IF EXISTS user_accounts_select ON user_accounts;
+ALTER TABLE user_credentials NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE user_credentials DISABLE ROW LEVEL SECURITY;
+ALTER TABLE user_accounts NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE user_accounts DISABLE ROW LEVEL SECURITY;
+DROP FUNCTION IF EXISTS current_user_id();

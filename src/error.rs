@@ -1,0 +1,278 @@
+//! The crate's one error type.
+
+use chrono::{DateTime, Utc};
+use std::fmt;
+use uuid::Uuid;
+
+/// A shorthand for results whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in this crate.
+///
+/// Messages name the thing and the rule; they never contain secret material
+/// (plaintext keys, Fernet keys or ciphertexts).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An input broke a validation rule. Nothing was written.
+    #[error("invalid {field}: {rule}")]
+    Invalid {
+        /// The input that was refused.
+        field: Field,
+        /// The rule it broke.
+        rule: Rule,
+    },
+
+    /// No account with this id is visible to the caller.
+    #[error("unknown account `{account_id}`")]
+    UnknownAccount {
+        /// The account id that was asked for.
+        account_id: Uuid,
+    },
+
+    /// The account exists, but belongs to another user than the one named.
+    #[error("account `{account_id}` does not belong to user `{user_id}`")]
+    AccountUserMismatch {
+        /// The account id that was asked for.
+        account_id: Uuid,
+        /// The user the caller named.
+        user_id: String,
+    },
+
+    /// An account for this external user already exists (`user_id` is unique).
+    #[error("an account for user `{user_id}` already exists")]
+    AccountExists {
+        /// The external user id.
+        user_id: String,
+    },
+
+    /// No credential with this id under the given account.
+    #[error("no credential `{credential_id}` under account `{account_id}`")]
+    CredentialNotFound {
+        /// The account the lookup was scoped to.
+        account_id: Uuid,
+        /// The credential id that was asked for.
+        credential_id: Uuid,
+    },
+
+    /// A single-match nickname lookup found more than one credential.
+    #[error("nickname `{nickname}` is ambiguous: {matches} credentials of account `{account_id}` carry it")]
+    AmbiguousNickname {
+        /// The account the lookup was scoped to.
+        account_id: Uuid,
+        /// The (normalised) nickname looked up.
+        nickname: String,
+        /// How many credentials matched.
+        matches: usize,
+    },
+
+    /// The credential is switched off (`is_active = false`); its keys are not handed out.
+    #[error("credential `{credential_id}` is inactive")]
+    CredentialInactive {
+        /// The credential.
+        credential_id: Uuid,
+    },
+
+    /// The credential's `expires_at` has passed; its keys are not handed out.
+    #[error("credential `{credential_id}` expired at {expired_at}")]
+    CredentialExpired {
+        /// The credential.
+        credential_id: Uuid,
+        /// When it expired.
+        expired_at: DateTime<Utc>,
+    },
+
+    /// No encryption key is configured. The crate never writes plaintext instead.
+    #[error(
+        "no encryption key configured{}",
+        variable.as_deref().map(|v| format!(": set {v} to one or more comma-separated Fernet keys")).unwrap_or_default()
+    )]
+    NoKeyConfigured {
+        /// The environment variable that was read, if the keys came from one.
+        variable: Option<String>,
+    },
+
+    /// A configured key is not a Fernet key (32 bytes, URL-safe base64).
+    #[error(
+        "key #{position} of the keyring is not a valid Fernet key (32 bytes, URL-safe base64)"
+    )]
+    InvalidKey {
+        /// The key's position in the list, from 1.
+        position: usize,
+    },
+
+    /// A stored ciphertext could not be decrypted with any key of the keyring:
+    /// a wrong or missing key, or a corrupted token.
+    #[error("cannot decrypt {field} of credential `{credential_id}`: no key of the keyring opens it (wrong key or corrupted ciphertext)")]
+    Decryption {
+        /// The credential.
+        credential_id: Uuid,
+        /// `api_key` or `secret_key`.
+        field: Field,
+    },
+
+    /// The operation spans users, and row-level security hides rows from the current role.
+    #[error("{operation} needs a role that bypasses row-level security (a superuser or a role with BYPASSRLS); the current role would see no rows")]
+    RowSecurityActive {
+        /// The operation refused.
+        operation: &'static str,
+    },
+
+    /// The database URL could not be used.
+    #[error("unsupported database URL: {reason}")]
+    UnsupportedUrl {
+        /// Why not.
+        reason: String,
+    },
+
+    /// Applying or reverting migrations failed.
+    #[error("migration failed: {0}")]
+    Migration(#[source] Box<dyn std::error::Error + Send + Sync>),
+
+    /// Could not open a connection.
+    #[error("cannot connect to the database")]
+    Connection(#[from] diesel::ConnectionError),
+
+    /// Could not get a connection from the pool in time.
+    #[error("no database connection available")]
+    Pool(#[from] diesel::r2d2::PoolError),
+
+    /// The database refused a statement.
+    #[error("database error")]
+    Database(#[from] diesel::result::Error),
+}
+
+/// The inputs that validation names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Field {
+    /// A credential's nickname.
+    Nickname,
+    /// A credential's type (`alpaca_paper`, …).
+    CredentialType,
+    /// An account's display name.
+    AccountName,
+    /// The external user id.
+    UserId,
+    /// The API key (plaintext on input, ciphertext at rest).
+    ApiKey,
+    /// The secret key (plaintext on input, ciphertext at rest).
+    SecretKey,
+    /// A batch size.
+    BatchSize,
+}
+
+impl Field {
+    /// The column or parameter name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::Nickname => "nickname",
+            Field::CredentialType => "credential_type",
+            Field::AccountName => "account_name",
+            Field::UserId => "user_id",
+            Field::ApiKey => "api_key",
+            Field::SecretKey => "secret_key",
+            Field::BatchSize => "batch_size",
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The validation rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rule {
+    /// Empty (after trimming, where the field is trimmed).
+    Empty,
+    /// Longer than allowed.
+    TooLong {
+        /// The most allowed.
+        max: usize,
+        /// What was given.
+        actual: usize,
+        /// What is counted.
+        unit: Unit,
+    },
+    /// Contains a control character (Unicode category Cc, such as NUL or a newline).
+    ControlCharacter {
+        /// Its position, in characters from 0.
+        position: usize,
+    },
+    /// Contains a character outside the allowed set.
+    InvalidCharacter {
+        /// The character.
+        character: char,
+        /// Its position, in characters from 0.
+        position: usize,
+        /// The allowed set.
+        allowed: &'static str,
+    },
+    /// Starts with a character that may not start it.
+    InvalidStart {
+        /// What may start it.
+        allowed: &'static str,
+    },
+    /// Outside the accepted range.
+    OutOfRange {
+        /// The least accepted.
+        min: usize,
+        /// The most accepted.
+        max: usize,
+    },
+}
+
+/// What a length limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unit {
+    /// Unicode scalar values.
+    Characters,
+    /// UTF-8 bytes.
+    Bytes,
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rule::Empty => f.write_str("must not be empty"),
+            Rule::TooLong { max, actual, unit } => {
+                let unit = match unit {
+                    Unit::Characters => "characters",
+                    Unit::Bytes => "bytes",
+                };
+                write!(f, "must be at most {max} {unit} (got {actual})")
+            }
+            Rule::ControlCharacter { position } => {
+                write!(
+                    f,
+                    "must not contain control characters (one at position {position})"
+                )
+            }
+            Rule::InvalidCharacter {
+                character,
+                position,
+                allowed,
+            } => write!(
+                f,
+                "character {character:?} at position {position} is not allowed (allowed: {allowed})"
+            ),
+            Rule::InvalidStart { allowed } => write!(f, "must start with {allowed}"),
+            Rule::OutOfRange { min, max } => write!(f, "must be between {min} and {max}"),
+        }
+    }
+}
+
+impl Error {
+    pub(crate) fn invalid(field: Field, rule: Rule) -> Self {
+        Error::Invalid { field, rule }
+    }
+
+    pub(crate) fn migration(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Error::Migration(err.into())
+    }
+}

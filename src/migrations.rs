@@ -1,0 +1,96 @@
+//! Embedded migrations, one folder per backend with the same names in each.
+//!
+//! | version | PostgreSQL | SQLite |
+//! |---|---|---|
+//! | `2024-01-15-000001_create_user_credentials` | the existing system's tables, with the old unique `(user_account_id, credential_type)` index | the same tables in portable types |
+//! | `2024-01-15-000002_row_level_security` | `current_user_id()`, RLS enabled and forced, four policies per table | no-op |
+//! | `2024-06-01-000003_multiple_credentials_support` | drop the unique index, add `nickname`, backfill it, index `(user_account_id, nickname)` | the same |
+//! | `2026-11-25-000004_not_null_flags_and_timestamps` | repair NULL flags and timestamps, then make them `NOT NULL` | no-op (NOT NULL from the start) |
+//!
+//! Every PostgreSQL migration is idempotent, so they also run on a database the
+//! existing system made without diesel's bookkeeping table, at any step.
+
+use crate::connection::{on_backend, Database};
+use crate::error::{Error, Result};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+/// The PostgreSQL migrations, embedded at build time.
+#[cfg(feature = "postgres")]
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// The SQLite migrations, embedded at build time.
+#[cfg(feature = "sqlite")]
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+impl Database {
+    /// Applies every pending migration and returns the versions applied, oldest first.
+    ///
+    /// On PostgreSQL the role needs to own the tables (or create them); the
+    /// migrations lift `FORCE ROW LEVEL SECURITY` inside their own transaction where
+    /// they repair data, so an owner that does not bypass RLS still sees every row.
+    pub fn run_migrations(&self) -> Result<Vec<String>> {
+        self.raw(|conn| {
+            let applied = on_backend!(conn, c => {
+                let migrations = migrations_for(&*c);
+                c.run_pending_migrations(migrations)
+                    .map_err(Error::migration)?
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect()
+            });
+            Ok(applied)
+        })
+    }
+
+    /// The versions of the migrations that are not applied yet, oldest first.
+    pub fn pending_migrations(&self) -> Result<Vec<String>> {
+        self.raw(|conn| {
+            let pending = on_backend!(conn, c => {
+                let migrations = migrations_for(&*c);
+                c.pending_migrations(migrations)
+                    .map_err(Error::migration)?
+                    .iter()
+                    .map(|m| m.name().version().to_string())
+                    .collect()
+            });
+            Ok(pending)
+        })
+    }
+
+    /// Reverts the most recently applied migration, in one transaction, and returns its
+    /// version. A revert that would lose data refuses and changes nothing: undoing
+    /// the multiple-credentials migration fails while two credentials of one account
+    /// share a type.
+    pub fn revert_last_migration(&self) -> Result<String> {
+        self.raw(|conn| {
+            let version = on_backend!(conn, c => {
+                let migrations = migrations_for(&*c);
+                c.revert_last_migration(migrations).map_err(Error::migration)?.to_string()
+            });
+            Ok(version)
+        })
+    }
+}
+
+/// Picks the migration set by connection type.
+trait MigrationsFor {
+    fn migrations(&self) -> EmbeddedMigrations;
+}
+
+#[cfg(feature = "postgres")]
+impl MigrationsFor for diesel::pg::PgConnection {
+    fn migrations(&self) -> EmbeddedMigrations {
+        POSTGRES_MIGRATIONS
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl MigrationsFor for diesel::sqlite::SqliteConnection {
+    fn migrations(&self) -> EmbeddedMigrations {
+        SQLITE_MIGRATIONS
+    }
+}
+
+fn migrations_for(conn: &impl MigrationsFor) -> EmbeddedMigrations {
+    conn.migrations()
+}

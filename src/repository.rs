@@ -1,0 +1,538 @@
+//! The `CredentialRepository` trait and the store that implements it on diesel.
+
+use crate::connection::{on_backend, Backend, Database, Scope};
+use crate::crypto::{CredentialKeys, Keyring};
+use crate::error::{Error, Field, Result};
+use crate::models::{
+    AccountRow, CredentialChanges, CredentialRow, CredentialUpdate, NewUserAccount,
+    NewUserCredential, Patch, UserAccount, UserCredential,
+};
+use crate::schema::{user_accounts, user_credentials};
+use crate::sql_types::{to_stored_precision, SqlTime, SqlUuid};
+use crate::validation::{self, CredentialType, Nickname};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use secrecy::ExposeSecret;
+use uuid::Uuid;
+
+/// Accounts and their named credentials.
+///
+/// Every credential method takes the account it acts for, and reads or changes only
+/// rows whose `user_account_id` **and** `user_id` are that account's: an account
+/// value built by hand with another user's id sees nothing. On PostgreSQL the
+/// account's `user_id` is also the row-level-security context of the transaction.
+///
+/// Inputs are validated before anything is written; a refused input changes nothing.
+pub trait CredentialRepository {
+    /// Creates an account. [`Error::AccountExists`] if the user already has one.
+    fn create_account(&self, new: &NewUserAccount<'_>) -> Result<UserAccount>;
+
+    /// The account with this id, if it belongs to `user_id`.
+    fn account(&self, user_id: &str, account_id: Uuid) -> Result<Option<UserAccount>>;
+
+    /// The account of an external user.
+    fn account_by_user_id(&self, user_id: &str) -> Result<Option<UserAccount>>;
+
+    /// Stores a credential, its keys encrypted with the keyring's primary key.
+    ///
+    /// A missing or blank nickname becomes the credential type. `user_id` is copied
+    /// from the stored account; [`Error::UnknownAccount`] if there is none with that
+    /// id, [`Error::AccountUserMismatch`] if it belongs to another user.
+    fn insert_credential(
+        &self,
+        account: &UserAccount,
+        new: &NewUserCredential<'_>,
+    ) -> Result<UserCredential>;
+
+    /// One credential of the account.
+    fn credential(
+        &self,
+        account: &UserAccount,
+        credential_id: Uuid,
+    ) -> Result<Option<UserCredential>>;
+
+    /// All credentials of the account, newest first.
+    fn list_credentials(&self, account: &UserAccount) -> Result<Vec<UserCredential>>;
+
+    /// The account's credentials of one type, newest first.
+    fn find_by_type(
+        &self,
+        account: &UserAccount,
+        credential_type: &str,
+    ) -> Result<Vec<UserCredential>>;
+
+    /// The account's credentials with this nickname (trimmed and NFC-normalised
+    /// before comparing), newest first. Nicknames are not unique.
+    fn find_by_nickname(
+        &self,
+        account: &UserAccount,
+        nickname: &str,
+    ) -> Result<Vec<UserCredential>>;
+
+    /// The one credential with this nickname: `None` if there is none,
+    /// [`Error::AmbiguousNickname`] (with the count) if there are several. It never
+    /// picks one for you.
+    fn find_one_by_nickname(
+        &self,
+        account: &UserAccount,
+        nickname: &str,
+    ) -> Result<Option<UserCredential>>;
+
+    /// Changes a credential and returns it as stored. [`Error::CredentialNotFound`]
+    /// if the account has no such credential.
+    fn update_credential(
+        &self,
+        account: &UserAccount,
+        credential_id: Uuid,
+        update: &CredentialUpdate,
+    ) -> Result<UserCredential>;
+
+    /// Deletes a credential. [`Error::CredentialNotFound`] if the account has no such
+    /// credential.
+    fn delete_credential(&self, account: &UserAccount, credential_id: Uuid) -> Result<()>;
+
+    /// The decrypted keys of a credential, for use now.
+    ///
+    /// Refuses an inactive credential ([`Error::CredentialInactive`]) and an expired one
+    /// ([`Error::CredentialExpired`]) before decrypting anything. A ciphertext that no
+    /// key opens is [`Error::Decryption`], naming the credential and the field.
+    fn credential_keys(&self, account: &UserAccount, credential_id: Uuid)
+        -> Result<CredentialKeys>;
+
+    /// Sets `nickname = credential_type` on every credential whose nickname is NULL,
+    /// across all accounts, `batch_size` rows per short transaction, and returns how
+    /// many rows it changed. Rows with a nickname are never touched; safe to stop at
+    /// any point and run again.
+    ///
+    /// On PostgreSQL this spans users, so it needs a role that bypasses row-level
+    /// security (superuser or `BYPASSRLS`); any other role gets
+    /// [`Error::RowSecurityActive`] rather than a silent zero.
+    fn backfill_nicknames(&self, batch_size: usize) -> Result<u64>;
+}
+
+/// The diesel implementation of [`CredentialRepository`], on PostgreSQL or SQLite.
+///
+/// ```
+/// use credential_store::{CredentialRepository, CredentialStore, Database, Keyring,
+///     NewUserAccount, NewUserCredential};
+/// use secrecy::ExposeSecret;
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let db = Database::open(dir.path().join("store.db").to_str().unwrap()).unwrap();
+/// db.run_migrations().unwrap();
+/// let store = CredentialStore::new(db, Keyring::from_fernet_keys([Keyring::generate_key().expose_secret()]).unwrap());
+///
+/// let account = store.create_account(&NewUserAccount { user_id: "auth0|42", account_name: "Ada" }).unwrap();
+/// store.insert_credential(&account, &NewUserCredential::new("alpaca_paper", "PK1", "s1").nickname("Momentum")).unwrap();
+/// store.insert_credential(&account, &NewUserCredential::new("alpaca_paper", "PK2", "s2").nickname("Swing")).unwrap();
+///
+/// let swing = store.find_one_by_nickname(&account, "Swing").unwrap().unwrap();
+/// let keys = store.credential_keys(&account, swing.id).unwrap();
+/// assert_eq!(keys.api_key().expose_secret(), "PK2");
+/// assert_eq!(store.find_by_type(&account, "alpaca_paper").unwrap().len(), 2);
+/// ```
+#[derive(Debug, Clone)]
+pub struct CredentialStore {
+    db: Database,
+    keyring: std::sync::Arc<Keyring>,
+}
+
+impl CredentialStore {
+    /// A store on a (migrated) database, encrypting with `keyring`.
+    pub fn new(db: Database, keyring: Keyring) -> Self {
+        CredentialStore {
+            db,
+            keyring: std::sync::Arc::new(keyring),
+        }
+    }
+
+    /// The database the store runs on.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    fn decrypt(
+        &self,
+        credential_id: Uuid,
+        field: Field,
+        token: &str,
+    ) -> Result<secrecy::SecretString> {
+        self.keyring.decrypt(token).ok_or(Error::Decryption {
+            credential_id,
+            field,
+        })
+    }
+}
+
+/// The current time at the precision the databases keep.
+fn now() -> DateTime<Utc> {
+    to_stored_precision(Utc::now())
+}
+
+/// The credentials of one account of one user: the filter every credential query
+/// starts from.
+#[diesel::dsl::auto_type]
+fn owned_by<'a>(account_id: SqlUuid, user_id: &'a str) -> _ {
+    user_credentials::table
+        .filter(user_credentials::user_account_id.eq(account_id))
+        .filter(user_credentials::user_id.eq(user_id))
+}
+
+/// Newest first, with the id breaking ties.
+#[diesel::dsl::auto_type]
+fn newest_first() -> _ {
+    (
+        user_credentials::created_at.desc(),
+        user_credentials::id.desc(),
+    )
+}
+
+impl CredentialRepository for CredentialStore {
+    fn create_account(&self, new: &NewUserAccount<'_>) -> Result<UserAccount> {
+        let user_id = validation::user_id(new.user_id)?;
+        let account_name = validation::account_name(new.account_name)?;
+        let now = now();
+        let row = AccountRow {
+            id: SqlUuid(Uuid::now_v7()),
+            user_id,
+            account_name: &account_name,
+            is_active: true,
+            created_at: SqlTime(now),
+            updated_at: SqlTime(now),
+        };
+        self.db
+            .run(Scope::write(user_id), |conn| {
+                Ok(
+                    on_backend!(conn, c => diesel::insert_into(user_accounts::table)
+                    .values(&row)
+                    .returning(UserAccount::as_returning())
+                    .get_result(c)?),
+                )
+            })
+            .map_err(|err| match err {
+                Error::Database(DieselError::DatabaseError(
+                    DatabaseErrorKind::UniqueViolation,
+                    _,
+                )) => Error::AccountExists {
+                    user_id: user_id.to_owned(),
+                },
+                other => other,
+            })
+    }
+
+    fn account(&self, user_id: &str, account_id: Uuid) -> Result<Option<UserAccount>> {
+        let user_id = validation::user_id(user_id)?;
+        self.db.run(Scope::read(user_id), |conn| {
+            Ok(on_backend!(conn, c => user_accounts::table
+                .filter(user_accounts::id.eq(SqlUuid(account_id)))
+                .filter(user_accounts::user_id.eq(user_id))
+                .select(UserAccount::as_select())
+                .first(c)
+                .optional()?))
+        })
+    }
+
+    fn account_by_user_id(&self, user_id: &str) -> Result<Option<UserAccount>> {
+        let user_id = validation::user_id(user_id)?;
+        self.db.run(Scope::read(user_id), |conn| {
+            Ok(on_backend!(conn, c => user_accounts::table
+                .filter(user_accounts::user_id.eq(user_id))
+                .select(UserAccount::as_select())
+                .first(c)
+                .optional()?))
+        })
+    }
+
+    fn insert_credential(
+        &self,
+        account: &UserAccount,
+        new: &NewUserCredential<'_>,
+    ) -> Result<UserCredential> {
+        let credential_type = CredentialType::parse(new.credential_type)?;
+        let nickname = validation::insert_nickname(new.nickname, &credential_type)?;
+        validation::secret(Field::ApiKey, new.api_key.expose_secret())?;
+        validation::secret(Field::SecretKey, new.secret_key.expose_secret())?;
+        let api_key = self.keyring.encrypt(&new.api_key);
+        let secret_key = self.keyring.encrypt(&new.secret_key);
+        let now = now();
+
+        self.db.run(Scope::write(&account.user_id), |conn| {
+            on_backend!(conn, c => {
+                let owner: Option<String> = user_accounts::table
+                    .filter(user_accounts::id.eq(SqlUuid(account.id)))
+                    .select(user_accounts::user_id)
+                    .first(c)
+                    .optional()?;
+                match owner {
+                    None => return Err(Error::UnknownAccount { account_id: account.id }),
+                    Some(owner) if owner != account.user_id => {
+                        return Err(Error::AccountUserMismatch {
+                            account_id: account.id,
+                            user_id: account.user_id.clone(),
+                        })
+                    }
+                    Some(_) => {}
+                }
+                let row = CredentialRow {
+                    id: SqlUuid(Uuid::now_v7()),
+                    user_account_id: SqlUuid(account.id),
+                    user_id: &account.user_id,
+                    credential_type: credential_type.as_str(),
+                    nickname: Some(nickname.as_str()),
+                    api_key: &api_key,
+                    secret_key: &secret_key,
+                    is_active: new.is_active,
+                    expires_at: new.expires_at.map(|at| SqlTime(to_stored_precision(at))),
+                    created_at: SqlTime(now),
+                    updated_at: SqlTime(now),
+                };
+                Ok(diesel::insert_into(user_credentials::table)
+                    .values(&row)
+                    .returning(UserCredential::as_returning())
+                    .get_result(c)?)
+            })
+        })
+    }
+
+    fn credential(
+        &self,
+        account: &UserAccount,
+        credential_id: Uuid,
+    ) -> Result<Option<UserCredential>> {
+        self.db.run(Scope::read(&account.user_id), |conn| {
+            Ok(
+                on_backend!(conn, c => owned_by(SqlUuid(account.id), &account.user_id)
+                .filter(user_credentials::id.eq(SqlUuid(credential_id)))
+                .select(UserCredential::as_select())
+                .first(c)
+                .optional()?),
+            )
+        })
+    }
+
+    fn list_credentials(&self, account: &UserAccount) -> Result<Vec<UserCredential>> {
+        self.db.run(Scope::read(&account.user_id), |conn| {
+            Ok(
+                on_backend!(conn, c => owned_by(SqlUuid(account.id), &account.user_id)
+                .order(newest_first())
+                .select(UserCredential::as_select())
+                .load(c)?),
+            )
+        })
+    }
+
+    fn find_by_type(
+        &self,
+        account: &UserAccount,
+        credential_type: &str,
+    ) -> Result<Vec<UserCredential>> {
+        let credential_type = CredentialType::parse(credential_type)?;
+        self.db.run(Scope::read(&account.user_id), |conn| {
+            Ok(
+                on_backend!(conn, c => owned_by(SqlUuid(account.id), &account.user_id)
+                .filter(user_credentials::credential_type.eq(credential_type.as_str()))
+                .order(newest_first())
+                .select(UserCredential::as_select())
+                .load(c)?),
+            )
+        })
+    }
+
+    fn find_by_nickname(
+        &self,
+        account: &UserAccount,
+        nickname: &str,
+    ) -> Result<Vec<UserCredential>> {
+        let nickname = Nickname::parse(nickname)?;
+        self.db.run(Scope::read(&account.user_id), |conn| {
+            Ok(
+                on_backend!(conn, c => owned_by(SqlUuid(account.id), &account.user_id)
+                .filter(user_credentials::nickname.eq(nickname.as_str()))
+                .order(newest_first())
+                .select(UserCredential::as_select())
+                .load(c)?),
+            )
+        })
+    }
+
+    fn find_one_by_nickname(
+        &self,
+        account: &UserAccount,
+        nickname: &str,
+    ) -> Result<Option<UserCredential>> {
+        let mut found = self.find_by_nickname(account, nickname)?;
+        match found.len() {
+            0 | 1 => Ok(found.pop()),
+            matches => Err(Error::AmbiguousNickname {
+                account_id: account.id,
+                nickname: Nickname::parse(nickname)?.as_str().to_owned(),
+                matches,
+            }),
+        }
+    }
+
+    fn update_credential(
+        &self,
+        account: &UserAccount,
+        credential_id: Uuid,
+        update: &CredentialUpdate,
+    ) -> Result<UserCredential> {
+        let nickname = match &update.nickname {
+            Patch::Keep => Patch::Keep,
+            Patch::Set(text) => Patch::Set(Nickname::parse(text)?),
+            Patch::Clear => Patch::Clear,
+        };
+        let encrypt = |field, key: &Option<secrecy::SecretString>| -> Result<Option<String>> {
+            key.as_ref()
+                .map(|key| {
+                    validation::secret(field, key.expose_secret())?;
+                    Ok(self.keyring.encrypt(key))
+                })
+                .transpose()
+        };
+        let nickname_text = nickname.map(|n| n.as_str().to_owned()).into_change();
+        let api_key = encrypt(Field::ApiKey, &update.api_key)?;
+        let secret_key = encrypt(Field::SecretKey, &update.secret_key)?;
+        let changes = CredentialChanges {
+            nickname: nickname_text.as_ref().map(|n| n.as_deref()),
+            api_key: api_key.as_deref(),
+            secret_key: secret_key.as_deref(),
+            is_active: update.is_active,
+            expires_at: update
+                .expires_at
+                .clone()
+                .map(|at| SqlTime(to_stored_precision(at)))
+                .into_change(),
+            updated_at: SqlTime(now()),
+        };
+        let updated = self.db.run(Scope::write(&account.user_id), |conn| {
+            Ok(on_backend!(conn, c => diesel::update(
+                owned_by(SqlUuid(account.id), &account.user_id).filter(user_credentials::id.eq(SqlUuid(credential_id))),
+            )
+            .set(&changes)
+            .returning(UserCredential::as_returning())
+            .get_result(c)
+            .optional()?))
+        })?;
+        updated.ok_or(Error::CredentialNotFound {
+            account_id: account.id,
+            credential_id,
+        })
+    }
+
+    fn delete_credential(&self, account: &UserAccount, credential_id: Uuid) -> Result<()> {
+        let deleted = self.db.run(Scope::write(&account.user_id), |conn| {
+            Ok(on_backend!(conn, c => diesel::delete(
+                owned_by(SqlUuid(account.id), &account.user_id).filter(user_credentials::id.eq(SqlUuid(credential_id))),
+            )
+            .execute(c)?))
+        })?;
+        match deleted {
+            0 => Err(Error::CredentialNotFound {
+                account_id: account.id,
+                credential_id,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn credential_keys(
+        &self,
+        account: &UserAccount,
+        credential_id: Uuid,
+    ) -> Result<CredentialKeys> {
+        let found: Option<(UserCredential, String, String)> =
+            self.db.run(Scope::read(&account.user_id), |conn| {
+                Ok(
+                    on_backend!(conn, c => owned_by(SqlUuid(account.id), &account.user_id)
+                    .filter(user_credentials::id.eq(SqlUuid(credential_id)))
+                    .select((
+                        UserCredential::as_select(),
+                        user_credentials::api_key,
+                        user_credentials::secret_key,
+                    ))
+                    .first(c)
+                    .optional()?),
+                )
+            })?;
+        let (credential, api_key, secret_key) = found.ok_or(Error::CredentialNotFound {
+            account_id: account.id,
+            credential_id,
+        })?;
+        if !credential.is_active {
+            return Err(Error::CredentialInactive { credential_id });
+        }
+        if let Some(expired_at) = credential.expires_at.filter(|at| *at <= Utc::now()) {
+            return Err(Error::CredentialExpired {
+                credential_id,
+                expired_at,
+            });
+        }
+        Ok(CredentialKeys::new(
+            self.decrypt(credential_id, Field::ApiKey, &api_key)?,
+            self.decrypt(credential_id, Field::SecretKey, &secret_key)?,
+        ))
+    }
+
+    fn backfill_nicknames(&self, batch_size: usize) -> Result<u64> {
+        let limit = validation::batch_size(batch_size)?;
+        if self.db.backend() == Backend::Postgres {
+            self.require_rls_bypass("backfill_nicknames")?;
+        }
+        let mut total = 0u64;
+        let mut after = Uuid::nil();
+        loop {
+            // Walk the primary key: each batch starts where the last one ended, so the
+            // whole run reads the table once however many rows are already done.
+            let (changed, last) = self.db.run(Scope::maintenance(), |conn| {
+                on_backend!(conn, c => {
+                    let ids: Vec<Uuid> = user_credentials::table
+                        .filter(user_credentials::nickname.is_null())
+                        .filter(user_credentials::id.gt(SqlUuid(after)))
+                        .order(user_credentials::id)
+                        .select(user_credentials::id)
+                        .limit(limit)
+                        .load(c)?;
+                    // `nickname IS NULL` again: a nickname set since the SELECT wins.
+                    let changed = diesel::update(
+                        user_credentials::table
+                            .filter(user_credentials::id.eq_any(ids.iter().copied().map(SqlUuid).collect::<Vec<_>>()))
+                            .filter(user_credentials::nickname.is_null()),
+                    )
+                    .set(user_credentials::nickname.eq(user_credentials::credential_type.nullable()))
+                    .execute(c)?;
+                    Ok((changed as u64, ids.last().copied()))
+                })
+            })?;
+            total += changed;
+            match last {
+                Some(last) => after = last,
+                None => return Ok(total),
+            }
+        }
+    }
+}
+
+impl CredentialStore {
+    /// Fails unless the current role sees every row of `user_credentials`.
+    fn require_rls_bypass(&self, operation: &'static str) -> Result<()> {
+        #[cfg(feature = "postgres")]
+        {
+            use crate::connection::row_security_active;
+            let active = self.db.raw(|conn| match conn {
+                crate::connection::Conn::Postgres(c) => {
+                    Ok(diesel::select(row_security_active("user_credentials"))
+                        .get_result::<bool>(c)?)
+                }
+                #[allow(unreachable_patterns)]
+                _ => Ok(false),
+            })?;
+            if active {
+                return Err(Error::RowSecurityActive { operation });
+            }
+        }
+        let _ = operation;
+        Ok(())
+    }
+}

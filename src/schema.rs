@@ -1,0 +1,67 @@
+//! The tables, as diesel sees them on both backends.
+//!
+//! Written by hand rather than by `diesel print-schema`: the id and time columns use
+//! the crate's portable SQL types ([`DbUuid`](crate::sql_types::DbUuid),
+//! [`DbTimestamp`](crate::sql_types::DbTimestamp)), which are `UUID` and `TIMESTAMPTZ`
+//! on PostgreSQL and `TEXT` on SQLite. Columns are listed in the design's order
+//! (`nickname` after `credential_type`); the crate selects columns by name, so the
+//! physical order in a database (where `ALTER TABLE … ADD COLUMN` put `nickname` last)
+//! does not matter.
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::sql_types::{DbTimestamp, DbUuid};
+
+    /// One account per external user.
+    user_accounts (id) {
+        /// Primary key.
+        id -> DbUuid,
+        /// The external identity (the auth provider's user id); unique.
+        user_id -> Text,
+        /// Display name.
+        #[max_length = 255]
+        account_name -> Varchar,
+        /// Whether the account is in use.
+        is_active -> Bool,
+        /// When the account was created.
+        created_at -> DbTimestamp,
+        /// When the account last changed.
+        updated_at -> DbTimestamp,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::sql_types::{DbTimestamp, DbUuid};
+
+    /// Named, encrypted API credentials; several per account.
+    user_credentials (id) {
+        /// Primary key.
+        id -> DbUuid,
+        /// The owning account.
+        user_account_id -> DbUuid,
+        /// Copy of the account's `user_id`, for row-level security without a join.
+        user_id -> Text,
+        /// `alpaca_paper`, `alpaca_live`, `polygon`, …
+        #[max_length = 50]
+        credential_type -> Varchar,
+        /// User-facing label; not unique.
+        #[max_length = 255]
+        nickname -> Nullable<Varchar>,
+        /// Ciphertext of the API key.
+        api_key -> Text,
+        /// Ciphertext of the secret key.
+        secret_key -> Text,
+        /// Whether the credential may be used.
+        is_active -> Bool,
+        /// When the credential stops being usable, if ever.
+        expires_at -> Nullable<DbTimestamp>,
+        /// When the credential was created.
+        created_at -> DbTimestamp,
+        /// When the credential last changed.
+        updated_at -> DbTimestamp,
+    }
+}
+
+diesel::joinable!(user_credentials -> user_accounts (user_account_id));
+diesel::allow_tables_to_appear_in_same_query!(user_accounts, user_credentials);

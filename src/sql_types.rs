@@ -1,0 +1,195 @@
+//! SQL types that one `table!` can use on both backends.
+//!
+//! PostgreSQL stores ids as `UUID` and times as `TIMESTAMPTZ`; SQLite has neither, so
+//! the same columns are `TEXT` there:
+//!
+//! - [`DbUuid`]: `UUID` on PostgreSQL; on SQLite the lowercase hyphenated form,
+//!   36 characters (`0190a6f2-8c3e-7b4a-9f1d-2e5c8a7b6d4f`).
+//! - [`DbTimestamp`]: `TIMESTAMPTZ` on PostgreSQL; on SQLite UTC text in one
+//!   fixed-width format, `YYYY-MM-DDTHH:MM:SS.ffffffZ` (microseconds, as PostgreSQL
+//!   keeps them), so that text order is time order.
+//!
+//! Rust code sees [`uuid::Uuid`] and [`chrono::DateTime<Utc>`] on both backends.
+
+use chrono::{DateTime, Utc};
+use diesel::deserialize::{self, FromSql};
+use diesel::expression::AsExpression;
+use diesel::query_builder::QueryId;
+use diesel::serialize::{self, ToSql};
+use diesel::sql_types::SqlType;
+use uuid::Uuid;
+
+/// A UUID column: `UUID` on PostgreSQL, 36-character `TEXT` on SQLite.
+#[derive(Debug, Clone, Copy, Default, SqlType, QueryId)]
+#[cfg_attr(
+    feature = "postgres",
+    diesel(postgres_type(oid = 2950, array_oid = 2951))
+)]
+#[cfg_attr(feature = "sqlite", diesel(sqlite_type(name = "Text")))]
+pub struct DbUuid;
+
+/// A point in time: `TIMESTAMPTZ` on PostgreSQL, fixed-width UTC `TEXT` on SQLite.
+#[derive(Debug, Clone, Copy, Default, SqlType, QueryId)]
+#[cfg_attr(
+    feature = "postgres",
+    diesel(postgres_type(oid = 1184, array_oid = 1185))
+)]
+#[cfg_attr(feature = "sqlite", diesel(sqlite_type(name = "Text")))]
+pub struct DbTimestamp;
+
+/// The text form of a timestamp on SQLite: fixed width, UTC, microseconds.
+pub(crate) const SQLITE_TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
+
+/// Formats a time the way SQLite columns store it.
+pub(crate) fn sqlite_timestamp(time: &DateTime<Utc>) -> String {
+    time.format(SQLITE_TIMESTAMP_FORMAT).to_string()
+}
+
+/// Parses a SQLite timestamp column: the crate's own format or any RFC 3339 time.
+pub(crate) fn parse_sqlite_timestamp(text: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc))
+}
+
+/// Truncates a time to the microsecond precision both backends store, so that a value
+/// written and read back compares equal.
+pub(crate) fn to_stored_precision(time: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::{SubsecRound, Timelike};
+    let micros = time.nanosecond() / 1_000 * 1_000;
+    time.with_nanosecond(micros)
+        .unwrap_or_else(|| time.trunc_subsecs(6))
+}
+
+// Values are bound through these wrappers: diesel's blanket `AsExpression` impl
+// keeps a crate from implementing it for the foreign `Uuid` and `DateTime<Utc>`.
+// Loading needs no wrapper: `FromSql` is implemented on the foreign types below.
+
+/// A UUID bound as a [`DbUuid`] parameter.
+#[derive(Debug, Clone, Copy, AsExpression)]
+#[diesel(sql_type = DbUuid)]
+pub(crate) struct SqlUuid(pub Uuid);
+
+/// A time bound as a [`DbTimestamp`] parameter.
+#[derive(Debug, Clone, Copy, AsExpression)]
+#[diesel(sql_type = DbTimestamp)]
+pub(crate) struct SqlTime(pub DateTime<Utc>);
+
+impl<DB: diesel::backend::Backend> ToSql<DbUuid, DB> for SqlUuid
+where
+    Uuid: ToSql<DbUuid, DB>,
+{
+    fn to_sql<'b>(&'b self, out: &mut serialize::Output<'b, '_, DB>) -> serialize::Result {
+        self.0.to_sql(out)
+    }
+}
+
+impl<DB: diesel::backend::Backend> ToSql<DbTimestamp, DB> for SqlTime
+where
+    DateTime<Utc>: ToSql<DbTimestamp, DB>,
+{
+    fn to_sql<'b>(&'b self, out: &mut serialize::Output<'b, '_, DB>) -> serialize::Result {
+        self.0.to_sql(out)
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod pg {
+    use super::*;
+    use diesel::pg::{Pg, PgValue};
+    use diesel::sql_types::{Timestamptz, Uuid as PgUuid};
+
+    impl ToSql<DbUuid, Pg> for Uuid {
+        fn to_sql<'b>(&'b self, out: &mut serialize::Output<'b, '_, Pg>) -> serialize::Result {
+            <Uuid as ToSql<PgUuid, Pg>>::to_sql(self, out)
+        }
+    }
+
+    impl FromSql<DbUuid, Pg> for Uuid {
+        fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
+            <Uuid as FromSql<PgUuid, Pg>>::from_sql(value)
+        }
+    }
+
+    impl ToSql<DbTimestamp, Pg> for DateTime<Utc> {
+        fn to_sql<'b>(&'b self, out: &mut serialize::Output<'b, '_, Pg>) -> serialize::Result {
+            <DateTime<Utc> as ToSql<Timestamptz, Pg>>::to_sql(self, out)
+        }
+    }
+
+    impl FromSql<DbTimestamp, Pg> for DateTime<Utc> {
+        fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
+            <DateTime<Utc> as FromSql<Timestamptz, Pg>>::from_sql(value)
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::*;
+    use diesel::serialize::IsNull;
+    use diesel::sql_types::Text;
+    use diesel::sqlite::{Sqlite, SqliteValue};
+
+    impl ToSql<DbUuid, Sqlite> for Uuid {
+        fn to_sql<'b>(&'b self, out: &mut serialize::Output<'b, '_, Sqlite>) -> serialize::Result {
+            out.set_value(self.hyphenated().to_string());
+            Ok(IsNull::No)
+        }
+    }
+
+    impl FromSql<DbUuid, Sqlite> for Uuid {
+        fn from_sql(value: SqliteValue<'_, '_, '_>) -> deserialize::Result<Self> {
+            let text = <String as FromSql<Text, Sqlite>>::from_sql(value)?;
+            Ok(Uuid::parse_str(&text)?)
+        }
+    }
+
+    impl ToSql<DbTimestamp, Sqlite> for DateTime<Utc> {
+        fn to_sql<'b>(&'b self, out: &mut serialize::Output<'b, '_, Sqlite>) -> serialize::Result {
+            out.set_value(sqlite_timestamp(self));
+            Ok(IsNull::No)
+        }
+    }
+
+    impl FromSql<DbTimestamp, Sqlite> for DateTime<Utc> {
+        fn from_sql(value: SqliteValue<'_, '_, '_>) -> deserialize::Result<Self> {
+            let text = <String as FromSql<Text, Sqlite>>::from_sql(value)?;
+            Ok(parse_sqlite_timestamp(&text)?)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_timestamps_are_fixed_width_and_sort_as_time() {
+        let times = [
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T00:00:00.000001Z",
+            "2026-01-01T00:00:00.1Z",
+            "2026-01-01T00:00:01Z",
+            "2026-12-31T23:59:59.999999Z",
+        ]
+        .map(|t| DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc));
+        let texts: Vec<String> = times.iter().map(sqlite_timestamp).collect();
+        assert!(texts.iter().all(|t| t.len() == 27), "{texts:?}");
+        let mut sorted = texts.clone();
+        sorted.sort();
+        assert_eq!(sorted, texts);
+        for (time, text) in times.iter().zip(&texts) {
+            assert_eq!(parse_sqlite_timestamp(text).unwrap(), *time);
+        }
+    }
+
+    #[test]
+    fn stored_precision_drops_nanoseconds_only() {
+        let t = DateTime::parse_from_rfc3339("2026-01-01T00:00:00.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            sqlite_timestamp(&to_stored_precision(t)),
+            "2026-01-01T00:00:00.123456Z"
+        );
+    }
+}
