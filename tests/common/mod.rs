@@ -1,0 +1,263 @@
+//! Test databases: a fresh SQLite file, or a fresh PostgreSQL database with a random
+//! name that is dropped afterwards.
+//!
+//! PostgreSQL comes from `CREDENTIAL_STORE_TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`), a role allowed to create databases.
+//! When the server cannot be reached, a test fails if `CREDENTIAL_STORE_REQUIRE_POSTGRES=1`
+//! (CI sets it), and otherwise says on stderr that it was skipped, and why.
+
+#![allow(dead_code)]
+
+use credential_store::{Backend, CredentialStore, Database, Keyring};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use secrecy::ExposeSecret;
+use std::path::PathBuf;
+
+pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A database made for one test.
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    /// Keeps the SQLite file's directory alive.
+    pub dir: Option<tempfile::TempDir>,
+    /// PostgreSQL: the admin URL and the database name to drop.
+    pg: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("store.db").display());
+        TestDb {
+            url,
+            backend: Backend::Sqlite,
+            dir: Some(dir),
+            pg: None,
+        }
+    }
+
+    /// A fresh PostgreSQL database, or `None` (with a note) when the server is
+    /// unreachable and not required.
+    pub fn postgres() -> Option<TestDb> {
+        let admin = admin_url();
+        let mut conn = match PgConnection::establish(&admin) {
+            Ok(conn) => conn,
+            Err(err) => {
+                if require_postgres() {
+                    panic!(
+                        "PostgreSQL is required (CREDENTIAL_STORE_REQUIRE_POSTGRES=1) but {admin} \
+                         is unreachable: {err}"
+                    );
+                }
+                eprintln!(
+                    "SKIPPED: PostgreSQL test not run: cannot connect to {admin} ({err}). \
+                     Set CREDENTIAL_STORE_TEST_DATABASE_URL, or CREDENTIAL_STORE_REQUIRE_POSTGRES=1 \
+                     to make this a failure."
+                );
+                return None;
+            }
+        };
+        let name = format!("credential_store_test_{}", uuid::Uuid::now_v7().simple());
+        conn.batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("CREATE DATABASE");
+        let url = with_database(&admin, &name);
+        Some(TestDb {
+            url,
+            backend: Backend::Postgres,
+            dir: None,
+            pg: Some((admin, name)),
+        })
+    }
+
+    pub fn for_backend(backend: Backend) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => Some(TestDb::sqlite()),
+            _ => TestDb::postgres(),
+        }
+    }
+
+    pub fn database(&self) -> Database {
+        Database::open(&self.url).expect("open database")
+    }
+
+    /// A migrated store with a fresh random key.
+    pub fn store(&self) -> CredentialStore {
+        let db = self.database();
+        db.run_migrations().expect("migrations");
+        CredentialStore::new(db, test_keyring())
+    }
+
+    /// Runs SQL outside the crate, as another program would.
+    pub fn execute(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::establish(self.sqlite_path().to_str().unwrap())
+                    .expect("sqlite connection");
+                conn.batch_execute(sql)
+                    .unwrap_or_else(|e| panic!("{e}: {sql}"));
+            }
+            _ => {
+                let mut conn = PgConnection::establish(&self.url).expect("pg connection");
+                conn.batch_execute(sql)
+                    .unwrap_or_else(|e| panic!("{e}: {sql}"));
+            }
+        }
+    }
+
+    /// The number of rows `SELECT COUNT(*) FROM <table>` sees, outside the crate and
+    /// outside row-level security (as the test's superuser).
+    pub fn count(&self, table: &str) -> i64 {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let sql = format!("SELECT COUNT(*) AS n FROM {table}");
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn =
+                    SqliteConnection::establish(self.sqlite_path().to_str().unwrap()).unwrap();
+                diesel::sql_query(sql)
+                    .get_result::<Count>(&mut conn)
+                    .unwrap()
+                    .n
+            }
+            _ => {
+                let mut conn = PgConnection::establish(&self.url).unwrap();
+                diesel::sql_query(sql)
+                    .get_result::<Count>(&mut conn)
+                    .unwrap()
+                    .n
+            }
+        }
+    }
+
+    pub fn sqlite_path(&self) -> PathBuf {
+        PathBuf::from(
+            self.url
+                .strip_prefix("sqlite://")
+                .expect("a SQLite test database"),
+        )
+    }
+
+    /// The admin URL and database name, on PostgreSQL.
+    pub fn pg_admin(&self) -> Option<(&str, &str)> {
+        self.pg
+            .as_ref()
+            .map(|(admin, name)| (admin.as_str(), name.as_str()))
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = &self.pg {
+            if let Ok(mut conn) = PgConnection::establish(admin) {
+                let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        }
+    }
+}
+
+pub fn admin_url() -> String {
+    std::env::var("CREDENTIAL_STORE_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.into())
+}
+
+pub fn require_postgres() -> bool {
+    std::env::var("CREDENTIAL_STORE_REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
+}
+
+/// `url` with its database name replaced by `name`.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// `url` with its user replaced by `user` (no password: the test server trusts).
+pub fn with_user(url: &str, user: &str) -> String {
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[scheme_end..];
+    let host = match rest.find('@') {
+        Some(at) if rest.find('/').is_none_or(|slash| at < slash) => &rest[at + 1..],
+        _ => rest,
+    };
+    format!("{}{user}@{host}", &url[..scheme_end])
+}
+
+pub fn test_key() -> String {
+    Keyring::generate_key().expose_secret().to_owned()
+}
+
+pub fn test_keyring() -> Keyring {
+    Keyring::from_fernet_keys([test_key()]).unwrap()
+}
+
+/// Declares one test body that runs on SQLite and on PostgreSQL:
+/// `on_both_backends!(name, |db: &TestDb| { … });` gives `name::sqlite` and
+/// `name::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident, |$db:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn body($db: &$crate::common::TestDb) $body
+
+            #[test]
+            fn sqlite() {
+                body(&$crate::common::TestDb::sqlite());
+            }
+
+            #[test]
+            fn postgres() {
+                if let Some(db) = $crate::common::TestDb::postgres() {
+                    body(&db);
+                }
+            }
+        }
+    };
+}
+
+/// Runs Python with `cryptography` and returns its stdout, or `None` (with a note)
+/// when Python or `cryptography` is missing and CI does not require it.
+pub fn python(script: &str, args: &[&str]) -> Option<String> {
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output();
+    let missing = |why: String| {
+        if std::env::var("CI").is_ok() || require_postgres() {
+            panic!("Python with `cryptography` is required under CI: {why}");
+        }
+        eprintln!("SKIPPED: Fernet interoperability check not run: {why}");
+        None
+    };
+    match output {
+        Err(err) => missing(format!("cannot run python3: {err}")),
+        Ok(out) if !out.status.success() => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if stderr.contains("No module named 'cryptography'") {
+                missing(
+                    "the `cryptography` package is not installed (pip install cryptography)".into(),
+                )
+            } else {
+                panic!("python failed: {stderr}")
+            }
+        }
+        Ok(out) => Some(String::from_utf8(out.stdout).unwrap()),
+    }
+}

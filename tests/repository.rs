@@ -1,0 +1,743 @@
+//! Every repository behaviour, one test body per behaviour, run on SQLite and on
+//! PostgreSQL.
+
+mod common;
+
+use chrono::{Duration, Utc};
+use common::{test_keyring, TestDb};
+use credential_store::{
+    CredentialRepository, CredentialStore, CredentialUpdate, Error, Field, Keyring, NewUserAccount,
+    NewUserCredential, Patch, Rule, UserAccount,
+};
+use secrecy::ExposeSecret;
+use uuid::Uuid;
+
+fn account(store: &CredentialStore, user_id: &str) -> UserAccount {
+    store
+        .create_account(&NewUserAccount {
+            user_id,
+            account_name: "Trading account",
+        })
+        .expect("create account")
+}
+
+fn paper<'a>(nickname: Option<&'a str>, api_key: &str) -> NewUserCredential<'a> {
+    let mut new = NewUserCredential::new("alpaca_paper", api_key, format!("secret-{api_key}"));
+    new.nickname = nickname;
+    new
+}
+
+on_both_backends!(accounts_are_created_and_found, |db| {
+    let store = db.store();
+    let created = account(&store, "auth0|alice");
+    assert_eq!(created.user_id, "auth0|alice");
+    assert!(created.is_active);
+    assert_eq!(
+        store.account_by_user_id("auth0|alice").unwrap(),
+        Some(created.clone())
+    );
+    assert_eq!(
+        store.account("auth0|alice", created.id).unwrap(),
+        Some(created.clone())
+    );
+    // The id alone is not enough: the account must belong to the user named.
+    assert_eq!(store.account("auth0|mallory", created.id).unwrap(), None);
+    assert_eq!(store.account_by_user_id("auth0|nobody").unwrap(), None);
+
+    let again = store.create_account(&NewUserAccount {
+        user_id: "auth0|alice",
+        account_name: "Second",
+    });
+    assert!(
+        matches!(again, Err(Error::AccountExists { ref user_id }) if user_id == "auth0|alice"),
+        "{again:?}"
+    );
+    assert_eq!(db.count("user_accounts"), 1);
+});
+
+on_both_backends!(account_input_is_validated, |db| {
+    let store = db.store();
+    let refused = [
+        (
+            NewUserAccount {
+                user_id: "",
+                account_name: "x",
+            },
+            Field::UserId,
+        ),
+        (
+            NewUserAccount {
+                user_id: "a\0b",
+                account_name: "x",
+            },
+            Field::UserId,
+        ),
+        (
+            NewUserAccount {
+                user_id: "ok",
+                account_name: "   ",
+            },
+            Field::AccountName,
+        ),
+        (
+            NewUserAccount {
+                user_id: "ok",
+                account_name: &"n".repeat(256),
+            },
+            Field::AccountName,
+        ),
+    ];
+    for (new, expected) in refused {
+        match store.create_account(&new) {
+            Err(Error::Invalid { field, .. }) => assert_eq!(field, expected),
+            other => panic!("{new:?} gave {other:?}"),
+        }
+    }
+    assert_eq!(db.count("user_accounts"), 0);
+    let name = store
+        .create_account(&NewUserAccount {
+            user_id: "ok",
+            account_name: "  Cafe\u{301} ",
+        })
+        .unwrap();
+    assert_eq!(name.account_name, "Caf\u{e9}");
+});
+
+on_both_backends!(insert_copies_the_user_and_defaults_the_nickname, |db| {
+    let store = db.store();
+    let acct = account(&store, "auth0|alice");
+    let named = store
+        .insert_credential(&acct, &paper(Some("  Momentum "), "PK1"))
+        .unwrap();
+    let unnamed = store.insert_credential(&acct, &paper(None, "PK2")).unwrap();
+    let blank = store
+        .insert_credential(&acct, &paper(Some(" \t "), "PK3"))
+        .unwrap();
+    assert_eq!(named.nickname.as_deref(), Some("Momentum"));
+    assert_eq!(unnamed.nickname.as_deref(), Some("alpaca_paper"));
+    assert_eq!(blank.nickname.as_deref(), Some("alpaca_paper"));
+    for credential in [&named, &unnamed, &blank] {
+        assert_eq!(credential.user_id, acct.user_id);
+        assert_eq!(credential.user_account_id, acct.id);
+        assert!(credential.is_active);
+        assert_eq!(
+            store.credential(&acct, credential.id).unwrap().as_ref(),
+            Some(credential)
+        );
+    }
+    let keys = store.credential_keys(&acct, named.id).unwrap();
+    assert_eq!(keys.api_key().expose_secret(), "PK1");
+    assert_eq!(keys.secret_key().expose_secret(), "secret-PK1");
+});
+
+on_both_backends!(lookups_by_type_and_nickname, |db| {
+    let store = db.store();
+    let acct = account(&store, "auth0|alice");
+    let momentum = store
+        .insert_credential(&acct, &paper(Some("Momentum"), "PK1"))
+        .unwrap();
+    let swing = store
+        .insert_credential(&acct, &paper(Some("Swing"), "PK2"))
+        .unwrap();
+    let live = store
+        .insert_credential(
+            &acct,
+            &NewUserCredential::new("alpaca_live", "AK1", "live-secret"),
+        )
+        .unwrap();
+
+    let listed: Vec<Uuid> = store
+        .list_credentials(&acct)
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(listed, [live.id, swing.id, momentum.id], "newest first");
+
+    let papers: Vec<Uuid> = store
+        .find_by_type(&acct, "alpaca_paper")
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(papers, [swing.id, momentum.id]);
+    assert!(store.find_by_type(&acct, "polygon").unwrap().is_empty());
+
+    assert_eq!(
+        store
+            .find_one_by_nickname(&acct, "Swing")
+            .unwrap()
+            .map(|c| c.id),
+        Some(swing.id)
+    );
+    assert_eq!(
+        store
+            .find_one_by_nickname(&acct, " Swing ")
+            .unwrap()
+            .map(|c| c.id),
+        Some(swing.id)
+    );
+    assert_eq!(
+        store
+            .find_one_by_nickname(&acct, "alpaca_live")
+            .unwrap()
+            .map(|c| c.id),
+        Some(live.id)
+    );
+    assert_eq!(
+        store.find_one_by_nickname(&acct, "swing").unwrap(),
+        None,
+        "nicknames are case-sensitive"
+    );
+    assert_eq!(store.find_one_by_nickname(&acct, "Nope").unwrap(), None);
+    assert!(matches!(
+        store.find_by_nickname(&acct, "bad\nname"),
+        Err(Error::Invalid {
+            field: Field::Nickname,
+            rule: Rule::ControlCharacter { position: 3 }
+        })
+    ));
+});
+
+on_both_backends!(a_shared_nickname_is_ambiguous_not_guessed, |db| {
+    let store = db.store();
+    let acct = account(&store, "auth0|alice");
+    let first = store
+        .insert_credential(&acct, &paper(Some("Bot"), "PK1"))
+        .unwrap();
+    let second = store
+        .insert_credential(&acct, &paper(Some("Bot"), "PK2"))
+        .unwrap();
+    store
+        .insert_credential(
+            &acct,
+            &NewUserCredential::new("polygon", "PG1", "s").nickname("Bot"),
+        )
+        .unwrap();
+
+    let all: Vec<Uuid> = store
+        .find_by_nickname(&acct, "Bot")
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(all.len(), 3);
+    assert!(all.contains(&first.id) && all.contains(&second.id));
+    match store.find_one_by_nickname(&acct, "Bot") {
+        Err(Error::AmbiguousNickname {
+            nickname,
+            matches,
+            account_id,
+        }) => {
+            assert_eq!(
+                (nickname.as_str(), matches, account_id),
+                ("Bot", 3, acct.id)
+            );
+        }
+        other => panic!("expected ambiguity, got {other:?}"),
+    }
+    let message = store
+        .find_one_by_nickname(&acct, "Bot")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("ambiguous") && message.contains('3'),
+        "{message}"
+    );
+});
+
+on_both_backends!(nicknames_are_nfc_normalised_on_write_and_lookup, |db| {
+    let store = db.store();
+    let acct = account(&store, "auth0|alice");
+    // "é" as e + combining acute accent, stored precomposed.
+    let stored = store
+        .insert_credential(&acct, &paper(Some("Cafe\u{301}"), "PK1"))
+        .unwrap();
+    assert_eq!(stored.nickname.as_deref(), Some("Caf\u{e9}"));
+    assert_eq!(
+        store
+            .find_one_by_nickname(&acct, "Caf\u{e9}")
+            .unwrap()
+            .map(|c| c.id),
+        Some(stored.id)
+    );
+    assert_eq!(
+        store
+            .find_one_by_nickname(&acct, "Cafe\u{301}")
+            .unwrap()
+            .map(|c| c.id),
+        Some(stored.id)
+    );
+});
+
+on_both_backends!(bad_credential_input_is_refused_and_changes_nothing, |db| {
+    let store = db.store();
+    let acct = account(&store, "auth0|alice");
+    let at_limit = "ñ".repeat(255);
+    let over = "ñ".repeat(256);
+    let long_key = "k".repeat(4097);
+    let long_type = "a".repeat(51);
+    let cases: Vec<(NewUserCredential<'_>, Field)> = vec![
+        (paper(Some(&over), "PK"), Field::Nickname),
+        (paper(Some("nul\0byte"), "PK"), Field::Nickname),
+        (paper(Some("tab\tinside"), "PK"), Field::Nickname),
+        (
+            NewUserCredential::new("Alpaca", "PK", "s"),
+            Field::CredentialType,
+        ),
+        (NewUserCredential::new("", "PK", "s"), Field::CredentialType),
+        (
+            NewUserCredential::new(&long_type, "PK", "s"),
+            Field::CredentialType,
+        ),
+        (
+            NewUserCredential::new("_paper", "PK", "s"),
+            Field::CredentialType,
+        ),
+        (
+            NewUserCredential::new("alpaca paper", "PK", "s"),
+            Field::CredentialType,
+        ),
+        (
+            NewUserCredential::new("alpaca_paper", "", "s"),
+            Field::ApiKey,
+        ),
+        (
+            NewUserCredential::new("alpaca_paper", long_key.as_str(), "s"),
+            Field::ApiKey,
+        ),
+        (
+            NewUserCredential::new("alpaca_paper", "PK", ""),
+            Field::SecretKey,
+        ),
+    ];
+    for (new, expected) in &cases {
+        match store.insert_credential(&acct, new) {
+            Err(Error::Invalid { field, rule }) => {
+                assert_eq!(field, *expected, "{new:?}: {rule}");
+            }
+            other => panic!("{new:?} gave {other:?}"),
+        }
+    }
+    assert_eq!(
+        db.count("user_credentials"),
+        0,
+        "a refused insert wrote a row"
+    );
+
+    // The boundaries themselves are accepted: 255 characters (510 bytes), 50-character type.
+    let stored = store
+        .insert_credential(&acct, &paper(Some(&at_limit), "PK"))
+        .unwrap();
+    assert_eq!(
+        stored.nickname.as_deref().map(|n| n.chars().count()),
+        Some(255)
+    );
+    store
+        .insert_credential(&acct, &NewUserCredential::new(&"a".repeat(50), "PK", "s"))
+        .unwrap();
+    assert_eq!(db.count("user_credentials"), 2);
+});
+
+on_both_backends!(unknown_and_mismatched_accounts_are_refused, |db| {
+    let store = db.store();
+    let alice = account(&store, "auth0|alice");
+    let ghost = UserAccount {
+        id: Uuid::now_v7(),
+        ..alice.clone()
+    };
+    assert!(matches!(
+        store.insert_credential(&ghost, &paper(None, "PK")),
+        Err(Error::UnknownAccount { account_id }) if account_id == ghost.id
+    ));
+    let impostor = UserAccount {
+        user_id: "auth0|mallory".into(),
+        ..alice.clone()
+    };
+    match store.insert_credential(&impostor, &paper(None, "PK")) {
+        // SQLite sees the account and names the mismatch; PostgreSQL's row-level
+        // security already hides another user's account from this transaction.
+        Err(Error::AccountUserMismatch {
+            account_id,
+            user_id,
+        }) => {
+            assert_eq!((account_id, user_id.as_str()), (alice.id, "auth0|mallory"));
+        }
+        Err(Error::UnknownAccount { account_id }) => assert_eq!(account_id, alice.id),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(db.count("user_credentials"), 0);
+});
+
+on_both_backends!(no_call_reaches_another_accounts_rows, |db| {
+    let store = db.store();
+    let alice = account(&store, "auth0|alice");
+    let bob = account(&store, "auth0|bob");
+    let secret = store
+        .insert_credential(&alice, &paper(Some("Shared name"), "PKALICE"))
+        .unwrap();
+    store
+        .insert_credential(&bob, &paper(Some("Shared name"), "PKBOB"))
+        .unwrap();
+
+    assert_eq!(store.credential(&bob, secret.id).unwrap(), None);
+    assert_eq!(store.list_credentials(&bob).unwrap().len(), 1);
+    assert_eq!(store.find_by_type(&bob, "alpaca_paper").unwrap().len(), 1);
+    let bobs = store
+        .find_one_by_nickname(&bob, "Shared name")
+        .unwrap()
+        .unwrap();
+    assert_eq!(bobs.user_id, "auth0|bob");
+    assert!(matches!(
+        store.credential_keys(&bob, secret.id),
+        Err(Error::CredentialNotFound { credential_id, .. }) if credential_id == secret.id
+    ));
+    let steal = CredentialUpdate {
+        nickname: Patch::Set("mine now".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        store.update_credential(&bob, secret.id, &steal),
+        Err(Error::CredentialNotFound { .. })
+    ));
+    assert!(matches!(
+        store.delete_credential(&bob, secret.id),
+        Err(Error::CredentialNotFound { .. })
+    ));
+
+    // A hand-built account value with Alice's id but Bob's user id sees nothing either.
+    let forged = UserAccount {
+        user_id: "auth0|bob".into(),
+        ..alice.clone()
+    };
+    assert!(store.list_credentials(&forged).unwrap().is_empty());
+    assert_eq!(store.credential(&forged, secret.id).unwrap(), None);
+
+    let untouched = store.credential(&alice, secret.id).unwrap().unwrap();
+    assert_eq!(untouched, secret);
+    assert_eq!(
+        store
+            .credential_keys(&alice, secret.id)
+            .unwrap()
+            .api_key()
+            .expose_secret(),
+        "PKALICE"
+    );
+});
+
+on_both_backends!(updates_set_keep_or_clear_each_field, |db| {
+    let store = db.store();
+    let acct = account(&store, "auth0|alice");
+    let original = store
+        .insert_credential(&acct, &paper(Some("Momentum"), "PKOLD"))
+        .unwrap();
+    let expiry = Utc::now() + Duration::days(30);
+
+    let changed = store
+        .update_credential(
+            &acct,
+            original.id,
+            &CredentialUpdate {
+                nickname: Patch::Set(" Momentum v2 ".into()),
+                is_active: Some(false),
+                expires_at: Patch::Set(expiry),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(changed.nickname.as_deref(), Some("Momentum v2"));
+    assert!(!changed.is_active);
+    assert_eq!(
+        changed.expires_at.map(|t| t.timestamp_micros()),
+        Some(expiry.timestamp_micros())
+    );
+    assert!(changed.updated_at >= original.updated_at);
+    assert_eq!(changed.created_at, original.created_at);
+    assert_eq!(
+        store.credential(&acct, original.id).unwrap(),
+        Some(changed.clone())
+    );
+
+    // Keep everything but the keys.
+    let rekeyed = store
+        .update_credential(
+            &acct,
+            original.id,
+            &CredentialUpdate::default().keys("PKNEW", "SKNEW"),
+        )
+        .unwrap();
+    assert_eq!(rekeyed.nickname, changed.nickname);
+    assert_eq!(rekeyed.expires_at, changed.expires_at);
+    assert!(!rekeyed.is_active);
+
+    let cleared = store
+        .update_credential(
+            &acct,
+            original.id,
+            &CredentialUpdate {
+                nickname: Patch::Clear,
+                expires_at: Patch::Clear,
+                is_active: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        (cleared.nickname, cleared.expires_at, cleared.is_active),
+        (None, None, true)
+    );
+    let keys = store.credential_keys(&acct, original.id).unwrap();
+    assert_eq!(
+        (
+            keys.api_key().expose_secret(),
+            keys.secret_key().expose_secret()
+        ),
+        ("PKNEW", "SKNEW")
+    );
+
+    // Bad input is refused and changes nothing.
+    for update in [
+        CredentialUpdate {
+            nickname: Patch::Set("  ".into()),
+            ..Default::default()
+        },
+        CredentialUpdate {
+            nickname: Patch::Set("x".repeat(256)),
+            ..Default::default()
+        },
+        CredentialUpdate {
+            is_active: Some(false),
+            ..Default::default()
+        }
+        .keys("", "s"),
+    ] {
+        assert!(matches!(
+            store.update_credential(&acct, original.id, &update),
+            Err(Error::Invalid { .. })
+        ));
+    }
+    let after = store.credential(&acct, original.id).unwrap().unwrap();
+    assert!(after.is_active);
+    assert_eq!(
+        after.updated_at,
+        store
+            .credential(&acct, original.id)
+            .unwrap()
+            .unwrap()
+            .updated_at
+    );
+
+    let missing = Uuid::now_v7();
+    assert!(matches!(
+        store.update_credential(&acct, missing, &CredentialUpdate::default()),
+        Err(Error::CredentialNotFound { credential_id, .. }) if credential_id == missing
+    ));
+});
+
+on_both_backends!(delete_removes_one_credential, |db| {
+    let store = db.store();
+    let acct = account(&store, "auth0|alice");
+    let gone = store
+        .insert_credential(&acct, &paper(Some("A"), "PK1"))
+        .unwrap();
+    let kept = store
+        .insert_credential(&acct, &paper(Some("B"), "PK2"))
+        .unwrap();
+    store.delete_credential(&acct, gone.id).unwrap();
+    assert_eq!(store.credential(&acct, gone.id).unwrap(), None);
+    assert_eq!(store.list_credentials(&acct).unwrap(), vec![kept]);
+    assert!(matches!(
+        store.delete_credential(&acct, gone.id),
+        Err(Error::CredentialNotFound { .. })
+    ));
+});
+
+on_both_backends!(inactive_and_expired_credentials_give_no_keys, |db| {
+    let store = db.store();
+    let acct = account(&store, "auth0|alice");
+    let inactive = store
+        .insert_credential(&acct, &paper(Some("Off"), "PK1").active(false))
+        .unwrap();
+    let expired = store
+        .insert_credential(
+            &acct,
+            &paper(Some("Old"), "PK2").expires_at(Utc::now() - Duration::seconds(1)),
+        )
+        .unwrap();
+    let future = store
+        .insert_credential(
+            &acct,
+            &paper(Some("New"), "PK3").expires_at(Utc::now() + Duration::hours(1)),
+        )
+        .unwrap();
+    assert!(matches!(
+        store.credential_keys(&acct, inactive.id),
+        Err(Error::CredentialInactive { credential_id }) if credential_id == inactive.id
+    ));
+    match store.credential_keys(&acct, expired.id) {
+        Err(Error::CredentialExpired {
+            credential_id,
+            expired_at,
+        }) => {
+            assert_eq!(credential_id, expired.id);
+            assert_eq!(Some(expired_at), expired.expires_at);
+        }
+        other => panic!("expected expiry, got {other:?}"),
+    }
+    assert_eq!(
+        store
+            .credential_keys(&acct, future.id)
+            .unwrap()
+            .api_key()
+            .expose_secret(),
+        "PK3"
+    );
+    assert!(!expired.is_usable_at(Utc::now()) && future.is_usable_at(Utc::now()));
+});
+
+on_both_backends!(wrong_key_and_corrupted_ciphertext_are_typed_errors, |db| {
+    let store = db.store();
+    let acct = account(&store, "auth0|alice");
+    let credential = store
+        .insert_credential(&acct, &paper(Some("A"), "PK1"))
+        .unwrap();
+
+    let stranger = CredentialStore::new(db.database(), test_keyring());
+    match stranger.credential_keys(&acct, credential.id) {
+        Err(Error::Decryption {
+            credential_id,
+            field,
+        }) => {
+            assert_eq!((credential_id, field), (credential.id, Field::ApiKey));
+        }
+        other => panic!("expected a decryption error, got {other:?}"),
+    }
+
+    // Flip one character of the stored secret-key token.
+    db.execute(&format!(
+        "UPDATE user_credentials SET secret_key = 'gAAAAA' || substr(secret_key, 7) || 'x' WHERE nickname = 'A'"
+    ));
+    match store.credential_keys(&acct, credential.id) {
+        Err(
+            err @ Error::Decryption {
+                field: Field::SecretKey,
+                ..
+            },
+        ) => {
+            let message = err.to_string();
+            assert!(
+                message.contains(&credential.id.to_string()) && message.contains("secret_key"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a decryption error, got {other:?}"),
+    }
+});
+
+on_both_backends!(backfill_sets_missing_nicknames_once, |db| {
+    let store = db.store();
+    let alice = account(&store, "auth0|alice");
+    let bob = account(&store, "auth0|bob");
+    let mut legacy = Vec::new();
+    for (i, acct) in [&alice, &bob, &alice, &bob, &alice].into_iter().enumerate() {
+        let new = NewUserCredential::new(
+            if i % 2 == 0 {
+                "alpaca_paper"
+            } else {
+                "polygon"
+            },
+            "PK",
+            "s",
+        );
+        legacy.push((acct, store.insert_credential(acct, &new).unwrap()));
+    }
+    let named = store
+        .insert_credential(&alice, &paper(Some("Keep me"), "PK"))
+        .unwrap();
+    // Legacy rows: written before nicknames existed.
+    db.execute("UPDATE user_credentials SET nickname = NULL WHERE nickname <> 'Keep me'");
+    assert!(
+        store
+            .list_credentials(&alice)
+            .unwrap()
+            .iter()
+            .filter(|c| c.nickname.is_none())
+            .count()
+            == 3
+    );
+
+    assert_eq!(
+        store.backfill_nicknames(2).unwrap(),
+        5,
+        "three batches of at most two rows"
+    );
+    assert_eq!(store.backfill_nicknames(2).unwrap(), 0, "idempotent");
+    for (acct, credential) in &legacy {
+        let now = store.credential(acct, credential.id).unwrap().unwrap();
+        assert_eq!(now.nickname.as_deref(), Some(now.credential_type.as_str()));
+    }
+    assert_eq!(
+        store
+            .credential(&alice, named.id)
+            .unwrap()
+            .unwrap()
+            .nickname
+            .as_deref(),
+        Some("Keep me")
+    );
+    assert!(matches!(
+        store.backfill_nicknames(0),
+        Err(Error::Invalid {
+            field: Field::BatchSize,
+            ..
+        })
+    ));
+});
+
+#[test]
+fn a_missing_key_is_an_error_never_plaintext() {
+    let variable = "CREDENTIAL_STORE_TEST_UNSET_KEYS";
+    match Keyring::from_env_var(variable) {
+        Err(err @ Error::NoKeyConfigured { .. }) => assert!(err.to_string().contains(variable)),
+        other => panic!("expected NoKeyConfigured, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_sqlite_file_holds_no_plaintext() {
+    let db = TestDb::sqlite();
+    let store = db.store();
+    let acct = account(&store, "auth0|alice");
+    let api_key = "PKPLAINTEXTMARKER4F2A";
+    let secret_key = "SKPLAINTEXTMARKER9c1e";
+    let credential = store
+        .insert_credential(
+            &acct,
+            &NewUserCredential::new("alpaca_paper", api_key, secret_key),
+        )
+        .unwrap();
+    store
+        .update_credential(
+            &acct,
+            credential.id,
+            &CredentialUpdate::default().keys(api_key, secret_key),
+        )
+        .unwrap();
+    drop(store);
+    let mut found = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", db.sqlite_path().display());
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        for needle in [api_key, secret_key, "PLAINTEXTMARKER"] {
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                found.push(format!("{needle} in {path}"));
+            }
+        }
+    }
+    assert!(found.is_empty(), "plaintext found: {found:?}");
+    // The row is there, readable with the key: the search did look at real data.
+    let store = CredentialStore::new(db.database(), test_keyring());
+    assert_eq!(store.list_credentials(&acct).unwrap().len(), 1);
+}
