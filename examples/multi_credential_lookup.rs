@@ -166,8 +166,8 @@ fn show(
 ) -> Result<(), Error> {
     println!("{title}");
     println!(
-        "  {:<12} {:<13} {:<7} {:<12} {}",
-        "nickname", "type", "active", "api key", "id"
+        "  {:<12} {:<13} {:<7} {:<12} id",
+        "nickname", "type", "active", "api key"
     );
     for credential in credentials {
         let keys = store.credential_keys(account, credential.id)?;

@@ -21,9 +21,10 @@ pub const KEYS_ENV_VAR: &str = "CREDENTIAL_STORE_KEYS";
 ///
 /// ```
 /// use credential_store::Keyring;
+/// use secrecy::ExposeSecret;
 /// let new = Keyring::generate_key();
 /// let old = Keyring::generate_key();
-/// let keyring = Keyring::from_fernet_keys([&new, &old]).unwrap();
+/// let keyring = Keyring::from_fernet_keys([new.expose_secret(), old.expose_secret()]).unwrap();
 /// assert_eq!(keyring.len(), 2);
 /// assert_eq!(format!("{keyring:?}"), "Keyring { keys: 2 }");
 /// ```
@@ -123,7 +124,7 @@ impl fmt::Debug for Keyring {
 ///
 /// `Debug` prints `[REDACTED]`; there is no `Display` and no serde support; the
 /// memory is zeroed when the value is dropped. Read a key with
-/// [`ExposeSecret::expose_secret`](secrecy::ExposeSecret::expose_secret).
+/// [`secrecy::ExposeSecret::expose_secret`].
 pub struct CredentialKeys {
     api_key: SecretString,
     secret_key: SecretString,

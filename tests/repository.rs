@@ -613,10 +613,12 @@ on_both_backends!(wrong_key_and_corrupted_ciphertext_are_typed_errors, |db| {
         other => panic!("expected a decryption error, got {other:?}"),
     }
 
-    // Flip one character of the stored secret-key token.
-    db.execute(&format!(
-        "UPDATE user_credentials SET secret_key = 'gAAAAA' || substr(secret_key, 7) || 'x' WHERE nickname = 'A'"
-    ));
+    // Flip one character in the middle of the stored secret-key token: the HMAC fails.
+    db.execute(
+        "UPDATE user_credentials SET secret_key = substr(secret_key, 1, 40) \
+         || CASE WHEN substr(secret_key, 41, 1) = 'A' THEN 'B' ELSE 'A' END \
+         || substr(secret_key, 42) WHERE nickname = 'A'",
+    );
     match store.credential_keys(&acct, credential.id) {
         Err(
             err @ Error::Decryption {
