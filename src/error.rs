@@ -125,8 +125,9 @@ pub enum Error {
         reason: String,
     },
 
-    /// Applying or reverting migrations failed.
-    #[error("migration failed: {0}")]
+    /// Applying or reverting migrations failed; the migration's transaction was rolled
+    /// back. The cause (the database's message) is the error's `source()`.
+    #[error("migration failed")]
     Migration(#[source] Box<dyn std::error::Error + Send + Sync>),
 
     /// Could not open a connection.

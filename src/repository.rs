@@ -344,16 +344,7 @@ impl CredentialRepository for CredentialStore {
         account: &UserAccount,
         nickname: &str,
     ) -> Result<Vec<UserCredential>> {
-        let nickname = Nickname::parse(nickname)?;
-        self.db.run(Scope::read(&account.user_id), |conn| {
-            Ok(
-                on_backend!(conn, c => owned_by(SqlUuid(account.id), &account.user_id)
-                .filter(user_credentials::nickname.eq(nickname.as_str()))
-                .order(newest_first())
-                .select(UserCredential::as_select())
-                .load(c)?),
-            )
-        })
+        self.load_by_nickname(account, &Nickname::parse(nickname)?)
     }
 
     fn find_one_by_nickname(
@@ -361,12 +352,13 @@ impl CredentialRepository for CredentialStore {
         account: &UserAccount,
         nickname: &str,
     ) -> Result<Option<UserCredential>> {
-        let mut found = self.find_by_nickname(account, nickname)?;
+        let nickname = Nickname::parse(nickname)?;
+        let mut found = self.load_by_nickname(account, &nickname)?;
         match found.len() {
             0 | 1 => Ok(found.pop()),
             matches => Err(Error::AmbiguousNickname {
                 account_id: account.id,
-                nickname: Nickname::parse(nickname)?.as_str().to_owned(),
+                nickname: nickname.as_str().to_owned(),
                 matches,
             }),
         }
@@ -515,6 +507,23 @@ impl CredentialRepository for CredentialStore {
 }
 
 impl CredentialStore {
+    /// The account's credentials with this (validated) nickname, newest first.
+    fn load_by_nickname(
+        &self,
+        account: &UserAccount,
+        nickname: &Nickname,
+    ) -> Result<Vec<UserCredential>> {
+        self.db.run(Scope::read(&account.user_id), |conn| {
+            Ok(
+                on_backend!(conn, c => owned_by(SqlUuid(account.id), &account.user_id)
+                .filter(user_credentials::nickname.eq(nickname.as_str()))
+                .order(newest_first())
+                .select(UserCredential::as_select())
+                .load(c)?),
+            )
+        })
+    }
+
     /// Fails unless the current role sees every row of `user_credentials`.
     fn require_rls_bypass(&self, operation: &'static str) -> Result<()> {
         #[cfg(feature = "postgres")]
