@@ -385,6 +385,49 @@ mod tests {
     }
 
     #[test]
+    fn every_sqlite_connection_gets_its_pragmas() {
+        use diesel::sql_types::{BigInt, Text};
+        #[derive(QueryableByName)]
+        struct Pragmas {
+            #[diesel(sql_type = Text)]
+            journal_mode: String,
+            #[diesel(sql_type = BigInt)]
+            foreign_keys: i64,
+            #[diesel(sql_type = BigInt)]
+            synchronous: i64,
+            #[diesel(sql_type = BigInt)]
+            busy_timeout: i64,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let options = DatabaseOptions {
+            busy_timeout: Duration::from_millis(1234),
+            ..Default::default()
+        };
+        let db = Database::open_with(dir.path().join("p.db").to_str().unwrap(), &options).unwrap();
+        // Several connections at once: each one, not only the first, is configured.
+        let Pool::Sqlite(pool) = &db.pool else {
+            unreachable!()
+        };
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut conn = pool.get().unwrap();
+            let p: Pragmas = diesel::sql_query(
+                "SELECT (SELECT journal_mode FROM pragma_journal_mode) AS journal_mode,
+                        (SELECT foreign_keys FROM pragma_foreign_keys) AS foreign_keys,
+                        (SELECT synchronous FROM pragma_synchronous) AS synchronous,
+                        (SELECT timeout FROM pragma_busy_timeout) AS busy_timeout",
+            )
+            .get_result(&mut *conn)
+            .unwrap();
+            assert_eq!(p.journal_mode, "wal");
+            assert_eq!(p.foreign_keys, 1);
+            assert_eq!(p.synchronous, 1, "NORMAL");
+            assert_eq!(p.busy_timeout, 1234);
+            held.push(conn);
+        }
+    }
+
+    #[test]
     fn debug_never_shows_the_url() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret-name.db");

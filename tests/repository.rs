@@ -130,6 +130,31 @@ on_both_backends!(insert_copies_the_user_and_defaults_the_nickname, |db| {
     assert_eq!(keys.secret_key().expose_secret(), "secret-PK1");
 });
 
+on_both_backends!(serde_output_holds_no_key_material, |db| {
+    let store = db.store();
+    let acct = account(&store, "auth0|alice");
+    let credential = store
+        .insert_credential(&acct, &paper(Some("Momentum"), "PKSERDE42"))
+        .unwrap();
+    let json = serde_json::to_string(&credential).unwrap();
+    assert!(
+        !json.contains("PKSERDE42") && !json.contains("secret-"),
+        "{json}"
+    );
+    assert!(
+        !json.contains("api_key") && !json.contains("secret_key"),
+        "{json}"
+    );
+    assert!(!json.contains("gAAAA"), "no ciphertext either: {json}");
+    let back: credential_store::UserCredential = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, credential);
+    let debug = format!("{credential:?} {acct:?}");
+    assert!(
+        !debug.contains("PKSERDE42") && !debug.contains("gAAAA"),
+        "{debug}"
+    );
+});
+
 on_both_backends!(lookups_by_type_and_nickname, |db| {
     let store = db.store();
     let acct = account(&store, "auth0|alice");
