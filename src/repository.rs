@@ -38,7 +38,9 @@ pub trait CredentialRepository {
     ///
     /// A missing or blank nickname becomes the credential type. `user_id` is copied
     /// from the stored account; [`Error::UnknownAccount`] if there is none with that
-    /// id, [`Error::AccountUserMismatch`] if it belongs to another user.
+    /// id, [`Error::AccountUserMismatch`] if it belongs to another user. (On
+    /// PostgreSQL, under a role that row-level security applies to, another user's
+    /// account is invisible to the transaction, so that case is `UnknownAccount` too.)
     fn insert_credential(
         &self,
         account: &UserAccount,
@@ -162,6 +164,16 @@ impl CredentialStore {
             credential_id,
             field,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_store_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync + Clone + 'static>() {}
+        shared::<super::CredentialStore>();
+        let _: Option<&dyn super::CredentialRepository> = None;
     }
 }
 
