@@ -277,6 +277,13 @@ impl<'a> Scope<'a> {
             write: true,
         }
     }
+    /// A maintenance read that spans users.
+    pub fn maintenance_read() -> Self {
+        Scope {
+            user: None,
+            write: false,
+        }
+    }
     /// A maintenance write that spans users.
     pub fn maintenance() -> Self {
         Scope {

@@ -1,60 +1,152 @@
-//! Encryption of credential keys at rest.
+//! Encryption of credential keys at rest: a keyring of identified keys and two
+//! ciphertext formats.
 //!
-//! Keys are stored as [Fernet](https://github.com/fernet/spec) tokens, byte-compatible
-//! with Python's `cryptography.fernet.Fernet`: a database written by the existing
-//! Python system reads here with the same key, and the reverse.
+//! - **Sealed** (the default): XChaCha20-Poly1305 with a random 192-bit nonce, written
+//!   as `sealed:v1:<key id>:<base64url(nonce ‖ ciphertext ‖ tag)>`. The associated
+//!   data binds the ciphertext to its credential id, its account id, its field
+//!   (`api_key` or `secret_key`) and its key id: a ciphertext copied onto another row
+//!   or into the other field does not decrypt.
+//! - **Fernet**: [Fernet](https://github.com/fernet/spec) tokens, byte-compatible with
+//!   Python's `cryptography.fernet.Fernet`, for a database shared with the existing
+//!   Python system. Fernet has no associated data and no key id.
+//!
+//! Both formats are always readable. Each configured key serves both: its Fernet
+//! form is the key itself, its sealed form a subkey derived with HKDF-SHA256, so no
+//! key is used by two algorithms.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Field, Result};
+use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 use std::fmt;
+use uuid::Uuid;
 use zeroize::Zeroizing;
 
-/// The environment variable [`Keyring::from_env`] reads: one or more Fernet keys,
-/// separated by commas. The first encrypts; all of them decrypt.
+/// The environment variable [`Keyring::from_env`] reads: one or more keys, separated
+/// by commas, each either `<key>` or `<key id>:<key>`. The first encrypts; all decrypt.
 pub const KEYS_ENV_VAR: &str = "CREDENTIAL_STORE_KEYS";
 
-/// The Fernet keys the store encrypts and decrypts with.
+const SEALED_PREFIX: &str = "sealed:v1:";
+const SEALED_AAD_DOMAIN: &[u8] = b"credential-store sealed v1\0";
+const HKDF_INFO: &[u8] = b"credential-store sealed v1 key";
+const NONCE_LEN: usize = 24;
+const MAX_KEY_ID_CHARS: usize = 32;
+
+/// The ciphertext format a store writes.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum CipherFormat {
+    /// XChaCha20-Poly1305 bound to its row and field, with a key id. The default.
+    #[default]
+    Sealed,
+    /// Fernet, readable by Python's `cryptography`; not bound to its row.
+    Fernet,
+}
+
+impl fmt::Display for CipherFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CipherFormat::Sealed => "sealed",
+            CipherFormat::Fernet => "fernet",
+        })
+    }
+}
+
+/// The keys the store encrypts and decrypts with, each with an id.
 ///
-/// The first key encrypts every new value; every key is tried, in order, to decrypt.
-/// To change keys, put the new key first and keep the old one after it until no row
-/// needs it.
+/// The first key (the primary) encrypts every new value; every key decrypts. A key
+/// is 32 random bytes in URL-safe base64, the text form of a Fernet key (so the
+/// existing system's key works as it is). Give it an id with `id:key`; a key
+/// without one gets a stable id derived from it (`k` and 8 hex digits of a hash).
+///
+/// To change keys: put the new key first, keep the old ones after it, run
+/// [`rotate_keys`](crate::CredentialRepository::rotate_keys), and drop an old key when
+/// [`key_usage`](crate::CredentialRepository::key_usage) shows no row needs it.
 ///
 /// ```
 /// use credential_store::Keyring;
 /// use secrecy::ExposeSecret;
 /// let new = Keyring::generate_key();
 /// let old = Keyring::generate_key();
-/// let keyring = Keyring::from_fernet_keys([new.expose_secret(), old.expose_secret()]).unwrap();
+/// let keyring = Keyring::from_fernet_keys([
+///     format!("2026-11:{}", new.expose_secret()),
+///     old.expose_secret().to_owned(),
+/// ])
+/// .unwrap();
+/// assert_eq!(keyring.primary_key_id(), "2026-11");
 /// assert_eq!(keyring.len(), 2);
-/// assert_eq!(format!("{keyring:?}"), "Keyring { keys: 2 }");
+/// assert!(format!("{keyring:?}").starts_with("Keyring { key_ids: [\"2026-11\", \"k"));
 /// ```
 pub struct Keyring {
-    keys: Vec<fernet::Fernet>,
+    keys: Vec<Key>,
+}
+
+struct Key {
+    id: String,
+    fernet: fernet::Fernet,
+    sealed: XChaCha20Poly1305,
+}
+
+/// Where a ciphertext belongs: the associated data of the sealed format.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Binding {
+    pub credential_id: Uuid,
+    pub account_id: Uuid,
+    pub field: Field,
+}
+
+/// Which format and key made a ciphertext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Sealed {
+        key_id: String,
+    },
+    /// `key`: the position of the key that opens it, if any does.
+    Fernet {
+        key: Option<usize>,
+    },
+    /// Neither format can be read.
+    Unreadable,
 }
 
 impl Keyring {
-    /// A keyring from Fernet keys (32 bytes, URL-safe base64), primary first.
+    /// A keyring from keys in their text form (`key` or `id:key`), primary first.
     ///
     /// An empty list is [`Error::NoKeyConfigured`]; a malformed key is
-    /// [`Error::InvalidKey`], which gives its position, never its content.
+    /// [`Error::InvalidKey`], which gives its position, never its content; two keys
+    /// with one id are [`Error::DuplicateKeyId`].
     pub fn from_fernet_keys<I, S>(keys: I) -> Result<Self>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let keys = keys
-            .into_iter()
-            .enumerate()
-            .map(|(index, key)| {
-                fernet::Fernet::new(key.as_ref().trim()).ok_or(Error::InvalidKey {
-                    position: index + 1,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if keys.is_empty() {
+        let mut parsed: Vec<Key> = Vec::new();
+        for (index, entry) in keys.into_iter().enumerate() {
+            let key = Key::parse(entry.as_ref().trim(), index + 1)?;
+            if parsed.iter().any(|k| k.id == key.id) {
+                return Err(Error::DuplicateKeyId { key_id: key.id });
+            }
+            parsed.push(key);
+        }
+        if parsed.is_empty() {
             return Err(Error::NoKeyConfigured { variable: None });
         }
-        Ok(Keyring { keys })
+        Ok(Keyring { keys: parsed })
     }
 
     /// A keyring from [`KEYS_ENV_VAR`] (`CREDENTIAL_STORE_KEYS`).
@@ -62,7 +154,7 @@ impl Keyring {
         Self::from_env_var(KEYS_ENV_VAR)
     }
 
-    /// A keyring from the comma-separated Fernet keys in an environment variable.
+    /// A keyring from the comma-separated keys in an environment variable.
     ///
     /// An unset or blank variable is [`Error::NoKeyConfigured`] naming it.
     pub fn from_env_var(variable: &str) -> Result<Self> {
@@ -81,7 +173,7 @@ impl Keyring {
         Self::from_fernet_keys(keys)
     }
 
-    /// A new random Fernet key, in the text form `from_fernet_keys` takes.
+    /// A new random key, in the text form `from_fernet_keys` takes.
     pub fn generate_key() -> SecretString {
         SecretString::from(fernet::Fernet::generate_key())
     }
@@ -96,27 +188,192 @@ impl Keyring {
         self.keys.is_empty()
     }
 
-    /// Encrypts with the primary key.
-    pub(crate) fn encrypt(&self, plaintext: &SecretString) -> String {
-        self.keys[0].encrypt(plaintext.expose_secret().as_bytes())
+    /// The id of the key that encrypts.
+    pub fn primary_key_id(&self) -> &str {
+        &self.keys[0].id
     }
 
-    /// Decrypts with the first key that opens the token; `None` if none does or the
-    /// plaintext is not UTF-8.
-    pub(crate) fn decrypt(&self, token: &str) -> Option<SecretString> {
-        let plaintext = self.keys.iter().find_map(|key| key.decrypt(token).ok())?;
-        let plaintext = Zeroizing::new(plaintext);
-        let text = std::str::from_utf8(&plaintext).ok()?;
-        // An exact-size copy: no reallocation leaves an unzeroed buffer behind.
-        Some(SecretString::from(text))
+    /// The ids of all keys, primary first.
+    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|k| k.id.as_str())
     }
+
+    /// Encrypts with the primary key, in `format`.
+    pub(crate) fn encrypt(
+        &self,
+        format: CipherFormat,
+        plaintext: &SecretString,
+        binding: &Binding,
+    ) -> String {
+        let key = &self.keys[0];
+        let plaintext = plaintext.expose_secret().as_bytes();
+        match format {
+            CipherFormat::Fernet => key.fernet.encrypt(plaintext),
+            CipherFormat::Sealed => {
+                let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+                let aad = associated_data(&key.id, binding);
+                let sealed = key
+                    .sealed
+                    .encrypt(
+                        &nonce,
+                        Payload {
+                            msg: plaintext,
+                            aad: &aad,
+                        },
+                    )
+                    .expect("XChaCha20-Poly1305 encryption of a bounded input cannot fail");
+                let mut body = Vec::with_capacity(NONCE_LEN + sealed.len());
+                body.extend_from_slice(&nonce);
+                body.extend_from_slice(&sealed);
+                format!("{SEALED_PREFIX}{}:{}", key.id, URL_SAFE_NO_PAD.encode(body))
+            }
+        }
+    }
+
+    /// Decrypts either format.
+    ///
+    /// A sealed ciphertext whose key id is not in the keyring is
+    /// [`Error::UnknownKey`]; anything else that does not open (wrong key, corrupted,
+    /// copied from another row or field) is [`Error::Decryption`].
+    pub(crate) fn decrypt(&self, ciphertext: &str, binding: &Binding) -> Result<SecretString> {
+        let failed = || Error::Decryption {
+            credential_id: binding.credential_id,
+            field: binding.field,
+        };
+        let plaintext =
+            match ciphertext.strip_prefix(SEALED_PREFIX) {
+                Some(rest) => {
+                    let (key_id, body) = rest.split_once(':').ok_or_else(failed)?;
+                    let key = self.keys.iter().find(|k| k.id == key_id).ok_or_else(|| {
+                        Error::UnknownKey {
+                            credential_id: binding.credential_id,
+                            field: binding.field,
+                            key_id: key_id.to_owned(),
+                        }
+                    })?;
+                    let body = URL_SAFE_NO_PAD.decode(body).map_err(|_| failed())?;
+                    if body.len() < NONCE_LEN {
+                        return Err(failed());
+                    }
+                    let (nonce, sealed) = body.split_at(NONCE_LEN);
+                    let aad = associated_data(&key.id, binding);
+                    key.sealed
+                        .decrypt(
+                            XNonce::from_slice(nonce),
+                            Payload {
+                                msg: sealed,
+                                aad: &aad,
+                            },
+                        )
+                        .map_err(|_| failed())?
+                }
+                None => self
+                    .keys
+                    .iter()
+                    .find_map(|k| k.fernet.decrypt(ciphertext).ok())
+                    .ok_or_else(failed)?,
+            };
+        let plaintext = Zeroizing::new(plaintext);
+        let text = std::str::from_utf8(&plaintext).map_err(|_| failed())?;
+        // An exact-size copy: no reallocation leaves an unzeroed buffer behind.
+        Ok(SecretString::from(text))
+    }
+
+    /// Which format and key made a ciphertext, without checking a sealed one.
+    pub(crate) fn origin(&self, ciphertext: &str) -> Origin {
+        if let Some(rest) = ciphertext.strip_prefix(SEALED_PREFIX) {
+            return match rest.split_once(':') {
+                Some((key_id, _)) => Origin::Sealed {
+                    key_id: key_id.to_owned(),
+                },
+                None => Origin::Unreadable,
+            };
+        }
+        if !ciphertext.starts_with("gAAAA") {
+            return Origin::Unreadable;
+        }
+        let key = self
+            .keys
+            .iter()
+            .position(|k| k.fernet.decrypt(ciphertext).map(Zeroizing::new).is_ok());
+        Origin::Fernet { key }
+    }
+
+    /// Whether a ciphertext is already in `format` under the primary key.
+    pub(crate) fn is_current(&self, format: CipherFormat, ciphertext: &str) -> bool {
+        match (format, self.origin(ciphertext)) {
+            (CipherFormat::Sealed, Origin::Sealed { key_id }) => key_id == self.keys[0].id,
+            (CipherFormat::Fernet, Origin::Fernet { key }) => key == Some(0),
+            _ => false,
+        }
+    }
+
+    /// The id of the key at a position.
+    pub(crate) fn key_id(&self, position: usize) -> &str {
+        &self.keys[position].id
+    }
+}
+
+impl Key {
+    fn parse(entry: &str, position: usize) -> Result<Key> {
+        let invalid = || Error::InvalidKey { position };
+        let (id, text) = match entry.split_once(':') {
+            Some((id, text)) => (Some(id.trim()), text.trim()),
+            None => (None, entry),
+        };
+        let raw = Zeroizing::new(URL_SAFE.decode(text).map_err(|_| invalid())?);
+        if raw.len() != 32 {
+            return Err(invalid());
+        }
+        let fernet = fernet::Fernet::new(text).ok_or_else(invalid)?;
+        let id = match id {
+            Some(id) => {
+                let valid = !id.is_empty()
+                    && id.chars().count() <= MAX_KEY_ID_CHARS
+                    && id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                if !valid {
+                    return Err(Error::InvalidKeyId { position });
+                }
+                id.to_owned()
+            }
+            None => {
+                let digest = Sha256::new()
+                    .chain_update(b"credential-store key id v1\0")
+                    .chain_update(&*raw)
+                    .finalize();
+                format!("k{}", hex8(&digest[..4]))
+            }
+        };
+        let mut subkey = Zeroizing::new([0u8; 32]);
+        hkdf::Hkdf::<Sha256>::new(None, &raw)
+            .expand(HKDF_INFO, &mut *subkey)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        let sealed = XChaCha20Poly1305::new_from_slice(&*subkey).expect("a 32-byte key");
+        Ok(Key { id, fernet, sealed })
+    }
+}
+
+fn hex8(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn associated_data(key_id: &str, binding: &Binding) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(SEALED_AAD_DOMAIN.len() + key_id.len() + 48);
+    aad.extend_from_slice(SEALED_AAD_DOMAIN);
+    aad.extend_from_slice(key_id.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(binding.credential_id.as_bytes());
+    aad.extend_from_slice(binding.account_id.as_bytes());
+    aad.extend_from_slice(binding.field.as_str().as_bytes());
+    aad
 }
 
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Keyring")
-            .field("keys", &self.keys.len())
-            .finish()
+        let ids: Vec<&str> = self.key_ids().collect();
+        f.debug_struct("Keyring").field("key_ids", &ids).finish()
     }
 }
 
@@ -167,43 +424,165 @@ mod tests {
     const SPEC_KEY: &str = "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=";
     const SPEC_TOKEN: &str = "gAAAAAAdwJ6wAAECAwQFBgcICQoLDA0ODy021cpGVWKZ_eEwCGM4BLLF_5CV9dOPmrhuVUPgJobwOz7JcbmrR64jVmpU4IwqDA==";
 
-    #[test]
-    fn decrypts_the_fernet_specification_vector() {
-        let keyring = Keyring::from_fernet_keys([SPEC_KEY]).unwrap();
-        assert_eq!(
-            keyring.decrypt(SPEC_TOKEN).unwrap().expose_secret(),
-            "hello"
-        );
+    fn binding(field: Field) -> Binding {
+        Binding {
+            credential_id: Uuid::from_u128(1),
+            account_id: Uuid::from_u128(2),
+            field,
+        }
+    }
+
+    fn keyring(entries: &[&str]) -> Keyring {
+        Keyring::from_fernet_keys(entries).unwrap()
+    }
+
+    fn new_key() -> String {
+        Keyring::generate_key().expose_secret().to_owned()
     }
 
     #[test]
-    fn every_key_decrypts_and_the_first_encrypts() {
-        let old = Keyring::from_fernet_keys([SPEC_KEY]).unwrap();
-        let new_key = Keyring::generate_key();
-        let rotated = Keyring::from_fernet_keys([new_key.expose_secret(), SPEC_KEY]).unwrap();
+    fn decrypts_the_fernet_specification_vector() {
+        let decrypted = keyring(&[SPEC_KEY])
+            .decrypt(SPEC_TOKEN, &binding(Field::ApiKey))
+            .unwrap();
+        assert_eq!(decrypted.expose_secret(), "hello");
+    }
+
+    #[test]
+    fn both_formats_round_trip_and_every_key_decrypts() {
+        let new = new_key();
+        let rotated = keyring(&[&format!("new:{new}"), SPEC_KEY]);
+        let b = binding(Field::ApiKey);
         assert_eq!(
-            rotated.decrypt(SPEC_TOKEN).unwrap().expose_secret(),
+            rotated.decrypt(SPEC_TOKEN, &b).unwrap().expose_secret(),
             "hello"
         );
-        let token = rotated.encrypt(&SecretString::from("PKTEST"));
-        assert!(
-            old.decrypt(&token).is_none(),
-            "the old key must not open new tokens"
+        for format in [CipherFormat::Sealed, CipherFormat::Fernet] {
+            let token = rotated.encrypt(format, &SecretString::from("PKTEST"), &b);
+            assert_eq!(
+                rotated.decrypt(&token, &b).unwrap().expose_secret(),
+                "PKTEST"
+            );
+            assert!(rotated.is_current(format, &token));
+            let old_only = keyring(&[SPEC_KEY]);
+            assert!(
+                old_only.decrypt(&token, &b).is_err(),
+                "the old key must not open new {format} tokens"
+            );
+        }
+        let sealed = rotated.encrypt(CipherFormat::Sealed, &SecretString::from("x"), &b);
+        assert!(sealed.starts_with("sealed:v1:new:"), "{sealed}");
+    }
+
+    #[test]
+    fn a_sealed_ciphertext_is_bound_to_its_row_and_field() {
+        let ring = keyring(&[&new_key()]);
+        let token = ring.encrypt(
+            CipherFormat::Sealed,
+            &SecretString::from("PK"),
+            &binding(Field::ApiKey),
         );
-        let only_new = Keyring::from_fernet_keys([new_key.expose_secret()]).unwrap();
-        assert_eq!(only_new.decrypt(&token).unwrap().expose_secret(), "PKTEST");
+        let other_field = binding(Field::SecretKey);
+        let other_row = Binding {
+            credential_id: Uuid::from_u128(9),
+            ..binding(Field::ApiKey)
+        };
+        let other_account = Binding {
+            account_id: Uuid::from_u128(9),
+            ..binding(Field::ApiKey)
+        };
+        for wrong in [other_field, other_row, other_account] {
+            assert!(
+                matches!(ring.decrypt(&token, &wrong), Err(Error::Decryption { .. })),
+                "{wrong:?}"
+            );
+        }
+        // The key id is bound too: relabelling the prefix does not help.
+        let two = keyring(&[&format!("a:{}", new_key()), &format!("b:{}", new_key())]);
+        let token = two.encrypt(
+            CipherFormat::Sealed,
+            &SecretString::from("PK"),
+            &binding(Field::ApiKey),
+        );
+        let relabelled = token.replacen("sealed:v1:a:", "sealed:v1:b:", 1);
+        assert!(matches!(
+            two.decrypt(&relabelled, &binding(Field::ApiKey)),
+            Err(Error::Decryption { .. })
+        ));
+    }
+
+    #[test]
+    fn a_missing_key_is_named_by_id() {
+        let old = keyring(&[&format!("old:{}", new_key())]);
+        let token = old.encrypt(
+            CipherFormat::Sealed,
+            &SecretString::from("PK"),
+            &binding(Field::SecretKey),
+        );
+        let new = keyring(&[&format!("new:{}", new_key())]);
+        match new.decrypt(&token, &binding(Field::SecretKey)) {
+            Err(err @ Error::UnknownKey { .. }) => {
+                let message = err.to_string();
+                assert!(
+                    message.contains("`old`") && message.contains("secret_key"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected UnknownKey, got {other:?}"),
+        }
     }
 
     #[test]
     fn wrong_key_and_corruption_are_refused() {
-        let other = Keyring::from_fernet_keys([Keyring::generate_key().expose_secret()]).unwrap();
-        assert!(other.decrypt(SPEC_TOKEN).is_none());
-        let keyring = Keyring::from_fernet_keys([SPEC_KEY]).unwrap();
+        let other = keyring(&[&new_key()]);
+        let b = binding(Field::ApiKey);
+        assert!(matches!(
+            other.decrypt(SPEC_TOKEN, &b),
+            Err(Error::Decryption { .. })
+        ));
+        let ring = keyring(&[SPEC_KEY]);
         let mut corrupted = SPEC_TOKEN.to_owned();
         corrupted.replace_range(40..41, if &SPEC_TOKEN[40..41] == "A" { "B" } else { "A" });
-        assert!(keyring.decrypt(&corrupted).is_none());
-        assert!(keyring.decrypt("not a token").is_none());
-        assert!(keyring.decrypt("").is_none());
+        let sealed = ring.encrypt(CipherFormat::Sealed, &SecretString::from("PK"), &b);
+        let mut flipped = sealed.clone();
+        let at = flipped.len() - 5;
+        let replacement = if &sealed[at..at + 1] == "A" { "B" } else { "A" };
+        flipped.replace_range(at..at + 1, replacement);
+        for bad in [
+            corrupted.as_str(),
+            "not a token",
+            "",
+            "sealed:v1:",
+            "sealed:v1:k:",
+            "sealed:v1:k:@@",
+            &flipped,
+        ] {
+            assert!(ring.decrypt(bad, &b).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn key_ids_are_given_or_derived_and_never_duplicated() {
+        let key = new_key();
+        let derived = keyring(&[&key]);
+        assert_eq!(
+            derived.primary_key_id(),
+            keyring(&[&key]).primary_key_id(),
+            "stable"
+        );
+        assert!(derived.primary_key_id().starts_with('k') && derived.primary_key_id().len() == 9);
+        assert!(
+            !key.contains(&derived.primary_key_id()[1..]),
+            "the id is not a piece of the key"
+        );
+        assert!(matches!(
+            Keyring::from_fernet_keys([format!("x:{key}"), format!("x:{}", new_key())]),
+            Err(Error::DuplicateKeyId { .. })
+        ));
+        assert!(matches!(
+            Keyring::from_fernet_keys([format!("bad id:{key}")]),
+            Err(Error::InvalidKeyId { position: 1 })
+        ));
     }
 
     #[test]
@@ -219,10 +598,32 @@ mod tests {
     }
 
     #[test]
+    fn origins_are_recognised() {
+        let ring = keyring(&[&format!("new:{}", new_key()), SPEC_KEY]);
+        assert_eq!(ring.origin(SPEC_TOKEN), Origin::Fernet { key: Some(1) });
+        assert!(!ring.is_current(CipherFormat::Fernet, SPEC_TOKEN));
+        assert!(!ring.is_current(CipherFormat::Sealed, SPEC_TOKEN));
+        let sealed = ring.encrypt(
+            CipherFormat::Sealed,
+            &SecretString::from("x"),
+            &binding(Field::ApiKey),
+        );
+        assert_eq!(
+            ring.origin(&sealed),
+            Origin::Sealed {
+                key_id: "new".into()
+            }
+        );
+        assert_eq!(ring.origin("garbage"), Origin::Unreadable);
+    }
+
+    #[test]
     fn keys_never_print() {
         let keys = CredentialKeys::new("PKSECRET1".into(), "SKSECRET2".into());
         let debug = format!("{keys:?}");
         assert!(!debug.contains("SECRET"), "{debug}");
         assert!(debug.contains("[REDACTED]"));
+        let key = new_key();
+        assert!(!format!("{:?}", keyring(&[&key])).contains(&key[..10]));
     }
 }

@@ -101,14 +101,50 @@ pub enum Error {
         position: usize,
     },
 
-    /// A stored ciphertext could not be decrypted with any key of the keyring:
-    /// a wrong or missing key, or a corrupted token.
-    #[error("cannot decrypt {field} of credential `{credential_id}`: no key of the keyring opens it (wrong key or corrupted ciphertext)")]
+    /// A key id was not 1 to 32 of `[A-Za-z0-9_.-]`.
+    #[error("key #{position} of the keyring has an invalid id (1 to 32 of A-Z a-z 0-9 _ . -)")]
+    InvalidKeyId {
+        /// The key's position in the list, from 1.
+        position: usize,
+    },
+
+    /// Two keys of the keyring have the same id.
+    #[error("two keys of the keyring have the id `{key_id}`")]
+    DuplicateKeyId {
+        /// The id.
+        key_id: String,
+    },
+
+    /// A stored ciphertext could not be decrypted: a wrong key, a corrupted
+    /// ciphertext, or a sealed ciphertext copied from another row or field.
+    #[error("cannot decrypt {field} of credential `{credential_id}`: no key of the keyring opens it (wrong key, corrupted, or copied from another row or field)")]
     Decryption {
         /// The credential.
         credential_id: Uuid,
         /// `api_key` or `secret_key`.
         field: Field,
+    },
+
+    /// A sealed ciphertext names a key the keyring does not hold.
+    #[error("cannot decrypt {field} of credential `{credential_id}`: it was sealed with key `{key_id}`, which is not in the keyring")]
+    UnknownKey {
+        /// The credential.
+        credential_id: Uuid,
+        /// `api_key` or `secret_key`.
+        field: Field,
+        /// The key id the ciphertext names.
+        key_id: String,
+    },
+
+    /// Key rotation rewrote what it could, but some credentials could not be read
+    /// with the keyring. They were left as they are; the rest is done. Add the
+    /// missing keys (or repair the rows) and run it again.
+    #[error("key rotation rewrote {rewritten} credential(s) but could not read {}: {}", failures.len(), failures.first().map(ToString::to_string).unwrap_or_default())]
+    RotationIncomplete {
+        /// Credentials rewritten by this run.
+        rewritten: u64,
+        /// One [`Error::UnknownKey`] or [`Error::Decryption`] per unreadable field.
+        failures: Vec<Error>,
     },
 
     /// The operation spans users, and row-level security hides rows from the current role.

@@ -13,10 +13,10 @@ pub mod sql_types;
 pub mod validation;
 
 pub use connection::{Backend, Database, DatabaseOptions};
-pub use crypto::{CredentialKeys, Keyring, KEYS_ENV_VAR};
+pub use crypto::{CipherFormat, CredentialKeys, Keyring, KEYS_ENV_VAR};
 pub use error::{Error, Field, Result, Rule, Unit};
 pub use models::{
     CredentialUpdate, NewUserAccount, NewUserCredential, Patch, UserAccount, UserCredential,
 };
-pub use repository::{CredentialRepository, CredentialStore};
+pub use repository::{CredentialRepository, CredentialStore, KeyUsage, RotationProgress};
 pub use validation::{CredentialType, Nickname};

@@ -1,7 +1,7 @@
 //! The `CredentialRepository` trait and the store that implements it on diesel.
 
-use crate::connection::{on_backend, Backend, Database, Scope};
-use crate::crypto::{CredentialKeys, Keyring};
+use crate::connection::{on_backend, Database, Scope};
+use crate::crypto::{Binding, CipherFormat, CredentialKeys, Keyring, Origin};
 use crate::error::{Error, Field, Result};
 use crate::models::{
     AccountRow, CredentialChanges, CredentialRow, CredentialUpdate, NewUserAccount,
@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use secrecy::ExposeSecret;
+use serde::Serialize;
 use uuid::Uuid;
 
 /// Accounts and their named credentials.
@@ -111,6 +112,65 @@ pub trait CredentialRepository {
     /// security (superuser or `BYPASSRLS`); any other role gets
     /// [`Error::RowSecurityActive`] rather than a silent zero.
     fn backfill_nicknames(&self, batch_size: usize) -> Result<u64>;
+
+    /// Re-encrypts every credential whose ciphertext was not made by the keyring's
+    /// primary key in the store's [format](CredentialStore::with_format), across all
+    /// accounts: Fernet to sealed, sealed to Fernet, old key to new.
+    ///
+    /// Walks the table by id, `batch_size` rows at a time: each batch is read, re-encrypted
+    /// outside any lock, then written in one short transaction, and only where the row
+    /// still holds the ciphertext that was read (a concurrent update wins). `progress`
+    /// is called after each batch. Every row is readable with the keyring at every
+    /// moment, so the rotation can be killed at any point and run again; a second run
+    /// rewrites nothing.
+    ///
+    /// A credential no key opens is never skipped silently: the rest is rotated, then
+    /// [`Error::RotationIncomplete`] lists each one ([`Error::UnknownKey`] naming the
+    /// missing key id, or [`Error::Decryption`]). On PostgreSQL this needs a role that
+    /// bypasses row-level security ([`Error::RowSecurityActive`] otherwise).
+    fn rotate_keys(
+        &self,
+        batch_size: usize,
+        progress: &mut dyn FnMut(&RotationProgress),
+    ) -> Result<RotationProgress>;
+
+    /// How many credentials each key protects, per format, across all accounts: an
+    /// old key may leave the keyring when no row needs it. Reads the whole table. On
+    /// PostgreSQL this needs a role that bypasses row-level security.
+    fn key_usage(&self) -> Result<Vec<KeyUsage>>;
+}
+
+/// How far a [`rotate_keys`](CredentialRepository::rotate_keys) run has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct RotationProgress {
+    /// Credentials looked at so far.
+    pub scanned: u64,
+    /// Credentials in the table when the run started.
+    pub total: u64,
+    /// Credentials re-encrypted so far.
+    pub rewritten: u64,
+}
+
+impl RotationProgress {
+    /// Credentials not looked at yet (rows added during the run may make the last
+    /// batches go past `total`).
+    pub fn remaining(&self) -> u64 {
+        self.total.saturating_sub(self.scanned)
+    }
+}
+
+/// How many credentials one key protects in one format.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct KeyUsage {
+    /// The ciphertext format.
+    pub format: CipherFormat,
+    /// The key: for sealed ciphertexts the id they name; for Fernet tokens the id of
+    /// the keyring's key that opens them. `None`: no key of the keyring opens them.
+    pub key_id: Option<String>,
+    /// Whether the keyring holds that key.
+    pub in_keyring: bool,
+    /// Credentials with at least one field (`api_key`, `secret_key`) under it.
+    pub credentials: u64,
 }
 
 /// The diesel implementation of [`CredentialRepository`], on PostgreSQL or SQLite.
@@ -138,15 +198,30 @@ pub trait CredentialRepository {
 pub struct CredentialStore {
     db: Database,
     keyring: std::sync::Arc<Keyring>,
+    format: CipherFormat,
 }
 
 impl CredentialStore {
-    /// A store on a (migrated) database, encrypting with `keyring`.
+    /// A store on a (migrated) database, encrypting with `keyring` in the
+    /// [sealed](CipherFormat::Sealed) format.
     pub fn new(db: Database, keyring: Keyring) -> Self {
         CredentialStore {
             db,
             keyring: std::sync::Arc::new(keyring),
+            format: CipherFormat::Sealed,
         }
+    }
+
+    /// The same store, writing `format`. Use [`CipherFormat::Fernet`] while the
+    /// existing Python system still reads the database. Both formats are always read.
+    pub fn with_format(mut self, format: CipherFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// The format new ciphertexts are written in.
+    pub fn format(&self) -> CipherFormat {
+        self.format
     }
 
     /// The database the store runs on.
@@ -154,16 +229,13 @@ impl CredentialStore {
         &self.db
     }
 
-    fn decrypt(
-        &self,
-        credential_id: Uuid,
-        field: Field,
-        token: &str,
-    ) -> Result<secrecy::SecretString> {
-        self.keyring.decrypt(token).ok_or(Error::Decryption {
-            credential_id,
-            field,
-        })
+    /// The keyring the store encrypts with.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    fn encrypt(&self, plaintext: &secrecy::SecretString, binding: Binding) -> String {
+        self.keyring.encrypt(self.format, plaintext, &binding)
     }
 }
 
@@ -174,6 +246,15 @@ mod tests {
         fn shared<T: Send + Sync + Clone + 'static>() {}
         shared::<super::CredentialStore>();
         let _: Option<&dyn super::CredentialRepository> = None;
+    }
+}
+
+/// Where a field of a stored credential belongs.
+fn binding(credential: &UserCredential, field: Field) -> Binding {
+    Binding {
+        credential_id: credential.id,
+        account_id: credential.user_account_id,
+        field,
     }
 }
 
@@ -265,8 +346,14 @@ impl CredentialRepository for CredentialStore {
         let nickname = validation::insert_nickname(new.nickname, &credential_type)?;
         validation::secret(Field::ApiKey, new.api_key.expose_secret())?;
         validation::secret(Field::SecretKey, new.secret_key.expose_secret())?;
-        let api_key = self.keyring.encrypt(&new.api_key);
-        let secret_key = self.keyring.encrypt(&new.secret_key);
+        let id = Uuid::now_v7();
+        let binding = |field| Binding {
+            credential_id: id,
+            account_id: account.id,
+            field,
+        };
+        let api_key = self.encrypt(&new.api_key, binding(Field::ApiKey));
+        let secret_key = self.encrypt(&new.secret_key, binding(Field::SecretKey));
         let now = now();
 
         self.db.run(Scope::write(&account.user_id), |conn| {
@@ -287,7 +374,7 @@ impl CredentialRepository for CredentialStore {
                     Some(_) => {}
                 }
                 let row = CredentialRow {
-                    id: SqlUuid(Uuid::now_v7()),
+                    id: SqlUuid(id),
                     user_account_id: SqlUuid(account.id),
                     user_id: &account.user_id,
                     credential_type: credential_type.as_str(),
@@ -391,7 +478,12 @@ impl CredentialRepository for CredentialStore {
             key.as_ref()
                 .map(|key| {
                     validation::secret(field, key.expose_secret())?;
-                    Ok(self.keyring.encrypt(key))
+                    let binding = Binding {
+                        credential_id,
+                        account_id: account.id,
+                        field,
+                    };
+                    Ok(self.encrypt(key, binding))
                 })
                 .transpose()
         };
@@ -474,16 +566,16 @@ impl CredentialRepository for CredentialStore {
             });
         }
         Ok(CredentialKeys::new(
-            self.decrypt(credential_id, Field::ApiKey, &api_key)?,
-            self.decrypt(credential_id, Field::SecretKey, &secret_key)?,
+            self.keyring
+                .decrypt(&api_key, &binding(&credential, Field::ApiKey))?,
+            self.keyring
+                .decrypt(&secret_key, &binding(&credential, Field::SecretKey))?,
         ))
     }
 
     fn backfill_nicknames(&self, batch_size: usize) -> Result<u64> {
         let limit = validation::batch_size(batch_size)?;
-        if self.db.backend() == Backend::Postgres {
-            self.require_rls_bypass("backfill_nicknames")?;
-        }
+        self.require_rls_bypass("backfill_nicknames")?;
         let mut total = 0u64;
         let mut after = Uuid::nil();
         loop {
@@ -516,9 +608,162 @@ impl CredentialRepository for CredentialStore {
             }
         }
     }
+
+    fn rotate_keys(
+        &self,
+        batch_size: usize,
+        progress: &mut dyn FnMut(&RotationProgress),
+    ) -> Result<RotationProgress> {
+        let limit = validation::batch_size(batch_size)?;
+        self.require_rls_bypass("rotate_keys")?;
+        let total: i64 = self.db.run(Scope::maintenance_read(), |conn| {
+            Ok(on_backend!(conn, c => user_credentials::table.count().get_result(c)?))
+        })?;
+        let mut state = RotationProgress {
+            scanned: 0,
+            total: total as u64,
+            rewritten: 0,
+        };
+        let mut failures = Vec::new();
+        let mut after = Uuid::nil();
+        while let Some(batch) = self.stored_batch(after, limit)? {
+            after = batch.last().map_or(after, |row| row.id);
+            let mut rewrites = Vec::new();
+            for row in &batch {
+                let current = |text: &str| self.keyring.is_current(self.format, text);
+                if current(&row.api_key) && current(&row.secret_key) {
+                    continue;
+                }
+                let binding = |field| Binding {
+                    credential_id: row.id,
+                    account_id: row.account_id,
+                    field,
+                };
+                let api_key = self.keyring.decrypt(&row.api_key, &binding(Field::ApiKey));
+                let secret_key = self
+                    .keyring
+                    .decrypt(&row.secret_key, &binding(Field::SecretKey));
+                match (api_key, secret_key) {
+                    (Ok(api_key), Ok(secret_key)) => rewrites.push((
+                        row,
+                        self.encrypt(&api_key, binding(Field::ApiKey)),
+                        self.encrypt(&secret_key, binding(Field::SecretKey)),
+                    )),
+                    (api_key, secret_key) => {
+                        failures.extend(api_key.err().into_iter().chain(secret_key.err()))
+                    }
+                }
+            }
+            if !rewrites.is_empty() {
+                let written = self.db.run(Scope::maintenance(), |conn| {
+                    on_backend!(conn, c => {
+                        let mut written = 0;
+                        for (row, api_key, secret_key) in &rewrites {
+                            written += diesel::update(
+                                user_credentials::table
+                                    .filter(user_credentials::id.eq(SqlUuid(row.id)))
+                                    .filter(user_credentials::api_key.eq(&row.api_key))
+                                    .filter(user_credentials::secret_key.eq(&row.secret_key)),
+                            )
+                            .set((
+                                user_credentials::api_key.eq(api_key),
+                                user_credentials::secret_key.eq(secret_key),
+                            ))
+                            .execute(c)?;
+                        }
+                        Ok(written)
+                    })
+                })?;
+                state.rewritten += written as u64;
+            }
+            state.scanned += batch.len() as u64;
+            progress(&state);
+        }
+        if failures.is_empty() {
+            Ok(state)
+        } else {
+            Err(Error::RotationIncomplete {
+                rewritten: state.rewritten,
+                failures,
+            })
+        }
+    }
+
+    fn key_usage(&self) -> Result<Vec<KeyUsage>> {
+        self.require_rls_bypass("key_usage")?;
+        let mut counts: std::collections::BTreeMap<(CipherFormat, Option<String>), u64> =
+            std::collections::BTreeMap::new();
+        let mut after = Uuid::nil();
+        while let Some(batch) = self.stored_batch(after, 1000)? {
+            after = batch.last().map_or(after, |row| row.id);
+            for row in &batch {
+                let [api_key, secret_key] =
+                    [&row.api_key, &row.secret_key].map(|text| match self.keyring.origin(text) {
+                        Origin::Sealed { key_id } => (CipherFormat::Sealed, Some(key_id)),
+                        Origin::Fernet { key } => (
+                            CipherFormat::Fernet,
+                            key.map(|k| self.keyring.key_id(k).to_owned()),
+                        ),
+                        Origin::Unreadable => (CipherFormat::Sealed, None),
+                    });
+                if secret_key != api_key {
+                    *counts.entry(secret_key).or_default() += 1;
+                }
+                *counts.entry(api_key).or_default() += 1;
+            }
+        }
+        Ok(counts
+            .into_iter()
+            .map(|((format, key_id), credentials)| KeyUsage {
+                in_keyring: key_id
+                    .as_deref()
+                    .is_some_and(|id| self.keyring.key_ids().any(|k| k == id)),
+                format,
+                key_id,
+                credentials,
+            })
+            .collect())
+    }
+}
+
+/// A credential's ciphertexts, as maintenance reads them.
+struct StoredRow {
+    id: Uuid,
+    account_id: Uuid,
+    api_key: String,
+    secret_key: String,
 }
 
 impl CredentialStore {
+    /// The next `limit` credentials after `after`, by id, across all accounts; `None`
+    /// past the end.
+    fn stored_batch(&self, after: Uuid, limit: i64) -> Result<Option<Vec<StoredRow>>> {
+        let rows: Vec<(Uuid, Uuid, String, String)> =
+            self.db.run(Scope::maintenance_read(), |conn| {
+                Ok(on_backend!(conn, c => user_credentials::table
+                .filter(user_credentials::id.gt(SqlUuid(after)))
+                .order(user_credentials::id)
+                .select((
+                    user_credentials::id,
+                    user_credentials::user_account_id,
+                    user_credentials::api_key,
+                    user_credentials::secret_key,
+                ))
+                .limit(limit)
+                .load(c)?))
+            })?;
+        let rows: Vec<StoredRow> = rows
+            .into_iter()
+            .map(|(id, account_id, api_key, secret_key)| StoredRow {
+                id,
+                account_id,
+                api_key,
+                secret_key,
+            })
+            .collect();
+        Ok((!rows.is_empty()).then_some(rows))
+    }
+
     /// The account's credentials with this (validated) nickname, newest first.
     fn load_by_nickname(
         &self,

@@ -14,7 +14,7 @@ mod common;
 
 use common::{with_user, TestDb};
 use credential_store::{
-    CredentialRepository, CredentialStore, Database, Error, Keyring, NewUserAccount,
+    CipherFormat, CredentialRepository, CredentialStore, Database, Error, Keyring, NewUserAccount,
     NewUserCredential, UserAccount,
 };
 use diesel::connection::SimpleConnection;
@@ -463,7 +463,9 @@ fn python_and_crate_read_each_others_tokens() {
     };
     db.database().run_migrations().expect("migrations");
     let crate_key = common::test_key();
-    let store = CredentialStore::new(db.database(), python_keyring(&crate_key));
+    // Fernet, the format a database shared with the Python system is written in.
+    let store = CredentialStore::new(db.database(), python_keyring(&crate_key))
+        .with_format(CipherFormat::Fernet);
     let account = store
         .create_account(&NewUserAccount {
             user_id: ALICE,

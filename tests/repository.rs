@@ -4,10 +4,10 @@
 mod common;
 
 use chrono::{Duration, Utc};
-use common::{test_keyring, TestDb};
+use common::{test_key, test_keyring, TestDb};
 use credential_store::{
-    CredentialRepository, CredentialStore, CredentialUpdate, Error, Field, Keyring, NewUserAccount,
-    NewUserCredential, Patch, Rule, UserAccount,
+    CipherFormat, CredentialRepository, CredentialStore, CredentialUpdate, Error, Field, Keyring,
+    NewUserAccount, NewUserCredential, Patch, Rule, UserAccount,
 };
 use secrecy::ExposeSecret;
 use uuid::Uuid;
@@ -621,43 +621,73 @@ on_both_backends!(inactive_and_expired_credentials_give_no_keys, |db| {
 });
 
 on_both_backends!(wrong_key_and_corrupted_ciphertext_are_typed_errors, |db| {
-    let store = db.store();
-    let acct = account(&store, "auth0|alice");
-    let credential = store
-        .insert_credential(&acct, &paper(Some("A"), "PK1"))
-        .unwrap();
+    db.database().run_migrations().unwrap();
+    let key = test_key();
+    let ring = |entries: &[String]| Keyring::from_fernet_keys(entries).unwrap();
+    for format in [CipherFormat::Sealed, CipherFormat::Fernet] {
+        let store =
+            CredentialStore::new(db.database(), ring(&[format!("main:{key}")])).with_format(format);
+        let user_id = format!("auth0|{format}");
+        let acct = account(&store, &user_id);
+        let credential = store
+            .insert_credential(&acct, &paper(Some("A"), "PK1"))
+            .unwrap();
 
-    let stranger = CredentialStore::new(db.database(), test_keyring());
-    match stranger.credential_keys(&acct, credential.id) {
-        Err(Error::Decryption {
-            credential_id,
-            field,
-        }) => {
-            assert_eq!((credential_id, field), (credential.id, Field::ApiKey));
+        // The same key id over another key: nothing opens.
+        let impostor = CredentialStore::new(db.database(), ring(&[format!("main:{}", test_key())]));
+        match impostor.credential_keys(&acct, credential.id) {
+            Err(Error::Decryption {
+                credential_id,
+                field,
+            }) => {
+                assert_eq!((credential_id, field), (credential.id, Field::ApiKey));
+            }
+            other => panic!("{format}: expected a decryption error, got {other:?}"),
         }
-        other => panic!("expected a decryption error, got {other:?}"),
-    }
+        // Another key id: a sealed ciphertext names the key it needs.
+        let stranger =
+            CredentialStore::new(db.database(), ring(&[format!("other:{}", test_key())]));
+        match (format, stranger.credential_keys(&acct, credential.id)) {
+            (
+                CipherFormat::Sealed,
+                Err(Error::UnknownKey {
+                    credential_id,
+                    field,
+                    key_id,
+                }),
+            ) => {
+                assert_eq!(
+                    (credential_id, field, key_id.as_str()),
+                    (credential.id, Field::ApiKey, "main")
+                );
+            }
+            (CipherFormat::Fernet, Err(Error::Decryption { credential_id, .. })) => {
+                assert_eq!(credential_id, credential.id);
+            }
+            (_, other) => panic!("{format}: expected a typed error, got {other:?}"),
+        }
 
-    // Flip one character in the middle of the stored secret-key token: the HMAC fails.
-    db.execute(
-        "UPDATE user_credentials SET secret_key = substr(secret_key, 1, 40) \
-         || CASE WHEN substr(secret_key, 41, 1) = 'A' THEN 'B' ELSE 'A' END \
-         || substr(secret_key, 42) WHERE nickname = 'A'",
-    );
-    match store.credential_keys(&acct, credential.id) {
-        Err(
-            err @ Error::Decryption {
-                field: Field::SecretKey,
-                ..
-            },
-        ) => {
-            let message = err.to_string();
-            assert!(
-                message.contains(&credential.id.to_string()) && message.contains("secret_key"),
-                "{message}"
-            );
+        // Flip one character in the middle of the stored secret-key ciphertext.
+        db.execute(&format!(
+            "UPDATE user_credentials SET secret_key = substr(secret_key, 1, 40) \
+             || CASE WHEN substr(secret_key, 41, 1) = 'A' THEN 'B' ELSE 'A' END \
+             || substr(secret_key, 42) WHERE user_id = '{user_id}'"
+        ));
+        match store.credential_keys(&acct, credential.id) {
+            Err(
+                err @ Error::Decryption {
+                    field: Field::SecretKey,
+                    ..
+                },
+            ) => {
+                let message = err.to_string();
+                assert!(
+                    message.contains(&credential.id.to_string()) && message.contains("secret_key"),
+                    "{message}"
+                );
+            }
+            other => panic!("{format}: expected a decryption error, got {other:?}"),
         }
-        other => panic!("expected a decryption error, got {other:?}"),
     }
 });
 
