@@ -15,7 +15,7 @@ use credential_store::{
 use secrecy::ExposeSecret;
 
 /// A fixed key for the demo only. Never use a key that is published in source code.
-const DEMO_KEY: &str = "Y3JlZGVudGlhbC1zdG9yZS1kZW1vLWtleS0wMDAwMDA=";
+const DEMO_KEY: &str = "demo:Y3JlZGVudGlhbC1zdG9yZS1kZW1vLWtleS0wMDAwMDA=";
 const DEFAULT_DB: &str = "target/multi_credential_lookup.db";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -47,6 +47,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         applied.len()
     );
     let store = CredentialStore::new(db, keyring);
+    println!(
+        "keys:     written {} under key `{}` (set CREDENTIAL_STORE_KEYS=id:key,… to choose)",
+        store.format(),
+        store.keyring().primary_key_id()
+    );
 
     // The user id normally comes from the auth provider; unique per run here.
     let user_id = format!(

@@ -85,7 +85,7 @@ pub enum Error {
     /// No encryption key is configured. The crate never writes plaintext instead.
     #[error(
         "no encryption key configured{}",
-        variable.as_deref().map(|v| format!(": set {v} to one or more comma-separated Fernet keys")).unwrap_or_default()
+        variable.as_deref().map(|v| format!(": set {v} to one or more comma-separated keys (32 bytes, URL-safe base64)")).unwrap_or_default()
     )]
     NoKeyConfigured {
         /// The environment variable that was read, if the keys came from one.
