@@ -6,6 +6,7 @@
 //! | `2024-01-15-000002_row_level_security` | `current_user_id()`, RLS enabled and forced, four policies per table | no-op |
 //! | `2024-06-01-000003_multiple_credentials_support` | drop the unique index, add `nickname`, backfill it, index `(user_account_id, nickname)` | the same |
 //! | `2026-11-25-000004_not_null_flags_and_timestamps` | repair NULL flags and timestamps, then make them `NOT NULL` | no-op (NOT NULL from the start) |
+//! | `2026-11-25-000005_credential_owner_matches_account` | foreign key `(user_account_id, user_id)` → `user_accounts (id, user_id)`: a credential's user is its account's | triggers to the same effect |
 //!
 //! Every PostgreSQL migration is idempotent, so they also run on a database the
 //! existing system made without diesel's bookkeeping table, at any step.

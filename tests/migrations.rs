@@ -6,7 +6,7 @@ mod common;
 use credential_store::{CredentialRepository, Error, NewUserAccount, NewUserCredential};
 use secrecy::ExposeSecret;
 
-const MIGRATIONS: usize = 4;
+const MIGRATIONS: usize = 5;
 
 on_both_backends!(every_migration_reverts_and_reapplies, |db| {
     let database = db.database();
@@ -87,7 +87,10 @@ on_both_backends!(
         store.insert_credential(&account, &first).unwrap();
         store.insert_credential(&account, &second).unwrap();
 
-        database.revert_last_migration().unwrap(); // 000004, harmless
+        // The migrations after the nickname one revert harmlessly.
+        for later in ["20261125000005", "20261125000004"] {
+            assert_eq!(database.revert_last_migration().unwrap(), later);
+        }
         let refused = database.revert_last_migration();
         match &refused {
             Err(Error::Migration(source)) => {
@@ -105,7 +108,7 @@ on_both_backends!(
         }
         // Nothing changed: the nickname migration is still applied, both rows are there
         // with their nicknames.
-        assert_eq!(database.pending_migrations().unwrap().len(), 1);
+        assert_eq!(database.pending_migrations().unwrap().len(), 2);
         database.run_migrations().unwrap();
         assert_eq!(db.count("user_credentials"), 2);
         assert_eq!(
@@ -126,3 +129,281 @@ on_both_backends!(
         );
     }
 );
+
+// ---------------------------------------------------------------------------
+// 2026-11-25-000005_credential_owner_matches_account
+// ---------------------------------------------------------------------------
+
+/// What the database says when it refuses a credential whose `user_id` is not its
+/// account's: the composite foreign key's name on PostgreSQL, the trigger's message
+/// on SQLite.
+fn owner_mismatch_refusal(backend: credential_store::Backend) -> &'static str {
+    match backend {
+        credential_store::Backend::Sqlite => {
+            "user_credentials.user_id must equal its account's user_id"
+        }
+        _ => "user_credentials_owner_matches_account_fkey",
+    }
+}
+
+on_both_backends!(the_database_refuses_a_credential_of_another_user, |db| {
+    let store = db.store();
+    let alice = store
+        .create_account(&NewUserAccount {
+            user_id: "auth0|alice",
+            account_name: "Alice",
+        })
+        .unwrap();
+    let bob = store
+        .create_account(&NewUserAccount {
+            user_id: "auth0|bob",
+            account_name: "Bob",
+        })
+        .unwrap();
+    let credential = store
+        .insert_credential(&alice, &NewUserCredential::new("alpaca_paper", "PK", "s"))
+        .unwrap();
+    let insert = |account_id: uuid::Uuid, user_id: &str| {
+        format!(
+            "INSERT INTO user_credentials \
+                 (id, user_account_id, user_id, credential_type, nickname, api_key, secret_key) \
+             VALUES ('{}', '{account_id}', '{user_id}', 'polygon', 'raw', 'ct', 'ct')",
+            uuid::Uuid::now_v7()
+        )
+    };
+    let refusal = owner_mismatch_refusal(db.backend);
+
+    // Written outside the crate (as the superuser on PostgreSQL, which bypasses
+    // row-level security): the schema alone refuses.
+    for (what, sql) in [
+        (
+            "an insert under Bob's account with Alice's user_id",
+            insert(bob.id, "auth0|alice"),
+        ),
+        (
+            "an insert under Alice's account with Bob's user_id",
+            insert(alice.id, "auth0|bob"),
+        ),
+        (
+            "moving Alice's credential under Bob's account",
+            format!(
+                "UPDATE user_credentials SET user_account_id = '{}' WHERE id = '{}'",
+                bob.id, credential.id
+            ),
+        ),
+        (
+            "giving Alice's credential Bob's user_id",
+            format!(
+                "UPDATE user_credentials SET user_id = 'auth0|bob' WHERE id = '{}'",
+                credential.id
+            ),
+        ),
+    ] {
+        match db.try_execute(&sql) {
+            Err(message) => assert!(message.contains(refusal), "{what}: {message}"),
+            Ok(()) => panic!("{what} was accepted"),
+        }
+    }
+    assert_eq!(db.count("user_credentials"), 1, "nothing was written");
+    assert_eq!(
+        store.credential(&alice, credential.id).unwrap().as_ref(),
+        Some(&credential),
+        "Alice's credential is untouched"
+    );
+
+    // A consistent row is accepted; moving both columns together is too.
+    db.execute(&insert(alice.id, "auth0|alice"));
+    db.execute(&format!(
+        "UPDATE user_credentials SET user_account_id = '{}', user_id = 'auth0|bob' \
+         WHERE nickname = 'raw'",
+        bob.id
+    ));
+    assert_eq!(store.list_credentials(&bob).unwrap().len(), 1);
+
+    // A change of an account's user_id carries over to its credentials
+    // (ON UPDATE CASCADE on PostgreSQL, a trigger on SQLite).
+    db.execute(&format!(
+        "UPDATE user_accounts SET user_id = 'auth0|alice-renamed' WHERE id = '{}'",
+        alice.id
+    ));
+    assert_eq!(
+        db.scalar(
+            "SELECT COUNT(*) AS n FROM user_credentials WHERE user_id = 'auth0|alice-renamed'"
+        ),
+        1
+    );
+    let renamed = store
+        .account_by_user_id("auth0|alice-renamed")
+        .unwrap()
+        .expect("the renamed account");
+    assert_eq!(
+        store.list_credentials(&renamed).unwrap()[0].id,
+        credential.id
+    );
+
+    // Deleting an account still deletes its credentials.
+    db.execute(&format!(
+        "DELETE FROM user_accounts WHERE id = '{}'",
+        alice.id
+    ));
+    assert_eq!(db.count("user_credentials"), 1, "only Bob's is left");
+});
+
+on_both_backends!(
+    the_owner_match_migration_refuses_existing_mismatches,
+    |db| {
+        let database = db.database();
+        database.run_migrations().unwrap();
+        assert_eq!(database.revert_last_migration().unwrap(), "20261125000005");
+        // Rows the rule forbids, written while it is not in force.
+        db.execute(
+            "INSERT INTO user_accounts (id, user_id, account_name) VALUES
+                 ('00000000-0000-7000-8000-00000000000a', 'auth0|alice', 'Alice'),
+                 ('00000000-0000-7000-8000-00000000000b', 'auth0|bob', 'Bob');
+             INSERT INTO user_credentials
+                 (id, user_account_id, user_id, credential_type, nickname, api_key, secret_key)
+             VALUES
+                 ('00000000-0000-7000-8000-000000000001', '00000000-0000-7000-8000-00000000000a',
+                  'auth0|alice', 'polygon', 'fine', 'ct', 'ct'),
+                 ('00000000-0000-7000-8000-000000000002', '00000000-0000-7000-8000-00000000000b',
+                  'auth0|alice', 'polygon', 'planted', 'ct', 'ct'),
+                 ('00000000-0000-7000-8000-000000000003', '00000000-0000-7000-8000-00000000000a',
+                  'auth0|bob', 'polygon', 'planted', 'ct', 'ct');",
+        );
+        let schema = schema_objects(db);
+        match database.run_migrations() {
+            Err(Error::Migration(source)) => {
+                let message = source.to_string();
+                let expected = if db.backend == credential_store::Backend::Postgres {
+                    "cannot apply credential_owner_matches_account: 2 credential(s) carry a \
+                     user_id other than their account's user_id"
+                } else {
+                    "cannot apply credential_owner_matches_account: credentials carry a user_id \
+                     other than their account's user_id"
+                };
+                assert!(message.contains(expected), "{message}");
+            }
+            other => panic!("expected the migration to refuse, got {other:?}"),
+        }
+        // Nothing changed.
+        assert_eq!(database.pending_migrations().unwrap().len(), 1);
+        assert_eq!(schema_objects(db), schema);
+        assert_eq!(db.count("user_credentials"), 3);
+
+        // Once the rows are dealt with, it applies.
+        db.execute("DELETE FROM user_credentials WHERE nickname = 'planted'");
+        assert_eq!(database.run_migrations().unwrap().len(), 1);
+        assert_ne!(schema_objects(db), schema);
+        assert_eq!(db.count("user_credentials"), 1);
+    }
+);
+
+/// The constraints, triggers and row-level-security flags of the two tables, one
+/// line each (the parts of the schema migration 000005 touches).
+fn schema_objects(db: &common::TestDb) -> Vec<String> {
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct Line {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        line: String,
+    }
+    let sql = if db.backend == credential_store::Backend::Postgres {
+        "SELECT conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid) AS line
+         FROM pg_constraint WHERE conrelid IN ('user_accounts'::regclass, 'user_credentials'::regclass)
+         UNION ALL
+         SELECT relname || ' rls=' || relrowsecurity || ' force=' || relforcerowsecurity
+         FROM pg_class WHERE oid IN ('user_accounts'::regclass, 'user_credentials'::regclass)
+         ORDER BY 1"
+    } else {
+        "SELECT type || ' ' || name || ' ' || COALESCE(sql, '') AS line
+         FROM sqlite_master ORDER BY name"
+    };
+    let lines: Vec<Line> = if db.backend == credential_store::Backend::Postgres {
+        let mut conn = PgConnection::establish(&db.url).unwrap();
+        diesel::sql_query(sql).load(&mut conn).unwrap()
+    } else {
+        let mut conn = SqliteConnection::establish(db.sqlite_path().to_str().unwrap()).unwrap();
+        diesel::sql_query(sql).load(&mut conn).unwrap()
+    };
+    lines.into_iter().map(|l| l.line).collect()
+}
+
+/// On PostgreSQL the migration runs as the tables' owner, who is not a superuser and
+/// does not bypass row-level security, which is forced: its check of the existing
+/// rows must still see them all (it lifts FORCE for its own transaction). Without
+/// that it would count none, and `ADD FOREIGN KEY`, whose validation of existing
+/// rows also runs through row-level security as the current role, would then add
+/// the constraint over the violating rows (seen when FORCE was left on).
+#[test]
+fn the_owner_match_migration_counts_every_row_as_a_non_superuser_owner() {
+    use diesel::prelude::*;
+    let Some(db) = common::TestDb::postgres() else {
+        return;
+    };
+    let owner = common::RoleGuard::new(&db, "owner");
+    // README's owner role, without a password (the test server trusts).
+    db.execute(&format!(
+        "CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS;
+         GRANT CREATE ON SCHEMA public TO {role};",
+        role = owner.role
+    ));
+    let database = credential_store::Database::open(&owner.url()).unwrap();
+    assert_eq!(database.run_migrations().unwrap().len(), MIGRATIONS);
+    assert_eq!(database.revert_last_migration().unwrap(), "20261125000005");
+    // The superuser writes what the rule forbids; the owner is subject to the forced
+    // row-level security and sees none of it without a user context.
+    db.execute(
+        "INSERT INTO user_accounts (id, user_id, account_name) VALUES
+             ('00000000-0000-7000-8000-00000000000a', 'auth0|alice', 'Alice'),
+             ('00000000-0000-7000-8000-00000000000b', 'auth0|bob', 'Bob');
+         INSERT INTO user_credentials (user_account_id, user_id, credential_type, api_key, secret_key)
+         SELECT '00000000-0000-7000-8000-00000000000b', 'auth0|alice', 'polygon', 'ct', 'ct'
+         FROM generate_series(1, 3);",
+    );
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut as_owner = PgConnection::establish(&owner.url()).unwrap();
+    let seen = diesel::sql_query("SELECT COUNT(*) AS n FROM user_credentials")
+        .get_result::<Count>(&mut as_owner)
+        .unwrap()
+        .n;
+    assert_eq!(
+        seen, 0,
+        "forced row-level security hides the rows from the owner"
+    );
+    drop(as_owner);
+
+    match database.run_migrations() {
+        Err(Error::Migration(source)) => {
+            let message = source.to_string();
+            assert!(
+                message.contains("3 credential(s) carry a user_id other than their account's"),
+                "{message}"
+            );
+        }
+        other => panic!("expected the migration to refuse, got {other:?}"),
+    }
+    assert_eq!(database.pending_migrations().unwrap().len(), 1);
+    assert_eq!(
+        db.scalar(
+            "SELECT COUNT(*) AS n FROM pg_class \
+             WHERE relname IN ('user_accounts', 'user_credentials') AND relforcerowsecurity"
+        ),
+        2,
+        "row-level security is still forced on both tables"
+    );
+    assert_eq!(
+        db.scalar(
+            "SELECT COUNT(*) AS n FROM pg_constraint \
+             WHERE conname IN ('user_accounts_id_user_id_key', \
+                               'user_credentials_owner_matches_account_fkey')"
+        ),
+        0,
+        "the refused migration added nothing"
+    );
+    db.execute("DELETE FROM user_credentials");
+    assert_eq!(database.run_migrations().unwrap().len(), 1);
+}

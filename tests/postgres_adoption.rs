@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{with_user, TestDb};
+use common::{RoleGuard, TestDb};
 use credential_store::{
     CipherFormat, CredentialRepository, CredentialStore, Database, Error, Keyring, NewUserAccount,
     NewUserCredential, UserAccount,
@@ -425,6 +425,9 @@ fn assert_design_schema(dump: &[String]) {
         "ALTER TABLE ONLY public.user_accounts FORCE ROW LEVEL SECURITY;",
         "ALTER TABLE ONLY public.user_credentials FORCE ROW LEVEL SECURITY;",
         "CREATE POLICY user_credentials_select ON public.user_credentials FOR SELECT",
+        // Migration 000005: a credential's user_id is its account's.
+        "ADD CONSTRAINT user_accounts_id_user_id_key UNIQUE (id, user_id);",
+        "ADD CONSTRAINT user_credentials_owner_matches_account_fkey FOREIGN KEY (user_account_id, user_id) REFERENCES public.user_accounts(id, user_id) ON UPDATE CASCADE ON DELETE CASCADE;",
     ] {
         assert!(has(needle), "the migrated schema lacks `{needle}`:\n{}", dump.join("\n"));
     }
@@ -594,41 +597,6 @@ fn raw_tokens(db: &TestDb, id: Uuid) -> (String, String) {
 // 3. An ordinary role under forced row-level security
 // ---------------------------------------------------------------------------
 
-/// Drops a test role, even when the test fails: its sessions are ended, what it
-/// holds in the test database is revoked (`DROP OWNED BY`, which also revokes its
-/// CONNECT on the database), then the role is dropped. Declare it after the
-/// `TestDb` so that it runs first.
-struct RoleGuard {
-    admin_url: String,
-    db_url: String,
-    role: String,
-}
-
-impl Drop for RoleGuard {
-    fn drop(&mut self) {
-        let role = &self.role;
-        if let Ok(mut admin) = PgConnection::establish(&self.admin_url) {
-            let _ = admin.batch_execute(&format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE usename = '{role}' AND pid <> pg_backend_pid()"
-            ));
-        }
-        if let Ok(mut conn) = PgConnection::establish(&self.db_url) {
-            let _ = conn.batch_execute(&format!("DROP OWNED BY {role}"));
-        }
-        let dropped = PgConnection::establish(&self.admin_url)
-            .map_err(|e| e.to_string())
-            .and_then(|mut admin| {
-                admin
-                    .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
-                    .map_err(|e| e.to_string())
-            });
-        if let Err(err) = dropped {
-            eprintln!("WARNING: could not drop test role {role}: {err}; drop it by hand");
-        }
-    }
-}
-
 #[test]
 fn crate_works_as_an_ordinary_role_under_forced_rls() {
     let Some(db) = TestDb::postgres() else {
@@ -637,13 +605,9 @@ fn crate_works_as_an_ordinary_role_under_forced_rls() {
     db.database()
         .run_migrations()
         .expect("migrate as superuser");
-    let (admin_url, database) = db.pg_admin().expect("a PostgreSQL test database");
-    let role = format!("cs_test_svc_{}", Uuid::now_v7().simple());
-    let _role_guard = RoleGuard {
-        admin_url: admin_url.to_owned(),
-        db_url: db.url.clone(),
-        role: role.clone(),
-    };
+    let (_, database) = db.pg_admin().expect("a PostgreSQL test database");
+    let role_guard = RoleGuard::new(&db, "svc");
+    let role = role_guard.role.clone();
     db.execute(&format!(
         "CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
          GRANT CONNECT ON DATABASE {database} TO {role};
@@ -651,7 +615,7 @@ fn crate_works_as_an_ordinary_role_under_forced_rls() {
          GRANT SELECT, INSERT, UPDATE, DELETE ON user_accounts, user_credentials TO {role};
          GRANT EXECUTE ON FUNCTION current_user_id() TO {role};"
     ));
-    let role_url = with_user(&db.url, &role);
+    let role_url = role_guard.url();
     let store = CredentialStore::new(
         Database::open(&role_url).expect("open the crate as the service role"),
         common::test_keyring(),

@@ -134,6 +134,44 @@ impl TestDb {
         }
     }
 
+    /// Runs SQL outside the crate, as another program would, and returns the
+    /// database's message when it refuses.
+    pub fn try_execute(&self, sql: &str) -> Result<(), String> {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::establish(self.sqlite_path().to_str().unwrap())
+                    .expect("sqlite connection");
+                conn.batch_execute(sql).map_err(|e| e.to_string())
+            }
+            _ => {
+                let mut conn = PgConnection::establish(&self.url).expect("pg connection");
+                conn.batch_execute(sql).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The one `BIGINT` column `n` of a query's one row, outside the crate and outside
+    /// row-level security (as the test's superuser).
+    pub fn scalar(&self, sql: &str) -> i64 {
+        #[derive(QueryableByName)]
+        struct Scalar {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let result = match self.backend {
+            Backend::Sqlite => {
+                let mut conn =
+                    SqliteConnection::establish(self.sqlite_path().to_str().unwrap()).unwrap();
+                diesel::sql_query(sql).get_result::<Scalar>(&mut conn)
+            }
+            _ => {
+                let mut conn = PgConnection::establish(&self.url).unwrap();
+                diesel::sql_query(sql).get_result::<Scalar>(&mut conn)
+            }
+        };
+        result.unwrap_or_else(|e| panic!("{e}: {sql}")).n
+    }
+
     pub fn sqlite_path(&self) -> PathBuf {
         PathBuf::from(
             self.url
@@ -259,5 +297,63 @@ pub fn python(script: &str, args: &[&str]) -> Option<String> {
             }
         }
         Ok(out) => Some(String::from_utf8(out.stdout).unwrap()),
+    }
+}
+
+/// A PostgreSQL role made for one test, named `cs_test_<kind>_<hex>`, dropped when
+/// the guard is, even when the test fails: its sessions are ended, what it owns or
+/// holds in the test database goes (`DROP OWNED BY`, which also revokes its CONNECT
+/// on the database), then the role is dropped.
+///
+/// `RoleGuard::new` only picks the name: create the role after the guard exists, so
+/// that a failure half-way through the `CREATE ROLE … GRANT …` still drops it. Keep
+/// the guard in a binding declared after the `TestDb` (or in a struct field
+/// declared before it), so that it drops first, while the database still exists.
+pub struct RoleGuard {
+    admin_url: String,
+    db_url: String,
+    /// The role's name.
+    pub role: String,
+}
+
+impl RoleGuard {
+    /// A guard for a new role name for the PostgreSQL test database `db`.
+    pub fn new(db: &TestDb, kind: &str) -> RoleGuard {
+        let (admin_url, _) = db.pg_admin().expect("a PostgreSQL test database");
+        RoleGuard {
+            admin_url: admin_url.to_owned(),
+            db_url: db.url.clone(),
+            role: format!("cs_test_{kind}_{}", uuid::Uuid::now_v7().simple()),
+        }
+    }
+
+    /// The test database's URL, logging in as this role.
+    pub fn url(&self) -> String {
+        with_user(&self.db_url, &self.role)
+    }
+}
+
+impl Drop for RoleGuard {
+    fn drop(&mut self) {
+        let role = &self.role;
+        if let Ok(mut admin) = PgConnection::establish(&self.admin_url) {
+            let _ = admin.batch_execute(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE usename = '{role}' AND pid <> pg_backend_pid()"
+            ));
+        }
+        if let Ok(mut conn) = PgConnection::establish(&self.db_url) {
+            let _ = conn.batch_execute(&format!("DROP OWNED BY {role}"));
+        }
+        let dropped = PgConnection::establish(&self.admin_url)
+            .map_err(|e| e.to_string())
+            .and_then(|mut admin| {
+                admin
+                    .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(err) = dropped {
+            eprintln!("WARNING: could not drop test role {role}: {err}; drop it by hand");
+        }
     }
 }

@@ -1,0 +1,3 @@
+DROP TRIGGER IF EXISTS user_accounts_user_id_cascade;
+DROP TRIGGER IF EXISTS user_credentials_owner_matches_account_update;
+DROP TRIGGER IF EXISTS user_credentials_owner_matches_account_insert;
