@@ -314,3 +314,64 @@ on_both_backends!(maintenance_input_is_validated, |db| {
         })
     ));
 });
+
+on_both_backends!(
+    a_sealed_ciphertext_moved_to_another_row_or_field_does_not_decrypt,
+    |db| {
+        db.database().run_migrations().unwrap();
+        let key = test_key();
+        let sealed = CredentialStore::new(db.database(), ring(&[&key]));
+        let fernet = sealed.clone().with_format(CipherFormat::Fernet);
+        let alice = sealed
+            .create_account(&NewUserAccount {
+                user_id: "auth0|alice",
+                account_name: "A",
+            })
+            .unwrap();
+        let mallory = sealed
+            .create_account(&NewUserAccount {
+                user_id: "auth0|mallory",
+                account_name: "M",
+            })
+            .unwrap();
+        for (store, format) in [(&sealed, "sealed"), (&fernet, "fernet")] {
+            let victim = store
+                .insert_credential(
+                    &alice,
+                    &NewUserCredential::new("alpaca_live", "PKVICTIM", "SKVICTIM").nickname(format),
+                )
+                .unwrap();
+            let own = store
+                .insert_credential(
+                    &mallory,
+                    &NewUserCredential::new("alpaca_live", "PKMINE", "SKMINE").nickname(format),
+                )
+                .unwrap();
+            // Someone with write access to the table copies the victim's ciphertexts onto
+            // their own row, and swaps the two fields of the victim's row.
+            db.execute(&format!(
+            "UPDATE user_credentials SET
+                 api_key = (SELECT api_key FROM user_credentials WHERE id = '{v}'),
+                 secret_key = (SELECT secret_key FROM user_credentials WHERE id = '{v}')
+             WHERE id = '{o}';
+             UPDATE user_credentials SET api_key = secret_key, secret_key = api_key WHERE id = '{v}';",
+            v = victim.id,
+            o = own.id
+        ));
+            let stolen = store.credential_keys(&mallory, own.id);
+            let swapped = store.credential_keys(&alice, victim.id);
+            if format == "sealed" {
+                assert!(
+                    matches!(stolen, Err(Error::Decryption { credential_id, .. }) if credential_id == own.id)
+                );
+                assert!(
+                    matches!(swapped, Err(Error::Decryption { credential_id, .. }) if credential_id == victim.id)
+                );
+            } else {
+                // Fernet binds nothing: the documented weakness the sealed format closes.
+                assert_eq!(stolen.unwrap().api_key().expose_secret(), "PKVICTIM");
+                assert_eq!(swapped.unwrap().api_key().expose_secret(), "SKVICTIM");
+            }
+        }
+    }
+);
