@@ -48,6 +48,16 @@ pub trait CredentialRepository {
         new: &NewUserCredential<'_>,
     ) -> Result<UserCredential>;
 
+    /// Stores several credentials under one account in one transaction: all of them,
+    /// or (on any refusal) none. Same rules as
+    /// [`insert_credential`](Self::insert_credential); returned in input order.
+    /// Written with multi-row `INSERT`s of at most 1000 rows.
+    fn insert_credentials(
+        &self,
+        account: &UserAccount,
+        new: &[NewUserCredential<'_>],
+    ) -> Result<Vec<UserCredential>>;
+
     /// One credential of the account.
     fn credential(
         &self,
@@ -342,20 +352,25 @@ impl CredentialRepository for CredentialStore {
         account: &UserAccount,
         new: &NewUserCredential<'_>,
     ) -> Result<UserCredential> {
-        let credential_type = CredentialType::parse(new.credential_type)?;
-        let nickname = validation::insert_nickname(new.nickname, &credential_type)?;
-        validation::secret(Field::ApiKey, new.api_key.expose_secret())?;
-        validation::secret(Field::SecretKey, new.secret_key.expose_secret())?;
-        let id = Uuid::now_v7();
-        let binding = |field| Binding {
-            credential_id: id,
-            account_id: account.id,
-            field,
-        };
-        let api_key = self.encrypt(&new.api_key, binding(Field::ApiKey));
-        let secret_key = self.encrypt(&new.secret_key, binding(Field::SecretKey));
-        let now = now();
+        let mut stored = self.insert_credentials(account, std::slice::from_ref(new))?;
+        Ok(stored.pop().expect("one row in, one row out"))
+    }
 
+    fn insert_credentials(
+        &self,
+        account: &UserAccount,
+        new: &[NewUserCredential<'_>],
+    ) -> Result<Vec<UserCredential>> {
+        // Validate and encrypt everything before the transaction: a refusal writes
+        // nothing, and the write lock is held only for the INSERTs.
+        let prepared = new
+            .iter()
+            .map(|new| PreparedCredential::new(self, account, new))
+            .collect::<Result<Vec<_>>>()?;
+        if prepared.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = SqlTime(now());
         self.db.run(Scope::write(&account.user_id), |conn| {
             on_backend!(conn, c => {
                 let owner: Option<String> = user_accounts::table
@@ -373,23 +388,18 @@ impl CredentialRepository for CredentialStore {
                     }
                     Some(_) => {}
                 }
-                let row = CredentialRow {
-                    id: SqlUuid(id),
-                    user_account_id: SqlUuid(account.id),
-                    user_id: &account.user_id,
-                    credential_type: credential_type.as_str(),
-                    nickname: Some(nickname.as_str()),
-                    api_key: &api_key,
-                    secret_key: &secret_key,
-                    is_active: new.is_active,
-                    expires_at: new.expires_at.map(|at| SqlTime(to_stored_precision(at))),
-                    created_at: SqlTime(now),
-                    updated_at: SqlTime(now),
-                };
-                Ok(diesel::insert_into(user_credentials::table)
-                    .values(&row)
-                    .returning(UserCredential::as_returning())
-                    .get_result(c)?)
+                let mut stored = Vec::with_capacity(prepared.len());
+                for chunk in prepared.chunks(INSERT_CHUNK_ROWS) {
+                    let rows: Vec<CredentialRow<'_>> =
+                        chunk.iter().map(|p| p.row(account, now)).collect();
+                    stored.extend(
+                        diesel::insert_into(user_credentials::table)
+                            .values(&rows)
+                            .returning(UserCredential::as_returning())
+                            .get_results(c)?,
+                    );
+                }
+                Ok(stored)
             })
         })
     }
@@ -723,6 +733,65 @@ impl CredentialRepository for CredentialStore {
                 credentials,
             })
             .collect())
+    }
+}
+
+/// Rows per multi-row INSERT: 11 bound values each, far under SQLite's 32766 and
+/// PostgreSQL's 65535 bind limits.
+const INSERT_CHUNK_ROWS: usize = 1000;
+
+/// A validated, encrypted credential, ready to insert.
+struct PreparedCredential {
+    id: Uuid,
+    credential_type: CredentialType,
+    nickname: Nickname,
+    api_key: String,
+    secret_key: String,
+    is_active: bool,
+    expires_at: Option<SqlTime>,
+}
+
+impl PreparedCredential {
+    fn new(
+        store: &CredentialStore,
+        account: &UserAccount,
+        new: &NewUserCredential<'_>,
+    ) -> Result<Self> {
+        let credential_type = CredentialType::parse(new.credential_type)?;
+        let nickname = validation::insert_nickname(new.nickname, &credential_type)?;
+        validation::secret(Field::ApiKey, new.api_key.expose_secret())?;
+        validation::secret(Field::SecretKey, new.secret_key.expose_secret())?;
+        let id = Uuid::now_v7();
+        let binding = |field| Binding {
+            credential_id: id,
+            account_id: account.id,
+            field,
+        };
+        Ok(PreparedCredential {
+            id,
+            api_key: store.encrypt(&new.api_key, binding(Field::ApiKey)),
+            secret_key: store.encrypt(&new.secret_key, binding(Field::SecretKey)),
+            credential_type,
+            nickname,
+            is_active: new.is_active,
+            expires_at: new.expires_at.map(|at| SqlTime(to_stored_precision(at))),
+        })
+    }
+
+    fn row<'a>(&'a self, account: &'a UserAccount, now: SqlTime) -> CredentialRow<'a> {
+        CredentialRow {
+            id: SqlUuid(self.id),
+            user_account_id: SqlUuid(account.id),
+            user_id: &account.user_id,
+            credential_type: self.credential_type.as_str(),
+            nickname: Some(self.nickname.as_str()),
+            api_key: &self.api_key,
+            secret_key: &self.secret_key,
+            is_active: self.is_active,
+            expires_at: self.expires_at,
+            created_at: now,
+            updated_at: now,
+        }
     }
 }
 

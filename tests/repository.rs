@@ -798,3 +798,46 @@ fn the_sqlite_file_holds_no_plaintext() {
     let store = CredentialStore::new(db.database(), test_keyring());
     assert_eq!(store.list_credentials(&acct).unwrap().len(), 1);
 }
+
+on_both_backends!(batch_inserts_are_all_or_nothing, |db| {
+    let store = db.store();
+    let acct = account(&store, "auth0|alice");
+    let nicknames: Vec<String> = (0..1500).map(|i| format!("bot {i}")).collect();
+    let batch: Vec<NewUserCredential<'_>> = nicknames
+        .iter()
+        .map(|n| NewUserCredential::new("alpaca_paper", format!("PK{n}"), "s").nickname(n))
+        .collect();
+    let stored = store.insert_credentials(&acct, &batch).unwrap();
+    assert_eq!(stored.len(), 1500, "two INSERTs of at most 1000 rows");
+    for (credential, nickname) in stored.iter().zip(&nicknames) {
+        assert_eq!(
+            credential.nickname.as_deref(),
+            Some(nickname.as_str()),
+            "input order"
+        );
+    }
+    let last = &stored[1499];
+    let keys = store.credential_keys(&acct, last.id).unwrap();
+    assert_eq!(keys.api_key().expose_secret(), "PKbot 1499");
+    assert_eq!(
+        store.find_by_type(&acct, "alpaca_paper").unwrap().len(),
+        1500
+    );
+
+    let mut bad: Vec<NewUserCredential<'_>> = (0..3)
+        .map(|_| NewUserCredential::new("polygon", "PG", "s"))
+        .collect();
+    bad.push(NewUserCredential::new("polygon", "PG", "s").nickname("nul\0"));
+    assert!(matches!(
+        store.insert_credentials(&acct, &bad),
+        Err(Error::Invalid {
+            field: Field::Nickname,
+            ..
+        })
+    ));
+    assert!(
+        store.find_by_type(&acct, "polygon").unwrap().is_empty(),
+        "none of the batch"
+    );
+    assert!(store.insert_credentials(&acct, &[]).unwrap().is_empty());
+});
