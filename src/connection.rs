@@ -236,6 +236,10 @@ fn pool_builder<C: diesel::r2d2::R2D2Connection + 'static>(
         .max_size(options.max_connections.max(1))
         .min_idle(Some(1))
         .connection_timeout(options.connection_timeout)
+        // No `SELECT 1` round trip on every checkout: a connection that breaks is
+        // reported by the statement that meets it (a typed error), and diesel marks
+        // it broken so the pool replaces it.
+        .test_on_check_out(false)
 }
 
 /// The PostgreSQL setting the row-level-security policies read.
