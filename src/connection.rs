@@ -329,16 +329,31 @@ struct SqlitePragmas {
 impl SqlitePragmas {
     fn apply(&self, conn: &mut SqliteConnection) -> diesel::QueryResult<()> {
         use diesel::connection::SimpleConnection;
-        // busy_timeout first: switching to WAL needs a lock another connection may hold.
         conn.batch_execute(&format!(
-            "PRAGMA busy_timeout = {};
-             PRAGMA foreign_keys = ON;
-             PRAGMA journal_mode = WAL;
+            "PRAGMA busy_timeout = {};",
+            self.busy_timeout.as_millis()
+        ))?;
+        // Switching a new file to WAL needs a lock that SQLite does not wait for with
+        // the busy handler: when processes open one new file at once, retry within the
+        // busy timeout.
+        let deadline = std::time::Instant::now() + self.busy_timeout;
+        loop {
+            match conn.batch_execute("PRAGMA journal_mode = WAL;") {
+                Err(diesel::result::Error::DatabaseError(_, info))
+                    if info.message().contains("locked")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => break other?,
+            }
+        }
+        conn.batch_execute(
+            "PRAGMA foreign_keys = ON;
              PRAGMA synchronous = NORMAL;
              PRAGMA cache_size = -65536;
              PRAGMA mmap_size = 268435456;",
-            self.busy_timeout.as_millis()
-        ))
+        )
     }
 }
 

@@ -11,7 +11,7 @@
 //! Every PostgreSQL migration is idempotent, so they also run on a database the
 //! existing system made without diesel's bookkeeping table, at any step.
 
-use crate::connection::{on_backend, Database};
+use crate::connection::{on_backend, Conn, Database};
 use crate::error::{Error, Result};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
@@ -26,12 +26,19 @@ pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/
 impl Database {
     /// Applies every pending migration and returns the versions applied, oldest first.
     ///
+    /// Safe to call from several processes at once (services starting together): on
+    /// PostgreSQL the run holds a session-level advisory lock, which also covers
+    /// migrations that run outside a transaction; on SQLite it runs inside one
+    /// `BEGIN IMMEDIATE` transaction, which holds the database's write lock (waiting
+    /// out the busy timeout for it). Either way the pending list is read once the lock
+    /// is held, so each migration is applied exactly once.
+    ///
     /// On PostgreSQL the role needs to own the tables (or create them); the
     /// migrations lift `FORCE ROW LEVEL SECURITY` inside their own transaction where
     /// they repair data, so an owner that does not bypass RLS still sees every row.
     pub fn run_migrations(&self) -> Result<Vec<String>> {
-        self.raw(|conn| {
-            let applied = on_backend!(conn, c => {
+        self.locked_migrations(|c| {
+            let applied = on_backend!(c, c => {
                 let migrations = migrations_for(&*c);
                 c.run_pending_migrations(migrations)
                     .map_err(Error::migration)?
@@ -40,6 +47,30 @@ impl Database {
                     .collect()
             });
             Ok(applied)
+        })
+    }
+
+    /// Runs `f` holding the migration lock: a PostgreSQL advisory lock, or SQLite's
+    /// write lock for one transaction.
+    fn locked_migrations<T>(&self, f: impl FnOnce(Conn<'_>) -> Result<T>) -> Result<T> {
+        self.raw(|conn| match conn {
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(c) => {
+                use diesel::sql_types::BigInt;
+                use diesel::RunQueryDsl;
+                diesel::sql_query("SELECT pg_advisory_lock($1)")
+                    .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
+                    .execute(c)?;
+                let result = f(Conn::Postgres(&mut *c));
+                let unlocked = diesel::sql_query("SELECT pg_advisory_unlock($1)")
+                    .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
+                    .execute(c);
+                let value = result?;
+                unlocked?;
+                Ok(value)
+            }
+            #[cfg(feature = "sqlite")]
+            Conn::Sqlite(c) => c.immediate_transaction(|c| f(Conn::Sqlite(c))),
         })
     }
 
@@ -63,7 +94,7 @@ impl Database {
     /// the multiple-credentials migration fails while two credentials of one account
     /// share a type.
     pub fn revert_last_migration(&self) -> Result<String> {
-        self.raw(|conn| {
+        self.locked_migrations(|conn| {
             let version = on_backend!(conn, c => {
                 let migrations = migrations_for(&*c);
                 c.revert_last_migration(migrations).map_err(Error::migration)?.to_string()
@@ -72,6 +103,10 @@ impl Database {
         })
     }
 }
+
+/// The PostgreSQL advisory lock key that serialises migration runs ("credstor").
+#[cfg(feature = "postgres")]
+const MIGRATION_LOCK_KEY: i64 = 0x6372_6564_7374_6f72;
 
 /// Picks the migration set by connection type.
 trait MigrationsFor {
