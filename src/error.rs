@@ -166,6 +166,15 @@ pub enum Error {
     #[error("migration failed")]
     Migration(#[source] Box<dyn std::error::Error + Send + Sync>),
 
+    /// A migration revert would lose data, so nothing was changed.
+    #[error("cannot revert migration {version}: {conflicts} (account, credential_type) pair(s) hold more than one credential, which the restored unique index cannot hold; delete or merge them first")]
+    RevertRefused {
+        /// The migration that was to be reverted.
+        version: String,
+        /// How many `(account, credential_type)` pairs hold more than one credential.
+        conflicts: usize,
+    },
+
     /// Could not open a connection.
     #[error("cannot connect to the database")]
     Connection(#[from] diesel::ConnectionError),

@@ -13,6 +13,7 @@
 
 use crate::connection::{on_backend, Conn, Database};
 use crate::error::{Error, Result};
+use diesel::prelude::*;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 /// The PostgreSQL migrations, embedded at build time.
@@ -91,18 +92,43 @@ impl Database {
 
     /// Reverts the most recently applied migration, in one transaction, and returns its
     /// version. A revert that would lose data refuses and changes nothing: undoing
-    /// the multiple-credentials migration fails while two credentials of one account
-    /// share a type.
+    /// the multiple-credentials migration is [`Error::RevertRefused`], naming how many
+    /// `(account, credential_type)` pairs hold more than one credential, while any do
+    /// (its `down.sql` checks again, inside its own transaction).
     pub fn revert_last_migration(&self) -> Result<String> {
         self.locked_migrations(|conn| {
             let version = on_backend!(conn, c => {
                 let migrations = migrations_for(&*c);
+                let last = c
+                    .applied_migrations()
+                    .map_err(Error::migration)?
+                    .iter()
+                    .map(ToString::to_string)
+                    .max();
+                if last.as_deref() == Some(MULTIPLE_CREDENTIALS) {
+                    use crate::schema::user_credentials::dsl::*;
+                    use diesel::dsl::count_star;
+                    let shared: Vec<(uuid::Uuid, String)> = user_credentials
+                        .group_by((user_account_id, credential_type))
+                        .having(count_star().gt(1))
+                        .select((user_account_id, credential_type))
+                        .load(c)?;
+                    if !shared.is_empty() {
+                        return Err(Error::RevertRefused {
+                            version: MULTIPLE_CREDENTIALS.to_owned(),
+                            conflicts: shared.len(),
+                        });
+                    }
+                }
                 c.revert_last_migration(migrations).map_err(Error::migration)?.to_string()
             });
             Ok(version)
         })
     }
 }
+
+/// The multiple-credentials migration, whose revert restores a unique index.
+const MULTIPLE_CREDENTIALS: &str = "20240601000003";
 
 /// The PostgreSQL advisory lock key that serialises migration runs ("credstor").
 #[cfg(feature = "postgres")]

@@ -91,26 +91,37 @@ on_both_backends!(
         for later in ["20261125000005", "20261125000004"] {
             assert_eq!(database.revert_last_migration().unwrap(), later);
         }
-        let refused = database.revert_last_migration();
-        match &refused {
-            Err(Error::Migration(source)) => {
-                let message = source.to_string();
-                if db.backend == credential_store::Backend::Postgres {
-                    assert!(
-                        message.contains("1 (account, credential_type) pair"),
-                        "{message}"
-                    );
-                } else {
-                    assert!(message.contains("UNIQUE"), "{message}");
-                }
+        // A second pair sharing a type, under another account.
+        let bob = store
+            .create_account(&NewUserAccount {
+                user_id: "auth0|bob",
+                account_name: "Bob",
+            })
+            .unwrap();
+        for key in ["PG1", "PG2"] {
+            store
+                .insert_credential(&bob, &NewUserCredential::new("polygon", key, "s"))
+                .unwrap();
+        }
+        match database.revert_last_migration() {
+            Err(err @ Error::RevertRefused { .. }) => {
+                assert!(
+                    matches!(&err, Error::RevertRefused { version, conflicts: 2 } if version == "20240601000003"),
+                    "{err:?}"
+                );
+                assert!(
+                    err.to_string()
+                        .contains("2 (account, credential_type) pair(s)"),
+                    "{err}"
+                );
             }
-            other => panic!("expected a refused migration, got {other:?}"),
+            other => panic!("expected a refused revert, got {other:?}"),
         }
         // Nothing changed: the nickname migration is still applied, both rows are there
         // with their nicknames.
         assert_eq!(database.pending_migrations().unwrap().len(), 2);
         database.run_migrations().unwrap();
-        assert_eq!(db.count("user_credentials"), 2);
+        assert_eq!(db.count("user_credentials"), 4);
         assert_eq!(
             store
                 .find_one_by_nickname(&account, "Swing")
