@@ -195,6 +195,14 @@ impl Database {
         scope: Scope<'_>,
         f: impl FnOnce(Conn<'_>) -> Result<T>,
     ) -> Result<T> {
+        self.run_unclassified(scope, f).map_err(classify)
+    }
+
+    fn run_unclassified<T>(
+        &self,
+        scope: Scope<'_>,
+        f: impl FnOnce(Conn<'_>) -> Result<T>,
+    ) -> Result<T> {
         match &self.pool {
             #[cfg(feature = "postgres")]
             Pool::Postgres(pool) => {
@@ -220,12 +228,13 @@ impl Database {
 
     /// Runs `f` on a pooled connection outside any transaction the crate opens.
     pub(crate) fn raw<T>(&self, f: impl FnOnce(Conn<'_>) -> Result<T>) -> Result<T> {
-        match &self.pool {
+        let result = match &self.pool {
             #[cfg(feature = "postgres")]
             Pool::Postgres(pool) => f(Conn::Postgres(&mut *pool.get()?)),
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(pool) => f(Conn::Sqlite(&mut *pool.get()?)),
-        }
+        };
+        result.map_err(classify)
     }
 }
 
@@ -240,6 +249,30 @@ fn pool_builder<C: diesel::r2d2::R2D2Connection + 'static>(
         // reported by the statement that meets it (a typed error), and diesel marks
         // it broken so the pool replaces it.
         .test_on_check_out(false)
+}
+
+/// Gives the failures a caller can act on (retry) their own variants.
+fn classify(err: Error) -> Error {
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
+    match err {
+        Error::Database(DieselError::DatabaseError(kind, info)) => {
+            let message = info.message();
+            let lost = matches!(kind, DatabaseErrorKind::ClosedConnection)
+                || message.contains("terminating connection")
+                || message.contains("server closed the connection");
+            let busy = message.contains("database is locked")
+                || message.contains("database table is locked");
+            let err = DieselError::DatabaseError(kind, info);
+            if lost {
+                Error::ConnectionLost(err)
+            } else if busy {
+                Error::Busy(err)
+            } else {
+                Error::Database(err)
+            }
+        }
+        other => other,
+    }
 }
 
 /// The PostgreSQL setting the row-level-security policies read.

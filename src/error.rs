@@ -183,6 +183,19 @@ pub enum Error {
     #[error("no database connection available")]
     Pool(#[from] diesel::r2d2::PoolError),
 
+    /// SQLite stayed locked by another writer for longer than the busy timeout
+    /// ([`DatabaseOptions::busy_timeout`](crate::DatabaseOptions::busy_timeout)). The
+    /// transaction was rolled back; retrying later is safe.
+    #[error("the database is busy: another writer held the lock past the busy timeout")]
+    Busy(#[source] diesel::result::Error),
+
+    /// The connection to PostgreSQL was lost mid-operation (server restart,
+    /// `pg_terminate_backend`, network). The pool replaces the connection. A read can
+    /// be retried; a write whose outcome was not reported may or may not have
+    /// committed.
+    #[error("the database connection was lost")]
+    ConnectionLost(#[source] diesel::result::Error),
+
     /// The database refused a statement.
     #[error("database error")]
     Database(#[from] diesel::result::Error),
