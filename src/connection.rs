@@ -120,7 +120,14 @@ pub(crate) fn parse_url(url: &str) -> Result<Target<'_>> {
         if path.is_empty() {
             return Err(unsupported("the SQLite path is empty".into()));
         }
-        if path == ":memory:" || path.contains("mode=memory") {
+        let uri_file = path
+            .strip_prefix("file:")
+            .map(|uri| uri.split(['?', '#']).next().unwrap_or_default());
+        if path.contains(":memory:")
+            || path.contains("mode=memory")
+            || path.contains("vfs=memdb")
+            || uri_file.is_some_and(str::is_empty)
+        {
             return Err(unsupported(
                 "in-memory SQLite is not supported: each pooled connection would see its own database"
                     .into(),
@@ -147,6 +154,19 @@ impl Database {
             }
             #[cfg(feature = "sqlite")]
             Target::Sqlite(path) => {
+                // Resolved once: every pooled connection opens the same file, even if
+                // the process changes its current directory later.
+                let absolute;
+                let path = if path.starts_with("file:") {
+                    path
+                } else {
+                    absolute = std::path::absolute(path).map_err(|err| Error::UnsupportedUrl {
+                        reason: format!("cannot resolve the SQLite path: {err}"),
+                    })?;
+                    absolute.to_str().ok_or_else(|| Error::UnsupportedUrl {
+                        reason: "the SQLite path is not valid UTF-8".into(),
+                    })?
+                };
                 let pragmas = SqlitePragmas { busy_timeout: options.busy_timeout };
                 let mut first = SqliteConnection::establish(path)?;
                 pragmas.apply(&mut first)?;

@@ -244,6 +244,10 @@ impl Keyring {
             match ciphertext.strip_prefix(SEALED_PREFIX) {
                 Some(rest) => {
                     let (key_id, body) = rest.split_once(':').ok_or_else(failed)?;
+                    // A malformed id is damage, not a key to name in an error message.
+                    if !valid_key_id(key_id) {
+                        return Err(failed());
+                    }
                     let key = self.keys.iter().find(|k| k.id == key_id).ok_or_else(|| {
                         Error::UnknownKey {
                             credential_id: binding.credential_id,
@@ -267,11 +271,15 @@ impl Keyring {
                         )
                         .map_err(|_| failed())?
                 }
-                None => self
-                    .keys
-                    .iter()
-                    .find_map(|k| k.fernet.decrypt(ciphertext).ok())
-                    .ok_or_else(failed)?,
+                None => {
+                    if !canonical_fernet(ciphertext) {
+                        return Err(failed());
+                    }
+                    self.keys
+                        .iter()
+                        .find_map(|k| k.fernet.decrypt(ciphertext).ok())
+                        .ok_or_else(failed)?
+                }
             };
         let plaintext = Zeroizing::new(plaintext);
         let text = std::str::from_utf8(&plaintext).map_err(|_| failed())?;
@@ -283,13 +291,13 @@ impl Keyring {
     pub(crate) fn origin(&self, ciphertext: &str) -> Origin {
         if let Some(rest) = ciphertext.strip_prefix(SEALED_PREFIX) {
             return match rest.split_once(':') {
-                Some((key_id, _)) => Origin::Sealed {
+                Some((key_id, _)) if valid_key_id(key_id) => Origin::Sealed {
                     key_id: key_id.to_owned(),
                 },
-                None => Origin::Unreadable,
+                _ => Origin::Unreadable,
             };
         }
-        if !ciphertext.starts_with("gAAAA") {
+        if !canonical_fernet(ciphertext) {
             return Origin::Unreadable;
         }
         let key = self
@@ -328,12 +336,7 @@ impl Key {
         let fernet = fernet::Fernet::new(text).ok_or_else(invalid)?;
         let id = match id {
             Some(id) => {
-                let valid = !id.is_empty()
-                    && id.chars().count() <= MAX_KEY_ID_CHARS
-                    && id
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-                if !valid {
+                if !valid_key_id(id) {
                     return Err(Error::InvalidKeyId { position });
                 }
                 id.to_owned()
@@ -353,6 +356,24 @@ impl Key {
         let sealed = XChaCha20Poly1305::new_from_slice(&*subkey).expect("a 32-byte key");
         Ok(Key { id, fernet, sealed })
     }
+}
+
+/// 1 to 32 of `[A-Za-z0-9_.-]`.
+fn valid_key_id(id: &str) -> bool {
+    (1..=MAX_KEY_ID_CHARS).contains(&id.len())
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+}
+
+/// A Fernet token in its one canonical text form: URL-safe base64 with exact padding,
+/// starting with the version byte 0x80. (The `fernet` crate ignores `=` padding, so
+/// without this one token would have several spellings that all open.)
+fn canonical_fernet(token: &str) -> bool {
+    token.starts_with("gAAAA")
+        && URL_SAFE
+            .decode(token)
+            .is_ok_and(|bytes| bytes.first() == Some(&0x80))
 }
 
 fn hex8(bytes: &[u8]) -> String {

@@ -8,7 +8,7 @@ use crate::models::{
     NewUserCredential, Patch, UserAccount, UserCredential,
 };
 use crate::schema::{user_accounts, user_credentials};
-use crate::sql_types::{to_stored_precision, SqlTime, SqlUuid};
+use crate::sql_types::{to_stored_precision, LossyText, SqlTime, SqlUuid};
 use crate::validation::{self, CredentialType, Nickname};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -548,7 +548,7 @@ impl CredentialRepository for CredentialStore {
         account: &UserAccount,
         credential_id: Uuid,
     ) -> Result<CredentialKeys> {
-        let found: Option<(UserCredential, String, String)> =
+        let found: Option<(UserCredential, LossyText, LossyText)> =
             self.db.run(Scope::read(&account.user_id), |conn| {
                 Ok(
                     on_backend!(conn, c => owned_by(SqlUuid(account.id), &account.user_id)
@@ -577,9 +577,9 @@ impl CredentialRepository for CredentialStore {
         }
         Ok(CredentialKeys::new(
             self.keyring
-                .decrypt(&api_key, &binding(&credential, Field::ApiKey))?,
+                .decrypt(&api_key.0, &binding(&credential, Field::ApiKey))?,
             self.keyring
-                .decrypt(&secret_key, &binding(&credential, Field::SecretKey))?,
+                .decrypt(&secret_key.0, &binding(&credential, Field::SecretKey))?,
         ))
     }
 
@@ -640,10 +640,8 @@ impl CredentialRepository for CredentialStore {
             after = batch.last().map_or(after, |row| row.id);
             let mut rewrites = Vec::new();
             for row in &batch {
-                let current = |text: &str| self.keyring.is_current(self.format, text);
-                if current(&row.api_key) && current(&row.secret_key) {
-                    continue;
-                }
+                // Every row is decrypted, even one already current: a ciphertext that
+                // does not open is reported, never passed over.
                 let binding = |field| Binding {
                     credential_id: row.id,
                     account_id: row.account_id,
@@ -654,11 +652,16 @@ impl CredentialRepository for CredentialStore {
                     .keyring
                     .decrypt(&row.secret_key, &binding(Field::SecretKey));
                 match (api_key, secret_key) {
-                    (Ok(api_key), Ok(secret_key)) => rewrites.push((
-                        row,
-                        self.encrypt(&api_key, binding(Field::ApiKey)),
-                        self.encrypt(&secret_key, binding(Field::SecretKey)),
-                    )),
+                    (Ok(api_key), Ok(secret_key)) => {
+                        let current = |text: &str| self.keyring.is_current(self.format, text);
+                        if !(current(&row.api_key) && current(&row.secret_key)) {
+                            rewrites.push((
+                                row,
+                                self.encrypt(&api_key, binding(Field::ApiKey)),
+                                self.encrypt(&secret_key, binding(Field::SecretKey)),
+                            ));
+                        }
+                    }
                     (api_key, secret_key) => {
                         failures.extend(api_key.err().into_iter().chain(secret_key.err()))
                     }
@@ -807,7 +810,7 @@ impl CredentialStore {
     /// The next `limit` credentials after `after`, by id, across all accounts; `None`
     /// past the end.
     fn stored_batch(&self, after: Uuid, limit: i64) -> Result<Option<Vec<StoredRow>>> {
-        let rows: Vec<(Uuid, Uuid, String, String)> =
+        let rows: Vec<(Uuid, Uuid, LossyText, LossyText)> =
             self.db.run(Scope::maintenance_read(), |conn| {
                 Ok(on_backend!(conn, c => user_credentials::table
                 .filter(user_credentials::id.gt(SqlUuid(after)))
@@ -823,12 +826,14 @@ impl CredentialStore {
             })?;
         let rows: Vec<StoredRow> = rows
             .into_iter()
-            .map(|(id, account_id, api_key, secret_key)| StoredRow {
-                id,
-                account_id,
-                api_key,
-                secret_key,
-            })
+            .map(
+                |(id, account_id, LossyText(api_key), LossyText(secret_key))| StoredRow {
+                    id,
+                    account_id,
+                    api_key,
+                    secret_key,
+                },
+            )
             .collect();
         Ok((!rows.is_empty()).then_some(rows))
     }

@@ -91,11 +91,25 @@ where
     }
 }
 
+/// A text column read byte for byte: bytes that are not UTF-8 (SQLite stores
+/// whatever it is given) become U+FFFD instead of failing the whole row, so a
+/// damaged ciphertext is reported as undecryptable, for its credential alone.
+#[derive(Debug, Clone, PartialEq, Eq, diesel::deserialize::FromSqlRow)]
+pub(crate) struct LossyText(pub String);
+
 #[cfg(feature = "postgres")]
 mod pg {
     use super::*;
     use diesel::pg::{Pg, PgValue};
     use diesel::sql_types::{Timestamptz, Uuid as PgUuid};
+
+    impl FromSql<diesel::sql_types::Text, Pg> for LossyText {
+        fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
+            Ok(LossyText(
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            ))
+        }
+    }
 
     impl ToSql<DbUuid, Pg> for Uuid {
         fn to_sql<'b>(&'b self, out: &mut serialize::Output<'b, '_, Pg>) -> serialize::Result {
@@ -128,6 +142,14 @@ mod sqlite {
     use diesel::serialize::IsNull;
     use diesel::sql_types::Text;
     use diesel::sqlite::{Sqlite, SqliteValue};
+
+    impl FromSql<Text, Sqlite> for LossyText {
+        fn from_sql(mut value: SqliteValue<'_, '_, '_>) -> deserialize::Result<Self> {
+            Ok(LossyText(
+                String::from_utf8_lossy(value.read_blob()).into_owned(),
+            ))
+        }
+    }
 
     impl ToSql<DbUuid, Sqlite> for Uuid {
         fn to_sql<'b>(&'b self, out: &mut serialize::Output<'b, '_, Sqlite>) -> serialize::Result {
