@@ -33,6 +33,7 @@ const SEALED_PREFIX: &str = "sealed:v1:";
 const SEALED_AAD_DOMAIN: &[u8] = b"credential-store sealed v1\0";
 const HKDF_INFO: &[u8] = b"credential-store sealed v1 key";
 const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
 const MAX_KEY_ID_CHARS: usize = 32;
 
 /// The ciphertext format a store writes.
@@ -244,8 +245,10 @@ impl Keyring {
             match ciphertext.strip_prefix(SEALED_PREFIX) {
                 Some(rest) => {
                     let (key_id, body) = rest.split_once(':').ok_or_else(failed)?;
-                    // A malformed id is damage, not a key to name in an error message.
-                    if !valid_key_id(key_id) {
+                    // Only a well-formed ciphertext names a key in an error message: a
+                    // malformed id or body is damage, reported as such.
+                    let body = URL_SAFE_NO_PAD.decode(body).map_err(|_| failed())?;
+                    if !valid_key_id(key_id) || body.len() < NONCE_LEN + TAG_LEN {
                         return Err(failed());
                     }
                     let key = self.keys.iter().find(|k| k.id == key_id).ok_or_else(|| {
@@ -255,10 +258,6 @@ impl Keyring {
                             key_id: key_id.to_owned(),
                         }
                     })?;
-                    let body = URL_SAFE_NO_PAD.decode(body).map_err(|_| failed())?;
-                    if body.len() < NONCE_LEN {
-                        return Err(failed());
-                    }
                     let (nonce, sealed) = body.split_at(NONCE_LEN);
                     let aad = associated_data(&key.id, binding);
                     key.sealed
