@@ -1,79 +1,132 @@
-//! Nickname lookups through the repository, on an embedded SQLite file.
+//! The repository against the same SQL written by hand, on SQLite and PostgreSQL,
+//! from 10k to 1M credentials. BENCHMARKS.md has the command, the machine and the
+//! results; `benches/report.py` turns criterion's output into its tables.
 //!
-//! Ids: `<operation>/<backend>/<implementation>/<rows>`. Run with `cargo bench`.
+//! Ids: `<operation>/<backend>/<implementation>/<rows>`, for example
+//! `lookup_by_nickname/sqlite/rusqlite/1000000`. Implementations:
+//!
+//! - `crate`: `CredentialStore`, as a service uses it (a pool, validation, the
+//!   row-level-security context on PostgreSQL);
+//! - `diesel`: diesel on one connection, the crate's queries written again without
+//!   the repository (on PostgreSQL in the same transaction with the same
+//!   `set_config` context);
+//! - `rusqlite` / `postgres`: the raw drivers with prepared statements, running the
+//!   SQL text diesel generates for the crate's queries (checked at start against the
+//!   statements the crate runs, captured with diesel's instrumentation);
+//! - `diesel_bare` / `postgres_bare` (PostgreSQL lookups only): the SELECT alone, no
+//!   transaction, no context.
+//!
+//! Every iteration picks an account (and a nickname or type) with a deterministic
+//! PRNG; every implementation sees the same sequence. Datasets are built once per
+//! size and reused (see `support/mod.rs`).
+//!
+//! Environment: `CREDENTIAL_STORE_BENCH_SIZES=10000,100000` (default 10k, 100k,
+//! 1M), `CREDENTIAL_STORE_BENCH_10M=1` (adds 10M), `CREDENTIAL_STORE_BENCH_BACKENDS=sqlite`
+//! (default both), `CREDENTIAL_STORE_BENCH_POSTGRES=postgres://user@host:port`.
 
-use credential_store::{
-    CredentialRepository, CredentialStore, Database, Keyring, NewUserAccount, NewUserCredential,
-    UserAccount,
-};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use secrecy::ExposeSecret;
-use std::hint::black_box;
+#[path = "support/ops.rs"]
+mod ops;
+#[path = "support/mod.rs"]
+mod support;
 
-const CREDENTIALS_PER_ACCOUNT: usize = 10;
+use credential_store::Database;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
+use ops::*;
+use std::time::Duration;
+use support::*;
 
-struct Dataset {
-    store: CredentialStore,
-    accounts: Vec<UserAccount>,
-    _dir: tempfile::TempDir,
-}
+// ---------------------------------------------------------------------------
 
-/// `rows` credentials, ten per account, nicknamed `bot-0` … `bot-9`.
-fn sqlite_dataset(rows: usize) -> Dataset {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let db = Database::open(dir.path().join("bench.db").to_str().unwrap()).expect("open");
-    db.run_migrations().expect("migrate");
-    let key = Keyring::generate_key();
-    let store = CredentialStore::new(
-        db,
-        Keyring::from_fernet_keys([key.expose_secret()]).unwrap(),
-    );
-    let accounts: Vec<UserAccount> = (0..rows / CREDENTIALS_PER_ACCOUNT)
-        .map(|i| {
-            let user_id = format!("user-{i}");
-            let account = store
-                .create_account(&NewUserAccount {
-                    user_id: &user_id,
-                    account_name: "bench",
-                })
-                .expect("account");
-            for n in 0..CREDENTIALS_PER_ACCOUNT {
-                let nickname = format!("bot-{n}");
-                let new = NewUserCredential::new("alpaca_paper", "PKBENCH0001", "secret")
-                    .nickname(&nickname);
-                store.insert_credential(&account, &new).expect("credential");
+fn benches(c: &mut Criterion) {
+    let sizes = sizes();
+    let mut backends = Vec::new();
+    if backend_enabled("sqlite") {
+        backends.push("sqlite");
+    }
+    if pg_available() {
+        backends.push("postgres");
+    }
+    // The baselines' SQL against what the crate runs, on a scratch database.
+    {
+        let sql_sqlite = sqlite_sql();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("probe.db");
+        Database::open(path.to_str().expect("UTF-8"))
+            .expect("open")
+            .run_migrations()
+            .expect("migrate");
+        check_same_sql("sqlite", path.to_str().expect("UTF-8"), &sql_sqlite);
+        if backends.contains(&"postgres") {
+            let name = "credential_store_bench_sql_probe";
+            pg_recreate_database(name, None);
+            let url = pg_url(name);
+            Database::open(&url)
+                .expect("open")
+                .run_migrations()
+                .expect("migrate");
+            check_same_sql("postgres", &url, &pg_sql());
+            pg_drop_database(name);
+        }
+    }
+
+    let mut fixtures = Fixtures::default();
+    let mut checked: Vec<(&str, usize)> = Vec::new();
+    for op in Op::ALL {
+        let mut group = c.benchmark_group(op.name());
+        if op == Op::InsertBatch {
+            group.sampling_mode(SamplingMode::Flat);
+        }
+        if op.is_insert() {
+            group.throughput(criterion::Throughput::Elements(op.batch() as u64));
+        }
+        for &rows in &sizes {
+            for &backend in &backends {
+                for &implementation in implementations(backend, op) {
+                    let mut rng = Rng::new(SEED ^ rows as u64);
+                    let id = BenchmarkId::new(format!("{backend}/{implementation}"), rows);
+                    group.bench_function(id, |b| {
+                        if backend == "sqlite" {
+                            let fx = fixtures.sqlite(rows);
+                            if !checked.contains(&(backend, rows)) {
+                                check_sqlite(fx);
+                                checked.push((backend, rows));
+                            }
+                            let mut run = sqlite_op(op, implementation, fx, &mut rng);
+                            b.iter(&mut run)
+                        } else {
+                            let fx = fixtures.pg(rows);
+                            if !checked.contains(&(backend, rows)) {
+                                check_pg(fx);
+                                checked.push((backend, rows));
+                            }
+                            let mut run = pg_op(op, implementation, fx, &mut rng);
+                            b.iter(&mut run)
+                        }
+                    });
+                    if op.is_insert() {
+                        if backend == "sqlite" {
+                            if let Some(fx) = fixtures.sqlite.get(&rows) {
+                                fx.cleanup();
+                            }
+                        } else if let Some(fx) = fixtures.pg.get_mut(&rows) {
+                            fx.cleanup();
+                        }
+                    }
+                }
             }
-            account
-        })
-        .collect();
-    Dataset {
-        store,
-        accounts,
-        _dir: dir,
+        }
+        group.finish();
     }
 }
 
-fn lookups(c: &mut Criterion) {
-    let rows = 10_000;
-    let data = sqlite_dataset(rows);
-    let mut group = c.benchmark_group("lookup_by_nickname");
-    let mut i = 0usize;
-    group.bench_function(BenchmarkId::new("sqlite/crate", rows), |b| {
-        b.iter(|| {
-            i = i
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let account = &data.accounts[(i >> 33) % data.accounts.len()];
-            let nickname = format!("bot-{}", (i >> 20) % CREDENTIALS_PER_ACCOUNT);
-            black_box(
-                data.store
-                    .find_one_by_nickname(account, &nickname)
-                    .expect("lookup"),
-            )
-        })
-    });
-    group.finish();
+criterion_group! {
+    name = nickname_queries;
+    // Modest times, so that the whole run stays well under half an hour on two cores;
+    // the command line (`--measurement-time`, `--sample-size`, …) overrides them.
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30);
+    targets = benches
 }
-
-criterion_group!(benches, lookups);
-criterion_main!(benches);
+criterion_main!(nickname_queries);

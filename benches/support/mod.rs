@@ -1,0 +1,940 @@
+//! What the benchmarks and `examples/maintenance_figures.rs` share: the sizes, the
+//! datasets (built once per size and reused), the pseudo-random picks, the SQL the
+//! crate runs, and a raw implementation of the sealed format for the baselines.
+//!
+//! Included with `#[path]` by each target, so not every target uses every item.
+#![allow(dead_code)]
+
+use chrono::{DateTime, SubsecRound, Utc};
+use credential_store::schema::{user_accounts, user_credentials};
+use credential_store::sql_types::{DbTimestamp, DbUuid};
+use credential_store::{
+    CredentialRepository, CredentialStore, Database, DatabaseOptions, Keyring, NewUserAccount,
+    NewUserCredential, UserAccount, UserCredential,
+};
+use diesel::backend::Backend;
+use diesel::expression::AsExpression;
+use diesel::prelude::*;
+use diesel::serialize::{self, ToSql};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use uuid::Uuid;
+
+/// Credentials per account in every dataset.
+pub const CREDENTIALS_PER_ACCOUNT: usize = 10;
+
+/// Nicknames of an account's credentials, by position: eight unique ones, then two
+/// credentials that share `shared`.
+pub const NICKNAMES: [&str; CREDENTIALS_PER_ACCOUNT] = [
+    "bot-0", "bot-1", "bot-2", "bot-3", "bot-4", "bot-5", "bot-6", "bot-7", "shared", "shared",
+];
+/// The nicknames that match exactly one credential of an account.
+pub const UNIQUE_NICKNAMES: usize = 8;
+/// The nickname two credentials of every account carry.
+pub const SHARED_NICKNAME: &str = "shared";
+
+/// Credential types, by position modulo 3: four `alpaca_paper`, three of each other.
+pub const TYPES: [&str; 3] = ["alpaca_paper", "alpaca_live", "polygon"];
+
+/// Accounts that the insert benchmarks write under; their credentials are deleted
+/// after each insert benchmark, so the datasets keep their size.
+pub const INSERT_ACCOUNTS: usize = 16;
+
+/// The key id of the datasets' key.
+pub const KEY_ID: &str = "bench";
+
+/// The datasets' key: fixed, so that a dataset built by one run decrypts in the next.
+/// A benchmark key, never a secret.
+pub fn key_text() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE.encode([0x5au8; 32])
+}
+
+/// A second key, the primary after a rotation.
+pub fn rotated_key_text(n: u8) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE.encode([0xa0 ^ n; 32])
+}
+
+/// The keyring every dataset is written with: one key, id `bench`.
+pub fn keyring() -> Keyring {
+    Keyring::from_fernet_keys([format!("{KEY_ID}:{}", key_text())]).expect("a valid key")
+}
+
+pub fn user_id(account: usize) -> String {
+    format!("bench-user-{account:08}")
+}
+
+pub fn insert_user_id(k: usize) -> String {
+    format!("bench-insert-{k:02}")
+}
+
+/// The plaintext API key of credential `n` of account `account`: 20 characters, like
+/// an Alpaca key id.
+pub fn api_key(account: usize, n: usize) -> String {
+    format!("PK{:018}", account * CREDENTIALS_PER_ACCOUNT + n)
+}
+
+/// The plaintext secret key: 40 characters, like an Alpaca secret.
+pub fn secret_key(account: usize, n: usize) -> String {
+    format!(
+        "{:040x}",
+        (account as u128 * 0x9e37_79b9_7f4a_7c15) ^ n as u128
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Configuration
+
+/// The sizes to run, in credentials: `CREDENTIAL_STORE_BENCH_SIZES=10000,100000`
+/// restricts them; otherwise 10k, 100k and 1M, and 10M with
+/// `CREDENTIAL_STORE_BENCH_10M=1`.
+pub fn sizes() -> Vec<usize> {
+    if let Ok(list) = std::env::var("CREDENTIAL_STORE_BENCH_SIZES") {
+        let sizes: Vec<usize> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.replace('_', "").parse().unwrap_or_else(|_| {
+                    panic!("CREDENTIAL_STORE_BENCH_SIZES: `{s}` is not a number")
+                })
+            })
+            .collect();
+        assert!(
+            sizes
+                .iter()
+                .all(|&r| r >= CREDENTIALS_PER_ACCOUNT * 10
+                    && r.is_multiple_of(CREDENTIALS_PER_ACCOUNT)),
+            "sizes must be multiples of {CREDENTIALS_PER_ACCOUNT}, at least 100"
+        );
+        return sizes;
+    }
+    let mut sizes = vec![10_000, 100_000, 1_000_000];
+    if std::env::var("CREDENTIAL_STORE_BENCH_10M").as_deref() == Ok("1") {
+        sizes.push(10_000_000);
+    }
+    sizes
+}
+
+/// Which backends to run: `CREDENTIAL_STORE_BENCH_BACKENDS=sqlite` or `postgres`;
+/// both by default.
+pub fn backend_enabled(name: &str) -> bool {
+    match std::env::var("CREDENTIAL_STORE_BENCH_BACKENDS") {
+        Ok(list) => list.split(',').any(|b| b.trim() == name),
+        Err(_) => true,
+    }
+}
+
+/// The PostgreSQL server, without a database name:
+/// `CREDENTIAL_STORE_BENCH_POSTGRES`, default `postgres://postgres@127.0.0.1:5432`
+/// (a superuser, as the crate needs for migrations; superusers bypass row-level
+/// security).
+pub fn pg_server() -> String {
+    std::env::var("CREDENTIAL_STORE_BENCH_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+pub fn pg_url(database: &str) -> String {
+    format!("{}/{database}", pg_server())
+}
+
+/// Whether the PostgreSQL server answers; prints why not.
+pub fn pg_available() -> bool {
+    if !backend_enabled("postgres") {
+        return false;
+    }
+    match postgres::Client::connect(&pg_url("postgres"), postgres::NoTls) {
+        Ok(_) => true,
+        Err(err) => {
+            eprintln!(
+                "SKIPPED PostgreSQL: cannot connect to {} ({err}); set CREDENTIAL_STORE_BENCH_POSTGRES",
+                pg_server()
+            );
+            false
+        }
+    }
+}
+
+/// `target/bench-data`, where the SQLite datasets live.
+pub fn data_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let dir = target.join("bench-data");
+    std::fs::create_dir_all(&dir).expect("create target/bench-data");
+    dir
+}
+
+pub fn sqlite_dataset_path(rows: usize) -> PathBuf {
+    data_dir().join(format!("credentials-{rows}.db"))
+}
+
+pub fn pg_dataset_name(rows: usize) -> String {
+    format!("credential_store_bench_{rows}")
+}
+
+// ---------------------------------------------------------------------------
+// Pseudo-random picks
+
+/// SplitMix64: cheap, deterministic, the same sequence for every implementation.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() >> 11) % n as u64) as usize
+    }
+}
+
+// ---------------------------------------------------------------------------
+// SQLite connections as the crate configures them
+
+/// The pragmas `Database` sets on every SQLite connection (src/connection.rs).
+pub const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000;
+     PRAGMA foreign_keys = ON;
+     PRAGMA journal_mode = WAL;
+     PRAGMA synchronous = NORMAL;
+     PRAGMA cache_size = -65536;
+     PRAGMA mmap_size = 268435456;";
+
+pub fn rusqlite_open(path: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).expect("open SQLite with rusqlite");
+    conn.execute_batch(SQLITE_PRAGMAS).expect("pragmas");
+    conn
+}
+
+pub fn diesel_sqlite_open(path: &Path) -> diesel::SqliteConnection {
+    use diesel::connection::SimpleConnection;
+    let mut conn = diesel::SqliteConnection::establish(path.to_str().expect("UTF-8 path"))
+        .expect("open SQLite with diesel");
+    conn.batch_execute(SQLITE_PRAGMAS).expect("pragmas");
+    conn
+}
+
+// ---------------------------------------------------------------------------
+// Datasets
+
+/// Builds `rows` credentials through the crate itself: `create_account`, then one
+/// `insert_credentials` of ten rows per account, in sealed format under [`keyring`],
+/// on `threads` threads. Also creates the [`INSERT_ACCOUNTS`].
+pub fn fill_through_crate(store: &CredentialStore, rows: usize, threads: usize) {
+    let accounts = rows / CREDENTIALS_PER_ACCOUNT;
+    let started = Instant::now();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let done = &done;
+            scope.spawn(move || {
+                let mut i = t;
+                while i < accounts {
+                    let user_id = user_id(i);
+                    let account = store
+                        .create_account(&NewUserAccount {
+                            user_id: &user_id,
+                            account_name: "bench",
+                        })
+                        .expect("create_account");
+                    let keys: Vec<(String, String)> = (0..CREDENTIALS_PER_ACCOUNT)
+                        .map(|n| (api_key(i, n), secret_key(i, n)))
+                        .collect();
+                    let new: Vec<NewUserCredential<'_>> = keys
+                        .iter()
+                        .enumerate()
+                        .map(|(n, (api, secret))| {
+                            NewUserCredential::new(TYPES[n % 3], api.as_str(), secret.as_str())
+                                .nickname(NICKNAMES[n])
+                        })
+                        .collect();
+                    store
+                        .insert_credentials(&account, &new)
+                        .expect("insert_credentials");
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    if n.is_multiple_of(20_000) {
+                        eprintln!(
+                            "  {} of {rows} credentials, {:.0?}",
+                            n * CREDENTIALS_PER_ACCOUNT,
+                            started.elapsed()
+                        );
+                    }
+                    i += threads;
+                }
+            });
+        }
+    });
+    for k in 0..INSERT_ACCOUNTS {
+        store
+            .create_account(&NewUserAccount {
+                user_id: &insert_user_id(k),
+                account_name: "bench inserts",
+            })
+            .expect("create insert account");
+    }
+}
+
+fn remove_sqlite_files(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+}
+
+fn sqlite_dataset_complete(path: &Path, rows: usize) -> bool {
+    if !path.exists() {
+        return false;
+    }
+    let Ok(conn) = rusqlite::Connection::open(path) else {
+        return false;
+    };
+    conn.query_row("SELECT rows FROM bench_meta", [], |r| r.get::<_, i64>(0))
+        .map(|r| r as usize == rows)
+        .unwrap_or(false)
+}
+
+/// The SQLite dataset of `rows` credentials, built through the crate if it does not
+/// exist yet (`target/bench-data/credentials-<rows>.db`). Migrations are (re)run.
+pub fn sqlite_dataset(rows: usize) -> PathBuf {
+    let path = sqlite_dataset_path(rows);
+    if !sqlite_dataset_complete(&path, rows) {
+        remove_sqlite_files(&path);
+        eprintln!("building {} through the crate …", path.display());
+        let started = Instant::now();
+        let db = Database::open_with(
+            path.to_str().expect("UTF-8 path"),
+            &DatabaseOptions {
+                max_connections: 4,
+                ..Default::default()
+            },
+        )
+        .expect("open dataset");
+        db.run_migrations().expect("migrations");
+        let store = CredentialStore::new(db, keyring());
+        fill_through_crate(&store, rows, 2);
+        drop(store);
+        let conn = rusqlite_open(&path);
+        conn.execute_batch("CREATE TABLE bench_meta (rows INTEGER NOT NULL);")
+            .expect("bench_meta");
+        conn.execute("INSERT INTO bench_meta (rows) VALUES (?1)", [rows as i64])
+            .expect("bench_meta");
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .expect("checkpoint");
+        eprintln!(
+            "built {} ({rows} credentials) in {:.1?}",
+            path.display(),
+            started.elapsed()
+        );
+    }
+    let db = Database::open(path.to_str().expect("UTF-8 path")).expect("open dataset");
+    db.run_migrations().expect("migrations");
+    delete_insert_rows_sqlite(&rusqlite_open(&path));
+    warm_file(&path);
+    path
+}
+
+/// Reads a file through once, so that the first implementation measured does not pay
+/// for bringing the dataset into the OS page cache.
+pub fn warm_file(path: &Path) {
+    let mut file = std::fs::File::open(path).expect("open dataset");
+    std::io::copy(&mut file, &mut std::io::sink()).expect("read dataset");
+}
+
+/// The same for a PostgreSQL dataset: the table and its indexes into the OS page cache
+/// (`pg_prewarm` in `read` mode), or a sequential scan where the extension is missing.
+pub fn warm_pg(client: &mut postgres::Client) {
+    let prewarmed = client
+        .batch_execute(
+            "CREATE EXTENSION IF NOT EXISTS pg_prewarm;
+             SELECT pg_prewarm(c.oid, 'read') FROM pg_class c
+             WHERE c.oid = 'user_credentials'::regclass
+                OR c.oid IN (SELECT indexrelid FROM pg_index
+                             WHERE indrelid = 'user_credentials'::regclass);",
+        )
+        .is_ok();
+    if !prewarmed {
+        client
+            .batch_execute("SELECT count(*) FROM user_credentials")
+            .expect("scan");
+    }
+}
+
+pub fn delete_insert_rows_sqlite(conn: &rusqlite::Connection) {
+    conn.execute(
+        "DELETE FROM user_credentials WHERE user_account_id IN
+            (SELECT id FROM user_accounts WHERE user_id LIKE 'bench-insert-%')",
+        [],
+    )
+    .expect("delete inserted rows");
+}
+
+pub fn delete_insert_rows_pg(client: &mut postgres::Client) {
+    client
+        .execute(
+            "DELETE FROM user_credentials WHERE user_account_id IN
+                (SELECT id FROM user_accounts WHERE user_id LIKE 'bench-insert-%')",
+            &[],
+        )
+        .expect("delete inserted rows");
+}
+
+fn pg_dataset_complete(name: &str, rows: usize) -> bool {
+    let Ok(mut admin) = postgres::Client::connect(&pg_url("postgres"), postgres::NoTls) else {
+        return false;
+    };
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .expect("pg_database")
+        .is_some();
+    if !exists {
+        return false;
+    }
+    let mut client = postgres::Client::connect(&pg_url(name), postgres::NoTls).expect("connect");
+    client
+        .query_opt("SELECT rows FROM bench_meta", &[])
+        .ok()
+        .flatten()
+        .is_some_and(|r| r.get::<_, i64>(0) as usize == rows)
+}
+
+/// Recreates an empty database `name` (dropping connections to it).
+pub fn pg_recreate_database(name: &str, template: Option<&str>) {
+    let mut admin =
+        postgres::Client::connect(&pg_url("postgres"), postgres::NoTls).expect("connect");
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .expect("drop database");
+    let template = template
+        .map(|t| format!(" TEMPLATE {t} STRATEGY FILE_COPY"))
+        .unwrap_or_default();
+    // A template must have no other connection: a pool just dropped may take a
+    // moment to close its own.
+    let mut tries = 0;
+    while let Err(err) = admin.batch_execute(&format!("CREATE DATABASE {name}{template}")) {
+        tries += 1;
+        assert!(tries < 20, "create database {name}: {err}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+pub fn pg_drop_database(name: &str) {
+    let mut admin =
+        postgres::Client::connect(&pg_url("postgres"), postgres::NoTls).expect("connect");
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .expect("drop database");
+}
+
+/// The PostgreSQL dataset of `rows` credentials (database
+/// `credential_store_bench_<rows>`), built if missing: the crate's migrations, then
+/// the rows of the SQLite dataset of the same size copied with `COPY` (the sealed
+/// ciphertexts are bound to the credential and account ids, which are kept, so they
+/// decrypt exactly as if the crate had written them here). Returns its URL.
+pub fn pg_dataset(rows: usize) -> String {
+    let name = pg_dataset_name(rows);
+    let url = pg_url(&name);
+    if !pg_dataset_complete(&name, rows) {
+        let source = sqlite_dataset(rows);
+        eprintln!(
+            "building PostgreSQL database {name} from {} …",
+            source.display()
+        );
+        let started = Instant::now();
+        pg_recreate_database(&name, None);
+        Database::open(&url)
+            .expect("open")
+            .run_migrations()
+            .expect("migrations");
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        copy_sqlite_to_pg(&rusqlite_open(&source), &mut client);
+        // One statement per call: VACUUM cannot run in the implicit transaction of
+        // a multi-statement query.
+        for statement in [
+            "VACUUM ANALYZE user_accounts".to_owned(),
+            "VACUUM ANALYZE user_credentials".to_owned(),
+            "CREATE TABLE bench_meta (rows BIGINT NOT NULL)".to_owned(),
+            format!("INSERT INTO bench_meta (rows) VALUES ({rows})"),
+        ] {
+            client.batch_execute(&statement).expect("finish dataset");
+        }
+        eprintln!("built {name} in {:.1?}", started.elapsed());
+    }
+    Database::open(&url)
+        .expect("open")
+        .run_migrations()
+        .expect("migrations");
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    delete_insert_rows_pg(&mut client);
+    // The insert benchmarks of an earlier run leave dead rows behind: every run
+    // starts from a vacuumed table.
+    client
+        .batch_execute("VACUUM ANALYZE user_credentials")
+        .expect("vacuum");
+    warm_pg(&mut client);
+    url
+}
+
+fn copy_escape(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn copy_table(
+    from: &rusqlite::Connection,
+    to: &mut postgres::Client,
+    table: &str,
+    columns: &[&str],
+) {
+    use std::io::Write;
+    let list = columns.join(", ");
+    let mut stmt = from
+        .prepare(&format!("SELECT {list} FROM {table} ORDER BY id"))
+        .expect("select");
+    let mut writer = to
+        .copy_in(&format!("COPY {table} ({list}) FROM STDIN"))
+        .expect("copy in");
+    let mut rows = stmt.query([]).expect("query");
+    let mut line = String::new();
+    while let Some(row) = rows.next().expect("row") {
+        line.clear();
+        for i in 0..columns.len() {
+            if i > 0 {
+                line.push('\t');
+            }
+            match row.get_ref(i).expect("value") {
+                rusqlite::types::ValueRef::Null => line.push_str("\\N"),
+                rusqlite::types::ValueRef::Integer(v) => {
+                    line.push_str(if v != 0 { "t" } else { "f" })
+                }
+                rusqlite::types::ValueRef::Text(t) => {
+                    copy_escape(&mut line, std::str::from_utf8(t).expect("UTF-8"))
+                }
+                other => panic!("unexpected value {other:?} in {table}"),
+            }
+        }
+        line.push('\n');
+        writer.write_all(line.as_bytes()).expect("copy write");
+    }
+    writer.finish().expect("copy finish");
+}
+
+/// Copies both tables, rows and ids unchanged.
+pub fn copy_sqlite_to_pg(from: &rusqlite::Connection, to: &mut postgres::Client) {
+    copy_table(
+        from,
+        to,
+        "user_accounts",
+        &[
+            "id",
+            "user_id",
+            "account_name",
+            "is_active",
+            "created_at",
+            "updated_at",
+        ],
+    );
+    copy_table(
+        from,
+        to,
+        "user_credentials",
+        &[
+            "id",
+            "user_account_id",
+            "user_id",
+            "credential_type",
+            "nickname",
+            "api_key",
+            "secret_key",
+            "is_active",
+            "expires_at",
+            "created_at",
+            "updated_at",
+        ],
+    );
+}
+
+macro_rules! load_accounts_fn {
+    ($name:ident, $conn:ty) => {
+        /// The dataset's accounts that the read benchmarks pick from (ordered by user
+        /// id, the same on both backends), and the insert accounts.
+        pub fn $name(conn: &mut $conn) -> (Vec<UserAccount>, Vec<UserAccount>) {
+            let all: Vec<UserAccount> = user_accounts::table
+                .select(UserAccount::as_select())
+                .order(user_accounts::user_id)
+                .load(conn)
+                .expect("load accounts");
+            all.into_iter()
+                .partition(|a| a.user_id.starts_with("bench-user-"))
+        }
+    };
+}
+load_accounts_fn!(load_accounts_sqlite, diesel::SqliteConnection);
+load_accounts_fn!(load_accounts_pg, diesel::PgConnection);
+
+// ---------------------------------------------------------------------------
+// diesel used directly: the crate's queries, written again without the repository
+
+/// A UUID bound as the crate's `DbUuid` (the crate's own wrapper is private).
+#[derive(Debug, Clone, Copy, AsExpression)]
+#[diesel(sql_type = DbUuid)]
+pub struct Id(pub Uuid);
+
+impl<DB: Backend> ToSql<DbUuid, DB> for Id
+where
+    Uuid: ToSql<DbUuid, DB>,
+{
+    fn to_sql<'b>(&'b self, out: &mut serialize::Output<'b, '_, DB>) -> serialize::Result {
+        self.0.to_sql(out)
+    }
+}
+
+/// A time bound as the crate's `DbTimestamp`.
+#[derive(Debug, Clone, Copy, AsExpression)]
+#[diesel(sql_type = DbTimestamp)]
+pub struct Time(pub DateTime<Utc>);
+
+impl<DB: Backend> ToSql<DbTimestamp, DB> for Time
+where
+    DateTime<Utc>: ToSql<DbTimestamp, DB>,
+{
+    fn to_sql<'b>(&'b self, out: &mut serialize::Output<'b, '_, DB>) -> serialize::Result {
+        self.0.to_sql(out)
+    }
+}
+
+/// The row an insert writes, as the crate's `CredentialRow` (same columns, same order).
+#[derive(Insertable)]
+#[diesel(table_name = user_credentials)]
+#[diesel(treat_none_as_default_value = false)]
+pub struct Row<'a> {
+    pub id: Id,
+    pub user_account_id: Id,
+    pub user_id: &'a str,
+    pub credential_type: &'a str,
+    pub nickname: Option<&'a str>,
+    pub api_key: &'a str,
+    pub secret_key: &'a str,
+    pub is_active: bool,
+    pub expires_at: Option<Time>,
+    pub created_at: Time,
+    pub updated_at: Time,
+}
+
+/// The credentials of one account of one user, as the crate's `owned_by`.
+#[diesel::dsl::auto_type]
+pub fn owned_by<'a>(account_id: Id, user_id: &'a str) -> _ {
+    user_credentials::table
+        .filter(user_credentials::user_account_id.eq(account_id))
+        .filter(user_credentials::user_id.eq(user_id))
+}
+
+/// Newest first, the id breaking ties, as the crate's `newest_first`.
+#[diesel::dsl::auto_type]
+pub fn newest_first() -> _ {
+    (
+        user_credentials::created_at.desc(),
+        user_credentials::id.desc(),
+    )
+}
+
+diesel::define_sql_function! {
+    /// PostgreSQL's `set_config(setting, value, is_local)`.
+    fn set_config(setting: diesel::sql_types::Text, value: diesel::sql_types::Text, is_local: diesel::sql_types::Bool) -> diesel::sql_types::Text;
+}
+
+/// The setting the row-level-security policies read.
+pub const USER_SETTING: &str = "app.current_user_id";
+
+/// The SQL text diesel generates for a query on backend `DB` (its `debug_query`,
+/// without the bind values).
+pub fn sql_of<DB, Q>(query: &Q) -> String
+where
+    DB: Backend,
+    for<'a> diesel::query_builder::DebugQuery<'a, Q, DB>: std::fmt::Display,
+{
+    let text = diesel::debug_query::<DB, _>(query).to_string();
+    strip_binds(&text).to_owned()
+}
+
+fn strip_binds(text: &str) -> &str {
+    text.split_once(" -- binds:").map_or(text, |(sql, _)| sql)
+}
+
+/// The crate's current time: UTC, truncated to microseconds.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+// ---------------------------------------------------------------------------
+// Capturing the SQL the crate runs, with diesel's instrumentation
+
+static CAPTURED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn capture_instrumentation() -> Option<Box<dyn diesel::connection::Instrumentation>> {
+    Some(Box::new(
+        |event: diesel::connection::InstrumentationEvent<'_>| {
+            if let diesel::connection::InstrumentationEvent::StartQuery { query, .. } = event {
+                let text = query.to_string();
+                CAPTURED
+                    .lock()
+                    .expect("lock")
+                    .push(strip_binds(&text).to_owned());
+            }
+        },
+    ))
+}
+
+/// The statements the crate runs while `f` runs on a store opened at `url` with
+/// diesel's instrumentation installed (then uninstalled: the benchmarked stores and
+/// connections run without it).
+pub fn capture_crate_sql(url: &str, f: impl FnOnce(&CredentialStore)) -> Vec<String> {
+    diesel::connection::set_default_instrumentation(capture_instrumentation)
+        .expect("install instrumentation");
+    let db = Database::open_with(
+        url,
+        &DatabaseOptions {
+            max_connections: 1,
+            ..Default::default()
+        },
+    )
+    .expect("open probe");
+    let store = CredentialStore::new(db, keyring());
+    CAPTURED.lock().expect("lock").clear();
+    f(&store);
+    let captured = std::mem::take(&mut *CAPTURED.lock().expect("lock"));
+    drop(store);
+    diesel::connection::set_default_instrumentation(|| None).expect("uninstall instrumentation");
+    captured
+}
+
+// ---------------------------------------------------------------------------
+// The sealed format, implemented directly for the baselines (README: "Keys, formats
+// and rotation"): `sealed:v1:<key id>:<base64url(nonce ‖ ciphertext ‖ tag)>`,
+// XChaCha20-Poly1305 under an HKDF-SHA256 subkey of the key, associated data =
+// domain, key id, credential id, account id, field.
+
+pub struct Sealer {
+    key_id: String,
+    cipher: chacha20poly1305::XChaCha20Poly1305,
+}
+
+const SEALED_PREFIX: &str = "sealed:v1:";
+
+impl Sealer {
+    pub fn new(key_id: &str, key_text: &str) -> Self {
+        use base64::Engine;
+        use chacha20poly1305::KeyInit;
+        let raw = zeroize::Zeroizing::new(
+            base64::engine::general_purpose::URL_SAFE
+                .decode(key_text)
+                .expect("base64 key"),
+        );
+        let mut subkey = zeroize::Zeroizing::new([0u8; 32]);
+        hkdf::Hkdf::<sha2::Sha256>::new(None, &raw)
+            .expand(b"credential-store sealed v1 key", &mut *subkey)
+            .expect("HKDF");
+        Sealer {
+            key_id: key_id.to_owned(),
+            cipher: chacha20poly1305::XChaCha20Poly1305::new_from_slice(&*subkey)
+                .expect("32-byte key"),
+        }
+    }
+
+    /// The datasets' key.
+    pub fn bench() -> Self {
+        Sealer::new(KEY_ID, &key_text())
+    }
+
+    fn aad(&self, credential: Uuid, account: Uuid, field: &str) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(64 + self.key_id.len());
+        aad.extend_from_slice(b"credential-store sealed v1\0");
+        aad.extend_from_slice(self.key_id.as_bytes());
+        aad.push(0);
+        aad.extend_from_slice(credential.as_bytes());
+        aad.extend_from_slice(account.as_bytes());
+        aad.extend_from_slice(field.as_bytes());
+        aad
+    }
+
+    pub fn seal(&self, plaintext: &str, credential: Uuid, account: Uuid, field: &str) -> String {
+        use base64::Engine;
+        use chacha20poly1305::aead::{Aead, AeadCore, OsRng, Payload};
+        let nonce = chacha20poly1305::XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let aad = self.aad(credential, account, field);
+        let sealed = self
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: &aad,
+                },
+            )
+            .expect("encrypt");
+        let mut body = Vec::with_capacity(nonce.len() + sealed.len());
+        body.extend_from_slice(&nonce);
+        body.extend_from_slice(&sealed);
+        format!(
+            "{SEALED_PREFIX}{}:{}",
+            self.key_id,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(body)
+        )
+    }
+
+    /// Opens a sealed ciphertext as the crate does: into a zeroized buffer, then an
+    /// exact-size `SecretString`.
+    pub fn open(
+        &self,
+        text: &str,
+        credential: Uuid,
+        account: Uuid,
+        field: &str,
+    ) -> Option<secrecy::SecretString> {
+        use base64::Engine;
+        use chacha20poly1305::aead::{Aead, Payload};
+        let (key_id, body) = text.strip_prefix(SEALED_PREFIX)?.split_once(':')?;
+        if key_id != self.key_id {
+            return None;
+        }
+        let body = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(body)
+            .ok()?;
+        if body.len() < 24 {
+            return None;
+        }
+        let (nonce, sealed) = body.split_at(24);
+        let aad = self.aad(credential, account, field);
+        let plaintext = zeroize::Zeroizing::new(
+            self.cipher
+                .decrypt(
+                    chacha20poly1305::XNonce::from_slice(nonce),
+                    Payload {
+                        msg: sealed,
+                        aad: &aad,
+                    },
+                )
+                .ok()?,
+        );
+        let text = std::str::from_utf8(&plaintext).ok()?;
+        Some(secrecy::SecretString::from(text))
+    }
+}
+
+/// The decrypted keys of a credential, as the baselines hand them back.
+pub struct PlainKeys {
+    pub api_key: secrecy::SecretString,
+    pub secret_key: secrecy::SecretString,
+}
+
+/// What `credential_keys` checks before decrypting, then both decryptions.
+pub fn open_keys(
+    sealer: &Sealer,
+    credential: &UserCredential,
+    api_key: &str,
+    secret_key: &str,
+) -> PlainKeys {
+    assert!(credential.is_usable_at(Utc::now()), "usable credential");
+    PlainKeys {
+        api_key: sealer
+            .open(
+                api_key,
+                credential.id,
+                credential.user_account_id,
+                "api_key",
+            )
+            .expect("api_key decrypts"),
+        secret_key: sealer
+            .open(
+                secret_key,
+                credential.id,
+                credential.user_account_id,
+                "secret_key",
+            )
+            .expect("secret_key decrypts"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Decoding rows as the crate does
+
+/// A SQLite row of the crate's `UserCredential` columns, in `as_select` order.
+pub fn credential_from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserCredential> {
+    fn uuid(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
+        Uuid::parse_str(row.get_ref(i)?.as_str()?).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+        })
+    }
+    fn time(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(row.get_ref(i)?.as_str()?)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    i,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })
+    }
+    Ok(UserCredential {
+        id: uuid(row, 0)?,
+        user_account_id: uuid(row, 1)?,
+        user_id: row.get(2)?,
+        credential_type: row.get(3)?,
+        nickname: row.get(4)?,
+        is_active: row.get(5)?,
+        expires_at: match row.get_ref(6)? {
+            rusqlite::types::ValueRef::Null => None,
+            _ => Some(time(row, 6)?),
+        },
+        created_at: time(row, 7)?,
+        updated_at: time(row, 8)?,
+    })
+}
+
+/// A PostgreSQL row of the crate's `UserCredential` columns, in `as_select` order.
+pub fn credential_from_pg(row: &postgres::Row) -> UserCredential {
+    UserCredential {
+        id: row.get(0),
+        user_account_id: row.get(1),
+        user_id: row.get(2),
+        credential_type: row.get(3),
+        nickname: row.get(4),
+        is_active: row.get(5),
+        expires_at: row.get(6),
+        created_at: row.get(7),
+        updated_at: row.get(8),
+    }
+}
+
+/// Shares a value between threads in the figures example.
+pub type Shared<T> = Arc<Mutex<T>>;
+
+/// Peak resident memory of this process, from `/proc/self/status` (kB).
+pub fn vm_hwm_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
