@@ -482,10 +482,11 @@ impl CredentialRepository for CredentialStore {
         credential_id: Uuid,
         update: &CredentialUpdate,
     ) -> Result<UserCredential> {
-        let nickname = match &update.nickname {
-            Patch::Keep => Patch::Keep,
-            Patch::Set(text) => Patch::Set(Nickname::parse(text)?),
-            Patch::Clear => Patch::Clear,
+        // `None` keeps, `Some(None)` stores NULL.
+        let nickname: Option<Option<Nickname>> = match &update.nickname {
+            Patch::Keep => None,
+            Patch::Set(text) => Some(Some(Nickname::parse(text)?)),
+            Patch::Clear => Some(None),
         };
         let encrypt = |field, key: &Option<secrecy::SecretString>| -> Result<Option<String>> {
             key.as_ref()
@@ -500,11 +501,10 @@ impl CredentialRepository for CredentialStore {
                 })
                 .transpose()
         };
-        let nickname_text = nickname.map(|n| n.as_str().to_owned()).into_change();
         let api_key = encrypt(Field::ApiKey, &update.api_key)?;
         let secret_key = encrypt(Field::SecretKey, &update.secret_key)?;
         let changes = CredentialChanges {
-            nickname: nickname_text.as_ref().map(|n| n.as_deref()),
+            nickname: nickname.as_ref().map(|n| n.as_ref().map(Nickname::as_str)),
             api_key: api_key.as_deref(),
             secret_key: secret_key.as_deref(),
             is_active: update.is_active,

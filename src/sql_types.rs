@@ -53,10 +53,8 @@ pub(crate) fn parse_sqlite_timestamp(text: &str) -> Result<DateTime<Utc>, chrono
 /// Truncates a time to the microsecond precision both backends store, so that a value
 /// written and read back compares equal.
 pub(crate) fn to_stored_precision(time: DateTime<Utc>) -> DateTime<Utc> {
-    use chrono::{SubsecRound, Timelike};
-    let micros = time.nanosecond() / 1_000 * 1_000;
-    time.with_nanosecond(micros)
-        .unwrap_or_else(|| time.trunc_subsecs(6))
+    use chrono::SubsecRound;
+    time.trunc_subsecs(6)
 }
 
 // Values are bound through these wrappers: diesel's blanket `AsExpression` impl
