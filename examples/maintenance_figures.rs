@@ -279,7 +279,10 @@ fn child(backend: &str, rows: usize, task: &str, target: &str) -> Figures {
             let store = open_store(keyring());
             MEASURED.with(|m| m.set(true));
             let started = Instant::now();
-            figures.changed = store.backfill_nicknames(BATCH).expect("backfill");
+            figures.changed = store
+                .maintenance()
+                .backfill_nicknames(BATCH)
+                .expect("backfill");
             figures.seconds = started.elapsed().as_secs_f64();
         }
         "backfill-raw" => {
@@ -316,7 +319,10 @@ fn child(backend: &str, rows: usize, task: &str, target: &str) -> Figures {
             let store = open_store(keyring);
             MEASURED.with(|m| m.set(true));
             let started = Instant::now();
-            let done = store.rotate_keys(BATCH, &mut |_| {}).expect("rotate");
+            let done = store
+                .maintenance()
+                .rotate_keys(BATCH, &mut |_| {})
+                .expect("rotate");
             figures.seconds = started.elapsed().as_secs_f64();
             figures.changed = done.rewritten;
         }
@@ -361,7 +367,10 @@ fn child(backend: &str, rows: usize, task: &str, target: &str) -> Figures {
                 let reader = scope.spawn(|| lookups(&stop, Duration::from_secs(3600)));
                 MEASURED.with(|m| m.set(true));
                 let started = Instant::now();
-                figures.changed = store.backfill_nicknames(BATCH).expect("backfill");
+                figures.changed = store
+                    .maintenance()
+                    .backfill_nicknames(BATCH)
+                    .expect("backfill");
                 figures.seconds = started.elapsed().as_secs_f64();
                 stop.store(true, Ordering::Relaxed);
                 reader.join().expect("reader")

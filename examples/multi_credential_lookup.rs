@@ -138,14 +138,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .credential(&account, momentum.id)?
         .expect("still there");
     println!("Legacy row: nickname = {:?}", legacy.nickname);
-    let changed = store.backfill_nicknames(500)?;
+    let changed = store.maintenance().backfill_nicknames(500)?;
     let backfilled = store
         .credential(&account, momentum.id)?
         .expect("still there");
     println!(
         "backfill_nicknames(500) -> {changed} row(s) changed; nickname is now {:?}; a second run changes {}\n",
         backfilled.nickname.as_deref().unwrap_or_default(),
-        store.backfill_nicknames(500)?
+        store.maintenance().backfill_nicknames(500)?
     );
 
     // Use a decrypted key for a (pretend) call. The secret never leaves this scope.

@@ -11,7 +11,7 @@
 //! `sealed` (default) or `fernet`. Safe to kill at any point and run again. Prints the
 //! key usage before and after, and progress after each batch.
 
-use credential_store::{CipherFormat, CredentialRepository, CredentialStore, Database, Keyring};
+use credential_store::{CipherFormat, CredentialStore, Database, Keyring};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL").map_err(|_| "set DATABASE_URL")?;
@@ -38,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         store.keyring().primary_key_id()
     );
     print_usage("before", &store)?;
-    let done = store.rotate_keys(batch_size, &mut |p| {
+    let done = store.maintenance().rotate_keys(batch_size, &mut |p| {
         println!(
             "  {} of {} scanned, {} rewritten, {} left",
             p.scanned,
@@ -57,7 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 fn print_usage(when: &str, store: &CredentialStore) -> Result<(), credential_store::Error> {
     println!("key usage {when}:");
-    for usage in store.key_usage()? {
+    for usage in store.maintenance().key_usage()? {
         println!(
             "  {:<7} key {:<12} {:>8} credential(s){}",
             usage.format.to_string(),

@@ -82,7 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (mut passes, mut changed, mut errors) =
                 (0u64, 0u64, BTreeMap::<String, u64>::new());
             while !stop.load(Ordering::Relaxed) {
-                match store.backfill_nicknames(200) {
+                match store.maintenance().backfill_nicknames(200) {
                     Ok(n) => changed += n,
                     Err(err) => *errors.entry(kind(&err)).or_default() += 1,
                 }

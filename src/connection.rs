@@ -1,36 +1,26 @@
-//! One database handle for both backends, chosen by the URL's scheme.
+//! The blocking database handle: an r2d2 pool of either backend, chosen by the URL.
 
-use crate::error::{Error, Result};
+use crate::backend::{classify, on_backend, parse_url, Conn, Execute, Load, Scope, Target};
+use crate::error::Result;
+use crate::ops::Executor;
 use diesel::prelude::*;
 use diesel::r2d2::{self, ConnectionManager};
 use std::time::Duration;
+
+pub use crate::backend::Backend;
 
 #[cfg(feature = "postgres")]
 use diesel::pg::PgConnection;
 #[cfg(feature = "sqlite")]
 use diesel::sqlite::SqliteConnection;
 
-#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
-compile_error!(
-    "credential-store needs at least one backend: enable the `sqlite` or `postgres` feature"
-);
-
-/// Which database a [`Database`] talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Backend {
-    /// PostgreSQL, through libpq.
-    Postgres,
-    /// An embedded SQLite file.
-    Sqlite,
-}
-
-/// Pool and connection settings for [`Database::open_with`].
+/// Pool and connection settings for [`Database::open_with`] (and the async
+/// `AsyncDatabase::open_with`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseOptions {
     /// The most connections the pool keeps open. Default 10.
     pub max_connections: u32,
-    /// How long to wait for a free connection before [`Error::Pool`]. Default 30 s.
+    /// How long to wait for a free connection before [`Error::Pool`](crate::Error::Pool). Default 30 s.
     pub connection_timeout: Duration,
     /// How long a SQLite statement waits for another writer's lock before it fails
     /// with "database is locked" (`PRAGMA busy_timeout`). Default 5 s.
@@ -91,52 +81,6 @@ impl std::fmt::Debug for Database {
     }
 }
 
-/// The backend and location a URL names.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Target<'a> {
-    Postgres(&'a str),
-    Sqlite(&'a str),
-}
-
-/// Reads the scheme of a database URL.
-pub(crate) fn parse_url(url: &str) -> Result<Target<'_>> {
-    let unsupported = |reason: String| Error::UnsupportedUrl { reason };
-    let url = url.trim();
-    let target = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Target::Postgres(url)
-    } else if let Some(path) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    {
-        Target::Sqlite(path)
-    } else if let Some((scheme, _)) = url.split_once("://") {
-        return Err(unsupported(format!(
-            "scheme `{scheme}` is not supported (use postgres://, sqlite:// or a file path)"
-        )));
-    } else {
-        Target::Sqlite(url)
-    };
-    if let Target::Sqlite(path) = target {
-        if path.is_empty() {
-            return Err(unsupported("the SQLite path is empty".into()));
-        }
-        let uri_file = path
-            .strip_prefix("file:")
-            .map(|uri| uri.split(['?', '#']).next().unwrap_or_default());
-        if path.contains(":memory:")
-            || path.contains("mode=memory")
-            || path.contains("vfs=memdb")
-            || uri_file.is_some_and(str::is_empty)
-        {
-            return Err(unsupported(
-                "in-memory SQLite is not supported: each pooled connection would see its own database"
-                    .into(),
-            ));
-        }
-    }
-    Ok(target)
-}
-
 impl Database {
     /// Opens a pool with default [`DatabaseOptions`].
     pub fn open(url: &str) -> Result<Self> {
@@ -144,7 +88,7 @@ impl Database {
     }
 
     /// Opens a pool. One connection is made at once, so that a wrong URL or an
-    /// unreachable server is reported here, as [`Error::Connection`].
+    /// unreachable server is reported here, as [`Error::Connection`](crate::Error::Connection).
     pub fn open_with(url: &str, options: &DatabaseOptions) -> Result<Self> {
         let pool = match parse_url(url)? {
             #[cfg(feature = "postgres")]
@@ -154,21 +98,11 @@ impl Database {
             }
             #[cfg(feature = "sqlite")]
             Target::Sqlite(path) => {
-                // Resolved once: every pooled connection opens the same file, even if
-                // the process changes its current directory later.
-                let absolute;
-                let path = if path.starts_with("file:") {
-                    path
-                } else {
-                    absolute = std::path::absolute(path).map_err(|err| Error::UnsupportedUrl {
-                        reason: format!("cannot resolve the SQLite path: {err}"),
-                    })?;
-                    absolute.to_str().ok_or_else(|| Error::UnsupportedUrl {
-                        reason: "the SQLite path is not valid UTF-8".into(),
-                    })?
+                let path = crate::backend::absolute_sqlite_path(path)?;
+                let pragmas = crate::backend::SqlitePragmas {
+                    busy_timeout: options.busy_timeout,
                 };
-                let pragmas = SqlitePragmas { busy_timeout: options.busy_timeout };
-                let mut first = SqliteConnection::establish(path)?;
+                let mut first = SqliteConnection::establish(&path)?;
                 pragmas.apply(&mut first)?;
                 Pool::Sqlite(
                     pool_builder(options)
@@ -177,17 +111,7 @@ impl Database {
                 )
             }
             #[allow(unreachable_patterns)]
-            target => {
-                return Err(Error::UnsupportedUrl {
-                    reason: format!(
-                        "this build of credential-store lacks the backend for {}; enable its cargo feature",
-                        match target {
-                            Target::Postgres(_) => "PostgreSQL (feature `postgres`)",
-                            Target::Sqlite(_) => "SQLite (feature `sqlite`)",
-                        }
-                    ),
-                })
-            }
+            target => return Err(crate::backend::missing_backend(&target)),
         };
         Ok(Database { pool })
     }
@@ -229,7 +153,7 @@ impl Database {
                 let mut conn = pool.get()?;
                 conn.transaction(|c| {
                     if let Some(user) = scope.user {
-                        diesel::select(set_config(USER_SETTING, user, true)).execute(c)?;
+                        crate::backend::user_context(user).execute(c)?;
                     }
                     f(Conn::Postgres(c))
                 })
@@ -271,197 +195,69 @@ fn pool_builder<C: diesel::r2d2::R2D2Connection + 'static>(
         .test_on_check_out(false)
 }
 
-/// Gives the failures a caller can act on (retry) their own variants.
-fn classify(err: Error) -> Error {
-    use diesel::result::{DatabaseErrorKind, Error as DieselError};
-    match err {
-        Error::Database(DieselError::DatabaseError(kind, info)) => {
-            let message = info.message();
-            let lost = matches!(kind, DatabaseErrorKind::ClosedConnection)
-                || message.contains("terminating connection")
-                || message.contains("server closed the connection");
-            let busy = message.contains("database is locked")
-                || message.contains("database table is locked");
-            let err = DieselError::DatabaseError(kind, info);
-            if lost {
-                Error::ConnectionLost(err)
-            } else if busy {
-                Error::Busy(err)
-            } else {
-                Error::Database(err)
-            }
-        }
-        other => other,
-    }
-}
-
-/// The PostgreSQL setting the row-level-security policies read.
-#[cfg(feature = "postgres")]
-pub(crate) const USER_SETTING: &str = "app.current_user_id";
-
-#[cfg(feature = "postgres")]
-diesel::define_sql_function! {
-    /// PostgreSQL's `set_config(setting, value, is_local)`.
-    fn set_config(setting: diesel::sql_types::Text, value: diesel::sql_types::Text, is_local: diesel::sql_types::Bool) -> diesel::sql_types::Text;
-}
-
-#[cfg(feature = "postgres")]
-diesel::define_sql_function! {
-    /// PostgreSQL's `row_security_active(table)`: whether RLS filters rows of the table
-    /// for the current role.
-    fn row_security_active(table: diesel::sql_types::Text) -> diesel::sql_types::Bool;
-}
-
-/// Who a transaction acts for, and whether it writes.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Scope<'a> {
-    /// The external user id; the PostgreSQL row-level-security context.
-    pub user: Option<&'a str>,
-    /// Whether the transaction writes.
-    pub write: bool,
-}
-
-impl<'a> Scope<'a> {
-    pub fn read(user: &'a str) -> Self {
-        Scope {
-            user: Some(user),
-            write: false,
-        }
-    }
-    pub fn write(user: &'a str) -> Self {
-        Scope {
-            user: Some(user),
-            write: true,
-        }
-    }
-    /// A maintenance read that spans users.
-    pub fn maintenance_read() -> Self {
-        Scope {
-            user: None,
-            write: false,
-        }
-    }
-    /// A maintenance write that spans users.
-    pub fn maintenance() -> Self {
-        Scope {
-            user: None,
-            write: true,
-        }
-    }
-}
-
-/// A borrowed connection of either backend.
-pub(crate) enum Conn<'a> {
-    #[cfg(feature = "postgres")]
-    Postgres(&'a mut PgConnection),
-    #[cfg(feature = "sqlite")]
-    Sqlite(&'a mut SqliteConnection),
-}
-
-/// Runs one body of diesel code on whichever connection `$conn` holds: the body is
-/// written once and compiled once per backend.
-macro_rules! on_backend {
-    ($conn:expr, $c:ident => $body:expr) => {
-        match $conn {
-            #[cfg(feature = "postgres")]
-            $crate::connection::Conn::Postgres($c) => $body,
-            #[cfg(feature = "sqlite")]
-            $crate::connection::Conn::Sqlite($c) => $body,
-        }
-    };
-}
-pub(crate) use on_backend;
-
-#[cfg(feature = "sqlite")]
-#[derive(Debug, Clone, Copy)]
-struct SqlitePragmas {
-    busy_timeout: Duration,
-}
-
-#[cfg(feature = "sqlite")]
-impl SqlitePragmas {
-    fn apply(&self, conn: &mut SqliteConnection) -> diesel::QueryResult<()> {
-        use diesel::connection::SimpleConnection;
-        conn.batch_execute(&format!(
-            "PRAGMA busy_timeout = {};",
-            self.busy_timeout.as_millis()
-        ))?;
-        // Switching a new file to WAL needs a lock that SQLite does not wait for with
-        // the busy handler: when processes open one new file at once, retry within the
-        // busy timeout.
-        let deadline = std::time::Instant::now() + self.busy_timeout;
-        loop {
-            match conn.batch_execute("PRAGMA journal_mode = WAL;") {
-                Err(diesel::result::Error::DatabaseError(_, info))
-                    if info.message().contains("locked")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(Duration::from_millis(5));
+impl Database {
+    /// Runs `statements` in order in one transaction and returns their rows.
+    pub(crate) fn load_now<Q: Load<T>, T>(
+        &self,
+        scope: Scope<'_>,
+        statements: Vec<Q>,
+    ) -> Result<Vec<T>> {
+        self.run(scope, |conn| {
+            on_backend!(conn, c => {
+                let mut rows = Vec::new();
+                for statement in statements {
+                    rows.extend(diesel::RunQueryDsl::load(statement, c)?);
                 }
-                other => break other?,
-            }
-        }
-        conn.batch_execute(
-            "PRAGMA foreign_keys = ON;
-             PRAGMA synchronous = NORMAL;
-             PRAGMA cache_size = -65536;
-             PRAGMA mmap_size = 268435456;",
-        )
+                Ok(rows)
+            })
+        })
+    }
+
+    /// Runs `statements` in order in one transaction and returns how many rows they
+    /// changed.
+    pub(crate) fn execute_now<Q: Execute>(
+        &self,
+        scope: Scope<'_>,
+        statements: Vec<Q>,
+    ) -> Result<usize> {
+        self.run(scope, |conn| {
+            on_backend!(conn, c => {
+                let mut changed = 0;
+                for statement in statements {
+                    changed += diesel::RunQueryDsl::execute(statement, c)?;
+                }
+                Ok(changed)
+            })
+        })
     }
 }
 
-#[cfg(feature = "sqlite")]
-impl r2d2::CustomizeConnection<SqliteConnection, r2d2::Error> for SqlitePragmas {
-    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), r2d2::Error> {
-        self.apply(conn).map_err(r2d2::Error::QueryError)
+/// The blocking executor: its futures are ready when they are made.
+impl Executor for Database {
+    fn backend(&self) -> Backend {
+        Database::backend(self)
+    }
+
+    fn load<Q: Load<T>, T: Send + 'static>(
+        &self,
+        scope: Scope<'_>,
+        statements: Vec<Q>,
+    ) -> impl std::future::Future<Output = Result<Vec<T>>> + Send {
+        std::future::ready(self.load_now(scope, statements))
+    }
+
+    fn execute<Q: Execute>(
+        &self,
+        scope: Scope<'_>,
+        statements: Vec<Q>,
+    ) -> impl std::future::Future<Output = Result<usize>> + Send {
+        std::future::ready(self.execute_now(scope, statements))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_are_dispatched_by_scheme() {
-        assert_eq!(
-            parse_url("postgres://u@h/db").unwrap(),
-            Target::Postgres("postgres://u@h/db")
-        );
-        assert_eq!(
-            parse_url("postgresql://u@h/db").unwrap(),
-            Target::Postgres("postgresql://u@h/db")
-        );
-        assert_eq!(
-            parse_url("sqlite://data/x.db").unwrap(),
-            Target::Sqlite("data/x.db")
-        );
-        assert_eq!(
-            parse_url("sqlite:///abs/x.db").unwrap(),
-            Target::Sqlite("/abs/x.db")
-        );
-        assert_eq!(parse_url("sqlite:x.db").unwrap(), Target::Sqlite("x.db"));
-        assert_eq!(parse_url("x.db").unwrap(), Target::Sqlite("x.db"));
-        assert_eq!(
-            parse_url("/var/lib/x.db").unwrap(),
-            Target::Sqlite("/var/lib/x.db")
-        );
-    }
-
-    #[test]
-    fn unusable_urls_are_refused_with_a_reason() {
-        for url in [
-            "mysql://root@localhost/db",
-            "",
-            "sqlite://",
-            ":memory:",
-            "sqlite::memory:",
-        ] {
-            match parse_url(url) {
-                Err(Error::UnsupportedUrl { reason }) => assert!(!reason.is_empty()),
-                other => panic!("{url:?} gave {other:?}"),
-            }
-        }
-    }
 
     #[test]
     fn every_sqlite_connection_gets_its_pragmas() {

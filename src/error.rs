@@ -183,6 +183,15 @@ pub enum Error {
     #[error("no database connection available")]
     Pool(#[from] diesel::r2d2::PoolError),
 
+    /// The async pool gave no connection: none became free within
+    /// [`DatabaseOptions::connection_timeout`](crate::DatabaseOptions::connection_timeout),
+    /// or the pool or the runtime is shutting down.
+    #[error("no database connection available: {reason}")]
+    PoolUnavailable {
+        /// Why not.
+        reason: String,
+    },
+
     /// SQLite stayed locked by another writer for longer than the busy timeout
     /// ([`DatabaseOptions::busy_timeout`](crate::DatabaseOptions::busy_timeout)). The
     /// transaction was rolled back; retrying later is safe.

@@ -2,21 +2,31 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "async")]
+pub mod async_store;
+mod backend;
 pub mod connection;
 pub mod crypto;
 pub mod error;
+pub mod maintenance;
 pub mod migrations;
 pub mod models;
+mod ops;
+mod query;
 pub mod repository;
 pub mod schema;
 pub mod sql_types;
+mod steps;
 pub mod validation;
 
+#[cfg(feature = "async")]
+pub use async_store::{AsyncCredentialStore, AsyncDatabase};
 pub use connection::{Backend, Database, DatabaseOptions};
 pub use crypto::{CipherFormat, CredentialKeys, Keyring, KEYS_ENV_VAR};
 pub use error::{Error, Field, Result, Rule, Unit};
+pub use maintenance::{KeyUsage, Maintenance, RotationProgress};
 pub use models::{
     CredentialUpdate, NewUserAccount, NewUserCredential, Patch, UserAccount, UserCredential,
 };
-pub use repository::{CredentialRepository, CredentialStore, KeyUsage, RotationProgress};
+pub use repository::{CredentialRepository, CredentialStore};
 pub use validation::{CredentialType, Nickname};

@@ -11,9 +11,9 @@
 //! Every PostgreSQL migration is idempotent, so they also run on a database the
 //! existing system made without diesel's bookkeeping table, at any step.
 
-use crate::connection::{on_backend, Conn, Database};
+use crate::backend::{on_backend, Conn};
+use crate::connection::Database;
 use crate::error::{Error, Result};
-use diesel::prelude::*;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 /// The PostgreSQL migrations, embedded at build time.
@@ -106,13 +106,8 @@ impl Database {
                     .map(ToString::to_string)
                     .max();
                 if last.as_deref() == Some(MULTIPLE_CREDENTIALS) {
-                    use crate::schema::user_credentials::dsl::*;
-                    use diesel::dsl::count_star;
-                    let shared: Vec<(uuid::Uuid, String)> = user_credentials
-                        .group_by((user_account_id, credential_type))
-                        .having(count_star().gt(1))
-                        .select((user_account_id, credential_type))
-                        .load(c)?;
+                    let shared: Vec<(uuid::Uuid, String)> =
+                        diesel::RunQueryDsl::load(crate::query::shared_type_pairs(), c)?;
                     if !shared.is_empty() {
                         return Err(Error::RevertRefused {
                             version: MULTIPLE_CREDENTIALS.to_owned(),

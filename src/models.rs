@@ -187,7 +187,7 @@ impl<T> Patch<T> {
 /// nickname lookups do not match and [`backfill_nicknames`] later sets to the type.
 /// New keys are encrypted with the keyring's primary key.
 ///
-/// [`backfill_nicknames`]: crate::CredentialRepository::backfill_nicknames
+/// [`backfill_nicknames`]: crate::Maintenance::backfill_nicknames
 ///
 /// ```
 /// use credential_store::{CredentialUpdate, Patch};
@@ -236,18 +236,40 @@ impl fmt::Debug for CredentialUpdate {
     }
 }
 
+/// The backend whose `Selectable` impls name the columns: the column list is the
+/// same on every backend, so one query value serves them all.
+#[cfg(feature = "sqlite")]
+type AnyBackend = diesel::sqlite::Sqlite;
+#[cfg(not(feature = "sqlite"))]
+type AnyBackend = diesel::pg::Pg;
+
+/// The columns of [`UserAccount`], in field order.
+pub(crate) type AccountColumns = <UserAccount as Selectable<AnyBackend>>::SelectExpression;
+/// The columns of [`UserCredential`], in field order.
+pub(crate) type CredentialColumns = <UserCredential as Selectable<AnyBackend>>::SelectExpression;
+
+/// Selects a [`UserAccount`] on any backend.
+pub(crate) fn account_columns() -> AccountColumns {
+    <UserAccount as Selectable<AnyBackend>>::construct_selection()
+}
+
+/// Selects a [`UserCredential`] on any backend.
+pub(crate) fn credential_columns() -> CredentialColumns {
+    <UserCredential as Selectable<AnyBackend>>::construct_selection()
+}
+
 /// The row written on insert: ciphertext only.
 #[derive(Insertable)]
 #[diesel(table_name = user_credentials)]
 #[diesel(treat_none_as_default_value = false)]
-pub(crate) struct CredentialRow<'a> {
+pub(crate) struct CredentialRow {
     pub id: SqlUuid,
     pub user_account_id: SqlUuid,
-    pub user_id: &'a str,
-    pub credential_type: &'a str,
-    pub nickname: Option<&'a str>,
-    pub api_key: &'a str,
-    pub secret_key: &'a str,
+    pub user_id: String,
+    pub credential_type: String,
+    pub nickname: Option<String>,
+    pub api_key: String,
+    pub secret_key: String,
     pub is_active: bool,
     pub expires_at: Option<SqlTime>,
     pub created_at: SqlTime,
@@ -257,10 +279,10 @@ pub(crate) struct CredentialRow<'a> {
 /// The row written on account creation.
 #[derive(Insertable)]
 #[diesel(table_name = user_accounts)]
-pub(crate) struct AccountRow<'a> {
+pub(crate) struct AccountRow {
     pub id: SqlUuid,
-    pub user_id: &'a str,
-    pub account_name: &'a str,
+    pub user_id: String,
+    pub account_name: String,
     pub is_active: bool,
     pub created_at: SqlTime,
     pub updated_at: SqlTime,
@@ -269,10 +291,10 @@ pub(crate) struct AccountRow<'a> {
 /// The columns an update sets: `None` keeps, `Some(None)` stores NULL.
 #[derive(AsChangeset)]
 #[diesel(table_name = user_credentials)]
-pub(crate) struct CredentialChanges<'a> {
-    pub nickname: Option<Option<&'a str>>,
-    pub api_key: Option<&'a str>,
-    pub secret_key: Option<&'a str>,
+pub(crate) struct CredentialChanges {
+    pub nickname: Option<Option<String>>,
+    pub api_key: Option<String>,
+    pub secret_key: Option<String>,
     pub is_active: Option<bool>,
     pub expires_at: Option<Option<SqlTime>>,
     pub updated_at: SqlTime,

@@ -123,12 +123,14 @@ fn crash_child() {
     let result = match op.as_str() {
         "migrate" => db.run_migrations().expect("migrations").len() as u64,
         "backfill" => CredentialStore::new(db, common::test_keyring())
+            .maintenance()
             .backfill_nicknames(BACKFILL_BATCH)
             .expect("backfill"),
         "rotate" => {
             let keys = std::env::var(CHILD_KEYS).expect("the keyring");
             let keyring = Keyring::from_fernet_keys(keys.split(',')).expect("keyring");
             CredentialStore::new(db, keyring)
+                .maintenance()
                 .rotate_keys(ROTATION_BATCH, &mut |_| {})
                 .expect("rotation")
                 .rewritten
@@ -1204,6 +1206,7 @@ fn backfill(backend: Backend) {
             }
             let store = CredentialStore::new(db.database(), common::test_keyring());
             let changed = store
+                .maintenance()
                 .backfill_nicknames(BACKFILL_BATCH)
                 .unwrap_or_else(|e| panic!("{ctx}: re-running the backfill: {e}"));
             assert_eq!(changed as usize, left, "{ctx}: rows the re-run changed");
@@ -1371,6 +1374,7 @@ fn rotate(backend: Backend) {
                 assert_eq!(left, 0, "{ctx}: old rows after a complete run");
             }
             let rerun = store
+                .maintenance()
                 .rotate_keys(ROTATION_BATCH, &mut |_| {})
                 .unwrap_or_else(|e| panic!("{ctx}: re-running the rotation: {e}"));
             assert_eq!(
@@ -1400,7 +1404,10 @@ fn rotate(backend: Backend) {
                 }
             }
             assert_readable(&format!("{ctx}, after the re-run"), &store, Some(&stale));
-            let again = store.rotate_keys(ROTATION_BATCH, &mut |_| {}).unwrap();
+            let again = store
+                .maintenance()
+                .rotate_keys(ROTATION_BATCH, &mut |_| {})
+                .unwrap();
             assert_eq!(
                 again.rewritten, 0,
                 "{ctx}: a finished rotation rewrote rows"

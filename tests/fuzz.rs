@@ -837,10 +837,10 @@ impl CipherFixture {
         prop_assert_eq!(&actual, &expected, "credential_keys");
 
         // Maintenance reads the same column: no panic, a typed outcome.
-        if let Err(err) = self.store.key_usage() {
+        if let Err(err) = self.store.maintenance().key_usage() {
             return Err(fail(format!("key_usage failed: {err:?}")));
         }
-        let rotated = self.store.rotate_keys(10, &mut |_| {});
+        let rotated = self.store.maintenance().rotate_keys(10, &mut |_| {});
         if let Err(err) = &rotated {
             self.no_ciphertext_in(err)?;
         }
@@ -1464,7 +1464,7 @@ fn rotation_reports_a_row_whose_sealed_ciphertext_does_not_open() {
         store.credential_keys(&account, id),
         Err(Error::Decryption { credential_id, field: Field::SecretKey }) if credential_id == id
     ));
-    match store.rotate_keys(100, &mut |_| {}) {
+    match store.maintenance().rotate_keys(100, &mut |_| {}) {
         Err(Error::RotationIncomplete {
             rewritten: 0,
             failures,
@@ -1497,7 +1497,7 @@ fn a_ciphertext_that_is_not_utf8_is_a_decryption_error() {
         matches!(keys, Err(Error::Decryption { credential_id, field: Field::ApiKey }) if credential_id == id),
         "{keys:?}"
     );
-    let rotated = store.rotate_keys(100, &mut |_| {});
+    let rotated = store.maintenance().rotate_keys(100, &mut |_| {});
     assert!(
         matches!(rotated, Err(Error::RotationIncomplete { .. })),
         "{rotated:?}"

@@ -1215,7 +1215,10 @@ impl Case {
                         .filter(|r| !r.deleted && r.stored.nickname.is_none())
                         .count() as u64
                 });
-                same(store.backfill_nicknames(batch.size()), expected.clone())?;
+                same(
+                    store.maintenance().backfill_nicknames(batch.size()),
+                    expected.clone(),
+                )?;
                 if expected.as_ref().is_ok_and(|n| *n > 0) {
                     OUTCOME.with(|o| o.set("Ok (rows changed)"));
                 }
@@ -1253,7 +1256,7 @@ impl Case {
                     CredentialStore::new(self.db.clone(), model.keyring()).with_format(*format);
             }
             Op::Rotate { batch } => self.rotate(*batch)?,
-            Op::KeyUsage => same(store.key_usage(), Ok(model.key_usage()))?,
+            Op::KeyUsage => same(store.maintenance().key_usage(), Ok(model.key_usage()))?,
         }
         Ok(())
     }
@@ -1398,6 +1401,7 @@ impl Case {
         let mut progress = Vec::new();
         let actual = self
             .store
+            .maintenance()
             .rotate_keys(batch.size(), &mut |p| progress.push(*p));
         let model = &self.model;
         let size = match batch.check() {
@@ -1474,7 +1478,10 @@ impl Case {
                 Ok(self.model.visible(account)),
             )?;
         }
-        same(self.store.key_usage(), Ok(self.model.key_usage()))
+        same(
+            self.store.maintenance().key_usage(),
+            Ok(self.model.key_usage()),
+        )
     }
 }
 

@@ -406,6 +406,7 @@ fn assert_adopted(label: &str, db: &TestDb, python_key: &str, expected: &[Seen])
     );
     assert_eq!(
         store
+            .maintenance()
             .backfill_nicknames(100)
             .expect("backfill as superuser"),
         0,
@@ -765,7 +766,7 @@ fn crate_works_as_an_ordinary_role_under_forced_rls() {
         "UPDATE user_credentials SET nickname = NULL WHERE id = '{}'",
         bob_ids[1]
     ));
-    match store.backfill_nicknames(100) {
+    match store.maintenance().backfill_nicknames(100) {
         Err(Error::RowSecurityActive { .. }) => {}
         other => panic!(
             "backfill_nicknames as a role under forced RLS must fail with RowSecurityActive \
@@ -782,6 +783,7 @@ fn crate_works_as_an_ordinary_role_under_forced_rls() {
     let admin_store = CredentialStore::new(db.database(), common::test_keyring());
     assert_eq!(
         admin_store
+            .maintenance()
             .backfill_nicknames(100)
             .expect("backfill as superuser"),
         1

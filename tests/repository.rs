@@ -724,11 +724,15 @@ on_both_backends!(backfill_sets_missing_nicknames_once, |db| {
     );
 
     assert_eq!(
-        store.backfill_nicknames(2).unwrap(),
+        store.maintenance().backfill_nicknames(2).unwrap(),
         5,
         "three batches of at most two rows"
     );
-    assert_eq!(store.backfill_nicknames(2).unwrap(), 0, "idempotent");
+    assert_eq!(
+        store.maintenance().backfill_nicknames(2).unwrap(),
+        0,
+        "idempotent"
+    );
     for (acct, credential) in &legacy {
         let now = store.credential(acct, credential.id).unwrap().unwrap();
         assert_eq!(now.nickname.as_deref(), Some(now.credential_type.as_str()));
@@ -743,7 +747,7 @@ on_both_backends!(backfill_sets_missing_nicknames_once, |db| {
         Some("Keep me")
     );
     assert!(matches!(
-        store.backfill_nicknames(0),
+        store.maintenance().backfill_nicknames(0),
         Err(Error::Invalid {
             field: Field::BatchSize,
             ..

@@ -816,7 +816,7 @@ fn backfill_needs_the_maintenance_role() {
     }
     let before = rls.all_rows();
 
-    match store.backfill_nicknames(100) {
+    match store.maintenance().backfill_nicknames(100) {
         Err(Error::RowSecurityActive { operation }) => {
             assert_eq!(operation, "backfill_nicknames")
         }
@@ -834,13 +834,14 @@ fn backfill_needs_the_maintenance_role() {
     );
     assert_eq!(
         maintenance
+            .maintenance()
             .backfill_nicknames(1)
             .expect("backfill as the maintenance role"),
         cleared.len() as u64,
         "one row per batch, both users' rows"
     );
     assert_eq!(
-        maintenance.backfill_nicknames(1).unwrap(),
+        maintenance.maintenance().backfill_nicknames(1).unwrap(),
         0,
         "nothing left"
     );
@@ -887,11 +888,11 @@ fn key_rotation_and_usage_need_the_maintenance_role() {
     let before = rls.all_rows();
 
     let service_rotating = store_as(&rls.service.url(), &[&new, &old]);
-    match service_rotating.rotate_keys(10, &mut |_| {}) {
+    match service_rotating.maintenance().rotate_keys(10, &mut |_| {}) {
         Err(Error::RowSecurityActive { operation }) => assert_eq!(operation, "rotate_keys"),
         other => panic!("rotate_keys as the service role: {other:?}"),
     }
-    match service_rotating.key_usage() {
+    match service_rotating.maintenance().key_usage() {
         Err(Error::RowSecurityActive { operation }) => assert_eq!(operation, "key_usage"),
         other => panic!("key_usage as the service role: {other:?}"),
     }
@@ -903,6 +904,7 @@ fn key_rotation_and_usage_need_the_maintenance_role() {
 
     let maintenance = store_as(&rls.maintenance.url(), &[&new, &old]);
     let done = maintenance
+        .maintenance()
         .rotate_keys(4, &mut |_| {})
         .expect("rotate_keys as the maintenance role");
     let credentials = 2 * SEEDED.len() as u64;
@@ -912,6 +914,7 @@ fn key_rotation_and_usage_need_the_maintenance_role() {
         .primary_key_id()
         .to_owned();
     let usage: Vec<(Option<String>, u64)> = maintenance
+        .maintenance()
         .key_usage()
         .expect("key_usage as the maintenance role")
         .into_iter()

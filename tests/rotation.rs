@@ -15,6 +15,7 @@ fn ring<S: AsRef<str>>(entries: &[S]) -> Keyring {
 
 fn usage(store: &CredentialStore) -> Vec<(CipherFormat, Option<String>, u64)> {
     store
+        .maintenance()
         .key_usage()
         .unwrap()
         .into_iter()
@@ -78,6 +79,7 @@ on_both_backends!(fernet_rows_rotate_to_sealed_under_a_new_key, |db| {
 
     let mut seen = Vec::new();
     let done = store
+        .maintenance()
         .rotate_keys(3, &mut |p: &RotationProgress| seen.push(*p))
         .unwrap();
     assert_eq!(
@@ -98,7 +100,7 @@ on_both_backends!(fernet_rows_rotate_to_sealed_under_a_new_key, |db| {
     // The old key can go.
     let new_only = CredentialStore::new(db.database(), ring(&[&new]));
     assert_all_readable(&new_only, &rows);
-    let again = store.rotate_keys(3, &mut |_| {}).unwrap();
+    let again = store.maintenance().rotate_keys(3, &mut |_| {}).unwrap();
     assert_eq!(again.rewritten, 0, "idempotent");
 });
 
@@ -111,7 +113,14 @@ on_both_backends!(sealed_rows_rotate_to_a_new_key_and_back_to_fernet, |db| {
     let store = CredentialStore::new(db.database(), ring(&[&first]));
     let rows = populate(&store, 5);
     let rotated = CredentialStore::new(db.database(), ring(&[&second, &first]));
-    assert_eq!(rotated.rotate_keys(100, &mut |_| {}).unwrap().rewritten, 5);
+    assert_eq!(
+        rotated
+            .maintenance()
+            .rotate_keys(100, &mut |_| {})
+            .unwrap()
+            .rewritten,
+        5
+    );
     assert_eq!(
         usage(&rotated),
         [(CipherFormat::Sealed, Some("second".into()), 5)]
@@ -119,13 +128,25 @@ on_both_backends!(sealed_rows_rotate_to_a_new_key_and_back_to_fernet, |db| {
 
     let back =
         CredentialStore::new(db.database(), ring(&[&second])).with_format(CipherFormat::Fernet);
-    assert_eq!(back.rotate_keys(2, &mut |_| {}).unwrap().rewritten, 5);
+    assert_eq!(
+        back.maintenance()
+            .rotate_keys(2, &mut |_| {})
+            .unwrap()
+            .rewritten,
+        5
+    );
     assert_eq!(
         usage(&back),
         [(CipherFormat::Fernet, Some("second".into()), 5)]
     );
     assert_all_readable(&back, &rows);
-    assert_eq!(back.rotate_keys(2, &mut |_| {}).unwrap().rewritten, 0);
+    assert_eq!(
+        back.maintenance()
+            .rotate_keys(2, &mut |_| {})
+            .unwrap()
+            .rewritten,
+        0
+    );
 });
 
 on_both_backends!(
@@ -140,6 +161,7 @@ on_both_backends!(
         // Stop after the second batch, as a crash would.
         let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             store
+                .maintenance()
                 .rotate_keys(3, &mut |p| assert!(p.scanned < 6, "stop"))
                 .unwrap();
         }));
@@ -153,7 +175,7 @@ on_both_backends!(
             ]
         );
         assert_all_readable(&store, &rows);
-        let finished = store.rotate_keys(3, &mut |_| {}).unwrap();
+        let finished = store.maintenance().rotate_keys(3, &mut |_| {}).unwrap();
         assert_eq!((finished.scanned, finished.rewritten), (10, 4));
         assert_all_readable(&CredentialStore::new(db.database(), ring(&[&new])), &rows);
     }
@@ -174,7 +196,7 @@ on_both_backends!(a_row_whose_key_is_missing_is_reported_not_skipped, |db| {
         .unwrap();
 
     let store = CredentialStore::new(db.database(), ring(&[new, old]));
-    match store.rotate_keys(10, &mut |_| {}) {
+    match store.maintenance().rotate_keys(10, &mut |_| {}) {
         Err(Error::RotationIncomplete {
             rewritten,
             failures,
@@ -210,7 +232,7 @@ on_both_backends!(a_row_whose_key_is_missing_is_reported_not_skipped, |db| {
             .expose_secret(),
         "PGKEEP"
     );
-    let report = store.key_usage().unwrap();
+    let report = store.maintenance().key_usage().unwrap();
     let missing = report
         .iter()
         .find(|u| u.key_id.as_deref() == Some("gone"))
@@ -256,10 +278,10 @@ on_both_backends!(python_tokens_survive_a_rotation_to_sealed_and_back, |db| {
         )]
     );
 
-    store.rotate_keys(10, &mut |_| {}).unwrap();
+    store.maintenance().rotate_keys(10, &mut |_| {}).unwrap();
     assert_eq!(usage(&store)[0].0, CipherFormat::Sealed);
     let fernet = store.clone().with_format(CipherFormat::Fernet);
-    fernet.rotate_keys(10, &mut |_| {}).unwrap();
+    fernet.maintenance().rotate_keys(10, &mut |_| {}).unwrap();
     assert_eq!(usage(&fernet)[0].0, CipherFormat::Fernet);
     let keys = fernet.credential_keys(&account, credential.id).unwrap();
     assert_eq!(
@@ -307,7 +329,7 @@ on_both_backends!(python_tokens_survive_a_rotation_to_sealed_and_back, |db| {
 on_both_backends!(maintenance_input_is_validated, |db| {
     let store = db.store();
     assert!(matches!(
-        store.rotate_keys(0, &mut |_| {}),
+        store.maintenance().rotate_keys(0, &mut |_| {}),
         Err(Error::Invalid {
             field: Field::BatchSize,
             ..

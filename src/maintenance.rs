@@ -1,0 +1,249 @@
+//! Cross-user maintenance: nickname backfill, key rotation and key usage.
+//!
+//! These walk every account's rows, so on PostgreSQL they need a role that
+//! bypasses row-level security (a superuser or `BYPASSRLS`): operators and
+//! migration jobs, not the per-user service role. They live apart from the
+//! per-user [`CredentialStore`](crate::CredentialStore) so that a service holds
+//! only the API it needs.
+
+use crate::backend::Scope;
+use crate::connection::Database;
+use crate::crypto::{CipherFormat, Keyring};
+use crate::error::{Error, Result};
+use crate::ops::{record_rows, span};
+use crate::steps::{self, StoredRow, UsageCounts};
+use crate::{query, validation};
+use serde::Serialize;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// How far a [`rotate_keys`](Maintenance::rotate_keys) run has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct RotationProgress {
+    /// Credentials looked at so far.
+    pub scanned: u64,
+    /// Credentials in the table when the run started.
+    pub total: u64,
+    /// Credentials re-encrypted so far.
+    pub rewritten: u64,
+}
+
+impl RotationProgress {
+    /// Credentials not looked at yet (rows added during the run may make the last
+    /// batches go past `total`).
+    pub fn remaining(&self) -> u64 {
+        self.total.saturating_sub(self.scanned)
+    }
+}
+
+/// How many credentials one key protects in one format.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct KeyUsage {
+    /// The ciphertext format.
+    pub format: CipherFormat,
+    /// The key: for sealed ciphertexts the id they name; for Fernet tokens the id of
+    /// the keyring's key that opens them. `None`: no key of the keyring opens them.
+    pub key_id: Option<String>,
+    /// Whether the keyring holds that key.
+    pub in_keyring: bool,
+    /// Credentials with at least one field (`api_key`, `secret_key`) under it.
+    pub credentials: u64,
+}
+
+/// The cross-user operations, for an operator's role.
+///
+/// ```
+/// use credential_store::{Database, Keyring, Maintenance};
+/// use secrecy::ExposeSecret;
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let db = Database::open(dir.path().join("store.db").to_str().unwrap()).unwrap();
+/// db.run_migrations().unwrap();
+/// let keyring = Keyring::from_fernet_keys([Keyring::generate_key().expose_secret()]).unwrap();
+/// let maintenance = Maintenance::new(db, keyring);
+/// assert_eq!(maintenance.backfill_nicknames(500).unwrap(), 0);
+/// let done = maintenance.rotate_keys(500, &mut |_| {}).unwrap();
+/// assert_eq!(done.rewritten, 0);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Maintenance {
+    db: Database,
+    keyring: Arc<Keyring>,
+    format: CipherFormat,
+}
+
+impl Maintenance {
+    /// Maintenance on a (migrated) database with `keyring`, writing the
+    /// [sealed](CipherFormat::Sealed) format when it rotates.
+    pub fn new(db: Database, keyring: impl Into<Arc<Keyring>>) -> Self {
+        Maintenance {
+            db,
+            keyring: keyring.into(),
+            format: CipherFormat::Sealed,
+        }
+    }
+
+    /// The same, rotating to `format`.
+    pub fn with_format(mut self, format: CipherFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// The database it runs on.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Sets `nickname = credential_type` on every credential whose nickname is NULL,
+    /// across all accounts, `batch_size` rows per short transaction, and returns how
+    /// many rows it changed. Rows with a nickname are never touched; safe to stop at
+    /// any point and run again.
+    ///
+    /// On PostgreSQL this needs a role that bypasses row-level security; any other
+    /// role gets [`Error::RowSecurityActive`] rather than a silent zero.
+    pub fn backfill_nicknames(&self, batch_size: usize) -> Result<u64> {
+        span("backfill_nicknames", self.db.backend(), None).in_scope(|| {
+            let limit = validation::batch_size(batch_size)?;
+            self.require_rls_bypass("backfill_nicknames")?;
+            let mut total = 0u64;
+            let mut after = Uuid::nil();
+            loop {
+                // Walk the primary key: each batch starts where the last one ended, so
+                // the whole run reads the table once however many rows are already done.
+                let (changed, last) = self.backfill_batch(after, limit)?;
+                total += changed;
+                match last {
+                    Some(last) => after = last,
+                    None => {
+                        record_rows(total as usize);
+                        return Ok(total);
+                    }
+                }
+            }
+        })
+    }
+
+    /// One backfill batch in one write transaction: the ids, then the update.
+    fn backfill_batch(&self, after: Uuid, limit: i64) -> Result<(u64, Option<Uuid>)> {
+        self.db.run(Scope::maintenance(), |conn| {
+            crate::backend::on_backend!(conn, c => {
+                let ids: Vec<Uuid> = diesel::RunQueryDsl::load(query::null_nickname_ids(after, limit), c)?;
+                let changed = diesel::RunQueryDsl::execute(query::backfill_nicknames(&ids), c)?;
+                Ok((changed as u64, ids.last().copied()))
+            })
+        })
+    }
+
+    /// Re-encrypts every credential whose ciphertext was not made by the keyring's
+    /// primary key in the [format](Self::with_format), across all accounts: Fernet
+    /// to sealed, sealed to Fernet, old key to new.
+    ///
+    /// Walks the table by id, `batch_size` rows at a time: each batch is read,
+    /// re-encrypted outside any lock, then written in one short transaction, and only
+    /// where the row still holds the ciphertext that was read (a concurrent update
+    /// wins). `progress` is called after each batch. Every row is readable with the
+    /// keyring at every moment, so the rotation can be killed at any point and run
+    /// again; a second run rewrites nothing.
+    ///
+    /// A credential no key opens is never skipped silently: the rest is rotated, then
+    /// [`Error::RotationIncomplete`] lists each one ([`Error::UnknownKey`] naming the
+    /// missing key id, or [`Error::Decryption`]). On PostgreSQL this needs a role that
+    /// bypasses row-level security ([`Error::RowSecurityActive`] otherwise).
+    pub fn rotate_keys(
+        &self,
+        batch_size: usize,
+        progress: &mut dyn FnMut(&RotationProgress),
+    ) -> Result<RotationProgress> {
+        span("rotate_keys", self.db.backend(), None).in_scope(|| {
+            let limit = validation::batch_size(batch_size)?;
+            self.require_rls_bypass("rotate_keys")?;
+            let total = steps::first(
+                self.db
+                    .load_now(Scope::maintenance_read(), vec![query::count_credentials()])?,
+            )
+            .unwrap_or(0);
+            let mut state = RotationProgress {
+                scanned: 0,
+                total: total as u64,
+                rewritten: 0,
+            };
+            let mut failures = Vec::new();
+            let mut after = Uuid::nil();
+            while let Some(batch) = self.stored_batch(after, limit)? {
+                after = batch.last().map_or(after, |row| row.id);
+                let plan = steps::plan_rotation(&self.keyring, self.format, &batch);
+                failures.extend(plan.failures);
+                if !plan.rewrites.is_empty() {
+                    let statements = plan
+                        .rewrites
+                        .into_iter()
+                        .map(|(row, new)| {
+                            query::replace_ciphertexts(row.id, (&row.api_key, &row.secret_key), new)
+                        })
+                        .collect();
+                    state.rewritten +=
+                        self.db.execute_now(Scope::maintenance(), statements)? as u64;
+                }
+                state.scanned += batch.len() as u64;
+                progress(&state);
+            }
+            record_rows(state.rewritten as usize);
+            if failures.is_empty() {
+                Ok(state)
+            } else {
+                Err(Error::RotationIncomplete {
+                    rewritten: state.rewritten,
+                    failures,
+                })
+            }
+        })
+    }
+
+    /// How many credentials each key protects, per format, across all accounts: an
+    /// old key may leave the keyring when no row needs it. Reads the whole table. On
+    /// PostgreSQL this needs a role that bypasses row-level security.
+    pub fn key_usage(&self) -> Result<Vec<KeyUsage>> {
+        span("key_usage", self.db.backend(), None).in_scope(|| {
+            self.require_rls_bypass("key_usage")?;
+            let mut counts = UsageCounts::new();
+            let mut after = Uuid::nil();
+            while let Some(batch) = self.stored_batch(after, 1000)? {
+                after = batch.last().map_or(after, |row| row.id);
+                steps::count_key_usage(&self.keyring, &batch, &mut counts);
+            }
+            Ok(steps::key_usage_report(&self.keyring, counts))
+        })
+    }
+
+    /// The next `limit` credentials after `after`, by id, across all accounts; `None`
+    /// past the end.
+    fn stored_batch(&self, after: Uuid, limit: i64) -> Result<Option<Vec<StoredRow>>> {
+        let rows = self.db.load_now(
+            Scope::maintenance_read(),
+            vec![query::ciphertext_batch(after, limit)],
+        )?;
+        let rows: Vec<StoredRow> = rows.into_iter().map(StoredRow::from).collect();
+        Ok((!rows.is_empty()).then_some(rows))
+    }
+
+    /// Fails unless the current role sees every row of `user_credentials`.
+    fn require_rls_bypass(&self, operation: &'static str) -> Result<()> {
+        #[cfg(feature = "postgres")]
+        {
+            use diesel::RunQueryDsl;
+            let active = self.db.raw(|conn| match conn {
+                crate::backend::Conn::Postgres(c) => Ok(diesel::select(
+                    crate::backend::row_security_active("user_credentials"),
+                )
+                .get_result::<bool>(c)?),
+                #[allow(unreachable_patterns)]
+                _ => Ok(false),
+            })?;
+            if active {
+                return Err(Error::RowSecurityActive { operation });
+            }
+        }
+        let _ = operation;
+        Ok(())
+    }
+}

@@ -1,0 +1,317 @@
+//! The per-user operations, written once for every executor.
+//!
+//! Each operation is the same three moves: the steps without I/O
+//! ([`steps`](crate::steps)), the statements ([`query`](crate::query)) handed to an
+//! [`Executor`], and the steps that judge what came back. The blocking
+//! [`CredentialStore`](crate::CredentialStore) runs them on an executor whose
+//! futures are ready at once; the async store on one that awaits the network.
+
+use crate::backend::{Backend, Execute, Load, Scope};
+use crate::crypto::{CipherFormat, CredentialKeys, Keyring};
+use crate::error::Result;
+use crate::models::{
+    CredentialUpdate, NewUserAccount, NewUserCredential, UserAccount, UserCredential,
+};
+use crate::steps::{self, first};
+use crate::validation::{self, CredentialType, Nickname};
+use crate::{backend, query};
+use std::future::Future;
+use std::sync::Arc;
+use tracing::Instrument;
+use uuid::Uuid;
+
+/// Runs statements: each call is one transaction.
+pub(crate) trait Executor: Send + Sync {
+    /// The backend the statements run on.
+    fn backend(&self) -> Backend;
+
+    /// Runs `statements` in order in one transaction and returns their rows.
+    fn load<Q: Load<T>, T: Send + 'static>(
+        &self,
+        scope: Scope<'_>,
+        statements: Vec<Q>,
+    ) -> impl Future<Output = Result<Vec<T>>> + Send;
+
+    /// Runs `statements` in order in one transaction and returns how many rows
+    /// they changed.
+    fn execute<Q: Execute>(
+        &self,
+        scope: Scope<'_>,
+        statements: Vec<Q>,
+    ) -> impl Future<Output = Result<usize>> + Send;
+}
+
+/// The operations of a store, over its executor.
+#[derive(Debug, Clone)]
+pub(crate) struct Core<E> {
+    pub exec: E,
+    pub keyring: Arc<Keyring>,
+    pub format: CipherFormat,
+}
+
+/// The span of one public call: operation, backend, account id, row count.
+pub(crate) fn span(
+    operation: &'static str,
+    backend: Backend,
+    account_id: Option<Uuid>,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "credential_store",
+        operation,
+        backend = backend.as_str(),
+        account_id = tracing::field::Empty,
+        rows = tracing::field::Empty,
+    );
+    if let Some(id) = account_id {
+        span.record("account_id", tracing::field::display(id));
+    }
+    span
+}
+
+/// Records how many rows the current call read or wrote.
+pub(crate) fn record_rows(rows: usize) {
+    tracing::Span::current().record("rows", rows as u64);
+}
+
+/// Runs `operation` inside its span; a failure is logged as an event of the span
+/// (error messages never hold key material).
+async fn traced<T>(span: tracing::Span, operation: impl Future<Output = Result<T>>) -> Result<T> {
+    async move {
+        let result = operation.await;
+        if let Err(err) = &result {
+            tracing::debug!(error = %err, "failed");
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// Runs a future that never waits (the blocking executor's) to its end.
+pub(crate) fn ready<T>(future: impl Future<Output = T>) -> T {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(value) => value,
+        std::task::Poll::Pending => {
+            unreachable!("the blocking executor's futures are always ready")
+        }
+    }
+}
+
+impl<E: Executor> Core<E> {
+    fn span(&self, operation: &'static str, account_id: Option<Uuid>) -> tracing::Span {
+        span(operation, self.exec.backend(), account_id)
+    }
+
+    pub async fn create_account(&self, new: &NewUserAccount<'_>) -> Result<UserAccount> {
+        traced(self.span("create_account", None), async {
+            let row = steps::account_row(new)?;
+            let user_id = row.user_id.clone();
+            let statement = vec![query::insert_account(row)];
+            let inserted = self.exec.load(Scope::write(&user_id), statement).await;
+            let account = steps::created_account(&user_id, inserted)?;
+            tracing::Span::current().record("account_id", tracing::field::display(account.id));
+            record_rows(1);
+            Ok(account)
+        })
+        .await
+    }
+
+    pub async fn account(&self, user_id: &str, account_id: Uuid) -> Result<Option<UserAccount>> {
+        traced(self.span("account", Some(account_id)), async {
+            let user_id = validation::user_id(user_id)?;
+            let statement = vec![query::account(user_id, account_id)];
+            let found = first(self.exec.load(Scope::read(user_id), statement).await?);
+            record_rows(found.iter().len());
+            Ok(found)
+        })
+        .await
+    }
+
+    pub async fn account_by_user_id(&self, user_id: &str) -> Result<Option<UserAccount>> {
+        traced(self.span("account_by_user_id", None), async {
+            let user_id = validation::user_id(user_id)?;
+            let statement = vec![query::account_by_user_id(user_id)];
+            let found = first(self.exec.load(Scope::read(user_id), statement).await?);
+            if let Some(account) = &found {
+                tracing::Span::current().record("account_id", tracing::field::display(account.id));
+            }
+            record_rows(found.iter().len());
+            Ok(found)
+        })
+        .await
+    }
+
+    pub async fn insert_credentials(
+        &self,
+        account: &UserAccount,
+        new: &[NewUserCredential<'_>],
+    ) -> Result<Vec<UserCredential>> {
+        traced(self.span("insert_credentials", Some(account.id)), async {
+            // Validate and encrypt everything before the transaction: a refusal writes
+            // nothing, and the write lock is held only for the INSERTs.
+            let chunks = steps::credential_rows(&self.keyring, self.format, account, new)?;
+            if chunks.is_empty() {
+                return Ok(Vec::new());
+            }
+            let statements = chunks.into_iter().map(query::insert_credentials).collect();
+            let scope = Scope::write(&account.user_id);
+            let stored = match self.exec.load(scope, statements).await {
+                Err(err) if backend::is_owner_violation(&err) => {
+                    let owner = vec![query::account_owner(account.id)];
+                    let owner = first(self.exec.load(Scope::read(&account.user_id), owner).await?);
+                    return Err(steps::owner_error(account, owner, err));
+                }
+                other => other?,
+            };
+            record_rows(stored.len());
+            Ok(stored)
+        })
+        .await
+    }
+
+    pub async fn credential(
+        &self,
+        account: &UserAccount,
+        id: Uuid,
+    ) -> Result<Option<UserCredential>> {
+        self.load_credentials("credential", account, || Ok(query::credential(account, id)))
+            .await
+            .map(first)
+    }
+
+    pub async fn list_credentials(&self, account: &UserAccount) -> Result<Vec<UserCredential>> {
+        self.load_credentials("list_credentials", account, || {
+            Ok(query::credentials(account))
+        })
+        .await
+    }
+
+    pub async fn find_by_type(
+        &self,
+        account: &UserAccount,
+        credential_type: &str,
+    ) -> Result<Vec<UserCredential>> {
+        self.load_credentials("find_by_type", account, || {
+            let credential_type = CredentialType::parse(credential_type)?;
+            Ok(query::credentials_by_type(
+                account,
+                credential_type.as_str(),
+            ))
+        })
+        .await
+    }
+
+    pub async fn find_by_nickname(
+        &self,
+        account: &UserAccount,
+        nickname: &str,
+    ) -> Result<Vec<UserCredential>> {
+        self.load_credentials("find_by_nickname", account, || {
+            let nickname = Nickname::parse(nickname)?;
+            Ok(query::credentials_by_nickname(account, nickname.as_str()))
+        })
+        .await
+    }
+
+    pub async fn find_one_by_nickname(
+        &self,
+        account: &UserAccount,
+        nickname: &str,
+    ) -> Result<Option<UserCredential>> {
+        traced(self.span("find_one_by_nickname", Some(account.id)), async {
+            let nickname = Nickname::parse(nickname)?;
+            let statement = vec![query::credentials_by_nickname(account, nickname.as_str())];
+            let found = self
+                .exec
+                .load(Scope::read(&account.user_id), statement)
+                .await?;
+            record_rows(found.len());
+            steps::single_match(account, &nickname, found)
+        })
+        .await
+    }
+
+    /// Loads credentials of the account with one statement, in a span of its own.
+    async fn load_credentials<Q: Load<UserCredential>>(
+        &self,
+        operation: &'static str,
+        account: &UserAccount,
+        statement: impl FnOnce() -> Result<Q>,
+    ) -> Result<Vec<UserCredential>> {
+        traced(self.span(operation, Some(account.id)), async {
+            let statement = statement()?;
+            let found = self
+                .exec
+                .load(Scope::read(&account.user_id), vec![statement])
+                .await?;
+            record_rows(found.len());
+            Ok(found)
+        })
+        .await
+    }
+
+    pub async fn update_credential(
+        &self,
+        account: &UserAccount,
+        credential_id: Uuid,
+        update: &CredentialUpdate,
+    ) -> Result<UserCredential> {
+        traced(self.span("update_credential", Some(account.id)), async {
+            let changes = steps::credential_changes(
+                &self.keyring,
+                self.format,
+                account,
+                credential_id,
+                update,
+            )?;
+            let statement = vec![query::update_credential(account, credential_id, changes)];
+            let updated = self
+                .exec
+                .load(Scope::write(&account.user_id), statement)
+                .await?;
+            record_rows(updated.len());
+            first(updated).ok_or_else(|| steps::not_found(account, credential_id))
+        })
+        .await
+    }
+
+    pub async fn delete_credential(
+        &self,
+        account: &UserAccount,
+        credential_id: Uuid,
+    ) -> Result<()> {
+        traced(self.span("delete_credential", Some(account.id)), async {
+            let statement = vec![query::delete_credential(account, credential_id)];
+            let deleted = self
+                .exec
+                .execute(Scope::write(&account.user_id), statement)
+                .await?;
+            record_rows(deleted);
+            match deleted {
+                0 => Err(steps::not_found(account, credential_id)),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    pub async fn credential_keys(
+        &self,
+        account: &UserAccount,
+        credential_id: Uuid,
+    ) -> Result<CredentialKeys> {
+        traced(self.span("credential_keys", Some(account.id)), async {
+            let statement = vec![query::credential_with_ciphertexts(account, credential_id)];
+            let found = first(
+                self.exec
+                    .load(Scope::read(&account.user_id), statement)
+                    .await?,
+            );
+            record_rows(found.iter().len());
+            steps::reveal(&self.keyring, account, credential_id, found)
+        })
+        .await
+    }
+}

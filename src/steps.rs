@@ -1,0 +1,326 @@
+//! The steps of each operation that need no database: validating and encrypting
+//! what is written, the checks before keys are revealed, single-match rules, error
+//! classification and key-rotation planning. The stores and the maintenance type
+//! call these around the statements they execute, so each rule exists once.
+
+use crate::crypto::{Binding, CipherFormat, CredentialKeys, Keyring, Origin};
+use crate::error::{Error, Field, Result};
+use crate::maintenance::KeyUsage;
+use crate::models::{
+    AccountRow, CredentialChanges, CredentialRow, CredentialUpdate, NewUserAccount,
+    NewUserCredential, Patch, UserAccount, UserCredential,
+};
+use crate::sql_types::{to_stored_precision, LossyText, SqlTime, SqlUuid};
+use crate::validation::{self, CredentialType, Nickname};
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Rows per multi-row INSERT: 11 bound values each, far under SQLite's 32766 and
+/// PostgreSQL's 65535 bind limits.
+pub(crate) const INSERT_CHUNK_ROWS: usize = 1000;
+
+/// The current time at the precision the databases keep.
+pub(crate) fn now() -> DateTime<Utc> {
+    to_stored_precision(Utc::now())
+}
+
+/// The first row of a result, if any.
+pub(crate) fn first<T>(rows: Vec<T>) -> Option<T> {
+    rows.into_iter().next()
+}
+
+/// A validated new account, ready to insert.
+pub(crate) fn account_row(new: &NewUserAccount<'_>) -> Result<AccountRow> {
+    let user_id = validation::user_id(new.user_id)?;
+    let account_name = validation::account_name(new.account_name)?;
+    let now = SqlTime(now());
+    Ok(AccountRow {
+        id: SqlUuid(Uuid::now_v7()),
+        user_id: user_id.to_owned(),
+        account_name,
+        is_active: true,
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+/// The account an insert returned, or why there is none: a unique violation on
+/// `user_id` is [`Error::AccountExists`].
+pub(crate) fn created_account(
+    user_id: &str,
+    inserted: Result<Vec<UserAccount>>,
+) -> Result<UserAccount> {
+    match inserted {
+        Ok(rows) => first(rows).ok_or_else(|| Error::AccountExists {
+            user_id: user_id.to_owned(),
+        }),
+        Err(err) if crate::backend::is_unique_violation(&err) => Err(Error::AccountExists {
+            user_id: user_id.to_owned(),
+        }),
+        Err(err) => Err(err),
+    }
+}
+
+/// Where a field of a credential belongs.
+fn binding(credential_id: Uuid, account_id: Uuid, field: Field) -> Binding {
+    Binding {
+        credential_id,
+        account_id,
+        field,
+    }
+}
+
+/// Validated, encrypted credentials, ready to insert under `account`, in
+/// multi-row INSERTs of at most [`INSERT_CHUNK_ROWS`]. Nothing is returned (and so
+/// nothing written) unless every credential passes.
+pub(crate) fn credential_rows(
+    keyring: &Keyring,
+    format: CipherFormat,
+    account: &UserAccount,
+    new: &[NewUserCredential<'_>],
+) -> Result<Vec<Vec<CredentialRow>>> {
+    let now = SqlTime(now());
+    let rows = new
+        .iter()
+        .map(|new| {
+            let credential_type = CredentialType::parse(new.credential_type)?;
+            let nickname = validation::insert_nickname(new.nickname, &credential_type)?;
+            validation::secret(Field::ApiKey, new.api_key.expose_secret())?;
+            validation::secret(Field::SecretKey, new.secret_key.expose_secret())?;
+            let id = Uuid::now_v7();
+            let seal = |field, key: &SecretString| {
+                keyring.encrypt(format, key, &binding(id, account.id, field))
+            };
+            Ok(CredentialRow {
+                id: SqlUuid(id),
+                user_account_id: SqlUuid(account.id),
+                user_id: account.user_id.clone(),
+                credential_type: credential_type.as_str().to_owned(),
+                nickname: Some(nickname.as_str().to_owned()),
+                api_key: seal(Field::ApiKey, &new.api_key),
+                secret_key: seal(Field::SecretKey, &new.secret_key),
+                is_active: new.is_active,
+                expires_at: new.expires_at.map(|at| SqlTime(to_stored_precision(at))),
+                created_at: now,
+                updated_at: now,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut chunks = Vec::with_capacity(rows.len().div_ceil(INSERT_CHUNK_ROWS));
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        chunks.push(rows.by_ref().take(INSERT_CHUNK_ROWS).collect());
+    }
+    Ok(chunks)
+}
+
+/// Why an insert under `account` met the owner check, from the account's owner as
+/// the caller's role sees it; `err` when the owner is the account's user after all.
+pub(crate) fn owner_error(account: &UserAccount, owner: Option<String>, err: Error) -> Error {
+    match owner {
+        None => Error::UnknownAccount {
+            account_id: account.id,
+        },
+        Some(owner) if owner != account.user_id => Error::AccountUserMismatch {
+            account_id: account.id,
+            user_id: account.user_id.clone(),
+        },
+        Some(_) => err,
+    }
+}
+
+/// The columns an update sets, validated and with new keys encrypted.
+pub(crate) fn credential_changes(
+    keyring: &Keyring,
+    format: CipherFormat,
+    account: &UserAccount,
+    credential_id: Uuid,
+    update: &CredentialUpdate,
+) -> Result<CredentialChanges> {
+    // `None` keeps, `Some(None)` stores NULL.
+    let nickname = match &update.nickname {
+        Patch::Keep => None,
+        Patch::Set(text) => Some(Some(Nickname::parse(text)?.as_str().to_owned())),
+        Patch::Clear => Some(None),
+    };
+    let seal = |field, key: &Option<SecretString>| -> Result<Option<String>> {
+        key.as_ref()
+            .map(|key| {
+                validation::secret(field, key.expose_secret())?;
+                Ok(keyring.encrypt(format, key, &binding(credential_id, account.id, field)))
+            })
+            .transpose()
+    };
+    Ok(CredentialChanges {
+        nickname,
+        api_key: seal(Field::ApiKey, &update.api_key)?,
+        secret_key: seal(Field::SecretKey, &update.secret_key)?,
+        is_active: update.is_active,
+        expires_at: update
+            .expires_at
+            .clone()
+            .map(|at| SqlTime(to_stored_precision(at)))
+            .into_change(),
+        updated_at: SqlTime(now()),
+    })
+}
+
+/// The error for a credential the account does not have.
+pub(crate) fn not_found(account: &UserAccount, credential_id: Uuid) -> Error {
+    Error::CredentialNotFound {
+        account_id: account.id,
+        credential_id,
+    }
+}
+
+/// The one credential of a nickname lookup: never one of several.
+pub(crate) fn single_match(
+    account: &UserAccount,
+    nickname: &Nickname,
+    found: Vec<UserCredential>,
+) -> Result<Option<UserCredential>> {
+    match found.len() {
+        0 | 1 => Ok(first(found)),
+        matches => Err(Error::AmbiguousNickname {
+            account_id: account.id,
+            nickname: nickname.as_str().to_owned(),
+            matches,
+        }),
+    }
+}
+
+/// The keys of a stored credential: refused when it is missing, inactive or expired
+/// (checked before anything is decrypted), decrypted with its row and field bound.
+pub(crate) fn reveal(
+    keyring: &Keyring,
+    account: &UserAccount,
+    credential_id: Uuid,
+    found: Option<(UserCredential, LossyText, LossyText)>,
+) -> Result<CredentialKeys> {
+    let (credential, api_key, secret_key) =
+        found.ok_or_else(|| not_found(account, credential_id))?;
+    if !credential.is_active {
+        return Err(Error::CredentialInactive { credential_id });
+    }
+    if let Some(expired_at) = credential.expires_at.filter(|at| *at <= Utc::now()) {
+        return Err(Error::CredentialExpired {
+            credential_id,
+            expired_at,
+        });
+    }
+    let open = |text: &LossyText, field| {
+        keyring.decrypt(
+            &text.0,
+            &binding(credential.id, credential.user_account_id, field),
+        )
+    };
+    Ok(CredentialKeys::new(
+        open(&api_key, Field::ApiKey)?,
+        open(&secret_key, Field::SecretKey)?,
+    ))
+}
+
+/// A credential's ciphertexts, as maintenance reads them.
+pub(crate) struct StoredRow {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub api_key: String,
+    pub secret_key: String,
+}
+
+impl From<(Uuid, Uuid, LossyText, LossyText)> for StoredRow {
+    fn from((id, account_id, api_key, secret_key): (Uuid, Uuid, LossyText, LossyText)) -> Self {
+        StoredRow {
+            id,
+            account_id,
+            api_key: api_key.0,
+            secret_key: secret_key.0,
+        }
+    }
+}
+
+/// What one batch of a key rotation rewrites, and what it cannot read.
+pub(crate) struct RotationPlan<'a> {
+    /// The row as read, and its new `(api_key, secret_key)` ciphertexts.
+    pub rewrites: Vec<(&'a StoredRow, (String, String))>,
+    /// One [`Error::UnknownKey`] or [`Error::Decryption`] per unreadable field.
+    pub failures: Vec<Error>,
+}
+
+/// Plans the rotation of one batch: every row is decrypted, even one already
+/// current, so a ciphertext that does not open is reported, never passed over.
+pub(crate) fn plan_rotation<'a>(
+    keyring: &Keyring,
+    format: CipherFormat,
+    batch: &'a [StoredRow],
+) -> RotationPlan<'a> {
+    let mut plan = RotationPlan {
+        rewrites: Vec::new(),
+        failures: Vec::new(),
+    };
+    for row in batch {
+        let bound = |field| binding(row.id, row.account_id, field);
+        let api_key = keyring.decrypt(&row.api_key, &bound(Field::ApiKey));
+        let secret_key = keyring.decrypt(&row.secret_key, &bound(Field::SecretKey));
+        match (api_key, secret_key) {
+            (Ok(api_key), Ok(secret_key)) => {
+                let current = |text: &str| keyring.is_current(format, text);
+                if !(current(&row.api_key) && current(&row.secret_key)) {
+                    let seal =
+                        |key: &SecretString, field| keyring.encrypt(format, key, &bound(field));
+                    plan.rewrites.push((
+                        row,
+                        (
+                            seal(&api_key, Field::ApiKey),
+                            seal(&secret_key, Field::SecretKey),
+                        ),
+                    ));
+                }
+            }
+            (api_key, secret_key) => plan
+                .failures
+                .extend(api_key.err().into_iter().chain(secret_key.err())),
+        }
+    }
+    plan
+}
+
+/// Credentials per (format, key id), as [`count_key_usage`] adds them up.
+pub(crate) type UsageCounts = BTreeMap<(CipherFormat, Option<String>), u64>;
+
+/// Adds one batch to the key-usage counts: a credential counts once per key that
+/// protects one of its fields.
+pub(crate) fn count_key_usage(keyring: &Keyring, batch: &[StoredRow], counts: &mut UsageCounts) {
+    for row in batch {
+        let [api_key, secret_key] =
+            [&row.api_key, &row.secret_key].map(|text| match keyring.origin(text) {
+                Origin::Sealed { key_id } => (CipherFormat::Sealed, Some(key_id)),
+                Origin::Fernet { key } => (
+                    CipherFormat::Fernet,
+                    key.map(|k| keyring.key_id(k).to_owned()),
+                ),
+                Origin::Unreadable => (CipherFormat::Sealed, None),
+            });
+        if secret_key != api_key {
+            *counts.entry(secret_key).or_default() += 1;
+        }
+        *counts.entry(api_key).or_default() += 1;
+    }
+}
+
+/// The key-usage report from the counts.
+pub(crate) fn key_usage_report(keyring: &Keyring, counts: UsageCounts) -> Vec<KeyUsage> {
+    counts
+        .into_iter()
+        .map(|((format, key_id), credentials)| KeyUsage {
+            in_keyring: key_id
+                .as_deref()
+                .is_some_and(|id| keyring.key_ids().any(|k| k == id)),
+            format,
+            key_id,
+            credentials,
+        })
+        .collect()
+}
