@@ -420,11 +420,9 @@ mod pg {
         }
 
         pub(super) async fn connection_states(&self) -> Result<Vec<(bool, Option<String>)>> {
-            use diesel::sql_types::{Bool, Nullable, Text};
+            use diesel::sql_types::{Nullable, Text};
             #[derive(diesel::QueryableByName)]
-            struct State {
-                #[diesel(sql_type = Bool)]
-                in_transaction: bool,
+            struct Setting {
                 #[diesel(sql_type = Nullable<Text>)]
                 user_id: Option<String>,
             }
@@ -435,17 +433,23 @@ mod pg {
             }
             let mut states = Vec::new();
             for session in &mut held {
-                // Outside a transaction block, now() (the transaction's start) is the
-                // statement's own start.
-                let state: State = diesel_async::RunQueryDsl::get_result(
+                // SAVEPOINT fails outside a transaction block, and only there.
+                let in_transaction = session
+                    .conn
+                    .batch_execute("SAVEPOINT cs_probe")
+                    .await
+                    .is_ok();
+                let setting: Setting = diesel_async::RunQueryDsl::get_result(
                     diesel::sql_query(
-                        "SELECT now() <> statement_timestamp() AS in_transaction,
-                                current_setting('app.current_user_id', true) AS user_id",
+                        "SELECT current_setting('app.current_user_id', true) AS user_id",
                     ),
                     &mut session.conn,
                 )
                 .await?;
-                states.push((state.in_transaction, state.user_id));
+                if in_transaction {
+                    session.clean = false;
+                }
+                states.push((in_transaction, setting.user_id));
             }
             Ok(states)
         }
