@@ -172,6 +172,11 @@ impl TestDb {
         result.unwrap_or_else(|e| panic!("{e}: {sql}")).n
     }
 
+    /// The backend's name, as spans give it.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.as_str()
+    }
+
     pub fn sqlite_path(&self) -> PathBuf {
         PathBuf::from(
             self.url
