@@ -491,18 +491,15 @@ impl AsyncCredentialStore {
     /// [sealed](CipherFormat::Sealed) format.
     pub fn new(db: AsyncDatabase, keyring: Keyring) -> Self {
         AsyncCredentialStore {
-            core: Core {
-                exec: db,
-                keyring: Arc::new(keyring),
-                format: CipherFormat::Sealed,
-            },
+            core: Core::new(db, keyring),
         }
     }
 
     /// The same store, writing `format` (see [`CredentialStore::with_format`](crate::CredentialStore::with_format)).
-    pub fn with_format(mut self, format: CipherFormat) -> Self {
-        self.core.format = format;
-        self
+    pub fn with_format(self, format: CipherFormat) -> Self {
+        Self {
+            core: self.core.with_format(format),
+        }
     }
 
     /// The format new ciphertexts are written in.

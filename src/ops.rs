@@ -99,6 +99,23 @@ pub(crate) fn ready<T>(future: impl Future<Output = T>) -> T {
     }
 }
 
+impl<E> Core<E> {
+    /// A store's operations on `exec`, writing the sealed format.
+    pub fn new(exec: E, keyring: Keyring) -> Self {
+        Core {
+            exec,
+            keyring: Arc::new(keyring),
+            format: CipherFormat::Sealed,
+        }
+    }
+
+    /// The same, writing `format`.
+    pub fn with_format(mut self, format: CipherFormat) -> Self {
+        self.format = format;
+        self
+    }
+}
+
 impl<E: Executor> Core<E> {
     fn span(&self, operation: &'static str, account_id: Option<Uuid>) -> tracing::Span {
         span(operation, self.exec.backend(), account_id)

@@ -139,19 +139,16 @@ impl CredentialStore {
     /// [sealed](CipherFormat::Sealed) format.
     pub fn new(db: Database, keyring: Keyring) -> Self {
         CredentialStore {
-            core: Core {
-                exec: db,
-                keyring: Arc::new(keyring),
-                format: CipherFormat::Sealed,
-            },
+            core: Core::new(db, keyring),
         }
     }
 
     /// The same store, writing `format`. Use [`CipherFormat::Fernet`] while the
     /// existing Python system still reads the database. Both formats are always read.
-    pub fn with_format(mut self, format: CipherFormat) -> Self {
-        self.core.format = format;
-        self
+    pub fn with_format(self, format: CipherFormat) -> Self {
+        Self {
+            core: self.core.with_format(format),
+        }
     }
 
     /// The format new ciphertexts are written in.
