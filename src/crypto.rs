@@ -76,8 +76,8 @@ impl fmt::Display for CipherFormat {
 /// without one gets a stable id derived from it (`k` and 8 hex digits of a hash).
 ///
 /// To change keys: put the new key first, keep the old ones after it, run
-/// [`rotate_keys`](crate::CredentialRepository::rotate_keys), and drop an old key when
-/// [`key_usage`](crate::CredentialRepository::key_usage) shows no row needs it.
+/// [`rotate_keys`](crate::Maintenance::rotate_keys), and drop an old key when
+/// [`key_usage`](crate::Maintenance::key_usage) shows no row needs it.
 ///
 /// ```
 /// use credential_store::Keyring;

@@ -20,7 +20,7 @@ use uuid::Uuid;
 ///
 /// Inputs are validated before anything is written; a refused input changes nothing.
 pub trait CredentialRepository {
-    /// Creates an account. [`Error::AccountExists`] if the user already has one.
+    /// Creates an account. [`Error::AccountExists`](crate::Error::AccountExists) if the user already has one.
     fn create_account(&self, new: &NewUserAccount<'_>) -> Result<UserAccount>;
 
     /// The account with this id, if it belongs to `user_id`.
@@ -32,8 +32,8 @@ pub trait CredentialRepository {
     /// Stores a credential, its keys encrypted with the keyring's primary key.
     ///
     /// A missing or blank nickname becomes the credential type. `user_id` is copied
-    /// from the stored account; [`Error::UnknownAccount`] if there is none with that
-    /// id, [`Error::AccountUserMismatch`] if it belongs to another user. (On
+    /// from the stored account; [`Error::UnknownAccount`](crate::Error::UnknownAccount) if there is none with that
+    /// id, [`Error::AccountUserMismatch`](crate::Error::AccountUserMismatch) if it belongs to another user. (On
     /// PostgreSQL, under a role that row-level security applies to, another user's
     /// account is invisible to the transaction, so that case is `UnknownAccount` too.)
     fn insert_credential(
@@ -78,7 +78,7 @@ pub trait CredentialRepository {
     ) -> Result<Vec<UserCredential>>;
 
     /// The one credential with this nickname: `None` if there is none,
-    /// [`Error::AmbiguousNickname`] (with the count) if there are several. It never
+    /// [`Error::AmbiguousNickname`](crate::Error::AmbiguousNickname) (with the count) if there are several. It never
     /// picks one for you.
     fn find_one_by_nickname(
         &self,
@@ -86,7 +86,7 @@ pub trait CredentialRepository {
         nickname: &str,
     ) -> Result<Option<UserCredential>>;
 
-    /// Changes a credential and returns it as stored. [`Error::CredentialNotFound`]
+    /// Changes a credential and returns it as stored. [`Error::CredentialNotFound`](crate::Error::CredentialNotFound)
     /// if the account has no such credential.
     fn update_credential(
         &self,
@@ -95,15 +95,15 @@ pub trait CredentialRepository {
         update: &CredentialUpdate,
     ) -> Result<UserCredential>;
 
-    /// Deletes a credential. [`Error::CredentialNotFound`] if the account has no such
+    /// Deletes a credential. [`Error::CredentialNotFound`](crate::Error::CredentialNotFound) if the account has no such
     /// credential.
     fn delete_credential(&self, account: &UserAccount, credential_id: Uuid) -> Result<()>;
 
     /// The decrypted keys of a credential, for use now.
     ///
-    /// Refuses an inactive credential ([`Error::CredentialInactive`]) and an expired one
-    /// ([`Error::CredentialExpired`]) before decrypting anything. A ciphertext that no
-    /// key opens is [`Error::Decryption`], naming the credential and the field.
+    /// Refuses an inactive credential ([`Error::CredentialInactive`](crate::Error::CredentialInactive)) and an expired one
+    /// ([`Error::CredentialExpired`](crate::Error::CredentialExpired)) before decrypting anything. A ciphertext that no
+    /// key opens is [`Error::Decryption`](crate::Error::Decryption), naming the credential and the field.
     fn credential_keys(&self, account: &UserAccount, credential_id: Uuid)
         -> Result<CredentialKeys>;
 }

@@ -60,12 +60,7 @@ GRANT CONNECT ON DATABASE {database} TO {role};
 GRANT USAGE, CREATE ON SCHEMA public TO {role};";
 
 /// What services use; row-level security applies to it (README's statements).
-const SERVICE_ROLE: &str = "
-CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS;
-GRANT CONNECT ON DATABASE {database} TO {role};
-GRANT USAGE ON SCHEMA public TO {role};
-GRANT SELECT, INSERT, UPDATE, DELETE ON user_accounts, user_credentials TO {role};
-GRANT EXECUTE ON FUNCTION current_user_id() TO {role};";
+use common::SERVICE_ROLE;
 
 /// Maintenance that spans users: `backfill_nicknames`, `rotate_keys`, `key_usage`
 /// (README's statements).

@@ -305,6 +305,15 @@ pub fn python(script: &str, args: &[&str]) -> Option<String> {
     }
 }
 
+/// The service role of the README's "PostgreSQL" section: row-level security
+/// applies to it. `{role}` and `{database}` are filled in.
+pub const SERVICE_ROLE: &str = "
+CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS;
+GRANT CONNECT ON DATABASE {database} TO {role};
+GRANT USAGE ON SCHEMA public TO {role};
+GRANT SELECT, INSERT, UPDATE, DELETE ON user_accounts, user_credentials TO {role};
+GRANT EXECUTE ON FUNCTION current_user_id() TO {role};";
+
 /// A PostgreSQL role made for one test, named `cs_test_<kind>_<hex>`, dropped when
 /// the guard is, even when the test fails: its sessions are ended, what it owns or
 /// holds in the test database goes (`DROP OWNED BY`, which also revokes its CONNECT
