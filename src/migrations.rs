@@ -90,6 +90,23 @@ impl Database {
         })
     }
 
+    /// The versions of the applied migrations, oldest first. A database adopted from
+    /// the existing system has none until [`run_migrations`](Self::run_migrations)
+    /// records them.
+    pub fn applied_migrations(&self) -> Result<Vec<String>> {
+        self.raw(|conn| {
+            let mut applied: Vec<String> = on_backend!(conn, c => {
+                c.applied_migrations()
+                    .map_err(Error::migration)?
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect()
+            });
+            applied.sort();
+            Ok(applied)
+        })
+    }
+
     /// Reverts the most recently applied migration, in one transaction, and returns its
     /// version. A revert that would lose data refuses and changes nothing: undoing
     /// the multiple-credentials migration is [`Error::RevertRefused`], naming how many

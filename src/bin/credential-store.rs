@@ -1,0 +1,3 @@
+//! The operator command-line tool.
+
+fn main() {}
