@@ -172,8 +172,8 @@ impl Executor for AsyncDatabase {
                 AsyncPool::Postgres(pool) => pool.load(scope.user, statements).await,
                 #[cfg(feature = "sqlite")]
                 AsyncPool::Sqlite(db) => {
-                    let (db, write) = (db.clone(), scope.write);
-                    blocking(move || db.load_now(Scope { user: None, write }, statements)).await
+                    let (db, scope) = (db.clone(), scope.without_user());
+                    blocking(move || db.load_now(scope, statements)).await
                 }
             }
         }
@@ -186,8 +186,8 @@ impl Executor for AsyncDatabase {
                 AsyncPool::Postgres(pool) => pool.execute(scope.user, statements).await,
                 #[cfg(feature = "sqlite")]
                 AsyncPool::Sqlite(db) => {
-                    let (db, write) = (db.clone(), scope.write);
-                    blocking(move || db.execute_now(Scope { user: None, write }, statements)).await
+                    let (db, scope) = (db.clone(), scope.without_user());
+                    blocking(move || db.execute_now(scope, statements)).await
                 }
             }
         }
@@ -575,6 +575,15 @@ impl AsyncCredentialStore {
         credential_type: &str,
     ) -> Result<Vec<UserCredential>> {
         self.core.find_by_type(account, credential_type).await
+    }
+
+    /// See [`CredentialRepository::find_one_by_type`](crate::CredentialRepository::find_one_by_type).
+    pub async fn find_one_by_type(
+        &self,
+        account: &UserAccount,
+        credential_type: &str,
+    ) -> Result<Option<UserCredential>> {
+        self.core.find_one_by_type(account, credential_type).await
     }
 
     /// See [`CredentialRepository::find_by_nickname`](crate::CredentialRepository::find_by_nickname).

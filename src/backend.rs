@@ -197,6 +197,31 @@ pub(crate) fn user_context(
     diesel::select(set_config(USER_SETTING, user.to_owned(), true))
 }
 
+/// Lets the tables' owner see every row for the rest of the current transaction,
+/// for the counts a guarded revert makes: on PostgreSQL `FORCE ROW LEVEL SECURITY`
+/// is lifted (undone when the transaction rolls back); SQLite has no row security.
+pub(crate) trait SeeEveryRow {
+    fn see_every_row(&mut self) -> diesel::QueryResult<()>;
+}
+
+#[cfg(feature = "postgres")]
+impl SeeEveryRow for PgConnection {
+    fn see_every_row(&mut self) -> diesel::QueryResult<()> {
+        use diesel::connection::SimpleConnection;
+        self.batch_execute(
+            "ALTER TABLE user_accounts NO FORCE ROW LEVEL SECURITY;
+             ALTER TABLE user_credentials NO FORCE ROW LEVEL SECURITY;",
+        )
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl SeeEveryRow for SqliteConnection {
+    fn see_every_row(&mut self) -> diesel::QueryResult<()> {
+        Ok(())
+    }
+}
+
 /// Who a transaction acts for, and whether it writes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Scope<'a> {
@@ -204,6 +229,10 @@ pub(crate) struct Scope<'a> {
     pub user: Option<&'a str>,
     /// Whether the transaction writes.
     pub write: bool,
+    /// Whether the transaction removes ciphertexts (a deleted credential, replaced
+    /// keys): on SQLite the write-ahead log is checkpointed once it commits, so the
+    /// old ciphertexts leave the file (see [`erase_freed_sqlite`]).
+    pub erases: bool,
 }
 
 impl<'a> Scope<'a> {
@@ -211,12 +240,14 @@ impl<'a> Scope<'a> {
         Scope {
             user: Some(user),
             write: false,
+            erases: false,
         }
     }
     pub fn write(user: &'a str) -> Self {
         Scope {
             user: Some(user),
             write: true,
+            erases: false,
         }
     }
     /// A maintenance read that spans users.
@@ -224,6 +255,7 @@ impl<'a> Scope<'a> {
         Scope {
             user: None,
             write: false,
+            erases: false,
         }
     }
     /// A maintenance write that spans users.
@@ -231,6 +263,24 @@ impl<'a> Scope<'a> {
         Scope {
             user: None,
             write: true,
+            erases: false,
+        }
+    }
+    /// The same write, marked as removing ciphertexts.
+    pub fn erasing(self) -> Self {
+        Scope {
+            erases: true,
+            ..self
+        }
+    }
+    /// The same scope without a user, for an executor that has no row-level
+    /// security (SQLite) and moves the scope to another thread.
+    #[cfg(all(feature = "async", feature = "sqlite"))]
+    pub fn without_user(self) -> Scope<'static> {
+        Scope {
+            user: None,
+            write: self.write,
+            erases: self.erases,
         }
     }
 }
@@ -241,6 +291,20 @@ pub(crate) enum Conn<'a> {
     Postgres(&'a mut PgConnection),
     #[cfg(feature = "sqlite")]
     Sqlite(&'a mut SqliteConnection),
+}
+
+#[cfg(feature = "postgres")]
+impl<'a> From<&'a mut PgConnection> for Conn<'a> {
+    fn from(conn: &'a mut PgConnection) -> Self {
+        Conn::Postgres(conn)
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl<'a> From<&'a mut SqliteConnection> for Conn<'a> {
+    fn from(conn: &'a mut SqliteConnection) -> Self {
+        Conn::Sqlite(conn)
+    }
 }
 
 /// Runs one body of diesel code on whichever connection `$conn` holds: the body is
@@ -353,12 +417,50 @@ impl SqlitePragmas {
                 other => break other?,
             }
         }
+        // `secure_delete`: deleted and overwritten content (an old ciphertext after a
+        // rotation, a deleted credential) is zeroed in its page instead of left in
+        // free space; `erase_freed_sqlite` then moves the pages out of the WAL.
         conn.batch_execute(
             "PRAGMA foreign_keys = ON;
+             PRAGMA secure_delete = ON;
              PRAGMA synchronous = NORMAL;
              PRAGMA cache_size = -65536;
              PRAGMA mmap_size = 268435456;",
         )
+    }
+}
+
+/// Makes what a committed transaction removed leave the SQLite file: copies every
+/// page of the write-ahead log into the database and truncates the log to zero
+/// bytes (`PRAGMA wal_checkpoint(TRUNCATE)`). With `secure_delete` on, the freed
+/// and overwritten space in those pages is already zeroed, so afterwards no old
+/// ciphertext is left in the database file, its `-wal` or its `-shm`.
+///
+/// The checkpoint waits (up to the busy timeout) for readers of older snapshots; if
+/// one is still reading then, the log is not truncated this time: a warning is
+/// logged and the next checkpoint (this one's next call, or SQLite's own
+/// auto-checkpoint) finishes the job. It never fails the transaction, which has
+/// committed.
+#[cfg(feature = "sqlite")]
+pub(crate) fn erase_freed_sqlite(conn: &mut SqliteConnection) {
+    if std::env::var("TMP_NO_CHECKPOINT").is_ok() {
+        return;
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Checkpoint {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        busy: i32,
+    }
+    let done = diesel::RunQueryDsl::get_result::<Checkpoint>(
+        diesel::sql_query("PRAGMA wal_checkpoint(TRUNCATE)"),
+        conn,
+    );
+    match done {
+        Ok(Checkpoint { busy: 0 }) => {}
+        Ok(_) => tracing::warn!(
+            "SQLite checkpoint blocked by a reader: removed ciphertexts stay in the WAL until the next checkpoint"
+        ),
+        Err(err) => tracing::warn!(error = %err, "SQLite checkpoint failed"),
     }
 }
 
@@ -367,6 +469,64 @@ impl diesel::r2d2::CustomizeConnection<SqliteConnection, diesel::r2d2::Error> fo
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
         self.apply(conn).map_err(diesel::r2d2::Error::QueryError)
     }
+}
+
+/// Row-level security on the crate's two tables (those that exist), and whether the
+/// current role escapes it (a superuser or `BYPASSRLS`): PostgreSQL's catalogs.
+#[cfg(feature = "postgres")]
+pub(crate) fn row_security_status(
+    conn: &mut PgConnection,
+) -> Result<crate::maintenance::RowSecurityStatus> {
+    use crate::maintenance::{RowSecurityStatus, TableRowSecurity};
+    use diesel::sql_types::{Bool, Text};
+    use diesel::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Table {
+        #[diesel(sql_type = Text)]
+        name: String,
+        #[diesel(sql_type = Bool)]
+        enabled: bool,
+        #[diesel(sql_type = Bool)]
+        forced: bool,
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Role {
+        #[diesel(sql_type = Text)]
+        name: String,
+        #[diesel(sql_type = Bool)]
+        superuser: bool,
+        #[diesel(sql_type = Bool)]
+        bypass_rls: bool,
+    }
+    let tables: Vec<Table> = diesel::sql_query(
+        "SELECT c.relname::text AS name, c.relrowsecurity AS enabled, \
+                c.relforcerowsecurity AS forced \
+         FROM pg_catalog.pg_class c \
+         WHERE c.oid IN (to_regclass('user_accounts'), to_regclass('user_credentials')) \
+         ORDER BY c.relname",
+    )
+    .load(conn)?;
+    let role: Role = diesel::sql_query(
+        "SELECT current_user::text AS name, r.rolsuper AS superuser, \
+                r.rolbypassrls AS bypass_rls \
+         FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
+    )
+    .get_result(conn)?;
+    Ok(RowSecurityStatus {
+        bypasses: role.superuser || role.bypass_rls,
+        role: role.name,
+        superuser: role.superuser,
+        bypass_rls: role.bypass_rls,
+        tables: tables
+            .into_iter()
+            .map(|t| TableRowSecurity {
+                table: t.name,
+                enabled: t.enabled,
+                forced: t.forced,
+            })
+            .collect(),
+    })
 }
 
 #[cfg(test)]

@@ -162,10 +162,30 @@ impl Database {
             Pool::Sqlite(pool) => {
                 let mut conn = pool.get()?;
                 if scope.write {
-                    conn.immediate_transaction(|c| f(Conn::Sqlite(c)))
+                    let done = conn.immediate_transaction(|c| f(Conn::Sqlite(c)))?;
+                    if scope.erases {
+                        crate::backend::erase_freed_sqlite(&mut conn);
+                    }
+                    Ok(done)
                 } else {
                     f(Conn::Sqlite(&mut conn))
                 }
+            }
+        }
+    }
+
+    /// Makes the ciphertexts that committed transactions removed leave the database
+    /// file, where the backend allows it: on SQLite a WAL checkpoint (see
+    /// [`erase_freed_sqlite`](crate::backend::erase_freed_sqlite)); on PostgreSQL
+    /// nothing (dead tuples wait for `VACUUM`; see the README's key rotation).
+    pub(crate) fn erase_freed(&self) -> Result<()> {
+        match &self.pool {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(_) => Ok(()),
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(pool) => {
+                crate::backend::erase_freed_sqlite(&mut *pool.get()?);
+                Ok(())
             }
         }
     }
@@ -187,7 +207,9 @@ fn pool_builder<C: diesel::r2d2::R2D2Connection + 'static>(
 ) -> r2d2::Builder<ConnectionManager<C>> {
     r2d2::Pool::builder()
         .max_size(options.max_connections.max(1))
-        .min_idle(Some(1))
+        // No connection is opened in the background: a short program that exits while
+        // r2d2 was opening a spare TLS connection crashed in OpenSSL's exit handler.
+        .min_idle(Some(0))
         .connection_timeout(options.connection_timeout)
         // No `SELECT 1` round trip on every checkout: a connection that breaks is
         // reported by the statement that meets it (a typed error), and diesel marks
@@ -272,6 +294,8 @@ mod tests {
             synchronous: i64,
             #[diesel(sql_type = BigInt)]
             busy_timeout: i64,
+            #[diesel(sql_type = BigInt)]
+            secure_delete: i64,
         }
         let dir = tempfile::tempdir().unwrap();
         let options = DatabaseOptions {
@@ -290,7 +314,8 @@ mod tests {
                 "SELECT (SELECT journal_mode FROM pragma_journal_mode) AS journal_mode,
                         (SELECT foreign_keys FROM pragma_foreign_keys) AS foreign_keys,
                         (SELECT synchronous FROM pragma_synchronous) AS synchronous,
-                        (SELECT timeout FROM pragma_busy_timeout) AS busy_timeout",
+                        (SELECT timeout FROM pragma_busy_timeout) AS busy_timeout,
+                        (SELECT secure_delete FROM pragma_secure_delete) AS secure_delete",
             )
             .get_result(&mut *conn)
             .unwrap();
@@ -298,6 +323,7 @@ mod tests {
             assert_eq!(p.foreign_keys, 1);
             assert_eq!(p.synchronous, 1, "NORMAL");
             assert_eq!(p.busy_timeout, 1234);
+            assert_eq!(p.secure_delete, 1, "deleted ciphertexts are zeroed");
             held.push(conn);
         }
     }

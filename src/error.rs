@@ -46,6 +46,14 @@ pub enum Error {
         user_id: String,
     },
 
+    /// The database ties accounts to a user table of its own (the existing system's
+    /// `"user"` table, on an adopted database) and that table has no such user.
+    #[error("user `{user_id}` is not in the database's user table, which `user_accounts.user_id` references; create the user there first")]
+    UnknownUser {
+        /// The external user id.
+        user_id: String,
+    },
+
     /// No credential with this id under the given account.
     #[error("no credential `{credential_id}` under account `{account_id}`")]
     CredentialNotFound {
@@ -66,11 +74,31 @@ pub enum Error {
         matches: usize,
     },
 
+    /// A single-match lookup by type found more than one credential: code written
+    /// for one credential per type must choose by nickname or id.
+    #[error("credential type `{credential_type}` is ambiguous: {matches} credentials of account `{account_id}` have it; look up by nickname or id")]
+    AmbiguousType {
+        /// The account the lookup was scoped to.
+        account_id: Uuid,
+        /// The credential type looked up.
+        credential_type: String,
+        /// How many credentials matched.
+        matches: usize,
+    },
+
     /// The credential is switched off (`is_active = false`); its keys are not handed out.
     #[error("credential `{credential_id}` is inactive")]
     CredentialInactive {
         /// The credential.
         credential_id: Uuid,
+    },
+
+    /// The account is switched off (`user_accounts.is_active = false`); none of its
+    /// keys are handed out.
+    #[error("account `{account_id}` is inactive")]
+    AccountInactive {
+        /// The account.
+        account_id: Uuid,
     },
 
     /// The credential's `expires_at` has passed; its keys are not handed out.
@@ -154,6 +182,42 @@ pub enum Error {
         operation: &'static str,
     },
 
+    /// A keys file ([`Keyring::from_file`](crate::Keyring::from_file)) could not be
+    /// read. The cause is the error's `source()`.
+    #[error("cannot read the keys file `{}`", path.display())]
+    KeysFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
+
+    /// A keys file that its group or others may read or write is refused: its keys
+    /// could not be trusted to be secret, or to be the operator's.
+    #[error("refusing the keys file `{}`: its mode {mode:04o} lets group or others read or write it; it must be readable by its owner only (chmod 600)", path.display())]
+    KeysFileExposed {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+
+    /// An operator named a migration that is not applied.
+    #[error("migration {version} is not applied")]
+    MigrationNotApplied {
+        /// The version named.
+        version: String,
+    },
+
+    /// A copy's target already holds rows and the copy was not asked to resume.
+    #[error("the target database is not empty ({accounts} account(s), {credentials} credential(s)): copy into an empty database, or resume an interrupted copy")]
+    TargetNotEmpty {
+        /// Accounts in the target.
+        accounts: u64,
+        /// Credentials in the target.
+        credentials: u64,
+    },
+
     /// The database URL could not be used.
     #[error("unsupported database URL: {reason}")]
     UnsupportedUrl {
@@ -162,9 +226,9 @@ pub enum Error {
     },
 
     /// Applying or reverting migrations failed; the migration's transaction was rolled
-    /// back. The cause (the database's message) is the error's `source()`.
-    #[error("migration failed")]
-    Migration(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// back. The message ends with the cause (the database's primary message).
+    #[error("migration failed: {0}")]
+    Migration(Box<dyn std::error::Error + Send + Sync>),
 
     /// A migration revert would lose data, so nothing was changed.
     #[error("cannot revert migration {version}: {conflicts} (account, credential_type) pair(s) hold more than one credential, which the restored unique index cannot hold; delete or merge them first")]
@@ -175,13 +239,36 @@ pub enum Error {
         conflicts: usize,
     },
 
+    /// Reverting the migration would drop the credential tables or switch off
+    /// row-level security while accounts or credentials are stored; nothing was
+    /// changed.
+    #[error("cannot revert migration {version}: it would drop the credential tables or row-level security while {accounts} account(s) and {credentials} credential(s) are stored; export and delete them first if that is really meant")]
+    RevertWouldExpose {
+        /// The migration that was to be reverted.
+        version: String,
+        /// Accounts stored.
+        accounts: u64,
+        /// Credentials stored.
+        credentials: u64,
+    },
+
+    /// Reverting the multiple-credentials migration would drop the `nickname` column
+    /// while credentials carry a nickname other than their type; nothing was changed.
+    #[error("cannot revert migration {version}: {nicknames} credential(s) carry a nickname other than their type, which the revert would drop")]
+    RevertWouldDropNicknames {
+        /// The migration that was to be reverted.
+        version: String,
+        /// Credentials whose nickname differs from their type.
+        nicknames: u64,
+    },
+
     /// Could not open a connection.
-    #[error("cannot connect to the database")]
-    Connection(#[from] diesel::ConnectionError),
+    #[error("cannot connect to the database: {0}")]
+    Connection(diesel::ConnectionError),
 
     /// Could not get a connection from the pool in time.
-    #[error("no database connection available")]
-    Pool(#[from] diesel::r2d2::PoolError),
+    #[error("no database connection available: {0}")]
+    Pool(diesel::r2d2::PoolError),
 
     /// The async pool gave no connection: none became free within
     /// [`DatabaseOptions::connection_timeout`](crate::DatabaseOptions::connection_timeout),
@@ -195,19 +282,19 @@ pub enum Error {
     /// SQLite stayed locked by another writer for longer than the busy timeout
     /// ([`DatabaseOptions::busy_timeout`](crate::DatabaseOptions::busy_timeout)). The
     /// transaction was rolled back; retrying later is safe.
-    #[error("the database is busy: another writer held the lock past the busy timeout")]
-    Busy(#[source] diesel::result::Error),
+    #[error("the database is busy: another writer held the lock past the busy timeout ({0})")]
+    Busy(diesel::result::Error),
 
     /// The connection to PostgreSQL was lost mid-operation (server restart,
     /// `pg_terminate_backend`, network). The pool replaces the connection. A read can
     /// be retried; a write whose outcome was not reported may or may not have
     /// committed.
-    #[error("the database connection was lost")]
-    ConnectionLost(#[source] diesel::result::Error),
+    #[error("the database connection was lost: {0}")]
+    ConnectionLost(diesel::result::Error),
 
     /// The database refused a statement.
-    #[error("database error")]
-    Database(#[from] diesel::result::Error),
+    #[error("database error: {0}")]
+    Database(diesel::result::Error),
 }
 
 /// The inputs that validation names.
@@ -332,6 +419,26 @@ impl fmt::Display for Rule {
             Rule::InvalidStart { allowed } => write!(f, "must start with {allowed}"),
             Rule::OutOfRange { min, max } => write!(f, "must be between {min} and {max}"),
         }
+    }
+}
+
+// The cause is in each message (the server's primary message, never its DETAIL,
+// which can hold values), so it is not also a `source()`.
+impl From<diesel::result::Error> for Error {
+    fn from(err: diesel::result::Error) -> Self {
+        Error::Database(err)
+    }
+}
+
+impl From<diesel::ConnectionError> for Error {
+    fn from(err: diesel::ConnectionError) -> Self {
+        Error::Connection(err)
+    }
+}
+
+impl From<diesel::r2d2::PoolError> for Error {
+    fn from(err: diesel::r2d2::PoolError) -> Self {
+        Error::Pool(err)
     }
 }
 

@@ -8,6 +8,7 @@ mod backend;
 pub mod connection;
 pub mod crypto;
 pub mod error;
+mod keys_file;
 pub mod maintenance;
 pub mod migrations;
 pub mod models;
@@ -24,7 +25,7 @@ pub use async_store::{AsyncCredentialStore, AsyncDatabase};
 pub use connection::{Backend, Database, DatabaseOptions};
 pub use crypto::{CipherFormat, CredentialKeys, Keyring, KEYS_ENV_VAR};
 pub use error::{Error, Field, Result, Rule, Unit};
-pub use maintenance::{KeyUsage, Maintenance, RotationProgress};
+pub use maintenance::{BackfillProgress, KeyUsage, Maintenance, Outcome, RotationProgress};
 pub use models::{
     CredentialUpdate, NewUserAccount, NewUserCredential, Patch, UserAccount, UserCredential,
 };

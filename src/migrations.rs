@@ -108,10 +108,19 @@ impl Database {
     }
 
     /// Reverts the most recently applied migration, in one transaction, and returns its
-    /// version. A revert that would lose data refuses and changes nothing: undoing
-    /// the multiple-credentials migration is [`Error::RevertRefused`], naming how many
-    /// `(account, credential_type)` pairs hold more than one credential, while any do
-    /// (its `down.sql` checks again, inside its own transaction).
+    /// version. A revert that would lose data or a security control refuses and
+    /// changes nothing:
+    ///
+    /// - undoing the multiple-credentials migration while `(account, credential_type)`
+    ///   pairs hold more than one credential is [`Error::RevertRefused`] (its
+    ///   `down.sql` checks again, inside its own transaction), and while credentials
+    ///   carry a nickname other than their type (the revert drops the column) it is
+    ///   [`Error::RevertWouldDropNicknames`];
+    /// - undoing row-level security or the tables themselves while any account or
+    ///   credential is stored is [`Error::RevertWouldExpose`], naming the counts.
+    ///
+    /// The counts see every row even for an owner role that row-level security
+    /// applies to (FORCE is lifted inside a transaction that is rolled back).
     pub fn revert_last_migration(&self) -> Result<String> {
         self.locked_migrations(|conn| {
             let version = on_backend!(conn, c => {
@@ -122,14 +131,10 @@ impl Database {
                     .iter()
                     .map(ToString::to_string)
                     .max();
-                if last.as_deref() == Some(MULTIPLE_CREDENTIALS) {
-                    let shared: Vec<(uuid::Uuid, String)> =
-                        diesel::RunQueryDsl::load(crate::query::shared_type_pairs(), c)?;
-                    if !shared.is_empty() {
-                        return Err(Error::RevertRefused {
-                            version: MULTIPLE_CREDENTIALS.to_owned(),
-                            conflicts: shared.len(),
-                        });
+                if let Some(version) = last.as_deref() {
+                    let guard = RevertGuard::for_version(version);
+                    if guard != RevertGuard::None {
+                        refuse_unsafe_revert(version, guard, revert_counts(Conn::from(&mut *c), guard)?)?;
                     }
                 }
                 c.revert_last_migration(migrations).map_err(Error::migration)?.to_string()
@@ -138,6 +143,109 @@ impl Database {
         })
     }
 }
+
+/// What a revert must not destroy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RevertGuard {
+    None,
+    /// Removes the tables or row-level security: refused while any row is stored.
+    Rows,
+    /// Restores the one-credential-per-type index and drops `nickname`.
+    Nicknames,
+}
+
+impl RevertGuard {
+    fn for_version(version: &str) -> Self {
+        match version {
+            CREATE_TABLES | ROW_LEVEL_SECURITY => RevertGuard::Rows,
+            MULTIPLE_CREDENTIALS => RevertGuard::Nicknames,
+            _ => RevertGuard::None,
+        }
+    }
+}
+
+/// What a guarded revert counts, over every row.
+#[derive(Debug, Default)]
+struct RevertCounts {
+    accounts: i64,
+    credentials: i64,
+    shared_type_pairs: usize,
+    renamed_nicknames: i64,
+}
+
+/// Carries the counts out of a transaction that is always rolled back.
+enum Counted {
+    Done(RevertCounts),
+    Failed(Error),
+}
+
+impl From<diesel::result::Error> for Counted {
+    fn from(err: diesel::result::Error) -> Self {
+        Counted::Failed(Error::Database(err))
+    }
+}
+
+fn revert_counts(conn: Conn<'_>, guard: RevertGuard) -> Result<RevertCounts> {
+    use crate::backend::SeeEveryRow;
+    use crate::query;
+    use diesel::Connection;
+    use diesel::RunQueryDsl;
+    let first = |rows: Vec<i64>| rows.into_iter().next().unwrap_or(0);
+    let counted = on_backend!(conn, c => c.transaction::<(), Counted, _>(|c| {
+        c.see_every_row()?;
+        let mut counts = RevertCounts::default();
+        match guard {
+            RevertGuard::Rows => {
+                counts.accounts = first(RunQueryDsl::load(query::operator::count_accounts(), c)?);
+                counts.credentials = first(RunQueryDsl::load(query::count_credentials(), c)?);
+            }
+            RevertGuard::Nicknames => {
+                let pairs: Vec<(uuid::Uuid, String)> =
+                    RunQueryDsl::load(query::shared_type_pairs(), c)?;
+                counts.shared_type_pairs = pairs.len();
+                counts.renamed_nicknames =
+                    first(RunQueryDsl::load(query::count_renamed_nicknames(), c)?);
+            }
+            RevertGuard::None => {}
+        }
+        Err(Counted::Done(counts))
+    }));
+    match counted {
+        Err(Counted::Done(counts)) => Ok(counts),
+        Err(Counted::Failed(err)) => Err(err),
+        Ok(()) => Ok(RevertCounts::default()),
+    }
+}
+
+/// Refuses a revert that would lose data or a security control.
+fn refuse_unsafe_revert(version: &str, guard: RevertGuard, counts: RevertCounts) -> Result<()> {
+    match guard {
+        RevertGuard::Rows if counts.accounts + counts.credentials > 0 => {
+            Err(Error::RevertWouldExpose {
+                version: version.to_owned(),
+                accounts: counts.accounts as u64,
+                credentials: counts.credentials as u64,
+            })
+        }
+        RevertGuard::Nicknames if counts.shared_type_pairs > 0 => Err(Error::RevertRefused {
+            version: version.to_owned(),
+            conflicts: counts.shared_type_pairs,
+        }),
+        RevertGuard::Nicknames if counts.renamed_nicknames > 0 => {
+            Err(Error::RevertWouldDropNicknames {
+                version: version.to_owned(),
+                nicknames: counts.renamed_nicknames as u64,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The migration that creates the tables.
+const CREATE_TABLES: &str = "20240115000001";
+
+/// The migration that enables and forces row-level security.
+const ROW_LEVEL_SECURITY: &str = "20240115000002";
 
 /// The multiple-credentials migration, whose revert restores a unique index.
 const MULTIPLE_CREDENTIALS: &str = "20240601000003";

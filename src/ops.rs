@@ -8,7 +8,7 @@
 
 use crate::backend::{Backend, Execute, Load, Scope};
 use crate::crypto::{CipherFormat, CredentialKeys, Keyring};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::models::{
     CredentialUpdate, NewUserAccount, NewUserCredential, UserAccount, UserCredential,
 };
@@ -245,7 +245,36 @@ impl<E: Executor> Core<E> {
                 .load(Scope::read(&account.user_id), statement)
                 .await?;
             record_rows(found.len());
-            steps::single_match(account, &nickname, found)
+            steps::single_match(found, |matches| Error::AmbiguousNickname {
+                account_id: account.id,
+                nickname: nickname.as_str().to_owned(),
+                matches,
+            })
+        })
+        .await
+    }
+
+    pub async fn find_one_by_type(
+        &self,
+        account: &UserAccount,
+        credential_type: &str,
+    ) -> Result<Option<UserCredential>> {
+        traced(self.span("find_one_by_type", Some(account.id)), async {
+            let credential_type = CredentialType::parse(credential_type)?;
+            let statement = vec![query::credentials_by_type(
+                account,
+                credential_type.as_str(),
+            )];
+            let found = self
+                .exec
+                .load(Scope::read(&account.user_id), statement)
+                .await?;
+            record_rows(found.len());
+            steps::single_match(found, |matches| Error::AmbiguousType {
+                account_id: account.id,
+                credential_type: credential_type.as_str().to_owned(),
+                matches,
+            })
         })
         .await
     }
@@ -283,11 +312,13 @@ impl<E: Executor> Core<E> {
                 credential_id,
                 update,
             )?;
+            // New keys replace ciphertexts: the old ones must leave the file too.
+            let mut scope = Scope::write(&account.user_id);
+            if changes.api_key.is_some() || changes.secret_key.is_some() {
+                scope = scope.erasing();
+            }
             let statement = vec![query::update_credential(account, credential_id, changes)];
-            let updated = self
-                .exec
-                .load(Scope::write(&account.user_id), statement)
-                .await?;
+            let updated = self.exec.load(scope, statement).await?;
             record_rows(updated.len());
             first(updated).ok_or_else(|| steps::not_found(account, credential_id))
         })
@@ -303,7 +334,7 @@ impl<E: Executor> Core<E> {
             let statement = vec![query::delete_credential(account, credential_id)];
             let deleted = self
                 .exec
-                .execute(Scope::write(&account.user_id), statement)
+                .execute(Scope::write(&account.user_id).erasing(), statement)
                 .await?;
             record_rows(deleted);
             match deleted {

@@ -69,6 +69,16 @@ pub trait CredentialRepository {
         credential_type: &str,
     ) -> Result<Vec<UserCredential>>;
 
+    /// The one credential of this type: `None` if there is none,
+    /// [`Error::AmbiguousType`](crate::Error::AmbiguousType) (with the count) if there
+    /// are several. For code written when an account held one credential per type:
+    /// it never picks one of two.
+    fn find_one_by_type(
+        &self,
+        account: &UserAccount,
+        credential_type: &str,
+    ) -> Result<Option<UserCredential>>;
+
     /// The account's credentials with this nickname (trimmed and NFC-normalised
     /// before comparing), newest first. Nicknames are not unique.
     fn find_by_nickname(
@@ -101,7 +111,8 @@ pub trait CredentialRepository {
 
     /// The decrypted keys of a credential, for use now.
     ///
-    /// Refuses an inactive credential ([`Error::CredentialInactive`](crate::Error::CredentialInactive)) and an expired one
+    /// Refuses a credential of an inactive account
+    /// ([`Error::AccountInactive`](crate::Error::AccountInactive)), an inactive credential ([`Error::CredentialInactive`](crate::Error::CredentialInactive)) and an expired one
     /// ([`Error::CredentialExpired`](crate::Error::CredentialExpired)) before decrypting anything. A ciphertext that no
     /// key opens is [`Error::Decryption`](crate::Error::Decryption), naming the credential and the field.
     fn credential_keys(&self, account: &UserAccount, credential_id: Uuid)
@@ -225,6 +236,14 @@ impl CredentialRepository for CredentialStore {
         credential_type: &str,
     ) -> Result<Vec<UserCredential>> {
         ready(self.core.find_by_type(account, credential_type))
+    }
+
+    fn find_one_by_type(
+        &self,
+        account: &UserAccount,
+        credential_type: &str,
+    ) -> Result<Option<UserCredential>> {
+        ready(self.core.find_one_by_type(account, credential_type))
     }
 
     fn find_by_nickname(

@@ -47,7 +47,8 @@ pub(crate) fn account_row(new: &NewUserAccount<'_>) -> Result<AccountRow> {
 }
 
 /// The account an insert returned, or why there is none: a unique violation on
-/// `user_id` is [`Error::AccountExists`].
+/// `user_id` is [`Error::AccountExists`], a foreign-key violation (a user the
+/// database's own user table lacks) [`Error::UnknownUser`].
 pub(crate) fn created_account(
     user_id: &str,
     inserted: Result<Vec<UserAccount>>,
@@ -59,15 +60,21 @@ pub(crate) fn created_account(
         Err(err) if crate::backend::is_unique_violation(&err) => Err(Error::AccountExists {
             user_id: user_id.to_owned(),
         }),
+        // An adopted database may tie `user_accounts.user_id` to the existing
+        // system's own user table.
+        Err(err) if crate::backend::is_owner_violation(&err) => Err(Error::UnknownUser {
+            user_id: user_id.to_owned(),
+        }),
         Err(err) => Err(err),
     }
 }
 
 /// Where a field of a credential belongs.
-fn binding(credential_id: Uuid, account_id: Uuid, field: Field) -> Binding {
+fn binding(credential_id: Uuid, account_id: Uuid, user_id: &str, field: Field) -> Binding<'_> {
     Binding {
         credential_id,
         account_id,
+        user_id,
         field,
     }
 }
@@ -91,7 +98,11 @@ pub(crate) fn credential_rows(
             validation::secret(Field::SecretKey, new.secret_key.expose_secret())?;
             let id = Uuid::now_v7();
             let seal = |field, key: &SecretString| {
-                keyring.encrypt(format, key, &binding(id, account.id, field))
+                keyring.encrypt(
+                    format,
+                    key,
+                    &binding(id, account.id, &account.user_id, field),
+                )
             };
             Ok(CredentialRow {
                 id: SqlUuid(id),
@@ -149,7 +160,11 @@ pub(crate) fn credential_changes(
         key.as_ref()
             .map(|key| {
                 validation::secret(field, key.expose_secret())?;
-                Ok(keyring.encrypt(format, key, &binding(credential_id, account.id, field)))
+                Ok(keyring.encrypt(
+                    format,
+                    key,
+                    &binding(credential_id, account.id, &account.user_id, field),
+                ))
             })
             .transpose()
     };
@@ -175,32 +190,33 @@ pub(crate) fn not_found(account: &UserAccount, credential_id: Uuid) -> Error {
     }
 }
 
-/// The one credential of a nickname lookup: never one of several.
+/// The one credential of a single-match lookup: never one of several. `ambiguous`
+/// makes the error from the number of matches.
 pub(crate) fn single_match(
-    account: &UserAccount,
-    nickname: &Nickname,
     found: Vec<UserCredential>,
+    ambiguous: impl FnOnce(usize) -> Error,
 ) -> Result<Option<UserCredential>> {
     match found.len() {
         0 | 1 => Ok(first(found)),
-        matches => Err(Error::AmbiguousNickname {
-            account_id: account.id,
-            nickname: nickname.as_str().to_owned(),
-            matches,
-        }),
+        matches => Err(ambiguous(matches)),
     }
 }
 
-/// The keys of a stored credential: refused when it is missing, inactive or expired
-/// (checked before anything is decrypted), decrypted with its row and field bound.
+/// The keys of a stored credential: refused when it is missing, inactive or expired,
+/// or its account is inactive (checked before anything is decrypted), decrypted with its row and field bound.
 pub(crate) fn reveal(
     keyring: &Keyring,
     account: &UserAccount,
     credential_id: Uuid,
-    found: Option<(UserCredential, LossyText, LossyText)>,
+    found: Option<(UserCredential, bool, LossyText, LossyText)>,
 ) -> Result<CredentialKeys> {
-    let (credential, api_key, secret_key) =
+    let (credential, account_active, api_key, secret_key) =
         found.ok_or_else(|| not_found(account, credential_id))?;
+    if !account_active {
+        return Err(Error::AccountInactive {
+            account_id: account.id,
+        });
+    }
     if !credential.is_active {
         return Err(Error::CredentialInactive { credential_id });
     }
@@ -213,7 +229,12 @@ pub(crate) fn reveal(
     let open = |text: &LossyText, field| {
         keyring.decrypt(
             &text.0,
-            &binding(credential.id, credential.user_account_id, field),
+            &binding(
+                credential.id,
+                credential.user_account_id,
+                &credential.user_id,
+                field,
+            ),
         )
     };
     Ok(CredentialKeys::new(
@@ -226,15 +247,26 @@ pub(crate) fn reveal(
 pub(crate) struct StoredRow {
     pub id: Uuid,
     pub account_id: Uuid,
+    /// The row's `user_id`, which the sealed format (from version 2) binds.
+    pub user_id: String,
     pub api_key: String,
     pub secret_key: String,
 }
 
-impl From<(Uuid, Uuid, LossyText, LossyText)> for StoredRow {
-    fn from((id, account_id, api_key, secret_key): (Uuid, Uuid, LossyText, LossyText)) -> Self {
+impl From<(Uuid, Uuid, LossyText, LossyText, LossyText)> for StoredRow {
+    fn from(
+        (id, account_id, user_id, api_key, secret_key): (
+            Uuid,
+            Uuid,
+            LossyText,
+            LossyText,
+            LossyText,
+        ),
+    ) -> Self {
         StoredRow {
             id,
             account_id,
+            user_id: user_id.0,
             api_key: api_key.0,
             secret_key: secret_key.0,
         }
@@ -249,6 +281,19 @@ pub(crate) struct RotationPlan<'a> {
     pub failures: Vec<Error>,
 }
 
+/// Decrypts both fields of a stored credential, each bound to its row and field:
+/// `(api_key, secret_key)`.
+pub(crate) fn open_stored(
+    keyring: &Keyring,
+    row: &StoredRow,
+) -> (Result<SecretString>, Result<SecretString>) {
+    let bound = |field| binding(row.id, row.account_id, &row.user_id, field);
+    (
+        keyring.decrypt(&row.api_key, &bound(Field::ApiKey)),
+        keyring.decrypt(&row.secret_key, &bound(Field::SecretKey)),
+    )
+}
+
 /// Plans the rotation of one batch: every row is decrypted, even one already
 /// current, so a ciphertext that does not open is reported, never passed over.
 pub(crate) fn plan_rotation<'a>(
@@ -261,10 +306,8 @@ pub(crate) fn plan_rotation<'a>(
         failures: Vec::new(),
     };
     for row in batch {
-        let bound = |field| binding(row.id, row.account_id, field);
-        let api_key = keyring.decrypt(&row.api_key, &bound(Field::ApiKey));
-        let secret_key = keyring.decrypt(&row.secret_key, &bound(Field::SecretKey));
-        match (api_key, secret_key) {
+        let bound = |field| binding(row.id, row.account_id, &row.user_id, field);
+        match open_stored(keyring, row) {
             (Ok(api_key), Ok(secret_key)) => {
                 let current = |text: &str| keyring.is_current(format, text);
                 if !(current(&row.api_key) && current(&row.secret_key)) {
@@ -287,8 +330,9 @@ pub(crate) fn plan_rotation<'a>(
     plan
 }
 
-/// Credentials per (format, key id), as [`count_key_usage`] adds them up.
-pub(crate) type UsageCounts = BTreeMap<(CipherFormat, Option<String>), u64>;
+/// Credentials per (format, sealed version, key id), as [`count_key_usage`] adds
+/// them up.
+pub(crate) type UsageCounts = BTreeMap<(CipherFormat, Option<u8>, Option<String>), u64>;
 
 /// Adds one batch to the key-usage counts: a credential counts once per key that
 /// protects one of its fields.
@@ -296,12 +340,15 @@ pub(crate) fn count_key_usage(keyring: &Keyring, batch: &[StoredRow], counts: &m
     for row in batch {
         let [api_key, secret_key] =
             [&row.api_key, &row.secret_key].map(|text| match keyring.origin(text) {
-                Origin::Sealed { key_id } => (CipherFormat::Sealed, Some(key_id)),
+                Origin::Sealed { version, key_id } => {
+                    (CipherFormat::Sealed, Some(version.number()), Some(key_id))
+                }
                 Origin::Fernet { key } => (
                     CipherFormat::Fernet,
+                    None,
                     key.map(|k| keyring.key_id(k).to_owned()),
                 ),
-                Origin::Unreadable => (CipherFormat::Sealed, None),
+                Origin::Unreadable => (CipherFormat::Sealed, None, None),
             });
         if secret_key != api_key {
             *counts.entry(secret_key).or_default() += 1;
@@ -314,11 +361,12 @@ pub(crate) fn count_key_usage(keyring: &Keyring, batch: &[StoredRow], counts: &m
 pub(crate) fn key_usage_report(keyring: &Keyring, counts: UsageCounts) -> Vec<KeyUsage> {
     counts
         .into_iter()
-        .map(|((format, key_id), credentials)| KeyUsage {
+        .map(|((format, version, key_id), credentials)| KeyUsage {
             in_keyring: key_id
                 .as_deref()
                 .is_some_and(|id| keyring.key_ids().any(|k| k == id)),
             format,
+            version,
             key_id,
             credentials,
         })

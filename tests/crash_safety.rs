@@ -74,7 +74,7 @@ const PER_ACCOUNT: usize = 10;
 /// The key ids of the rotation tests: the old key A and the new primary key B.
 const KEY_A: &str = "key-a";
 const KEY_B: &str = "key-b";
-const SEALED_B: &str = "sealed:v1:key-b:";
+const SEALED_B: &str = "sealed:v2:key-b:";
 
 fn kills() -> usize {
     std::env::var("CREDENTIAL_STORE_KILLS")

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `nickname` | any text to `Nickname::parse` | no panic; accepted values are trimmed, NFC, 1 to 255 characters, free of control characters; `parse(parse(x)) == parse(x)`; a refusal names the field and the rule |
 //! | `credential_type` | any text to `CredentialType::parse` | no panic; accepted values are 1 to 50 of `[a-z0-9_.-]` starting with a letter or digit, unchanged; idempotent; the rule named is the first one broken |
-//! | `ciphertext` | any bytes, and mutated real Fernet and `sealed:v1:` tokens, written into a row's `api_key` or `secret_key` with raw SQL on a SQLite store; then `credential_keys`, `key_usage` and `rotate_keys` | no panic; the original plaintext only for a token that opens in that place; otherwise `Error::UnknownKey` (a sealed token naming a key the keyring lacks) or `Error::Decryption`, naming the credential and the field; messages hold no ciphertext of a real token |
+//! | `ciphertext` | any bytes, and mutated real Fernet and `sealed:v2:` tokens (and `sealed:v1:`/`sealed:v2:` forms), written into a row's `api_key` or `secret_key` with raw SQL on a SQLite store; then `credential_keys`, `key_usage` and `rotate_keys` | no panic; the original plaintext only for a token that opens in that place; otherwise `Error::UnknownKey` (a sealed token naming a key the keyring lacks) or `Error::Decryption`, naming the credential and the field; messages hold no ciphertext of a real token |
 //! | `url` | any text to `Database::open` | no panic; only `UnsupportedUrl`, `Connection` or `Database` errors; an unsupported scheme is refused; an opened SQLite database is a file; no message holds the password |
 //! | `keyring` | lists of any text, and mutated keys, to `Keyring::from_fernet_keys` | no panic; the result (ids, or which entry is refused and why) is what the key rules say; no error message and no `Debug` holds key text |
 //!
@@ -791,6 +791,7 @@ impl CipherFixture {
         }
         if let Some((key_id, body)) = text
             .strip_prefix("sealed:v1:")
+            .or_else(|| text.strip_prefix("sealed:v2:"))
             .and_then(|rest| rest.split_once(':'))
         {
             // Only a well-formed ciphertext names its key: an id of 1 to 32 of
@@ -846,7 +847,7 @@ impl CipherFixture {
         }
         match expected {
             Ok(keys) => {
-                let current = |t: &str| t.starts_with("sealed:v1:fuzz:");
+                let current = |t: &str| t.starts_with("sealed:v2:fuzz:");
                 let (api, secret) = if field == 0 {
                     (text.as_str(), self.original[1].as_str())
                 } else {
@@ -975,8 +976,8 @@ fn ciphertext_inputs(fixture: &CipherFixture) -> BoxedStrategy<(usize, Bytes)> {
         1 => prop::sample::select(tokens),
         1 => any::<String>().prop_map(String::into_bytes),
         1 => prop::collection::vec(any::<u8>(), 0..160),
-        2 => (regex("[A-Za-z0-9_.|-]{0,40}"), regex("[A-Za-z0-9_=-]{0,200}"))
-            .prop_map(|(id, body)| format!("sealed:v1:{id}:{body}").into_bytes()),
+        2 => (1u8..=2, regex("[A-Za-z0-9_.|-]{0,40}"), regex("[A-Za-z0-9_=-]{0,200}"))
+            .prop_map(|(v, id, body)| format!("sealed:v{v}:{id}:{body}").into_bytes()),
         1 => regex("[A-Za-z0-9_=-]{0,200}").prop_map(|body| format!("gAAAAA{body}").into_bytes()),
     ];
     (0usize..2, candidate.prop_map(Bytes)).boxed()

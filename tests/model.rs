@@ -960,11 +960,13 @@ impl Model {
 
     /// What `key_usage` reports.
     fn key_usage(&self) -> Vec<KeyUsage> {
-        let mut counts: BTreeMap<(CipherFormat, Option<String>), u64> = BTreeMap::new();
+        // The store writes sealed version 2; Fernet has no version.
+        let mut counts: BTreeMap<(CipherFormat, Option<u8>, Option<String>), u64> = BTreeMap::new();
         let entry = |o: Origin| match o.format {
-            CipherFormat::Sealed => (CipherFormat::Sealed, Some(key_id(o.key))),
+            CipherFormat::Sealed => (CipherFormat::Sealed, Some(2), Some(key_id(o.key))),
             CipherFormat::Fernet => (
                 CipherFormat::Fernet,
+                None,
                 self.ring.contains(&o.key).then(|| key_id(o.key)),
             ),
         };
@@ -977,11 +979,12 @@ impl Model {
         }
         counts
             .into_iter()
-            .map(|((format, key_id), credentials)| KeyUsage {
+            .map(|((format, version, key_id), credentials)| KeyUsage {
                 in_keyring: key_id
                     .as_deref()
                     .is_some_and(|id| self.ring.iter().any(|&k| self::key_id(k) == id)),
                 format,
+                version,
                 key_id,
                 credentials,
             })

@@ -397,3 +397,255 @@ on_both_backends!(
         }
     }
 );
+
+// The fixed vectors of `src/crypto.rs`: sealed v1 ciphertexts of credential
+// `VECTOR_CREDENTIAL_ID` in account `VECTOR_ACCOUNT_ID` under `VECTOR_KEY`, as a
+// store before version 2 wrote them.
+const VECTOR_KEY: &str = "vector:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const VECTOR_CREDENTIAL_ID: &str = "0193a1c2-7f00-7abc-8def-000000000001";
+const VECTOR_ACCOUNT_ID: &str = "0193a1c2-7f00-7abc-8def-000000000002";
+const V1_API_KEY: &str =
+    "sealed:v1:vector:QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXaE1DsOzZMHRBTJkmNGvIKBcSdO4nQKz1bcY";
+const V1_SECRET_KEY: &str =
+    "sealed:v1:vector:QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXS2N2h8r5UlAUHnn7ijf1cYshLQ_V4AUxIVH9_7BmTZ8";
+
+/// What someone with write access to `user_accounts` can do: swap two accounts'
+/// user ids. The composite foreign key (PostgreSQL, `ON UPDATE CASCADE`) and the
+/// cascade trigger (SQLite) carry each account's credentials along, so each user's
+/// login now finds the other's account and credentials.
+fn swap_user_ids(db: &common::TestDb, a: &str, b: &str) {
+    db.execute(&format!(
+        "BEGIN;
+         UPDATE user_accounts SET user_id = 'swap-in-progress' WHERE user_id = '{a}';
+         UPDATE user_accounts SET user_id = '{a}' WHERE user_id = '{b}';
+         UPDATE user_accounts SET user_id = '{b}' WHERE user_id = 'swap-in-progress';
+         COMMIT;"
+    ));
+}
+
+fn versions(store: &CredentialStore) -> Vec<(CipherFormat, Option<u8>, Option<String>, u64)> {
+    store
+        .maintenance()
+        .key_usage()
+        .unwrap()
+        .into_iter()
+        .map(|u| (u.format, u.version, u.key_id, u.credentials))
+        .collect()
+}
+
+on_both_backends!(
+    swapped_user_ids_do_not_hand_over_sealed_v2_credentials,
+    |db| {
+        db.database().run_migrations().unwrap();
+        let store = CredentialStore::new(db.database(), ring(&[VECTOR_KEY]));
+        let account = |user_id: &str| store.account_by_user_id(user_id).unwrap().unwrap();
+        let keys = |user_id: &str, id| store.credential_keys(&account(user_id), id);
+        for user_id in ["auth0|alice", "auth0|bob", "auth0|carol", "auth0|mallory"] {
+            store
+                .create_account(&NewUserAccount {
+                    user_id,
+                    account_name: "x",
+                })
+                .unwrap();
+        }
+        let insert = |user_id: &str, api_key: &str| {
+            store
+                .insert_credential(
+                    &account(user_id),
+                    &NewUserCredential::new("alpaca_live", api_key, "s"),
+                )
+                .unwrap()
+        };
+        let alice = insert("auth0|alice", "PKALICE");
+        let bob = insert("auth0|bob", "PKBOB");
+        // Carol's credential was written before version 2: the v1 vectors, under the
+        // ids they are bound to.
+        db.execute(&format!(
+            "UPDATE user_accounts SET id = '{VECTOR_ACCOUNT_ID}' WHERE user_id = 'auth0|carol'"
+        ));
+        let carol = insert("auth0|carol", "placeholder");
+        db.execute(&format!(
+            "UPDATE user_credentials SET id = '{VECTOR_CREDENTIAL_ID}',
+                 api_key = '{V1_API_KEY}', secret_key = '{V1_SECRET_KEY}'
+             WHERE id = '{}'",
+            carol.id
+        ));
+        let carol_id: uuid::Uuid = VECTOR_CREDENTIAL_ID.parse().unwrap();
+        assert_eq!(
+            keys("auth0|carol", carol_id)
+                .unwrap()
+                .api_key()
+                .expose_secret(),
+            "PKVECTOR01"
+        );
+        let vector = || Some("vector".to_owned());
+        assert_eq!(
+            versions(&store),
+            [
+                (CipherFormat::Sealed, Some(1), vector(), 1),
+                (CipherFormat::Sealed, Some(2), vector(), 2)
+            ]
+        );
+
+        // v2: Bob's credential is now under Alice's login, and does not open there.
+        swap_user_ids(db, "auth0|alice", "auth0|bob");
+        let listed: Vec<_> = store
+            .list_credentials(&account("auth0|alice"))
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(listed, [bob.id], "the swap moved Bob's credential");
+        for (login, id) in [("auth0|alice", bob.id), ("auth0|bob", alice.id)] {
+            match keys(login, id) {
+                Err(Error::Decryption {
+                    credential_id,
+                    field: Field::ApiKey,
+                }) => assert_eq!(credential_id, id),
+                Err(other) => panic!("expected Decryption, got {other:?}"),
+                Ok(_) => panic!("{login} decrypted another user's credential"),
+            }
+        }
+        // v1 binds no user: Carol's credential opens under Mallory's login. This is
+        // why version 2 exists.
+        swap_user_ids(db, "auth0|carol", "auth0|mallory");
+        assert_eq!(
+            keys("auth0|mallory", carol_id)
+                .unwrap()
+                .api_key()
+                .expose_secret(),
+            "PKVECTOR01"
+        );
+
+        // Put everything back; rotation upgrades the v1 row, and only it, to v2.
+        swap_user_ids(db, "auth0|alice", "auth0|bob");
+        swap_user_ids(db, "auth0|carol", "auth0|mallory");
+        let done = store.maintenance().rotate_keys(2, &mut |_| {}).unwrap();
+        assert_eq!((done.scanned, done.rewritten), (3, 1));
+        assert_eq!(
+            versions(&store),
+            [(CipherFormat::Sealed, Some(2), vector(), 3)]
+        );
+        for (login, id, api_key) in [
+            ("auth0|alice", alice.id, "PKALICE"),
+            ("auth0|bob", bob.id, "PKBOB"),
+            ("auth0|carol", carol_id, "PKVECTOR01"),
+        ] {
+            assert_eq!(keys(login, id).unwrap().api_key().expose_secret(), api_key);
+        }
+        // Now Carol's credential is bound to her too.
+        swap_user_ids(db, "auth0|carol", "auth0|mallory");
+        assert!(matches!(
+            keys("auth0|mallory", carol_id),
+            Err(Error::Decryption { credential_id, .. }) if credential_id == carol_id
+        ));
+    }
+);
+
+/// The `api_key` and `secret_key` of the rows `filter` picks, read as another
+/// program would.
+fn stored_ciphertexts(db: &common::TestDb, filter: &str) -> Vec<String> {
+    use diesel::Connection;
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        api_key: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        secret_key: String,
+    }
+    let mut c = diesel::SqliteConnection::establish(db.sqlite_path().to_str().unwrap()).unwrap();
+    let rows: Vec<Row> = diesel::RunQueryDsl::load(
+        diesel::sql_query(format!(
+            "SELECT api_key, secret_key FROM user_credentials {filter}"
+        )),
+        &mut c,
+    )
+    .unwrap();
+    rows.into_iter()
+        .flat_map(|r| [r.api_key, r.secret_key])
+        .collect()
+}
+
+/// The ciphertexts of `needles` still present, byte for byte, in the SQLite file,
+/// its `-wal` or its `-shm`, read while the store's connections are open.
+fn left_in_files(db: &common::TestDb, needles: &[String]) -> Vec<String> {
+    let path = db.sqlite_path();
+    let mut bytes = Vec::new();
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut file = path.clone().into_os_string();
+        file.push(suffix);
+        if let Ok(content) = std::fs::read(&file) {
+            bytes.extend_from_slice(&content);
+            bytes.push(0);
+        }
+    }
+    needles
+        .iter()
+        .filter(|needle| {
+            bytes
+                .windows(needle.len())
+                .any(|window| window == needle.as_bytes())
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn rotation_deletion_and_new_keys_leave_no_old_ciphertext_in_the_sqlite_files() {
+    let db = common::TestDb::sqlite();
+    db.database().run_migrations().unwrap();
+    let (old, new) = (format!("old:{}", test_key()), format!("new:{}", test_key()));
+    let fernet =
+        CredentialStore::new(db.database(), ring(&[&old])).with_format(CipherFormat::Fernet);
+    let sealed = CredentialStore::new(db.database(), ring(&[&old]));
+    let mut rows = populate(&fernet, 150);
+    for (i, (account, ..)) in rows.clone().iter().enumerate() {
+        let api_key = format!("PKSEALED{i:04}");
+        let credential = sealed
+            .insert_credential(
+                account,
+                &NewUserCredential::new("polygon", api_key.as_str(), format!("s-{i}")),
+            )
+            .unwrap();
+        rows.push((account.clone(), credential, api_key));
+    }
+    let before = stored_ciphertexts(&db, "");
+    assert_eq!(before.len(), 600);
+    assert_eq!(
+        left_in_files(&db, &before).len(),
+        600,
+        "the probe finds them"
+    );
+
+    // The store stays open while the files are read: closing the last connection
+    // would checkpoint and remove the WAL by itself.
+    let store = CredentialStore::new(db.database(), ring(&[&new, &old]));
+    let done = store.maintenance().rotate_keys(25, &mut |_| {}).unwrap();
+    assert_eq!(done.rewritten, 300);
+    assert_all_readable(&store, &rows);
+    let left = left_in_files(&db, &before);
+    assert!(
+        left.is_empty(),
+        "{} of 600 old ciphertexts are still in the files, e.g. {:?}",
+        left.len(),
+        left.first()
+    );
+
+    // A deleted credential's ciphertexts go too, and so do replaced keys.
+    let (account, deleted, _) = &rows[0];
+    let (other_account, replaced, _) = &rows[1];
+    let gone = stored_ciphertexts(
+        &db,
+        &format!("WHERE id IN ('{}', '{}')", deleted.id, replaced.id),
+    );
+    assert_eq!(left_in_files(&db, &gone).len(), 4);
+    store.delete_credential(account, deleted.id).unwrap();
+    store
+        .update_credential(
+            other_account,
+            replaced.id,
+            &credential_store::CredentialUpdate::default().keys("PKNEW", "SKNEW"),
+        )
+        .unwrap();
+    assert_eq!(left_in_files(&db, &gone), Vec::<String>::new());
+}

@@ -6,14 +6,26 @@
 //! per-user [`CredentialStore`](crate::CredentialStore) so that a service holds
 //! only the API it needs.
 
+mod batches;
+mod copy;
+mod revert;
+mod status;
+mod verify;
+
+pub use batches::{BackfillProgress, Outcome};
+pub use copy::{CopyOptions, CopyProgress, CopyReport};
+pub use status::{RowSecurityStatus, StoreStatus, TableRowSecurity};
+pub use verify::{UnreadableCredential, VerifyProgress, VerifyReport};
+
 use crate::backend::Scope;
 use crate::connection::Database;
 use crate::crypto::{CipherFormat, Keyring};
 use crate::error::{Error, Result};
-use crate::ops::{record_rows, span};
+use crate::ops::span;
+use crate::query;
 use crate::steps::{self, StoredRow, UsageCounts};
-use crate::{query, validation};
 use serde::Serialize;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -41,6 +53,9 @@ impl RotationProgress {
 pub struct KeyUsage {
     /// The ciphertext format.
     pub format: CipherFormat,
+    /// The version of the sealed format (`Some(1)` or `Some(2)`; rotation upgrades
+    /// 1 to 2); `None` for Fernet tokens and for ciphertexts no format reads.
+    pub version: Option<u8>,
     /// The key: for sealed ciphertexts the id they name; for Fernet tokens the id of
     /// the keyring's key that opens them. `None`: no key of the keyring opens them.
     pub key_id: Option<String>,
@@ -102,36 +117,9 @@ impl Maintenance {
     /// On PostgreSQL this needs a role that bypasses row-level security; any other
     /// role gets [`Error::RowSecurityActive`] rather than a silent zero.
     pub fn backfill_nicknames(&self, batch_size: usize) -> Result<u64> {
-        span("backfill_nicknames", self.db.backend(), None).in_scope(|| {
-            let limit = validation::batch_size(batch_size)?;
-            self.require_rls_bypass("backfill_nicknames")?;
-            let mut total = 0u64;
-            let mut after = Uuid::nil();
-            loop {
-                // Walk the primary key: each batch starts where the last one ended, so
-                // the whole run reads the table once however many rows are already done.
-                let (changed, last) = self.backfill_batch(after, limit)?;
-                total += changed;
-                match last {
-                    Some(last) => after = last,
-                    None => {
-                        record_rows(total as usize);
-                        return Ok(total);
-                    }
-                }
-            }
-        })
-    }
-
-    /// One backfill batch in one write transaction: the ids, then the update.
-    fn backfill_batch(&self, after: Uuid, limit: i64) -> Result<(u64, Option<Uuid>)> {
-        self.db.run(Scope::maintenance(), |conn| {
-            crate::backend::on_backend!(conn, c => {
-                let ids: Vec<Uuid> = diesel::RunQueryDsl::load(query::null_nickname_ids(after, limit), c)?;
-                let changed = diesel::RunQueryDsl::execute(query::backfill_nicknames(&ids), c)?;
-                Ok((changed as u64, ids.last().copied()))
-            })
-        })
+        let outcome =
+            self.backfill_nicknames_with(batch_size, &mut |_| ControlFlow::Continue(()))?;
+        Ok(outcome.progress().changed)
     }
 
     /// Re-encrypts every credential whose ciphertext was not made by the keyring's
@@ -154,49 +142,11 @@ impl Maintenance {
         batch_size: usize,
         progress: &mut dyn FnMut(&RotationProgress),
     ) -> Result<RotationProgress> {
-        span("rotate_keys", self.db.backend(), None).in_scope(|| {
-            let limit = validation::batch_size(batch_size)?;
-            self.require_rls_bypass("rotate_keys")?;
-            let total = steps::first(
-                self.db
-                    .load_now(Scope::maintenance_read(), vec![query::count_credentials()])?,
-            )
-            .unwrap_or(0);
-            let mut state = RotationProgress {
-                scanned: 0,
-                total: total as u64,
-                rewritten: 0,
-            };
-            let mut failures = Vec::new();
-            let mut after = Uuid::nil();
-            while let Some(batch) = self.stored_batch(after, limit)? {
-                after = batch.last().map_or(after, |row| row.id);
-                let plan = steps::plan_rotation(&self.keyring, self.format, &batch);
-                failures.extend(plan.failures);
-                if !plan.rewrites.is_empty() {
-                    let statements = plan
-                        .rewrites
-                        .into_iter()
-                        .map(|(row, new)| {
-                            query::replace_ciphertexts(row.id, (&row.api_key, &row.secret_key), new)
-                        })
-                        .collect();
-                    state.rewritten +=
-                        self.db.execute_now(Scope::maintenance(), statements)? as u64;
-                }
-                state.scanned += batch.len() as u64;
-                progress(&state);
-            }
-            record_rows(state.rewritten as usize);
-            if failures.is_empty() {
-                Ok(state)
-            } else {
-                Err(Error::RotationIncomplete {
-                    rewritten: state.rewritten,
-                    failures,
-                })
-            }
+        self.rotate_keys_with(batch_size, &mut |state| {
+            progress(state);
+            ControlFlow::Continue(())
         })
+        .map(Outcome::into_progress)
     }
 
     /// How many credentials each key protects, per format, across all accounts: an

@@ -10,6 +10,8 @@
 //! `first`: `first` binds `LIMIT ?`, which measured 2.5 to 4 times slower on SQLite
 //! (see BENCHMARKS.md).
 
+pub(crate) mod operator;
+
 use crate::backend::{Execute, Load};
 use crate::models::{
     account_columns, credential_columns, AccountColumns, AccountRow, CredentialChanges,
@@ -101,16 +103,20 @@ pub(crate) fn credential(account: &UserAccount, credential_id: Uuid) -> impl Loa
     one_owned(account, credential_id).select(credential_columns())
 }
 
-/// One credential of the account with its two ciphertexts.
+/// One credential of the account with its two ciphertexts and whether its account
+/// is active.
 pub(crate) fn credential_with_ciphertexts(
     account: &UserAccount,
     credential_id: Uuid,
-) -> impl Load<(UserCredential, LossyText, LossyText)> {
-    one_owned(account, credential_id).select((
-        credential_columns(),
-        user_credentials::api_key,
-        user_credentials::secret_key,
-    ))
+) -> impl Load<(UserCredential, bool, LossyText, LossyText)> {
+    one_owned(account, credential_id)
+        .inner_join(user_accounts::table)
+        .select((
+            credential_columns(),
+            user_accounts::is_active,
+            user_credentials::api_key,
+            user_credentials::secret_key,
+        ))
 }
 
 /// All credentials of the account, newest first.
@@ -187,18 +193,19 @@ pub(crate) fn count_credentials() -> impl Load<i64> {
     user_credentials::table.select(count_star())
 }
 
-/// The next `limit` credentials' ids, account ids and ciphertexts after `after`,
-/// by id, across all accounts.
+/// The next `limit` credentials' ids, account ids, user ids and ciphertexts after
+/// `after`, by id, across all accounts.
 pub(crate) fn ciphertext_batch(
     after: Uuid,
     limit: i64,
-) -> impl Load<(Uuid, Uuid, LossyText, LossyText)> {
+) -> impl Load<(Uuid, Uuid, LossyText, LossyText, LossyText)> {
     user_credentials::table
         .filter(user_credentials::id.gt(SqlUuid(after)))
         .order(user_credentials::id)
         .select((
             user_credentials::id,
             user_credentials::user_account_id,
+            user_credentials::user_id,
             user_credentials::api_key,
             user_credentials::secret_key,
         ))
@@ -222,6 +229,15 @@ pub(crate) fn replace_ciphertexts(
         user_credentials::api_key.eq(api_key),
         user_credentials::secret_key.eq(secret_key),
     ))
+}
+
+/// How many credentials carry a nickname other than their type: what reverting the
+/// nickname migration would drop.
+pub(crate) fn count_renamed_nicknames() -> impl Load<i64> {
+    user_credentials::table
+        .filter(user_credentials::nickname.is_not_null())
+        .filter(user_credentials::nickname.ne(user_credentials::credential_type.nullable()))
+        .select(count_star())
 }
 
 /// The `(account, credential_type)` pairs that hold more than one credential: what

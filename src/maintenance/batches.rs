@@ -1,0 +1,226 @@
+//! The batched runs behind [`backfill_nicknames`](Maintenance::backfill_nicknames)
+//! and [`rotate_keys`](Maintenance::rotate_keys), with a progress callback that is
+//! called after every committed batch and may ask the run to stop there (an
+//! operator's Ctrl-C): what is done stays done, and running again finishes the job.
+
+use super::{Maintenance, RotationProgress};
+use crate::backend::Scope;
+use crate::error::{Error, Result};
+use crate::ops::{record_rows, span};
+use crate::steps;
+use crate::{query, validation};
+use serde::Serialize;
+use std::ops::ControlFlow;
+use uuid::Uuid;
+
+/// How a batched maintenance run ended, with how far it got.
+///
+/// Serialized as `{"outcome": "completed" | "stopped", "progress": {…}}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome", content = "progress")]
+pub enum Outcome<P> {
+    /// The run went through the whole table.
+    Completed(P),
+    /// The progress callback asked the run to stop after a batch. Every batch
+    /// before the stop is committed; running again finishes the job.
+    Stopped(P),
+}
+
+impl<P> Outcome<P> {
+    /// How far the run got.
+    pub fn progress(&self) -> &P {
+        match self {
+            Outcome::Completed(p) | Outcome::Stopped(p) => p,
+        }
+    }
+
+    /// How far the run got, by value.
+    pub fn into_progress(self) -> P {
+        match self {
+            Outcome::Completed(p) | Outcome::Stopped(p) => p,
+        }
+    }
+
+    /// Whether the run went through the whole table.
+    pub fn is_completed(&self) -> bool {
+        matches!(self, Outcome::Completed(_))
+    }
+}
+
+/// How far a [`backfill_nicknames_with`](Maintenance::backfill_nicknames_with) run
+/// has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct BackfillProgress {
+    /// Credentials without a nickname looked at so far.
+    pub scanned: u64,
+    /// Credentials without a nickname when the run started.
+    pub total: u64,
+    /// Credentials given a nickname so far (one set concurrently is left alone).
+    pub changed: u64,
+}
+
+impl BackfillProgress {
+    /// Credentials without a nickname not looked at yet (rows that lose their
+    /// nickname during the run may make the last batches go past `total`).
+    pub fn remaining(&self) -> u64 {
+        self.total.saturating_sub(self.scanned)
+    }
+}
+
+impl Maintenance {
+    /// [`backfill_nicknames`](Self::backfill_nicknames), calling `progress` after
+    /// every committed batch; when it returns [`ControlFlow::Break`] the run stops
+    /// there and returns [`Outcome::Stopped`]. Running again picks up the rows still
+    /// without a nickname.
+    ///
+    /// ```
+    /// use credential_store::{Database, Keyring, Maintenance};
+    /// use secrecy::ExposeSecret;
+    /// use std::ops::ControlFlow;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let db = Database::open(dir.path().join("store.db").to_str().unwrap()).unwrap();
+    /// db.run_migrations().unwrap();
+    /// let keyring = Keyring::from_fernet_keys([Keyring::generate_key().expose_secret()]).unwrap();
+    /// let outcome = Maintenance::new(db, keyring)
+    ///     .backfill_nicknames_with(500, &mut |p| {
+    ///         eprintln!("{} of {}", p.scanned, p.total);
+    ///         ControlFlow::Continue(())
+    ///     })
+    ///     .unwrap();
+    /// assert!(outcome.is_completed());
+    /// assert_eq!(outcome.progress().changed, 0);
+    /// ```
+    pub fn backfill_nicknames_with(
+        &self,
+        batch_size: usize,
+        progress: &mut dyn FnMut(&BackfillProgress) -> ControlFlow<()>,
+    ) -> Result<Outcome<BackfillProgress>> {
+        span("backfill_nicknames", self.db.backend(), None).in_scope(|| {
+            let limit = validation::batch_size(batch_size)?;
+            self.require_rls_bypass("backfill_nicknames")?;
+            let total = steps::first(self.db.load_now(
+                Scope::maintenance_read(),
+                vec![query::operator::count_null_nicknames()],
+            )?)
+            .unwrap_or(0);
+            let mut state = BackfillProgress {
+                total: total as u64,
+                ..BackfillProgress::default()
+            };
+            let mut after = Uuid::nil();
+            let outcome = loop {
+                // Walk the primary key: each batch starts where the last one ended, so
+                // the whole run reads the table once however many rows are already done.
+                let (scanned, changed, last) = self.backfill_batch(after, limit)?;
+                let Some(last) = last else {
+                    break Outcome::Completed(state);
+                };
+                after = last;
+                state.scanned += scanned;
+                state.changed += changed;
+                if progress(&state).is_break() {
+                    break Outcome::Stopped(state);
+                }
+            };
+            record_rows(state.changed as usize);
+            Ok(outcome)
+        })
+    }
+
+    /// One backfill batch in one write transaction: the ids, then the update.
+    /// Returns how many ids it read, how many rows it changed and the last id.
+    fn backfill_batch(&self, after: Uuid, limit: i64) -> Result<(u64, u64, Option<Uuid>)> {
+        self.db.run(Scope::maintenance(), |conn| {
+            crate::backend::on_backend!(conn, c => {
+                let ids: Vec<Uuid> = diesel::RunQueryDsl::load(query::null_nickname_ids(after, limit), c)?;
+                let changed = diesel::RunQueryDsl::execute(query::backfill_nicknames(&ids), c)?;
+                Ok((ids.len() as u64, changed as u64, ids.last().copied()))
+            })
+        })
+    }
+
+    /// [`rotate_keys`](Self::rotate_keys), with a `progress` callback that may stop
+    /// the run: when it returns [`ControlFlow::Break`] the rotation stops after the
+    /// batch just written and returns [`Outcome::Stopped`]. Every row is readable
+    /// with the keyring at that point; running again finishes the job.
+    ///
+    /// A run that completes and met credentials no key opens is
+    /// [`Error::RotationIncomplete`]; a stopped run does not report them (the run
+    /// that completes does).
+    ///
+    /// ```
+    /// use credential_store::{Database, Keyring, Maintenance};
+    /// use secrecy::ExposeSecret;
+    /// use std::ops::ControlFlow;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let db = Database::open(dir.path().join("store.db").to_str().unwrap()).unwrap();
+    /// db.run_migrations().unwrap();
+    /// let keyring = Keyring::from_fernet_keys([Keyring::generate_key().expose_secret()]).unwrap();
+    /// let outcome = Maintenance::new(db, keyring)
+    ///     .rotate_keys_with(500, &mut |_| ControlFlow::Break(()))
+    ///     .unwrap();
+    /// // An empty table: no batch, so nothing to stop.
+    /// assert!(outcome.is_completed());
+    /// ```
+    pub fn rotate_keys_with(
+        &self,
+        batch_size: usize,
+        progress: &mut dyn FnMut(&RotationProgress) -> ControlFlow<()>,
+    ) -> Result<Outcome<RotationProgress>> {
+        span("rotate_keys", self.db.backend(), None).in_scope(|| {
+            let limit = validation::batch_size(batch_size)?;
+            self.require_rls_bypass("rotate_keys")?;
+            let total = steps::first(
+                self.db
+                    .load_now(Scope::maintenance_read(), vec![query::count_credentials()])?,
+            )
+            .unwrap_or(0);
+            let mut state = RotationProgress {
+                scanned: 0,
+                total: total as u64,
+                rewritten: 0,
+            };
+            let mut failures = Vec::new();
+            let mut after = Uuid::nil();
+            let mut outcome = Outcome::Completed(());
+            while let Some(batch) = self.stored_batch(after, limit)? {
+                after = batch.last().map_or(after, |row| row.id);
+                let plan = steps::plan_rotation(&self.keyring, self.format, &batch);
+                failures.extend(plan.failures);
+                if !plan.rewrites.is_empty() {
+                    let statements = plan
+                        .rewrites
+                        .into_iter()
+                        .map(|(row, new)| {
+                            query::replace_ciphertexts(row.id, (&row.api_key, &row.secret_key), new)
+                        })
+                        .collect();
+                    state.rewritten +=
+                        self.db.execute_now(Scope::maintenance(), statements)? as u64;
+                }
+                state.scanned += batch.len() as u64;
+                if progress(&state).is_break() {
+                    outcome = Outcome::Stopped(());
+                    break;
+                }
+            }
+            record_rows(state.rewritten as usize);
+            if state.rewritten > 0 {
+                // The old ciphertexts leave the SQLite file (its WAL) now, not at
+                // some later auto-checkpoint; also after a stopped run, for what it
+                // rewrote.
+                self.db.erase_freed()?;
+            }
+            match outcome {
+                Outcome::Stopped(()) => Ok(Outcome::Stopped(state)),
+                Outcome::Completed(()) if failures.is_empty() => Ok(Outcome::Completed(state)),
+                Outcome::Completed(()) => Err(Error::RotationIncomplete {
+                    rewritten: state.rewritten,
+                    failures,
+                }),
+            }
+        })
+    }
+}

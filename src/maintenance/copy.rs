@@ -1,0 +1,392 @@
+//! Copying a whole store from one database to another (SQLite to PostgreSQL and
+//! back), ciphertexts as they are.
+
+use super::verify::{check_rows, UnreadableCredential};
+use super::Maintenance;
+use crate::backend::{Load, Scope};
+use crate::connection::Database;
+use crate::error::{Error, Result};
+use crate::models::{AccountRow, CredentialRow, UserAccount, UserCredential};
+use crate::ops::{record_rows, span};
+use crate::query::{self, operator};
+use crate::sql_types::{LossyText, SqlTime, SqlUuid};
+use crate::steps::{self, StoredRow, INSERT_CHUNK_ROWS};
+use crate::validation;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
+use uuid::Uuid;
+
+/// How [`copy_to`](Maintenance::copy_to) runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyOptions {
+    /// Rows read, written and verified per batch (1 to 100 000). Default 1000.
+    pub batch_size: usize,
+    /// Copy into a target that already holds rows, skipping those whose id it has
+    /// (an interrupted copy run again). Without it a non-empty target is refused.
+    /// Default false.
+    pub resume: bool,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            batch_size: 1000,
+            resume: false,
+        }
+    }
+}
+
+/// How far a [`copy_to`](Maintenance::copy_to) run has got. Accounts are copied
+/// first, then credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct CopyProgress {
+    /// Accounts and credentials in the source when the run started.
+    pub total: u64,
+    /// Accounts and credentials looked at so far.
+    pub scanned: u64,
+    /// Accounts written to the target.
+    pub accounts_copied: u64,
+    /// Accounts the target already had (same id), left as they are.
+    pub accounts_skipped: u64,
+    /// Credentials written to the target.
+    pub credentials_copied: u64,
+    /// Credentials the target already had (same id), left as they are.
+    pub credentials_skipped: u64,
+    /// Credentials read back from the target, found identical to the source and
+    /// decrypted there (both fields).
+    pub verified: u64,
+}
+
+impl CopyProgress {
+    /// Accounts and credentials not looked at yet.
+    pub fn remaining(&self) -> u64 {
+        self.total.saturating_sub(self.scanned)
+    }
+}
+
+/// What a [`copy_to`](Maintenance::copy_to) run did and found.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct CopyReport {
+    /// The counts (flattened into the report when serialized).
+    #[serde(flatten)]
+    pub progress: CopyProgress,
+    /// The migrations applied to the target before copying.
+    pub migrated: Vec<String>,
+    /// Credentials of the target that do not decrypt there, by field.
+    pub unreadable: Vec<UnreadableCredential>,
+    /// Credentials whose target row differs from the source's (a row the target
+    /// already had, with other ciphertexts or another account), or is missing.
+    pub mismatched: Vec<Uuid>,
+    /// Whether the run went through both tables (false: stopped by its progress
+    /// callback; run again with [`CopyOptions::resume`]).
+    pub complete: bool,
+}
+
+impl CopyReport {
+    /// Whether every credential copied or skipped is identical on the target and
+    /// decrypts there.
+    pub fn verified(&self) -> bool {
+        self.unreadable.is_empty() && self.mismatched.is_empty()
+    }
+}
+
+/// A credential's account id and ciphertexts, as the target must hold them.
+type Expected = (Uuid, String, String);
+
+/// The one number a counting statement returns.
+fn count<Q: Load<i64>>(db: &Database, statement: Q) -> Result<u64> {
+    let n = steps::first(db.load_now(Scope::maintenance_read(), vec![statement])?);
+    Ok(n.unwrap_or(0) as u64)
+}
+
+fn account_row(account: UserAccount) -> AccountRow {
+    AccountRow {
+        id: SqlUuid(account.id),
+        user_id: account.user_id,
+        account_name: account.account_name,
+        is_active: account.is_active,
+        created_at: SqlTime(account.created_at),
+        updated_at: SqlTime(account.updated_at),
+    }
+}
+
+fn credential_row(
+    (c, api_key, secret_key): (UserCredential, LossyText, LossyText),
+) -> CredentialRow {
+    CredentialRow {
+        id: SqlUuid(c.id),
+        user_account_id: SqlUuid(c.user_account_id),
+        user_id: c.user_id,
+        credential_type: c.credential_type,
+        nickname: c.nickname,
+        api_key: api_key.0,
+        secret_key: secret_key.0,
+        is_active: c.is_active,
+        expires_at: c.expires_at.map(SqlTime),
+        created_at: SqlTime(c.created_at),
+        updated_at: SqlTime(c.updated_at),
+    }
+}
+
+/// `rows` in pieces of at most [`INSERT_CHUNK_ROWS`].
+fn chunks<T>(rows: Vec<T>) -> Vec<Vec<T>> {
+    let mut chunks = Vec::with_capacity(rows.len().div_ceil(INSERT_CHUNK_ROWS));
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        chunks.push(rows.by_ref().take(INSERT_CHUNK_ROWS).collect());
+    }
+    chunks
+}
+
+impl Maintenance {
+    /// Copies every account and credential of this store's database into `target`,
+    /// which may be of the other backend, keeping ids, times and ciphertexts exactly
+    /// as they are: nothing is decrypted to be re-encrypted, and sealed ciphertexts,
+    /// bound to their credential and account ids, stay valid.
+    ///
+    /// `target` is migrated first. A target that holds any row is refused with
+    /// [`Error::TargetNotEmpty`] unless [`CopyOptions::resume`] is set; then rows the
+    /// target already has (by id) are skipped. Both tables are walked by id,
+    /// `batch_size` rows at a time, each batch written in one transaction; every
+    /// credential is then read back from the target, compared with the source and
+    /// decrypted there with this keyring, and the report lists what does not match
+    /// or does not open. `progress` is called after each batch; when it returns
+    /// [`ControlFlow::Break`] the copy stops there (`complete` false) and a run with
+    /// `resume` finishes it.
+    ///
+    /// On PostgreSQL, on either side, this needs a role that bypasses row-level
+    /// security ([`Error::RowSecurityActive`] otherwise). The source must be
+    /// migrated; it is only read.
+    ///
+    /// ```
+    /// use credential_store::maintenance::CopyOptions;
+    /// use credential_store::{CredentialRepository, CredentialStore, Database, Keyring, NewUserAccount, NewUserCredential};
+    /// use secrecy::ExposeSecret;
+    /// use std::ops::ControlFlow;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let open = |name: &str| Database::open(dir.path().join(name).to_str().unwrap()).unwrap();
+    /// let source = open("source.db");
+    /// source.run_migrations().unwrap();
+    /// let keyring = Keyring::from_fernet_keys([Keyring::generate_key().expose_secret()]).unwrap();
+    /// let store = CredentialStore::new(source, keyring);
+    /// let account = store.create_account(&NewUserAccount { user_id: "u1", account_name: "Ada" }).unwrap();
+    /// store.insert_credential(&account, &NewUserCredential::new("polygon", "PK1", "s1")).unwrap();
+    ///
+    /// let target = open("target.db");
+    /// let report = store.maintenance()
+    ///     .copy_to(&target, &CopyOptions::default(), &mut |_| ControlFlow::Continue(()))
+    ///     .unwrap();
+    /// assert!(report.complete && report.verified());
+    /// assert_eq!((report.progress.accounts_copied, report.progress.credentials_copied), (1, 1));
+    /// ```
+    pub fn copy_to(
+        &self,
+        target: &Database,
+        options: &CopyOptions,
+        progress: &mut dyn FnMut(&CopyProgress) -> ControlFlow<()>,
+    ) -> Result<CopyReport> {
+        span("copy", self.db.backend(), None).in_scope(|| {
+            let limit = validation::batch_size(options.batch_size)?;
+            self.require_rls_bypass("copy")?;
+            let migrated = target.run_migrations()?;
+            let target_side = Maintenance {
+                db: target.clone(),
+                keyring: self.keyring.clone(),
+                format: self.format,
+            };
+            target_side.require_rls_bypass("copy")?;
+            let present = (
+                count(target, operator::count_accounts())?,
+                count(target, query::count_credentials())?,
+            );
+            if present != (0, 0) && !options.resume {
+                return Err(Error::TargetNotEmpty {
+                    accounts: present.0,
+                    credentials: present.1,
+                });
+            }
+            let mut report = CopyReport {
+                progress: CopyProgress {
+                    total: count(&self.db, operator::count_accounts())?
+                        + count(&self.db, query::count_credentials())?,
+                    ..CopyProgress::default()
+                },
+                migrated,
+                complete: true,
+                ..CopyReport::default()
+            };
+            let stopped = self
+                .copy_accounts(target, limit, &mut report, progress)?
+                .is_break()
+                || self
+                    .copy_credentials(target, limit, &mut report, progress)?
+                    .is_break();
+            report.complete = !stopped;
+            record_rows(
+                (report.progress.accounts_copied + report.progress.credentials_copied) as usize,
+            );
+            Ok(report)
+        })
+    }
+
+    /// Copies the accounts the target lacks, batch by batch.
+    fn copy_accounts(
+        &self,
+        target: &Database,
+        limit: i64,
+        report: &mut CopyReport,
+        progress: &mut dyn FnMut(&CopyProgress) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<()>> {
+        let mut after = Uuid::nil();
+        loop {
+            let batch = self.db.load_now(
+                Scope::maintenance_read(),
+                vec![operator::accounts_after(after, limit)],
+            )?;
+            let Some(last) = batch.last() else {
+                return Ok(ControlFlow::Continue(()));
+            };
+            after = last.id;
+            let ids: Vec<Uuid> = batch.iter().map(|a| a.id).collect();
+            let existing: HashSet<Uuid> = target
+                .load_now(
+                    Scope::maintenance_read(),
+                    vec![operator::existing_account_ids(&ids)],
+                )?
+                .into_iter()
+                .collect();
+            let rows: Vec<AccountRow> = batch
+                .into_iter()
+                .filter(|a| !existing.contains(&a.id))
+                .map(account_row)
+                .collect();
+            let state = &mut report.progress;
+            state.accounts_skipped += existing.len() as u64;
+            state.accounts_copied += rows.len() as u64;
+            if !rows.is_empty() {
+                let statements = chunks(rows)
+                    .into_iter()
+                    .map(operator::insert_accounts)
+                    .collect();
+                target.execute_now(Scope::maintenance(), statements)?;
+            }
+            state.scanned += ids.len() as u64;
+            if progress(state).is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+    }
+
+    /// Copies the credentials the target lacks, batch by batch, then reads each
+    /// batch back from the target and checks it.
+    fn copy_credentials(
+        &self,
+        target: &Database,
+        limit: i64,
+        report: &mut CopyReport,
+        progress: &mut dyn FnMut(&CopyProgress) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<()>> {
+        let mut after = Uuid::nil();
+        loop {
+            let batch = self.db.load_now(
+                Scope::maintenance_read(),
+                vec![operator::credentials_after(after, limit)],
+            )?;
+            let Some(last) = batch.last() else {
+                return Ok(ControlFlow::Continue(()));
+            };
+            after = last.0.id;
+            let ids: Vec<Uuid> = batch.iter().map(|(c, ..)| c.id).collect();
+            let existing: HashSet<Uuid> = target
+                .load_now(
+                    Scope::maintenance_read(),
+                    vec![operator::existing_credential_ids(&ids)],
+                )?
+                .into_iter()
+                .collect();
+            let rows: Vec<CredentialRow> = batch
+                .into_iter()
+                .filter(|(c, ..)| !existing.contains(&c.id))
+                .map(credential_row)
+                .collect();
+            // What the target must hold afterwards: the source's ciphertexts, by id.
+            let mut expected: HashMap<Uuid, Expected> = HashMap::with_capacity(ids.len());
+            let state = &mut report.progress;
+            state.credentials_skipped += existing.len() as u64;
+            state.credentials_copied += rows.len() as u64;
+            let statements: Vec<_> = chunks(rows)
+                .into_iter()
+                .map(|chunk| {
+                    for row in &chunk {
+                        expected.insert(
+                            row.id.0,
+                            (
+                                row.user_account_id.0,
+                                row.api_key.clone(),
+                                row.secret_key.clone(),
+                            ),
+                        );
+                    }
+                    query::insert_credentials(chunk)
+                })
+                .collect();
+            if !statements.is_empty() {
+                target.load_now(Scope::maintenance(), statements)?;
+            }
+            self.check_copied(target, &ids, &existing, expected, report)?;
+            report.progress.scanned += ids.len() as u64;
+            if progress(&report.progress).is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+    }
+
+    /// Reads a batch back from the target: rows written now must be what was
+    /// written, rows skipped must equal the source's, and every one must decrypt.
+    fn check_copied(
+        &self,
+        target: &Database,
+        ids: &[Uuid],
+        skipped: &HashSet<Uuid>,
+        mut expected: HashMap<Uuid, Expected>,
+        report: &mut CopyReport,
+    ) -> Result<()> {
+        if !skipped.is_empty() {
+            // A skipped row is compared with the source as it is now.
+            let skipped: Vec<Uuid> = skipped.iter().copied().collect();
+            let source = self.db.load_now(
+                Scope::maintenance_read(),
+                vec![operator::ciphertexts_by_ids(&skipped)],
+            )?;
+            expected.extend(source.into_iter().map(|row| {
+                let row = StoredRow::from(row);
+                (row.id, (row.account_id, row.api_key, row.secret_key))
+            }));
+        }
+        let stored = target.load_now(
+            Scope::maintenance_read(),
+            vec![operator::ciphertexts_by_ids(ids)],
+        )?;
+        let mut same = Vec::with_capacity(stored.len());
+        for row in stored.into_iter().map(StoredRow::from) {
+            match expected.remove(&row.id) {
+                Some((account_id, api_key, secret_key))
+                    if account_id == row.account_id
+                        && api_key == row.api_key
+                        && secret_key == row.secret_key =>
+                {
+                    same.push(row)
+                }
+                _ => report.mismatched.push(row.id),
+            }
+        }
+        // Rows the source had that the target does not (deleted meanwhile).
+        let mut missing: Vec<Uuid> = expected.into_keys().collect();
+        missing.sort();
+        report.mismatched.extend(missing);
+        report.progress.verified += check_rows(&self.keyring, &same, &mut report.unreadable);
+        Ok(())
+    }
+}

@@ -1,0 +1,126 @@
+//! What an operator wants to know about a store at a glance.
+
+use super::{KeyUsage, Maintenance};
+use crate::backend::{Backend, Conn, Load, Scope};
+use crate::connection::Database;
+use crate::error::Result;
+use crate::{query, steps};
+use serde::Serialize;
+
+/// A store's state: its migrations, its rows, its keys and, on PostgreSQL, its
+/// row-level security. From [`Database::status`] (without keys) or
+/// [`Maintenance::status`] (with key usage).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreStatus {
+    /// The backend.
+    pub backend: Backend,
+    /// The applied migrations' versions, oldest first.
+    pub applied_migrations: Vec<String>,
+    /// The pending migrations' versions, oldest first.
+    pub pending_migrations: Vec<String>,
+    /// How many accounts there are. `None` while migrations are pending (the
+    /// tables may not have their final shape) or when row-level security hides
+    /// rows from the current role (a count would be a silent undercount).
+    pub accounts: Option<u64>,
+    /// How many credentials there are; `None` as for `accounts`.
+    pub credentials: Option<u64>,
+    /// How many credentials have no nickname (NULL), which
+    /// [`backfill_nicknames`](Maintenance::backfill_nicknames) fixes; `None` as for
+    /// `accounts`.
+    pub null_nicknames: Option<u64>,
+    /// Rows per format and key, as [`Maintenance::key_usage`] gives them; `None`
+    /// without a keyring, or when the counts are `None`.
+    pub key_usage: Option<Vec<KeyUsage>>,
+    /// Rows that break the current rules but predate them. Not computed yet:
+    /// always `None` for now.
+    pub non_conforming_legacy_rows: Option<u64>,
+    /// Row-level security on the two tables and the current role; `None` on SQLite.
+    pub row_security: Option<RowSecurityStatus>,
+}
+
+/// Row-level security as PostgreSQL applies it to the current role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowSecurityStatus {
+    /// The current role (`current_user`).
+    pub role: String,
+    /// Whether it is a superuser.
+    pub superuser: bool,
+    /// Whether it has `BYPASSRLS`.
+    pub bypass_rls: bool,
+    /// Whether row-level security leaves it every row: a superuser or `BYPASSRLS`.
+    pub bypasses: bool,
+    /// `user_accounts` and `user_credentials`, those that exist.
+    pub tables: Vec<TableRowSecurity>,
+}
+
+/// Row-level security on one table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableRowSecurity {
+    /// The table.
+    pub table: String,
+    /// `ENABLE ROW LEVEL SECURITY`.
+    pub enabled: bool,
+    /// `FORCE ROW LEVEL SECURITY` (the owner is subject to it too).
+    pub forced: bool,
+}
+
+impl Database {
+    /// The store's state, without key usage (no keyring needed). Reads only.
+    ///
+    /// ```
+    /// use credential_store::Database;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let db = Database::open(dir.path().join("store.db").to_str().unwrap()).unwrap();
+    /// assert_eq!(db.status().unwrap().accounts, None); // not migrated yet
+    /// db.run_migrations().unwrap();
+    /// let status = db.status().unwrap();
+    /// assert!(status.pending_migrations.is_empty());
+    /// assert_eq!((status.accounts, status.credentials, status.null_nicknames), (Some(0), Some(0), Some(0)));
+    /// ```
+    pub fn status(&self) -> Result<StoreStatus> {
+        let applied_migrations = self.applied_migrations()?;
+        let pending_migrations = self.pending_migrations()?;
+        let row_security = self.raw(|conn| match conn {
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(c) => crate::backend::row_security_status(c).map(Some),
+            #[allow(unreachable_patterns)]
+            _ => Ok(None),
+        })?;
+        let sees_every_row = row_security.as_ref().is_none_or(|rls| rls.bypasses);
+        let mut status = StoreStatus {
+            backend: self.backend(),
+            applied_migrations,
+            pending_migrations,
+            accounts: None,
+            credentials: None,
+            null_nicknames: None,
+            key_usage: None,
+            non_conforming_legacy_rows: None,
+            row_security,
+        };
+        if status.pending_migrations.is_empty() && sees_every_row {
+            status.accounts = Some(count(self, query::operator::count_accounts())?);
+            status.credentials = Some(count(self, query::count_credentials())?);
+            status.null_nicknames = Some(count(self, query::operator::count_null_nicknames())?);
+        }
+        Ok(status)
+    }
+}
+
+/// The one number a counting statement returns.
+fn count<Q: Load<i64>>(db: &Database, statement: Q) -> Result<u64> {
+    let n = steps::first(db.load_now(Scope::maintenance_read(), vec![statement])?);
+    Ok(n.unwrap_or(0) as u64)
+}
+
+impl Maintenance {
+    /// The store's state, with [key usage](Self::key_usage) when the counts can be
+    /// read (no pending migrations, a role that sees every row). Reads only.
+    pub fn status(&self) -> Result<StoreStatus> {
+        let mut status = self.db.status()?;
+        if status.credentials.is_some() {
+            status.key_usage = Some(self.key_usage()?);
+        }
+        Ok(status)
+    }
+}

@@ -1,0 +1,265 @@
+//! Fixes from an audit: inactive accounts hand out no keys, a single-match lookup by
+//! type, errors that say their cause, unknown users on an adopted database, and
+//! short programs that exit cleanly.
+
+mod common;
+
+use common::{test_keyring, TestDb};
+use credential_store::{
+    CredentialRepository, CredentialStore, Database, Error, NewUserAccount, NewUserCredential,
+    UserAccount,
+};
+
+fn account(store: &CredentialStore, user_id: &str) -> UserAccount {
+    store
+        .create_account(&NewUserAccount {
+            user_id,
+            account_name: "Trading",
+        })
+        .unwrap()
+}
+
+on_both_backends!(an_inactive_account_hands_out_no_keys, |db| {
+    let store = db.store();
+    let ada = account(&store, "auth0|ada");
+    let paper = store
+        .insert_credential(&ada, &NewUserCredential::new("alpaca_paper", "PK1", "s1"))
+        .unwrap();
+    assert!(store.credential_keys(&ada, paper.id).is_ok());
+    db.execute("UPDATE user_accounts SET is_active = FALSE");
+    match store.credential_keys(&ada, paper.id) {
+        Err(Error::AccountInactive { account_id }) => assert_eq!(account_id, ada.id),
+        other => panic!("an inactive account's keys: {other:?}"),
+    }
+});
+
+on_both_backends!(a_single_match_lookup_by_type_never_picks_one_of_two, |db| {
+    let store = db.store();
+    let ada = account(&store, "auth0|ada");
+    assert_eq!(store.find_one_by_type(&ada, "alpaca_paper").unwrap(), None);
+    let first = store
+        .insert_credential(&ada, &NewUserCredential::new("alpaca_paper", "PK1", "s1"))
+        .unwrap();
+    assert_eq!(
+        store
+            .find_one_by_type(&ada, "alpaca_paper")
+            .unwrap()
+            .map(|c| c.id),
+        Some(first.id)
+    );
+    store
+        .insert_credential(
+            &ada,
+            &NewUserCredential::new("alpaca_paper", "PK2", "s2").nickname("Swing"),
+        )
+        .unwrap();
+    match store.find_one_by_type(&ada, "alpaca_paper") {
+        Err(err @ Error::AmbiguousType { matches: 2, .. }) => {
+            assert!(err.to_string().contains("alpaca_paper"), "{err}")
+        }
+        other => panic!("two of one type must be ambiguous: {other:?}"),
+    }
+});
+
+on_both_backends!(database_errors_say_their_cause, |db| {
+    let store = db.store();
+    let ada = account(&store, "auth0|ada");
+    db.execute("DROP TABLE user_credentials");
+    let err = store.list_credentials(&ada).unwrap_err();
+    let message = err.to_string();
+    assert!(message.starts_with("database error: "), "{message}");
+    assert!(
+        message.contains("user_credentials"),
+        "the server's message is in it: {message}"
+    );
+    let err = Database::open("postgres://nobody@127.0.0.1:1/none").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("cannot connect to the database: "),
+        "{err}"
+    );
+    assert!(
+        err.to_string().len() > "cannot connect to the database: ".len(),
+        "{err}"
+    );
+});
+
+#[test]
+fn an_adopted_database_names_a_user_its_user_table_lacks() {
+    let Some(db) = TestDb::postgres() else { return };
+    let store = db.store();
+    // The existing system's accounts reference its own user table.
+    db.execute(
+        "CREATE TABLE \"user\" (id TEXT PRIMARY KEY);
+         INSERT INTO \"user\" (id) VALUES ('auth0|known');
+         ALTER TABLE user_accounts ADD CONSTRAINT user_accounts_user_id_fkey
+             FOREIGN KEY (user_id) REFERENCES \"user\"(id);",
+    );
+    account(&store, "auth0|known");
+    match store.create_account(&NewUserAccount {
+        user_id: "auth0|stranger",
+        account_name: "X",
+    }) {
+        Err(err @ Error::UnknownUser { .. }) => {
+            assert!(err.to_string().contains("auth0|stranger"), "{err}")
+        }
+        other => panic!("a user the user table lacks: {other:?}"),
+    }
+    assert_eq!(db.count("user_accounts"), 1);
+}
+
+const CHILD: &str = "CREDENTIAL_STORE_SHORT_PROGRAM_URL";
+
+/// What the short program does when the parent test starts it: open, migrate, write,
+/// read, exit. Does nothing in an ordinary test run.
+#[test]
+fn short_program() {
+    let Ok(url) = std::env::var(CHILD) else {
+        return;
+    };
+    let db = Database::open(&url).unwrap();
+    db.run_migrations().unwrap();
+    let store = CredentialStore::new(db, test_keyring());
+    let user = format!("auth0|{}", uuid::Uuid::now_v7());
+    let account = account(&store, &user);
+    store
+        .insert_credential(
+            &account,
+            &NewUserCredential::new("alpaca_paper", "PK1", "s1").nickname("Swing"),
+        )
+        .unwrap();
+    assert!(store
+        .find_one_by_nickname(&account, "Swing")
+        .unwrap()
+        .is_some());
+    // Leave at once, as a short program's `main` returns after its last call.
+    std::process::exit(0);
+}
+
+/// A process that did its work exits with status 0, every time: no pool thread is
+/// left opening a (TLS) connection while the process tears OpenSSL down.
+#[test]
+fn short_programs_exit_with_status_zero_every_time() {
+    let Some(db) = TestDb::postgres() else { return };
+    let runs: usize = std::env::var("CREDENTIAL_STORE_SHORT_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(40);
+    let mut failures = Vec::new();
+    for run in 0..runs {
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "short_program", "--test-threads=1", "--quiet"])
+            .env(CHILD, &db.url)
+            .output()
+            .unwrap();
+        if !output.status.success() {
+            failures.push(format!(
+                "run {run}: {} {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {runs} runs failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// The owner role of the README: owns the tables, row-level security applies to it.
+const OWNER_ROLE: &str = "
+CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS;
+GRANT CONNECT ON DATABASE {database} TO {role};
+GRANT USAGE, CREATE ON SCHEMA public TO {role};";
+
+/// Reverts run as the owner role count every row although FORCE row-level
+/// security hides rows from it, and refuse what would lose nicknames, row-level
+/// security or the tables.
+#[test]
+fn guarded_reverts_count_every_row_as_the_owner_role() {
+    let Some(db) = TestDb::postgres() else { return };
+    let owner = common::RoleGuard::new(&db, "owner");
+    let (_, database) = db.pg_admin().unwrap();
+    db.execute(
+        &OWNER_ROLE
+            .replace("{role}", &owner.role)
+            .replace("{database}", database),
+    );
+    let as_owner = Database::open(&owner.url()).unwrap();
+    as_owner.run_migrations().unwrap();
+    let store = CredentialStore::new(Database::open(&db.url).unwrap(), test_keyring());
+    // Four accounts, each with two credentials of one type: four conflicting pairs.
+    for n in 0..4 {
+        let account = account(&store, &format!("auth0|u{n}"));
+        for nickname in ["Momentum", "Swing"] {
+            store
+                .insert_credential(
+                    &account,
+                    &NewUserCredential::new("alpaca_paper", "PK", "s").nickname(nickname),
+                )
+                .unwrap();
+        }
+    }
+    for later in ["20261125000005", "20261125000004"] {
+        assert_eq!(as_owner.revert_last_migration().unwrap(), later);
+    }
+    match as_owner.revert_last_migration() {
+        Err(Error::RevertRefused { conflicts: 4, .. }) => {}
+        other => panic!("four conflicting pairs, as the owner: {other:?}"),
+    }
+    // Without conflicts, user-set nicknames would still be dropped.
+    db.execute("DELETE FROM user_credentials WHERE nickname = 'Swing'");
+    match as_owner.revert_last_migration() {
+        Err(err @ Error::RevertWouldDropNicknames { nicknames: 4, .. }) => {
+            assert!(err.to_string().contains("4 credential(s)"), "{err}")
+        }
+        other => panic!("nicknames other than the type, as the owner: {other:?}"),
+    }
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) AS n FROM user_credentials WHERE nickname = 'Momentum'"),
+        4,
+        "nothing changed"
+    );
+    // With every nickname equal to its type, the nickname migration reverts; row
+    // level security and the tables do not while rows are stored.
+    db.execute("UPDATE user_credentials SET nickname = credential_type");
+    assert_eq!(as_owner.revert_last_migration().unwrap(), "20240601000003");
+    match as_owner.revert_last_migration() {
+        Err(Error::RevertWouldExpose {
+            accounts: 4,
+            credentials: 4,
+            ..
+        }) => {}
+        other => panic!("reverting row-level security with rows, as the owner: {other:?}"),
+    }
+    assert_eq!(
+        db.scalar(
+            "SELECT COUNT(*) AS n FROM pg_class WHERE relname IN ('user_accounts', 'user_credentials') \
+             AND relrowsecurity AND relforcerowsecurity"
+        ),
+        2,
+        "row-level security is still enabled and forced"
+    );
+}
+
+on_both_backends!(the_tables_are_never_dropped_with_rows_in_them, |db| {
+    let store = db.store();
+    let database = store.database();
+    account(&store, "auth0|ada");
+    for _ in 0..3 {
+        database.revert_last_migration().unwrap();
+    }
+    match database.revert_last_migration() {
+        Err(Error::RevertWouldExpose {
+            version,
+            accounts: 1,
+            credentials: 0,
+        }) => {
+            assert_eq!(version, "20240115000002")
+        }
+        other => panic!("reverting row-level security with an account stored: {other:?}"),
+    }
+    assert_eq!(db.count("user_accounts"), 1);
+});
