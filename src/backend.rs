@@ -443,9 +443,6 @@ impl SqlitePragmas {
 /// committed.
 #[cfg(feature = "sqlite")]
 pub(crate) fn erase_freed_sqlite(conn: &mut SqliteConnection) {
-    if std::env::var("TMP_NO_CHECKPOINT").is_ok() {
-        return;
-    }
     #[derive(diesel::QueryableByName)]
     struct Checkpoint {
         #[diesel(sql_type = diesel::sql_types::Integer)]

@@ -13,7 +13,7 @@ use crate::models::{
     CredentialUpdate, NewUserAccount, NewUserCredential, UserAccount, UserCredential,
 };
 use crate::steps::{self, first};
-use crate::validation::{self, CredentialType, Nickname};
+use crate::validation;
 use crate::{backend, query};
 use std::future::Future;
 use std::sync::Arc;
@@ -211,11 +211,8 @@ impl<E: Executor> Core<E> {
         credential_type: &str,
     ) -> Result<Vec<UserCredential>> {
         self.load_credentials("find_by_type", account, || {
-            let credential_type = CredentialType::parse(credential_type)?;
-            Ok(query::credentials_by_type(
-                account,
-                credential_type.as_str(),
-            ))
+            let credential_type = validation::lookup_type(credential_type)?;
+            Ok(query::credentials_by_type(account, credential_type))
         })
         .await
     }
@@ -226,8 +223,12 @@ impl<E: Executor> Core<E> {
         nickname: &str,
     ) -> Result<Vec<UserCredential>> {
         self.load_credentials("find_by_nickname", account, || {
-            let nickname = Nickname::parse(nickname)?;
-            Ok(query::credentials_by_nickname(account, nickname.as_str()))
+            let (nickname, exact) = validation::lookup_nicknames(nickname)?;
+            Ok(query::credentials_by_nickname(
+                account,
+                nickname.as_str(),
+                &exact,
+            ))
         })
         .await
     }
@@ -238,8 +239,12 @@ impl<E: Executor> Core<E> {
         nickname: &str,
     ) -> Result<Option<UserCredential>> {
         traced(self.span("find_one_by_nickname", Some(account.id)), async {
-            let nickname = Nickname::parse(nickname)?;
-            let statement = vec![query::credentials_by_nickname(account, nickname.as_str())];
+            let (nickname, exact) = validation::lookup_nicknames(nickname)?;
+            let statement = vec![query::credentials_by_nickname(
+                account,
+                nickname.as_str(),
+                &exact,
+            )];
             let found = self
                 .exec
                 .load(Scope::read(&account.user_id), statement)
@@ -260,11 +265,8 @@ impl<E: Executor> Core<E> {
         credential_type: &str,
     ) -> Result<Option<UserCredential>> {
         traced(self.span("find_one_by_type", Some(account.id)), async {
-            let credential_type = CredentialType::parse(credential_type)?;
-            let statement = vec![query::credentials_by_type(
-                account,
-                credential_type.as_str(),
-            )];
+            let credential_type = validation::lookup_type(credential_type)?;
+            let statement = vec![query::credentials_by_type(account, credential_type)];
             let found = self
                 .exec
                 .load(Scope::read(&account.user_id), statement)
@@ -272,7 +274,7 @@ impl<E: Executor> Core<E> {
             record_rows(found.len());
             steps::single_match(found, |matches| Error::AmbiguousType {
                 account_id: account.id,
-                credential_type: credential_type.as_str().to_owned(),
+                credential_type: credential_type.to_owned(),
                 matches,
             })
         })

@@ -62,7 +62,10 @@ pub trait CredentialRepository {
     /// All credentials of the account, newest first.
     fn list_credentials(&self, account: &UserAccount) -> Result<Vec<UserCredential>>;
 
-    /// The account's credentials of one type, newest first.
+    /// The account's credentials of one type, newest first. The type is compared
+    /// exactly, and a lookup accepts any 1 to 50 characters without control
+    /// characters, so a type the existing system stored outside today's rules
+    /// (`Alpaca_Paper`) is still found by that value; writes take only valid types.
     fn find_by_type(
         &self,
         account: &UserAccount,
@@ -79,8 +82,11 @@ pub trait CredentialRepository {
         credential_type: &str,
     ) -> Result<Option<UserCredential>>;
 
-    /// The account's credentials with this nickname (trimmed and NFC-normalised
-    /// before comparing), newest first. Nicknames are not unique.
+    /// The account's credentials with this nickname, newest first. Nicknames are not
+    /// unique. The nickname is trimmed and NFC-normalised as on insert, and a row
+    /// whose nickname is exactly the input as given also matches: what the existing
+    /// system stored untrimmed or in another normal form (`" Swing "`, `"Cafe\u{301}"`)
+    /// is found by the value it used.
     fn find_by_nickname(
         &self,
         account: &UserAccount,

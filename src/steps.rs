@@ -372,3 +372,68 @@ pub(crate) fn key_usage_report(keyring: &Keyring, counts: UsageCounts) -> Vec<Ke
         })
         .collect()
 }
+
+/// What the legacy-row check finds wrong with one value, and what it would become.
+pub(crate) struct LegacyFinding {
+    pub field: Field,
+    /// The rule the stored value breaks.
+    pub rule: String,
+    /// The conforming value it normalises to, when that needs no decision.
+    pub normalized: Option<String>,
+}
+
+/// The values of one credential that today's rules refuse: a type outside
+/// `[a-z0-9_.-]` (normalised by trimming and lower-casing when that makes it valid),
+/// a nickname untrimmed or not in NFC (normalised as on insert), a blank nickname
+/// (becomes the type, as on insert). A value no such step makes valid has no
+/// normalised form: someone has to decide.
+pub(crate) fn legacy_findings(credential_type: &str, nickname: Option<&str>) -> Vec<LegacyFinding> {
+    let mut findings = Vec::new();
+    let conforming_type = match CredentialType::parse(credential_type) {
+        Ok(valid) => Some(valid.as_str().to_owned()),
+        Err(err) => {
+            let normalized = CredentialType::parse(&credential_type.trim().to_lowercase())
+                .ok()
+                .map(|t| t.as_str().to_owned());
+            findings.push(LegacyFinding {
+                field: Field::CredentialType,
+                rule: rule_of(&err),
+                normalized: normalized.clone(),
+            });
+            normalized
+        }
+    };
+    if let Some(nickname) = nickname {
+        match Nickname::parse(nickname) {
+            Ok(valid) if valid.as_str() == nickname => {}
+            Ok(valid) => findings.push(LegacyFinding {
+                field: Field::Nickname,
+                rule: "must be trimmed and in Unicode NFC".into(),
+                normalized: Some(valid.as_str().to_owned()),
+            }),
+            Err(
+                err @ Error::Invalid {
+                    rule: crate::error::Rule::Empty,
+                    ..
+                },
+            ) => findings.push(LegacyFinding {
+                field: Field::Nickname,
+                rule: rule_of(&err),
+                normalized: conforming_type,
+            }),
+            Err(err) => findings.push(LegacyFinding {
+                field: Field::Nickname,
+                rule: rule_of(&err),
+                normalized: None,
+            }),
+        }
+    }
+    findings
+}
+
+fn rule_of(err: &Error) -> String {
+    match err {
+        Error::Invalid { rule, .. } => rule.to_string(),
+        other => other.to_string(),
+    }
+}

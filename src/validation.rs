@@ -159,6 +159,40 @@ pub(crate) fn secret(field: Field, plaintext: &str) -> Result<()> {
     Ok(())
 }
 
+/// A credential type to look rows up by. Lookups accept what the existing system
+/// may have stored outside today's rules (`Alpaca_Paper`): 1 to 50 characters, no
+/// control characters, compared exactly.
+pub(crate) fn lookup_type(input: &str) -> Result<&str> {
+    let field = Field::CredentialType;
+    let count = input.chars().count();
+    if count == 0 {
+        return Err(Error::invalid(field, Rule::Empty));
+    }
+    if count > MAX_CREDENTIAL_TYPE_CHARS {
+        return Err(too_long(
+            field,
+            MAX_CREDENTIAL_TYPE_CHARS,
+            count,
+            Unit::Characters,
+        ));
+    }
+    no_control(field, input)?;
+    Ok(input)
+}
+
+/// The values a nickname lookup matches: the nickname as stored today (trimmed,
+/// NFC), and the input exactly as given, which finds a nickname the existing system
+/// stored untrimmed or in another normal form (`" Swing "`, `"Cafe\u{301}"`).
+pub(crate) fn lookup_nicknames(input: &str) -> Result<(Nickname, String)> {
+    let nickname = Nickname::parse(input)?;
+    let exact = if input.chars().count() <= MAX_NICKNAME_CHARS {
+        input.to_owned()
+    } else {
+        nickname.as_str().to_owned()
+    };
+    Ok((nickname, exact))
+}
+
 /// A batch size for maintenance operations.
 pub(crate) fn batch_size(size: usize) -> Result<i64> {
     const MAX: usize = 100_000;

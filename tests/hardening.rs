@@ -263,3 +263,119 @@ on_both_backends!(the_tables_are_never_dropped_with_rows_in_them, |db| {
     }
     assert_eq!(db.count("user_accounts"), 1);
 });
+
+on_both_backends!(legacy_rows_are_found_reported_and_normalised, |db| {
+    let store = db.store();
+    let ada = account(&store, "auth0|ada");
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let new = NewUserCredential::new("alpaca_paper", "PK", "s").nickname("placeholder");
+        ids.push(store.insert_credential(&ada, &new).unwrap().id);
+        let _ = n;
+    }
+    // What the existing system wrote before today's rules.
+    let legacy = [
+        ("alpaca_paper", " Swing "),
+        ("alpaca_paper", "Cafe\u{301}"),
+        ("Alpaca_Paper", "Live"),
+        ("alpaca_live", "   "),
+        ("Bad Type!", "Odd"),
+    ];
+    for (id, (credential_type, nickname)) in ids.iter().zip(legacy) {
+        db.execute(&format!(
+            "UPDATE user_credentials SET credential_type = '{credential_type}', nickname = '{nickname}' \
+             WHERE id = '{id}'"
+        ));
+    }
+    // Found by the value the existing system used.
+    let found = |nickname: &str| -> Vec<uuid::Uuid> {
+        store
+            .find_by_nickname(&ada, nickname)
+            .unwrap()
+            .iter()
+            .map(|c| c.id)
+            .collect()
+    };
+    assert_eq!(found(" Swing "), [ids[0]]);
+    assert_eq!(found("Cafe\u{301}"), [ids[1]]);
+    assert_eq!(
+        store
+            .find_by_type(&ada, "Alpaca_Paper")
+            .unwrap()
+            .iter()
+            .map(|c| c.id)
+            .collect::<Vec<_>>(),
+        [ids[2]]
+    );
+    assert_eq!(
+        store
+            .find_one_by_type(&ada, "Bad Type!")
+            .unwrap()
+            .map(|c| c.id),
+        Some(ids[4])
+    );
+    // Writes stay strict.
+    assert!(matches!(
+        store.insert_credential(&ada, &NewUserCredential::new("Alpaca_Paper", "PK", "s")),
+        Err(Error::Invalid {
+            field: credential_store::Field::CredentialType,
+            ..
+        })
+    ));
+
+    let maintenance = store.maintenance();
+    let report = maintenance.legacy_rows(2).unwrap();
+    assert_eq!(report.scanned, 5);
+    let listed: Vec<(uuid::Uuid, &str, bool)> = report
+        .values
+        .iter()
+        .map(|v| (v.credential_id, v.field, v.fixable))
+        .collect();
+    assert_eq!(
+        listed[0],
+        (ids[4], "credential_type", false),
+        "conflicts first: {listed:?}"
+    );
+    for expected in [
+        (ids[0], "nickname", true),
+        (ids[1], "nickname", true),
+        (ids[2], "credential_type", true),
+        (ids[3], "nickname", true),
+    ] {
+        assert!(listed.contains(&expected), "{expected:?} in {listed:?}");
+    }
+    assert_eq!(listed.len(), 5);
+    let json = serde_json::to_string(&report).unwrap();
+    for value in ["Swing", "Cafe", "Alpaca_Paper", "Bad Type"] {
+        assert!(!json.contains(value), "the report names no value: {json}");
+    }
+
+    let normalized = maintenance.normalize_legacy_rows(2).unwrap();
+    assert_eq!(normalized.normalized, 4);
+    assert_eq!(normalized.conflicts().count(), 1);
+    let again = maintenance.normalize_legacy_rows(2).unwrap();
+    assert_eq!(again.normalized, 0, "a second run changes nothing");
+    assert_eq!(again.values.len(), 1, "only the conflict is left");
+    assert_eq!(found("Swing"), [ids[0]]);
+    assert_eq!(found("Caf\u{e9}"), [ids[1]]);
+    assert_eq!(
+        found("alpaca_live"),
+        [ids[3]],
+        "a blank nickname becomes the type"
+    );
+    let paper: Vec<_> = store
+        .find_by_type(&ada, "alpaca_paper")
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert!(paper.contains(&ids[2]));
+    assert_eq!(
+        store
+            .find_one_by_type(&ada, "Bad Type!")
+            .unwrap()
+            .map(|c| c.id),
+        Some(ids[4]),
+        "conflicts are left"
+    );
+});

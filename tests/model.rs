@@ -152,6 +152,15 @@ impl Ty {
         }
     }
 
+    /// What a lookup by type makes of it: any text of 1 to 50 characters without
+    /// control characters is looked up exactly (legacy types stay findable).
+    fn lookup(self) -> Result<&'static str, Failure> {
+        match self {
+            Ty::Empty => Err(invalid(Field::CredentialType, Rule::Empty)),
+            _ => Ok(self.text()),
+        }
+    }
+
     fn check(self) -> Result<&'static str, Failure> {
         match self {
             Ty::Upper => Err(invalid(
@@ -1140,7 +1149,7 @@ impl Case {
             }
             Op::FindByType { acct, ty } => {
                 let account = model.account(*acct);
-                let expected = ty.check().map(|t| {
+                let expected = ty.lookup().map(|t| {
                     model
                         .visible(&account)
                         .into_iter()

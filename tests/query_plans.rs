@@ -171,7 +171,13 @@ fn check(db: &TestDb) {
         (
             "nickname lookup",
             Some("nickname"),
-            vec!["00000000-0000-7000-8000-000000000199", "user-199", "bot-1"],
+            // The nickname as stored today, and the input as given (legacy rows).
+            vec![
+                "00000000-0000-7000-8000-000000000199",
+                "user-199",
+                "bot-1",
+                "bot-1",
+            ],
         ),
         (
             "type lookup",

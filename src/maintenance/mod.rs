@@ -8,12 +8,14 @@
 
 mod batches;
 mod copy;
+mod legacy;
 mod revert;
 mod status;
 mod verify;
 
 pub use batches::{BackfillProgress, Outcome};
 pub use copy::{CopyOptions, CopyProgress, CopyReport};
+pub use legacy::{LegacyReport, LegacyValue};
 pub use status::{RowSecurityStatus, StoreStatus, TableRowSecurity};
 pub use verify::{UnreadableCredential, VerifyProgress, VerifyReport};
 

@@ -137,13 +137,19 @@ pub(crate) fn credentials_by_type(
         .select(credential_columns())
 }
 
-/// The account's credentials with this nickname, newest first.
+/// The account's credentials whose nickname is `nickname` or `exact` (the
+/// lookup's input as given, for legacy rows), newest first.
 pub(crate) fn credentials_by_nickname(
     account: &UserAccount,
     nickname: &str,
+    exact: &str,
 ) -> impl Load<UserCredential> {
     owned(account)
-        .filter(user_credentials::nickname.eq(nickname.to_owned()))
+        .filter(
+            user_credentials::nickname
+                .eq(nickname.to_owned())
+                .or(user_credentials::nickname.eq(exact.to_owned())),
+        )
         .order(newest_first())
         .select(credential_columns())
 }
@@ -229,6 +235,43 @@ pub(crate) fn replace_ciphertexts(
         user_credentials::api_key.eq(api_key),
         user_credentials::secret_key.eq(secret_key),
     ))
+}
+
+/// The next `limit` credentials' ids, types and nicknames after `after`, by id,
+/// across all accounts: what the legacy-row check reads.
+pub(crate) fn labels_batch(
+    after: Uuid,
+    limit: i64,
+) -> impl Load<(Uuid, LossyText, Option<LossyText>)> {
+    user_credentials::table
+        .filter(user_credentials::id.gt(SqlUuid(after)))
+        .order(user_credentials::id)
+        .select((
+            user_credentials::id,
+            user_credentials::credential_type,
+            user_credentials::nickname,
+        ))
+        .limit(limit)
+}
+
+/// Replaces a credential's type, only where it is still the one read.
+pub(crate) fn replace_credential_type(id: Uuid, old: &str, new: String) -> impl Execute {
+    diesel::update(
+        user_credentials::table
+            .filter(user_credentials::id.eq(SqlUuid(id)))
+            .filter(user_credentials::credential_type.eq(old.to_owned())),
+    )
+    .set(user_credentials::credential_type.eq(new))
+}
+
+/// Replaces a credential's nickname, only where it is still the one read.
+pub(crate) fn replace_nickname(id: Uuid, old: &str, new: String) -> impl Execute {
+    diesel::update(
+        user_credentials::table
+            .filter(user_credentials::id.eq(SqlUuid(id)))
+            .filter(user_credentials::nickname.eq(old.to_owned())),
+    )
+    .set(user_credentials::nickname.eq(new))
 }
 
 /// How many credentials carry a nickname other than their type: what reverting the
