@@ -9,15 +9,20 @@
 //! On PostgreSQL, half-way through, every other connection to the database is killed
 //! with `pg_terminate_backend` (the URL's role must be allowed to): the operations
 //! that meet a dead connection fail with `Error::ConnectionLost`, and the pool
-//! recovers by itself. Exits non-zero on any error a caller could not handle, or on a
-//! broken invariant.
+//! recovers by itself. On SQLite, with a busy timeout of 100 ms, another connection
+//! takes the write lock for 300 ms every second: the writes that wait past the
+//! timeout fail with `Error::Busy` (the run fails if none does, so that promise is
+//! exercised every time). Exits non-zero on any error a caller could not handle
+//! (the backfill's included), or on a broken invariant: an acknowledged insert
+//! missing, an unexpected row, or an acknowledged nickname update not what is
+//! stored (a cleared nickname may since have been backfilled to the type).
 
 use credential_store::{
     Backend, CredentialRepository, CredentialStore, CredentialUpdate, Database, DatabaseOptions,
     Error, Keyring, NewUserAccount, NewUserCredential, Patch, UserAccount,
 };
 use secrecy::ExposeSecret;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,6 +46,10 @@ struct Owned {
     present: HashSet<Uuid>,
     /// Inserts whose outcome is unknown (the connection died before the answer).
     uncertain: usize,
+    /// The nickname last acknowledged for each credential.
+    nicknames: HashMap<Uuid, Option<String>>,
+    /// Credentials whose last write's outcome is unknown.
+    unsure: HashSet<Uuid>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -52,13 +61,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| dir.path().join("soak.db").to_string_lossy().into_owned());
-    let options = DatabaseOptions {
+    let mut options = DatabaseOptions {
         max_connections: POOL,
         ..Default::default()
     };
     let db = Database::open_with(&url, &options)?;
     db.run_migrations()?;
     let backend = db.backend();
+    if backend == Backend::Sqlite {
+        options.busy_timeout = BUSY_TIMEOUT;
+    }
+    let db = Database::open_with(&url, &options)?;
     let key = Keyring::generate_key();
     let store = CredentialStore::new(db, Keyring::from_fernet_keys([key.expose_secret()])?);
     let run = Uuid::now_v7().simple().to_string();
@@ -79,19 +92,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let store = store.clone();
         let stop = stop.clone();
         std::thread::spawn(move || {
-            let (mut passes, mut changed, mut errors) =
-                (0u64, 0u64, BTreeMap::<String, u64>::new());
+            let (mut passes, mut changed, mut errors, mut unhandled) =
+                (0u64, 0u64, BTreeMap::<String, u64>::new(), Vec::new());
             while !stop.load(Ordering::Relaxed) {
                 match store.maintenance().backfill_nicknames(200) {
                     Ok(n) => changed += n,
-                    Err(err) => *errors.entry(kind(&err)).or_default() += 1,
+                    Err(err) => {
+                        *errors.entry(kind(&err)).or_default() += 1;
+                        if !handleable(&err) {
+                            unhandled.push(format!("backfill: {err}"));
+                        }
+                    }
                 }
                 passes += 1;
                 std::thread::sleep(Duration::from_millis(20));
             }
-            (passes, changed, errors)
+            (passes, changed, errors, unhandled)
         })
     };
+    let holder = (backend == Backend::Sqlite).then(|| {
+        let (url, stop) = (url.clone(), stop.clone());
+        std::thread::spawn(move || hold_write_lock(&url, &stop))
+    });
     let killed = Arc::new(Mutex::new(None));
     if backend == Backend::Postgres {
         let url = url.clone();
@@ -120,7 +142,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         total.unhandled.extend(tally.unhandled);
         owned.extend(mine);
     }
-    let (passes, changed, backfill_errors) = backfill.join().expect("backfill panicked");
+    let (passes, changed, backfill_errors, backfill_unhandled) =
+        backfill.join().expect("backfill panicked");
+    total.unhandled.extend(backfill_unhandled);
+    let holds = holder.map(|h| h.join().expect("lock holder panicked"));
 
     let ops: u64 = total.ops.values().sum();
     total.latencies.sort();
@@ -140,21 +165,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("pg_terminate_backend: {killed}");
     }
     println!("errors by kind: {:?}", total.errors);
+    if let Some(holds) = holds {
+        println!("write lock held by another connection {holds} time(s)");
+    }
 
     // Invariants: every acknowledged insert is there unless it was deleted; nothing
     // else is, apart from inserts whose answer was lost with a connection.
     let mut broken = Vec::new();
+    if backend == Backend::Sqlite && !total.errors.contains_key("Busy") {
+        broken.push(
+            "no write met Error::Busy although the lock was held past the busy timeout".into(),
+        );
+    }
     for Owned {
         account,
         present,
         uncertain,
+        nicknames,
+        unsure,
     } in &owned
     {
-        let stored: HashSet<Uuid> = store
-            .list_credentials(account)?
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
+        let listed = store.list_credentials(account)?;
+        for credential in &listed {
+            if unsure.contains(&credential.id) {
+                continue;
+            }
+            let Some(expected) = nicknames.get(&credential.id) else {
+                continue;
+            };
+            let backfilled = expected.is_none()
+                && credential.nickname.as_deref() == Some(credential.credential_type.as_str());
+            if credential.nickname != *expected && !backfilled {
+                broken.push(format!(
+                    "{}: credential {} has nickname {:?}, acknowledged {:?}",
+                    account.user_id, credential.id, credential.nickname, expected
+                ));
+            }
+        }
+        let stored: HashSet<Uuid> = listed.into_iter().map(|c| c.id).collect();
         if !present.is_subset(&stored) {
             broken.push(format!(
                 "{}: {} acknowledged credential(s) missing",
@@ -225,6 +273,8 @@ fn work(
                         account,
                         present: HashSet::new(),
                         uncertain: 0,
+                        nicknames: HashMap::new(),
+                        unsure: HashSet::new(),
                     })
                 }
                 Err(Error::AccountExists { .. }) => {
@@ -237,6 +287,8 @@ fn work(
                         account,
                         present: HashSet::new(),
                         uncertain: 0,
+                        nicknames: HashMap::new(),
+                        unsure: HashSet::new(),
                     });
                 }
                 Err(err) if handleable(&err) => continue,
@@ -276,6 +328,9 @@ fn work(
                 match &result {
                     Ok(credential) => {
                         owned[slot].present.insert(credential.id);
+                        owned[slot]
+                            .nicknames
+                            .insert(credential.id, Some(nickname.to_owned()));
                     }
                     Err(Error::ConnectionLost(_)) => owned[slot].uncertain += 1,
                     Err(_) => {}
@@ -284,21 +339,32 @@ fn work(
             }
             75..=89 => match target {
                 Some(id) => {
-                    let update = if roll % 2 == 0 {
-                        CredentialUpdate {
-                            nickname: Patch::Clear,
-                            ..Default::default()
-                        }
-                    } else {
-                        CredentialUpdate {
-                            nickname: Patch::Set(nickname.into()),
-                            ..Default::default()
-                        }
+                    let wanted = (roll % 2 == 1).then(|| nickname.to_owned());
+                    let update = CredentialUpdate {
+                        nickname: match &wanted {
+                            Some(nickname) => Patch::Set(nickname.clone()),
+                            None => Patch::Clear,
+                        },
+                        ..Default::default()
                     };
-                    (
-                        "update",
-                        store.update_credential(&account, id, &update).map(drop),
-                    )
+                    let result = store.update_credential(&account, id, &update);
+                    match &result {
+                        Ok(stored) if stored.nickname != wanted => {
+                            tally.unhandled.push(format!(
+                                "update of {id} returned nickname {:?}, asked {wanted:?}",
+                                stored.nickname
+                            ));
+                        }
+                        Ok(_) => {
+                            owned[slot].nicknames.insert(id, wanted);
+                            owned[slot].unsure.remove(&id);
+                        }
+                        Err(Error::ConnectionLost(_)) => {
+                            owned[slot].unsure.insert(id);
+                        }
+                        Err(_) => {}
+                    }
+                    ("update", result.map(drop))
                 }
                 None => continue,
             },
@@ -333,6 +399,33 @@ fn work(
         }
     }
     (tally, owned)
+}
+
+/// The busy timeout of the SQLite run: short, so that held locks outlast it.
+const BUSY_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Takes SQLite's write lock from a connection of its own for 300 ms every second,
+/// until `stop`; returns how many times it held it.
+fn hold_write_lock(path: &str, stop: &AtomicBool) -> u64 {
+    use diesel::connection::SimpleConnection;
+    use diesel::prelude::*;
+    let path = path
+        .strip_prefix("sqlite://")
+        .or_else(|| path.strip_prefix("sqlite:"))
+        .unwrap_or(path);
+    let mut conn = SqliteConnection::establish(path).expect("a second SQLite connection");
+    conn.batch_execute("PRAGMA busy_timeout = 5000;")
+        .expect("busy timeout");
+    let mut holds = 0;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(700));
+        if conn.batch_execute("BEGIN IMMEDIATE;").is_ok() {
+            std::thread::sleep(BUSY_TIMEOUT * 3);
+            conn.batch_execute("COMMIT;").expect("commit");
+            holds += 1;
+        }
+    }
+    holds
 }
 
 /// Kills every other connection to the database; returns a line for the report.
