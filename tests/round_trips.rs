@@ -1,0 +1,119 @@
+//! Network round trips per call, counted at a TCP proxy between the crate and
+//! PostgreSQL: the async store's lookup is one round trip once its connection has
+//! prepared the statements, as a bare prepared SELECT is; the blocking store's is four.
+
+#[allow(dead_code)]
+#[path = "../benches/support/proxy.rs"]
+mod proxy;
+
+mod common;
+
+use common::{test_key, with_database, TestDb};
+use credential_store::{
+    AsyncCredentialStore, AsyncDatabase, CredentialRepository, CredentialStore, Database,
+    DatabaseOptions, Keyring, NewUserAccount, NewUserCredential,
+};
+use std::time::Duration;
+
+const CALLS: u64 = 20;
+
+/// The test database's URL through the proxy.
+fn through(proxy: &proxy::Proxy, db: &TestDb) -> String {
+    let (_, name) = db.pg_admin().expect("a PostgreSQL test database");
+    with_database(
+        &format!("postgres://postgres@{}/postgres", proxy.addr()),
+        name,
+    )
+}
+
+#[test]
+fn an_async_lookup_is_one_round_trip() {
+    let Some(db) = TestDb::postgres() else { return };
+    let key = test_key();
+    let keyring = || Keyring::from_fernet_keys([&key]).unwrap();
+    let blocking = CredentialStore::new(db.database(), keyring());
+    blocking.database().run_migrations().unwrap();
+    let account = blocking
+        .create_account(&NewUserAccount {
+            user_id: "auth0|ada",
+            account_name: "Ada",
+        })
+        .unwrap();
+    blocking
+        .insert_credential(
+            &account,
+            &NewUserCredential::new("alpaca_paper", "PK", "s").nickname("Swing"),
+        )
+        .unwrap();
+
+    // 2 ms of round trip: every reply arrives long after a pipelined call has sent
+    // all it sends, so each burst of the client counts once.
+    let upstream = "127.0.0.1:5432".parse().unwrap();
+    let proxy = proxy::Proxy::start(upstream, Duration::from_millis(2));
+    let url = through(&proxy, &db);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let options = DatabaseOptions {
+            max_connections: 1,
+            ..Default::default()
+        };
+        let store = AsyncCredentialStore::new(
+            AsyncDatabase::open_with(&url, &options).await.unwrap(),
+            keyring(),
+        );
+        // The first call prepares its statements, then commits: more than one.
+        proxy.reset();
+        assert!(store
+            .find_one_by_nickname(&account, "Swing")
+            .await
+            .unwrap()
+            .is_some());
+        let cold = proxy.round_trips();
+        assert!(cold > 1, "a cold call prepares first ({cold} round trips)");
+
+        proxy.reset();
+        for _ in 0..CALLS {
+            assert!(store
+                .find_one_by_nickname(&account, "Swing")
+                .await
+                .unwrap()
+                .is_some());
+        }
+        assert_eq!(proxy.round_trips(), CALLS, "one round trip per warm lookup");
+
+        // Every other read, once its statement is prepared, is one round trip too.
+        for round in 0..=CALLS {
+            if round == 1 {
+                proxy.reset();
+            }
+            assert_eq!(store.list_credentials(&account).await.unwrap().len(), 1);
+            let paper = store.find_by_type(&account, "alpaca_paper").await.unwrap();
+            store.credential_keys(&account, paper[0].id).await.unwrap();
+        }
+        assert_eq!(
+            proxy.round_trips(),
+            3 * CALLS,
+            "one round trip per warm read"
+        );
+    });
+
+    // The blocking store: BEGIN, set_config, the SELECT and COMMIT, one after another.
+    let options = DatabaseOptions {
+        max_connections: 1,
+        ..Default::default()
+    };
+    let sync = CredentialStore::new(Database::open_with(&url, &options).unwrap(), keyring());
+    sync.find_one_by_nickname(&account, "Swing").unwrap();
+    proxy.reset();
+    for _ in 0..CALLS {
+        sync.find_one_by_nickname(&account, "Swing").unwrap();
+    }
+    assert_eq!(
+        proxy.round_trips(),
+        4 * CALLS,
+        "the blocking store waits for each statement"
+    );
+}
