@@ -25,7 +25,7 @@
 
 use crate::backend::{classify, parse_url, Backend, Execute, Load, Scope, Target};
 use crate::connection::{Database, DatabaseOptions};
-use crate::crypto::{CipherFormat, CredentialKeys, Keyring};
+use crate::crypto::CredentialKeys;
 use crate::error::{Error, Result};
 use crate::models::{
     CredentialUpdate, NewUserAccount, NewUserCredential, UserAccount, UserCredential,
@@ -486,37 +486,9 @@ pub struct AsyncCredentialStore {
     core: Core<AsyncDatabase>,
 }
 
+crate::ops::store_basics!(AsyncCredentialStore, AsyncDatabase);
+
 impl AsyncCredentialStore {
-    /// A store on a (migrated) database, encrypting with `keyring` in the
-    /// [sealed](CipherFormat::Sealed) format.
-    pub fn new(db: AsyncDatabase, keyring: Keyring) -> Self {
-        AsyncCredentialStore {
-            core: Core::new(db, keyring),
-        }
-    }
-
-    /// The same store, writing `format` (see [`CredentialStore::with_format`](crate::CredentialStore::with_format)).
-    pub fn with_format(self, format: CipherFormat) -> Self {
-        Self {
-            core: self.core.with_format(format),
-        }
-    }
-
-    /// The format new ciphertexts are written in.
-    pub fn format(&self) -> CipherFormat {
-        self.core.format
-    }
-
-    /// The database the store runs on.
-    pub fn database(&self) -> &AsyncDatabase {
-        &self.core.exec
-    }
-
-    /// The keyring the store encrypts with.
-    pub fn keyring(&self) -> &Keyring {
-        &self.core.keyring
-    }
-
     /// See [`CredentialRepository::create_account`](crate::CredentialRepository::create_account).
     pub async fn create_account(&self, new: &NewUserAccount<'_>) -> Result<UserAccount> {
         self.core.create_account(new).await

@@ -49,6 +49,46 @@ pub(crate) struct Core<E> {
     pub format: CipherFormat,
 }
 
+/// The constructor and accessors of a store over `Core<$db>`, for both stores.
+macro_rules! store_basics {
+    ($store:ident, $db:ty) => {
+        impl $store {
+            /// A store on a (migrated) database, encrypting with `keyring` in the
+            /// [sealed](crate::CipherFormat::Sealed) format.
+            pub fn new(db: $db, keyring: crate::Keyring) -> Self {
+                $store {
+                    core: crate::ops::Core::new(db, keyring),
+                }
+            }
+
+            /// The same store, writing `format`. Use
+            /// [`CipherFormat::Fernet`](crate::CipherFormat::Fernet) while the existing
+            /// Python system still reads the database. Both formats are always read.
+            pub fn with_format(self, format: crate::CipherFormat) -> Self {
+                $store {
+                    core: self.core.with_format(format),
+                }
+            }
+
+            /// The format new ciphertexts are written in.
+            pub fn format(&self) -> crate::CipherFormat {
+                self.core.format
+            }
+
+            /// The database the store runs on.
+            pub fn database(&self) -> &$db {
+                &self.core.exec
+            }
+
+            /// The keyring the store encrypts with.
+            pub fn keyring(&self) -> &crate::Keyring {
+                &self.core.keyring
+            }
+        }
+    };
+}
+pub(crate) use store_basics;
+
 /// The span of one public call: operation, backend, account id, row count.
 pub(crate) fn span(
     operation: &'static str,

@@ -1,7 +1,7 @@
 //! The `CredentialRepository` trait and the blocking store that implements it.
 
 use crate::connection::Database;
-use crate::crypto::{CipherFormat, CredentialKeys, Keyring};
+use crate::crypto::CredentialKeys;
 use crate::error::Result;
 use crate::maintenance::Maintenance;
 use crate::models::{
@@ -151,38 +151,9 @@ pub struct CredentialStore {
     core: Core<Database>,
 }
 
+crate::ops::store_basics!(CredentialStore, Database);
+
 impl CredentialStore {
-    /// A store on a (migrated) database, encrypting with `keyring` in the
-    /// [sealed](CipherFormat::Sealed) format.
-    pub fn new(db: Database, keyring: Keyring) -> Self {
-        CredentialStore {
-            core: Core::new(db, keyring),
-        }
-    }
-
-    /// The same store, writing `format`. Use [`CipherFormat::Fernet`] while the
-    /// existing Python system still reads the database. Both formats are always read.
-    pub fn with_format(self, format: CipherFormat) -> Self {
-        Self {
-            core: self.core.with_format(format),
-        }
-    }
-
-    /// The format new ciphertexts are written in.
-    pub fn format(&self) -> CipherFormat {
-        self.core.format
-    }
-
-    /// The database the store runs on.
-    pub fn database(&self) -> &Database {
-        &self.core.exec
-    }
-
-    /// The keyring the store encrypts with.
-    pub fn keyring(&self) -> &Keyring {
-        &self.core.keyring
-    }
-
     /// The cross-user maintenance operations (backfill, key rotation, key usage) on
     /// the same database and keyring, for a role that bypasses row-level security.
     pub fn maintenance(&self) -> Maintenance {

@@ -63,18 +63,7 @@ impl CredentialType {
     /// Checks a credential type.
     pub fn parse(input: &str) -> Result<Self> {
         let field = Field::CredentialType;
-        let count = input.chars().count();
-        if count == 0 {
-            return Err(Error::invalid(field, Rule::Empty));
-        }
-        if count > MAX_CREDENTIAL_TYPE_CHARS {
-            return Err(too_long(
-                field,
-                MAX_CREDENTIAL_TYPE_CHARS,
-                count,
-                Unit::Characters,
-            ));
-        }
+        type_length(input)?;
         for (position, character) in input.chars().enumerate() {
             let allowed = matches!(character, 'a'..='z' | '0'..='9' | '_' | '.' | '-');
             if !allowed {
@@ -163,21 +152,26 @@ pub(crate) fn secret(field: Field, plaintext: &str) -> Result<()> {
 /// may have stored outside today's rules (`Alpaca_Paper`): 1 to 50 characters, no
 /// control characters, compared exactly.
 pub(crate) fn lookup_type(input: &str) -> Result<&str> {
-    let field = Field::CredentialType;
+    type_length(input)?;
+    no_control(Field::CredentialType, input)?;
+    Ok(input)
+}
+
+/// A credential type's length: 1 to 50 characters.
+fn type_length(input: &str) -> Result<()> {
     let count = input.chars().count();
     if count == 0 {
-        return Err(Error::invalid(field, Rule::Empty));
+        return Err(Error::invalid(Field::CredentialType, Rule::Empty));
     }
     if count > MAX_CREDENTIAL_TYPE_CHARS {
         return Err(too_long(
-            field,
+            Field::CredentialType,
             MAX_CREDENTIAL_TYPE_CHARS,
             count,
             Unit::Characters,
         ));
     }
-    no_control(field, input)?;
-    Ok(input)
+    Ok(())
 }
 
 /// The values a nickname lookup matches: the nickname as stored today (trimmed,
