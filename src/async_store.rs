@@ -549,6 +549,15 @@ impl AsyncCredentialStore {
         self.core.find_by_type(account, credential_type).await
     }
 
+    /// See [`CredentialRepository::keys_by_nickname`](crate::CredentialRepository::keys_by_nickname).
+    pub async fn keys_by_nickname(
+        &self,
+        account: &UserAccount,
+        nickname: &str,
+    ) -> Result<Option<(UserCredential, CredentialKeys)>> {
+        self.core.keys_by_nickname(account, nickname).await
+    }
+
     /// See [`CredentialRepository::find_one_by_type`](crate::CredentialRepository::find_one_by_type).
     pub async fn find_one_by_type(
         &self,

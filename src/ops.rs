@@ -299,6 +299,36 @@ impl<E: Executor> Core<E> {
         .await
     }
 
+    pub async fn keys_by_nickname(
+        &self,
+        account: &UserAccount,
+        nickname: &str,
+    ) -> Result<Option<(UserCredential, CredentialKeys)>> {
+        traced(self.span("keys_by_nickname", Some(account.id)), async {
+            let (nickname, exact) = validation::lookup_nicknames(nickname)?;
+            let statement = vec![query::credentials_by_nickname_with_ciphertexts(
+                account,
+                nickname.as_str(),
+                &exact,
+            )];
+            let found = self
+                .exec
+                .load(Scope::read(&account.user_id), statement)
+                .await?;
+            record_rows(found.len());
+            let found = steps::single_match(found, |matches| Error::AmbiguousNickname {
+                account_id: account.id,
+                nickname: nickname.as_str().to_owned(),
+                matches,
+            })?;
+            let Some(row) = found else { return Ok(None) };
+            let credential = row.0.clone();
+            let keys = steps::reveal(&self.keyring, account, credential.id, Some(row))?;
+            Ok(Some((credential, keys)))
+        })
+        .await
+    }
+
     pub async fn find_one_by_type(
         &self,
         account: &UserAccount,

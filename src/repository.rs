@@ -102,6 +102,16 @@ pub trait CredentialRepository {
         nickname: &str,
     ) -> Result<Option<UserCredential>>;
 
+    /// The one credential with this nickname and its decrypted keys, in one
+    /// statement: `None` if there is none,
+    /// [`Error::AmbiguousNickname`](crate::Error::AmbiguousNickname) if there are
+    /// several, and the refusals of [`credential_keys`](Self::credential_keys).
+    fn keys_by_nickname(
+        &self,
+        account: &UserAccount,
+        nickname: &str,
+    ) -> Result<Option<(UserCredential, CredentialKeys)>>;
+
     /// Changes a credential and returns it as stored. [`Error::CredentialNotFound`](crate::Error::CredentialNotFound)
     /// if the account has no such credential.
     fn update_credential(
@@ -213,6 +223,14 @@ impl CredentialRepository for CredentialStore {
         credential_type: &str,
     ) -> Result<Vec<UserCredential>> {
         ready(self.core.find_by_type(account, credential_type))
+    }
+
+    fn keys_by_nickname(
+        &self,
+        account: &UserAccount,
+        nickname: &str,
+    ) -> Result<Option<(UserCredential, CredentialKeys)>> {
+        ready(self.core.keys_by_nickname(account, nickname))
     }
 
     fn find_one_by_type(

@@ -192,10 +192,10 @@ pub(crate) fn not_found(account: &UserAccount, credential_id: Uuid) -> Error {
 
 /// The one credential of a single-match lookup: never one of several. `ambiguous`
 /// makes the error from the number of matches.
-pub(crate) fn single_match(
-    found: Vec<UserCredential>,
+pub(crate) fn single_match<T>(
+    found: Vec<T>,
     ambiguous: impl FnOnce(usize) -> Error,
-) -> Result<Option<UserCredential>> {
+) -> Result<Option<T>> {
     match found.len() {
         0 | 1 => Ok(first(found)),
         matches => Err(ambiguous(matches)),

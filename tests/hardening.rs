@@ -379,3 +379,42 @@ on_both_backends!(legacy_rows_are_found_reported_and_normalised, |db| {
         "conflicts are left"
     );
 });
+
+on_both_backends!(a_decrypted_lookup_by_nickname_is_one_call, |db| {
+    let store = db.store();
+    let ada = account(&store, "auth0|ada");
+    assert!(store.keys_by_nickname(&ada, "Swing").unwrap().is_none());
+    let swing = store
+        .insert_credential(
+            &ada,
+            &NewUserCredential::new("alpaca_paper", "PK-SWING", "s-swing").nickname("Swing"),
+        )
+        .unwrap();
+    let (credential, keys) = store.keys_by_nickname(&ada, " Swing ").unwrap().unwrap();
+    assert_eq!(credential, swing);
+    use secrecy::ExposeSecret;
+    assert_eq!(keys.api_key().expose_secret(), "PK-SWING");
+    assert_eq!(keys.secret_key().expose_secret(), "s-swing");
+    store
+        .insert_credential(
+            &ada,
+            &NewUserCredential::new("alpaca_live", "PK2", "s2").nickname("Swing"),
+        )
+        .unwrap();
+    assert!(matches!(
+        store.keys_by_nickname(&ada, "Swing"),
+        Err(Error::AmbiguousNickname { matches: 2, .. })
+    ));
+    store
+        .insert_credential(
+            &ada,
+            &NewUserCredential::new("alpaca_live", "PK3", "s3").nickname("Live"),
+        )
+        .unwrap();
+    assert!(store.keys_by_nickname(&ada, "Live").unwrap().is_some());
+    db.execute("UPDATE user_accounts SET is_active = FALSE");
+    assert!(matches!(
+        store.keys_by_nickname(&ada, "Live").map(|_| ()),
+        Err(Error::AccountInactive { account_id }) if account_id == ada.id
+    ));
+});

@@ -84,6 +84,26 @@ fn an_async_lookup_is_one_round_trip() {
         }
         assert_eq!(proxy.round_trips(), CALLS, "one round trip per warm lookup");
 
+        // A decrypted lookup by nickname: one statement, one round trip.
+        store
+            .keys_by_nickname(&account, "Swing")
+            .await
+            .unwrap()
+            .unwrap();
+        proxy.reset();
+        for _ in 0..CALLS {
+            store
+                .keys_by_nickname(&account, "Swing")
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        assert_eq!(
+            proxy.round_trips(),
+            CALLS,
+            "one round trip per warm decrypted lookup"
+        );
+
         // Every other read, once its statement is prepared, is one round trip too.
         for round in 0..=CALLS {
             if round == 1 {

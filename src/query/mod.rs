@@ -138,20 +138,54 @@ pub(crate) fn credentials_by_type(
 }
 
 /// The account's credentials whose nickname is `nickname` or `exact` (the
+/// lookup's input as given, for legacy rows).
+#[diesel::dsl::auto_type]
+fn nickname_matches(account_id: SqlUuid, user_id: String, nickname: String, exact: String) -> _ {
+    let base: owned_by = owned_by(account_id, user_id);
+    base.filter(
+        user_credentials::nickname
+            .eq(nickname)
+            .or(user_credentials::nickname.eq(exact)),
+    )
+}
+
+fn with_nickname(account: &UserAccount, nickname: &str, exact: &str) -> nickname_matches {
+    nickname_matches(
+        SqlUuid(account.id),
+        account.user_id.clone(),
+        nickname.to_owned(),
+        exact.to_owned(),
+    )
+}
+
+/// The account's credentials whose nickname is `nickname` or `exact` (the
 /// lookup's input as given, for legacy rows), newest first.
 pub(crate) fn credentials_by_nickname(
     account: &UserAccount,
     nickname: &str,
     exact: &str,
 ) -> impl Load<UserCredential> {
-    owned(account)
-        .filter(
-            user_credentials::nickname
-                .eq(nickname.to_owned())
-                .or(user_credentials::nickname.eq(exact.to_owned())),
-        )
+    with_nickname(account, nickname, exact)
         .order(newest_first())
         .select(credential_columns())
+}
+
+/// The same, with each credential's ciphertexts and whether its account is active:
+/// a decrypted lookup in one statement.
+pub(crate) fn credentials_by_nickname_with_ciphertexts(
+    account: &UserAccount,
+    nickname: &str,
+    exact: &str,
+) -> impl Load<(UserCredential, bool, LossyText, LossyText)> {
+    with_nickname(account, nickname, exact)
+        .inner_join(user_accounts::table)
+        .order(newest_first())
+        .select((
+            credential_columns(),
+            user_accounts::is_active,
+            user_credentials::api_key,
+            user_credentials::secret_key,
+        ))
 }
 
 /// Changes one credential of the account and returns it as stored (no row: not
