@@ -623,7 +623,7 @@ fn copy_from_sqlite_to_postgres_and_back() {
     );
     assert_eq!(code(&out), 1);
     let c = json(&out);
-    assert_eq!(c["error"]["kind"], "unreadable_rows");
+    assert_eq!(c["error"]["kind"], "copy_not_verified");
     assert_eq!(c["result"]["mismatched"], serde_json::json!([rows[2].1.id]));
 }
 

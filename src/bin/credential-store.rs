@@ -139,9 +139,9 @@ enum Failure {
     Usage(String),
     /// The library's error, with whatever the command had done before it.
     Library(Error, Option<Value>),
-    /// The command ran and found problems (unreadable rows): its result, its text,
-    /// a summary.
-    Found(Value, String, String),
+    /// The command ran and found problems (unreadable rows): the error kind, its
+    /// result, its text, a summary.
+    Found(&'static str, Value, String, String),
     /// Ctrl-C: the command stopped after a batch; its result, what remains.
     Interrupted(Value, String),
 }
@@ -157,7 +157,7 @@ type Run = Result<Done, Failure>;
 static STOP: AtomicBool = AtomicBool::new(false);
 
 fn main() -> ExitCode {
-    let json = std::env::args().any(|a| a == "--json");
+    let json = std::env::args_os().any(|a| a == "--json");
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -193,10 +193,10 @@ fn main() -> ExitCode {
                 None,
             )
         }
-        Err(Failure::Found(result, text, summary)) => (
+        Err(Failure::Found(kind, result, text, summary)) => (
             FOUND_OR_REFUSED,
             result,
-            Some(("unreadable_rows", summary, None)),
+            Some((kind, summary, None)),
             Some(text),
         ),
         Err(Failure::Interrupted(result, summary)) => (
@@ -616,6 +616,7 @@ fn verify(g: &Global, batch_size: usize) -> Run {
     }
     if !report.all_readable() {
         return Err(Failure::Found(
+            "unreadable_rows",
             result,
             format!(
                 "verified {} credential(s); these do not decrypt:\n{}",
@@ -674,6 +675,7 @@ fn copy(g: &Global, from: &str, to: &str, resume: bool, batch_size: usize) -> Ru
             .map(|id| format!("  {id}: differs from the source\n"))
             .collect();
         return Err(Failure::Found(
+            "copy_not_verified",
             result,
             format!(
                 "copy done: {counts}; these differ from the source or do not decrypt on the target:\n{mismatched}{}",

@@ -65,7 +65,10 @@ pub struct TableRowSecurity {
 }
 
 impl Database {
-    /// The store's state, without key usage (no keyring needed). Reads only.
+    /// The store's state, without key usage (no keyring needed). Reads only, but
+    /// for diesel's bookkeeping table, which reading the migrations creates on a
+    /// database that has none (on PostgreSQL the role needs `CREATE` on the schema
+    /// for that statement, even when the table exists).
     ///
     /// ```
     /// use credential_store::Database;

@@ -1,7 +1,7 @@
 //! Progress on stderr: an indicatif bar (rows, rows/s, ETA) on a terminal, plain
 //! lines (no escape codes) otherwise, nothing with `--quiet`.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,8 @@ pub enum Progress {
         label: &'static str,
         started: Instant,
         last: Option<Instant>,
+        /// The position the last line showed.
+        shown: u64,
         position: u64,
         total: u64,
     },
@@ -28,9 +30,15 @@ impl Progress {
         } else if std::io::stderr().is_terminal() {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
-                "{prefix} [{bar:40}] {human_pos}/{human_len} rows, {per_sec}, ETA {eta}",
+                "{prefix} [{bar:40}] {human_pos}/{human_len} rows, {rate} rows/s, ETA {eta}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key(
+                "rate",
+                |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0}", state.per_sec());
+                },
+            )
             .progress_chars("=> ");
             bar.set_style(style);
             bar.set_prefix(label);
@@ -40,6 +48,7 @@ impl Progress {
                 label,
                 started: Instant::now(),
                 last: None,
+                shown: 0,
                 position: 0,
                 total: 0,
             }
@@ -55,6 +64,7 @@ impl Progress {
             }
             Progress::Plain {
                 last,
+                shown,
                 position: pos,
                 total: tot,
                 ..
@@ -63,6 +73,7 @@ impl Progress {
                 *tot = total;
                 if last.is_none_or(|at| at.elapsed() >= PLAIN_EVERY) {
                     *last = Some(Instant::now());
+                    *shown = position;
                     self.print_line();
                 }
             }
@@ -74,7 +85,13 @@ impl Progress {
     pub fn finish(&mut self) {
         match self {
             Progress::Bar(bar) => bar.abandon(),
-            Progress::Plain { last, .. } if last.is_some() => self.print_line(),
+            // The last state, unless the last line already showed it.
+            Progress::Plain {
+                last,
+                shown,
+                position,
+                ..
+            } if last.is_some() && shown != position => self.print_line(),
             _ => {}
         }
     }
