@@ -31,8 +31,10 @@ pub struct StoreStatus {
     /// Rows per format and key, as [`Maintenance::key_usage`] gives them; `None`
     /// without a keyring, or when the counts are `None`.
     pub key_usage: Option<Vec<KeyUsage>>,
-    /// Rows that break the current rules but predate them. Not computed yet:
-    /// always `None` for now.
+    /// Values the existing system stored outside today's rules (types such as
+    /// `Alpaca_Paper`, untrimmed or non-NFC nicknames), as
+    /// [`Maintenance::legacy_rows`] counts them; `None` without a keyring, or when the
+    /// counts are `None`.
     pub non_conforming_legacy_rows: Option<u64>,
     /// Row-level security on the two tables and the current role; `None` on SQLite.
     pub row_security: Option<RowSecurityStatus>,
@@ -123,6 +125,7 @@ impl Maintenance {
         let mut status = self.db.status()?;
         if status.credentials.is_some() {
             status.key_usage = Some(self.key_usage()?);
+            status.non_conforming_legacy_rows = Some(self.legacy_rows(1000)?.values.len() as u64);
         }
         Ok(status)
     }
