@@ -197,6 +197,31 @@ pub(crate) fn user_context(
     diesel::select(set_config(USER_SETTING, user.to_owned(), true))
 }
 
+/// Replaces the ciphertexts of a rotation batch in the current transaction and
+/// returns how many rows changed: on PostgreSQL one statement for the batch (a
+/// round trip per row would dominate), on SQLite one cached UPDATE per row (no
+/// network, and a multi-row form would not be cached).
+pub(crate) fn replace_ciphertexts(
+    conn: Conn<'_>,
+    rewrites: Vec<crate::query::CiphertextRewrite>,
+) -> diesel::QueryResult<usize> {
+    use diesel::RunQueryDsl;
+    match conn {
+        #[cfg(feature = "postgres")]
+        Conn::Postgres(c) => crate::query::replace_ciphertexts_in_one(rewrites).execute(c),
+        #[cfg(feature = "sqlite")]
+        Conn::Sqlite(c) => {
+            let mut changed = 0;
+            for (id, (old_api_key, old_secret_key), new) in rewrites {
+                changed +=
+                    crate::query::replace_ciphertexts(id, (&old_api_key, &old_secret_key), new)
+                        .execute(c)?;
+            }
+            Ok(changed)
+        }
+    }
+}
+
 /// Lets the tables' owner see every row for the rest of the current transaction,
 /// for the counts a guarded revert makes: on PostgreSQL `FORCE ROW LEVEL SECURITY`
 /// is lifted (undone when the transaction rolls back); SQLite has no row security.

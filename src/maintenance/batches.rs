@@ -190,15 +190,17 @@ impl Maintenance {
                 let plan = steps::plan_rotation(&self.keyring, self.format, &batch);
                 failures.extend(plan.failures);
                 if !plan.rewrites.is_empty() {
-                    let statements = plan
+                    let rewrites: Vec<query::CiphertextRewrite> = plan
                         .rewrites
                         .into_iter()
                         .map(|(row, new)| {
-                            query::replace_ciphertexts(row.id, (&row.api_key, &row.secret_key), new)
+                            (row.id, (row.api_key.clone(), row.secret_key.clone()), new)
                         })
                         .collect();
-                    state.rewritten +=
-                        self.db.execute_now(Scope::maintenance(), statements)? as u64;
+                    let written = self.db.run(Scope::maintenance(), |conn| {
+                        Ok(crate::backend::replace_ciphertexts(conn, rewrites)?)
+                    })?;
+                    state.rewritten += written as u64;
                 }
                 state.scanned += batch.len() as u64;
                 if progress(&state).is_break() {

@@ -317,6 +317,42 @@ pub(crate) fn count_renamed_nicknames() -> impl Load<i64> {
         .select(count_star())
 }
 
+/// A credential's ciphertexts to replace: its id, the `(api_key, secret_key)` read,
+/// and the new pair.
+pub(crate) type CiphertextRewrite = (Uuid, (String, String), (String, String));
+
+/// PostgreSQL: a whole batch of ciphertext replacements in one `UPDATE … FROM
+/// unnest(…)`, each row only where it still holds the ciphertexts that were read.
+#[cfg(feature = "postgres")]
+pub(crate) fn replace_ciphertexts_in_one(
+    rewrites: Vec<CiphertextRewrite>,
+) -> diesel::query_builder::BoxedSqlQuery<'static, diesel::pg::Pg, diesel::query_builder::SqlQuery>
+{
+    use diesel::sql_types::{Array, Text};
+    let mut ids = Vec::with_capacity(rewrites.len());
+    let (mut old_api, mut old_secret, mut api, mut secret) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (id, (old_api_key, old_secret_key), (api_key, secret_key)) in rewrites {
+        ids.push(id);
+        old_api.push(old_api_key);
+        old_secret.push(old_secret_key);
+        api.push(api_key);
+        secret.push(secret_key);
+    }
+    diesel::sql_query(
+        "UPDATE user_credentials AS c \
+         SET api_key = n.api_key, secret_key = n.secret_key \
+         FROM unnest($1, $2, $3, $4, $5) AS n(id, old_api_key, old_secret_key, api_key, secret_key) \
+         WHERE c.id = n.id AND c.api_key = n.old_api_key AND c.secret_key = n.old_secret_key",
+    )
+    .into_boxed()
+    .bind::<Array<crate::sql_types::DbUuid>, _>(ids)
+    .bind::<Array<Text>, _>(old_api)
+    .bind::<Array<Text>, _>(old_secret)
+    .bind::<Array<Text>, _>(api)
+    .bind::<Array<Text>, _>(secret)
+}
+
 /// The `(account, credential_type)` pairs that hold more than one credential: what
 /// the old unique index would refuse.
 pub(crate) fn shared_type_pairs() -> impl Load<(Uuid, String)> {
