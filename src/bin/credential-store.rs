@@ -432,6 +432,11 @@ fn status(g: &Global) -> Run {
         "credentials without a nickname: {}\n",
         count(status.null_nicknames)
     ));
+    if let Some(legacy) = status.non_conforming_legacy_rows {
+        text.push_str(&format!(
+            "values outside today's rules (legacy): {legacy}\n"
+        ));
+    }
     match &status.key_usage {
         None if !keys_configured(g) => text
             .push_str("key usage: unknown (no keys: set CREDENTIAL_STORE_KEYS or --keys-file)\n"),
