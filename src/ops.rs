@@ -278,24 +278,12 @@ impl<E: Executor> Core<E> {
         account: &UserAccount,
         nickname: &str,
     ) -> Result<Option<UserCredential>> {
-        traced(self.span("find_one_by_nickname", Some(account.id)), async {
-            let (nickname, exact) = validation::lookup_nicknames(nickname)?;
-            let statement = vec![query::credentials_by_nickname(
-                account,
-                nickname.as_str(),
-                &exact,
-            )];
-            let found = self
-                .exec
-                .load(Scope::read(&account.user_id), statement)
-                .await?;
-            record_rows(found.len());
-            steps::single_match(found, |matches| Error::AmbiguousNickname {
-                account_id: account.id,
-                nickname: nickname.as_str().to_owned(),
-                matches,
-            })
-        })
+        traced(
+            self.span("find_one_by_nickname", Some(account.id)),
+            self.one_by_nickname(account, nickname, |nickname, exact| {
+                query::credentials_by_nickname(account, nickname, exact)
+            }),
+        )
         .await
     }
 
@@ -305,28 +293,38 @@ impl<E: Executor> Core<E> {
         nickname: &str,
     ) -> Result<Option<(UserCredential, CredentialKeys)>> {
         traced(self.span("keys_by_nickname", Some(account.id)), async {
-            let (nickname, exact) = validation::lookup_nicknames(nickname)?;
-            let statement = vec![query::credentials_by_nickname_with_ciphertexts(
-                account,
-                nickname.as_str(),
-                &exact,
-            )];
             let found = self
-                .exec
-                .load(Scope::read(&account.user_id), statement)
+                .one_by_nickname(account, nickname, |nickname, exact| {
+                    query::credentials_by_nickname_with_ciphertexts(account, nickname, exact)
+                })
                 .await?;
-            record_rows(found.len());
-            let found = steps::single_match(found, |matches| Error::AmbiguousNickname {
-                account_id: account.id,
-                nickname: nickname.as_str().to_owned(),
-                matches,
-            })?;
             let Some(row) = found else { return Ok(None) };
             let credential = row.0.clone();
             let keys = steps::reveal(&self.keyring, account, credential.id, Some(row))?;
             Ok(Some((credential, keys)))
         })
         .await
+    }
+
+    /// The one row a nickname lookup finds, never one of several.
+    async fn one_by_nickname<T: Send + 'static, Q: Load<T>>(
+        &self,
+        account: &UserAccount,
+        nickname: &str,
+        statement: impl FnOnce(&str, &str) -> Q,
+    ) -> Result<Option<T>> {
+        let (nickname, exact) = validation::lookup_nicknames(nickname)?;
+        let statement = vec![statement(nickname.as_str(), &exact)];
+        let found = self
+            .exec
+            .load(Scope::read(&account.user_id), statement)
+            .await?;
+        record_rows(found.len());
+        steps::single_match(found, |matches| Error::AmbiguousNickname {
+            account_id: account.id,
+            nickname: nickname.as_str().to_owned(),
+            matches,
+        })
     }
 
     pub async fn find_one_by_type(

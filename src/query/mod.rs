@@ -233,6 +233,19 @@ pub(crate) fn count_credentials() -> impl Load<i64> {
     user_credentials::table.select(count_star())
 }
 
+/// What a ciphertext is bound to, and the ciphertexts: id, account id, user id,
+/// `api_key`, `secret_key`.
+#[diesel::dsl::auto_type]
+pub(crate) fn ciphertext_columns() -> _ {
+    (
+        user_credentials::id,
+        user_credentials::user_account_id,
+        user_credentials::user_id,
+        user_credentials::api_key,
+        user_credentials::secret_key,
+    )
+}
+
 /// The next `limit` credentials' ids, account ids, user ids and ciphertexts after
 /// `after`, by id, across all accounts.
 pub(crate) fn ciphertext_batch(
@@ -242,13 +255,7 @@ pub(crate) fn ciphertext_batch(
     user_credentials::table
         .filter(user_credentials::id.gt(SqlUuid(after)))
         .order(user_credentials::id)
-        .select((
-            user_credentials::id,
-            user_credentials::user_account_id,
-            user_credentials::user_id,
-            user_credentials::api_key,
-            user_credentials::secret_key,
-        ))
+        .select(ciphertext_columns())
         .limit(limit)
 }
 

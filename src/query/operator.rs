@@ -74,13 +74,7 @@ pub(crate) fn ciphertexts_by_ids(
     user_credentials::table
         .filter(user_credentials::id.eq_any(ids))
         .order(user_credentials::id)
-        .select((
-            user_credentials::id,
-            user_credentials::user_account_id,
-            user_credentials::user_id,
-            user_credentials::api_key,
-            user_credentials::secret_key,
-        ))
+        .select(super::ciphertext_columns())
 }
 
 /// Inserts accounts as they are, ids and times included (one multi-row `INSERT`).
