@@ -87,11 +87,13 @@ const USER_SETTING: &str = "app.current_user_id";
 /// The crate's context statement (`user_context` in src/backend.rs) as diesel sends
 /// it: all three arguments bound.
 const SET_CONFIG_SQL: &str = "SELECT set_config($1, $2, $3)";
-/// The crate's lookup (`credentials_by_nickname` in src/query.rs) as diesel prints it
-/// for PostgreSQL: `SELECT id, user_account_id, user_id, credential_type, nickname,
+/// The crate's lookup (`credentials_by_nickname` in src/query/mod.rs) as diesel prints
+/// it for PostgreSQL: `SELECT id, user_account_id, user_id, credential_type, nickname,
 /// is_active, expires_at, created_at, updated_at FROM user_credentials WHERE
-/// user_account_id = $1 AND user_id = $2 AND nickname = $3 ORDER BY created_at DESC,
-/// id DESC`. [`check_sql`] compares both texts with what the stores send.
+/// user_account_id = $1 AND user_id = $2 AND (nickname = $3 OR nickname = $4) ORDER BY
+/// created_at DESC, id DESC`, `$3` the normalised nickname and `$4` the input as given
+/// (the same for the dataset's nicknames). [`check_sql`] compares both texts with what
+/// the stores send.
 const LOOKUP_SQL: &str = concat!(
     r#"SELECT "user_credentials"."id", "user_credentials"."user_account_id", "#,
     r#""user_credentials"."user_id", "user_credentials"."credential_type", "#,
@@ -99,7 +101,8 @@ const LOOKUP_SQL: &str = concat!(
     r#""user_credentials"."expires_at", "user_credentials"."created_at", "#,
     r#""user_credentials"."updated_at" FROM "user_credentials" WHERE "#,
     r#"((("user_credentials"."user_account_id" = $1) AND "#,
-    r#"("user_credentials"."user_id" = $2)) AND ("user_credentials"."nickname" = $3)) "#,
+    r#"("user_credentials"."user_id" = $2)) AND (("user_credentials"."nickname" = $3) OR "#,
+    r#"("user_credentials"."nickname" = $4))) "#,
     r#"ORDER BY "user_credentials"."created_at" DESC, "user_credentials"."id" DESC"#
 );
 
@@ -293,10 +296,16 @@ impl Drop for ScratchDatabase<'_> {
                 self.name
             ))
         });
-        match dropped {
-            Ok(()) => eprintln!("dropped database {}", self.name),
-            Err(err) => eprintln!("WARNING: could not drop database {}: {err}", self.name),
-        }
+        // `writeln!`, not `eprintln!`: a closed stderr must not panic in a drop.
+        use std::io::Write;
+        let _ = match dropped {
+            Ok(()) => writeln!(std::io::stderr(), "dropped database {}", self.name),
+            Err(err) => writeln!(
+                std::io::stderr(),
+                "WARNING: could not drop database {}: {err}",
+                self.name
+            ),
+        };
     }
 }
 
@@ -389,7 +398,8 @@ impl Raw {
     /// `BEGIN; set_config; SELECT; COMMIT`, the four futures joined: one round trip.
     async fn pipelined(&self, account: &UserAccount, nickname: &str) -> Option<UserCredential> {
         let context: [&(dyn ToSql + Sync); 3] = [&USER_SETTING, &account.user_id, &true];
-        let lookup: [&(dyn ToSql + Sync); 3] = [&account.id, &account.user_id, &nickname];
+        let lookup: [&(dyn ToSql + Sync); 4] =
+            [&account.id, &account.user_id, &nickname, &nickname];
         let (begin, context, rows, commit) = tokio::join!(
             self.client.execute(&self.begin, &[]),
             self.client.execute(&self.set_config, &context),
@@ -405,7 +415,8 @@ impl Raw {
     /// The same four statements, each awaited before the next: four round trips.
     async fn sequential(&self, account: &UserAccount, nickname: &str) -> Option<UserCredential> {
         let context: [&(dyn ToSql + Sync); 3] = [&USER_SETTING, &account.user_id, &true];
-        let lookup: [&(dyn ToSql + Sync); 3] = [&account.id, &account.user_id, &nickname];
+        let lookup: [&(dyn ToSql + Sync); 4] =
+            [&account.id, &account.user_id, &nickname, &nickname];
         self.client.execute(&self.begin, &[]).await.expect("BEGIN");
         self.client
             .execute(&self.set_config, &context)
@@ -421,7 +432,8 @@ impl Raw {
 
     /// The SELECT alone.
     async fn bare(&self, account: &UserAccount, nickname: &str) -> Option<UserCredential> {
-        let lookup: [&(dyn ToSql + Sync); 3] = [&account.id, &account.user_id, &nickname];
+        let lookup: [&(dyn ToSql + Sync); 4] =
+            [&account.id, &account.user_id, &nickname, &nickname];
         one(self
             .client
             .query(&self.lookup, &lookup)
@@ -524,11 +536,12 @@ fn run_sync(store: &CredentialStore, accounts: &[UserAccount], seed: u64, iters:
 /// One path's implementations.
 struct Fixture {
     path: Path,
-    proxy: Option<Proxy>,
     accounts: Arc<Vec<UserAccount>>,
     async_store: AsyncCredentialStore,
     sync_store: CredentialStore,
     raw: Option<Arc<Raw>>,
+    /// Last, so dropped last: the connections through it close first.
+    proxy: Option<Proxy>,
 }
 
 impl Fixture {
@@ -643,8 +656,9 @@ fn capture_instrumentation() -> Option<Box<dyn diesel::connection::Instrumentati
 
 /// One lookup through each store on fresh connections with diesel's
 /// instrumentation installed; checks that [`SET_CONFIG_SQL`] and [`LOOKUP_SQL`] are
-/// statements the stores send, and prints what the async store sends.
-fn check_sql(rt: &Runtime, url: &str, account: &UserAccount) {
+/// statements the stores send, and prints what the async store sends. Returns the
+/// differences, for the report.
+fn check_sql(rt: &Runtime, url: &str, account: &UserAccount) -> Vec<String> {
     let one = DatabaseOptions {
         max_connections: 1,
         ..Default::default()
@@ -684,9 +698,13 @@ fn check_sql(rt: &Runtime, url: &str, account: &UserAccount) {
             eprintln!("  {sql}");
         }
     }
+    let mut drift = Vec::new();
     for (what, text) in [("set_config", SET_CONFIG_SQL), ("lookup", LOOKUP_SQL)] {
         for (store, captured) in [("sync", &by_sync), ("async", &by_async)] {
             if !captured.is_empty() && !captured.iter().any(|c| c == text) {
+                drift.push(format!(
+                    "the baselines' {what} SQL is not what the {store} store sends (see stderr)"
+                ));
                 eprintln!(
                     "WARNING: the baselines' {what} is not what the {store} store sends:\n  {text}\nit sent:"
                 );
@@ -696,6 +714,7 @@ fn check_sql(rt: &Runtime, url: &str, account: &UserAccount) {
             }
         }
     }
+    drift
 }
 
 // ---------------------------------------------------------------------------
@@ -1044,6 +1063,7 @@ fn fmt_ratio(r: Option<f64>) -> String {
 }
 
 fn report(
+    warnings: &[String],
     results: &Results,
     checks: &[ProxyCheck],
     throughputs: &[Throughput],
@@ -1054,6 +1074,9 @@ fn report(
         "Load average (1, 5, 15 min) at the start: {}; at the end: {}.\n",
         load.0, load.1
     );
+    for warning in warnings {
+        println!("**WARNING: {warning}.**\n");
+    }
 
     if !checks.is_empty() {
         println!("Proxy check (tokio-postgres, 20 calls each; round trips per call counted at the proxy):\n");
@@ -1216,6 +1239,7 @@ fn main() {
     let mut results = Results::default();
     let mut checks = Vec::new();
     let mut throughputs = Vec::new();
+    let mut warnings = Vec::new();
 
     // PostgreSQL
     let server = if backend_enabled("postgres") {
@@ -1249,7 +1273,7 @@ fn main() {
                 client.batch_execute("VACUUM ANALYZE user_credentials")
             })
             .expect("vacuum");
-        check_sql(&rt, &url, &accounts[0]);
+        warnings.extend(check_sql(&rt, &url, &accounts[0]));
         let accounts = Arc::new(accounts);
 
         let mut fixtures = vec![Fixture::open(&rt, Path::Loopback, &url, None, &accounts)];
@@ -1304,6 +1328,7 @@ fn main() {
 
     criterion.final_summary();
     report(
+        &warnings,
         &results,
         &checks,
         &throughputs,
