@@ -8,9 +8,13 @@
 //! - **PostgreSQL**: diesel-async's `AsyncPgConnection` (tokio-postgres) in a
 //!   deadpool pool. A call's `BEGIN`, `set_config('app.current_user_id', $1, true)`
 //!   (a bound parameter), statement and `COMMIT` are sent without waiting for each
-//!   other: one network round trip once the connection has prepared the statements
-//!   (its first use of a statement waits for the statement to be prepared first,
-//!   then commits). The context is local to the transaction; a call cancelled
+//!   other: one network round trip. The pool prepares every per-user read when it
+//!   opens a connection (in a transaction it rolls back), so this holds from a
+//!   connection's first call; a statement the connection has not prepared (writes
+//!   whose SQL diesel does not cache: multi-row INSERTs, changeset UPDATEs) is sent
+//!   with the others and `COMMIT` follows once it has run, so that `COMMIT` cannot
+//!   overtake its preparation: two or three round trips. The context is local to
+//!   the transaction; a call cancelled
 //!   mid-flight (a dropped future, a timeout, an aborted task) closes its
 //!   connection instead of returning it to the pool, so the server rolls the
 //!   transaction back and no context or open transaction reaches another call.
@@ -198,6 +202,7 @@ impl Executor for AsyncDatabase {
 mod pg {
     use super::*;
     use crate::backend::user_context;
+    use crate::query;
     use deadpool::managed::{Metrics, Object, Pool, RecycleError, RecycleResult};
     use diesel::pg::Pg;
     use diesel::query_builder::{QueryFragment, QueryId};
@@ -216,6 +221,74 @@ mod pg {
         clean: bool,
     }
 
+    impl PgSession {
+        /// Prepares the statements of every per-user read once, when the connection
+        /// is made, inside a transaction that is rolled back (no user context: they
+        /// see no rows), so that even a connection's first call sends BEGIN, the
+        /// context, the statement and COMMIT in one round trip. A statement the role
+        /// may not run is left to be prepared on first use.
+        async fn prepare_hot_statements(&mut self) -> QueryResult<()> {
+            let nobody = UserAccount {
+                id: Uuid::nil(),
+                user_id: String::new(),
+                account_name: String::new(),
+                is_active: false,
+                created_at: chrono::DateTime::UNIX_EPOCH,
+                updated_at: chrono::DateTime::UNIX_EPOCH,
+            };
+            let (id, user) = (Uuid::nil(), "");
+            let statements = [
+                hot::<_, String>(user_context(user)),
+                hot(query::account(user, id)),
+                hot(query::account_by_user_id(user)),
+                hot(query::credential(&nobody, id)),
+                hot(query::credentials(&nobody)),
+                hot(query::credentials_by_type(&nobody, user)),
+                hot(query::credentials_by_nickname(&nobody, user, user)),
+                hot(query::credentials_by_nickname_with_ciphertexts(
+                    &nobody, user, user,
+                )),
+                hot(query::credential_with_ciphertexts(&nobody, id)),
+            ];
+            self.conn.batch_execute("BEGIN").await?;
+            for (key, run) in statements {
+                let Some(key) = key else { continue };
+                // In a savepoint, so that a refusal leaves the transaction usable.
+                self.conn.batch_execute("SAVEPOINT cs_prepare").await?;
+                let ran = run(&self.conn).await.is_ok();
+                let undo = if ran { "RELEASE" } else { "ROLLBACK TO" };
+                self.conn
+                    .batch_execute(&format!("{undo} SAVEPOINT cs_prepare"))
+                    .await?;
+                if ran {
+                    self.prepared.insert(key);
+                }
+            }
+            self.conn.batch_execute("ROLLBACK").await
+        }
+    }
+
+    /// A statement to prepare: its cache key, and a run of it.
+    type HotStatement = (
+        Option<TypeId>,
+        Box<dyn for<'c> FnOnce(&'c AsyncPgConnection) -> BoxFuture<'c, QueryResult<()>> + Send>,
+    );
+
+    fn hot<Q: Load<T>, T: Send + 'static>(statement: Q) -> HotStatement {
+        let key = statement_key(&statement);
+        (
+            key,
+            Box::new(move |conn| {
+                Box::pin(async move {
+                    let mut conn = conn;
+                    diesel_async::RunQueryDsl::load::<T>(statement, &mut conn)
+                        .await
+                        .map(drop)
+                })
+            }),
+        )
+    }
+
     pub(super) struct PgManager {
         url: String,
     }
@@ -225,11 +298,16 @@ mod pg {
         type Error = diesel::ConnectionError;
 
         async fn create(&self) -> Result<PgSession, diesel::ConnectionError> {
-            Ok(PgSession {
+            let mut session = PgSession {
                 conn: AsyncPgConnection::establish(&self.url).await?,
                 prepared: HashSet::new(),
                 clean: true,
-            })
+            };
+            session
+                .prepare_hot_statements()
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            Ok(session)
         }
 
         async fn recycle(
