@@ -222,7 +222,7 @@ mod pg {
     }
 
     impl PgSession {
-        /// Prepares the statements of every per-user read once, when the connection
+        /// Prepares the statements of every per-user read (and the delete) once, when the connection
         /// is made, inside a transaction that is rolled back (no user context: they
         /// see no rows), so that even a connection's first call sends BEGIN, the
         /// context, the statement and COMMIT in one round trip. A statement the role
@@ -249,6 +249,7 @@ mod pg {
                     &nobody, user, user,
                 )),
                 hot(query::credential_with_ciphertexts(&nobody, id)),
+                hot_write(query::delete_credential(&nobody, id)),
             ];
             self.conn.batch_execute("BEGIN").await?;
             for (key, run) in statements {
@@ -273,6 +274,21 @@ mod pg {
         Option<TypeId>,
         Box<dyn for<'c> FnOnce(&'c AsyncPgConnection) -> BoxFuture<'c, QueryResult<()>> + Send>,
     );
+
+    fn hot_write<Q: Execute>(statement: Q) -> HotStatement {
+        let key = statement_key(&statement);
+        (
+            key,
+            Box::new(move |conn| {
+                Box::pin(async move {
+                    let mut conn = conn;
+                    diesel_async::RunQueryDsl::execute(statement, &mut conn)
+                        .await
+                        .map(drop)
+                })
+            }),
+        )
+    }
 
     fn hot<Q: Load<T>, T: Send + 'static>(statement: Q) -> HotStatement {
         let key = statement_key(&statement);

@@ -212,9 +212,19 @@ impl<E: Executor> Core<E> {
             if chunks.is_empty() {
                 return Ok(Vec::new());
             }
-            let statements = chunks.into_iter().map(query::insert_credentials).collect();
             let scope = Scope::write(&account.user_id);
-            let stored = match self.exec.load(scope, statements).await {
+            let inserted = match steps::single_row(chunks) {
+                Ok(row) => {
+                    self.exec
+                        .load(scope, vec![query::insert_credential(row)])
+                        .await
+                }
+                Err(chunks) => {
+                    let statements = chunks.into_iter().map(query::insert_credentials).collect();
+                    self.exec.load(scope, statements).await
+                }
+            };
+            let stored = match inserted {
                 Err(err) if backend::is_owner_violation(&err) => {
                     let owner = vec![query::account_owner(account.id)];
                     let owner = first(self.exec.load(Scope::read(&account.user_id), owner).await?);

@@ -127,6 +127,16 @@ pub(crate) fn credential_rows(
     Ok(chunks)
 }
 
+/// The one row of a one-row insert, or the chunks as they are.
+pub(crate) fn single_row(
+    mut chunks: Vec<Vec<CredentialRow>>,
+) -> std::result::Result<CredentialRow, Vec<Vec<CredentialRow>>> {
+    match chunks.as_mut_slice() {
+        [chunk] if chunk.len() == 1 => chunk.pop().ok_or(chunks),
+        _ => Err(chunks),
+    }
+}
+
 /// Why an insert under `account` met the owner check, from the account's owner as
 /// the caller's role sees it; `err` when the owner is the account's user after all.
 pub(crate) fn owner_error(account: &UserAccount, owner: Option<String>, err: Error) -> Error {

@@ -384,8 +384,13 @@ async fn cancellation_storm(store: AsyncCredentialStore, seed: u64) {
         let account = accounts[rng.below(USERS.len() as u64) as usize].clone();
         let (store, wait) = (store.clone(), Duration::from_micros(200 + rng.below(5_000)));
         tail.push(tokio::spawn(async move {
-            let new = NewUserCredential::new("polygon", "PK", "s").nickname("Tail");
-            let _ = tokio::time::timeout(wait, store.insert_credential(&account, &new)).await;
+            // Two rows: a multi-row INSERT, whose statement is prepared on every call,
+            // so COMMIT waits for it, and a cut can fall between the two.
+            let new = [
+                NewUserCredential::new("polygon", "PK", "s").nickname("Tail"),
+                NewUserCredential::new("polygon", "PK2", "s").nickname("Tail"),
+            ];
+            let _ = tokio::time::timeout(wait, store.insert_credentials(&account, &new)).await;
         }));
     }
     for task in tail {

@@ -107,6 +107,31 @@ fn an_async_lookup_is_one_round_trip() {
             store.credential_keys(&account, paper[0].id).await.unwrap();
         }
         assert_eq!(proxy.round_trips(), 3 * CALLS, "one round trip per read");
+
+        // A one-row insert is one statement of one shape: once the connection has
+        // prepared it, an insert is one round trip too; so is a delete.
+        let polygon = |n: u64| NewUserCredential::new("polygon", format!("PK{n}"), "s");
+        store
+            .insert_credential(&account, &polygon(0))
+            .await
+            .unwrap();
+        proxy.reset();
+        let mut inserted = Vec::new();
+        for n in 1..=CALLS {
+            inserted.push(
+                store
+                    .insert_credential(&account, &polygon(n))
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        assert_eq!(proxy.round_trips(), CALLS, "one round trip per insert");
+        proxy.reset();
+        for id in inserted {
+            store.delete_credential(&account, id).await.unwrap();
+        }
+        assert_eq!(proxy.round_trips(), CALLS, "one round trip per delete");
     });
 
     // The blocking store: BEGIN, set_config, the SELECT and COMMIT, one after another.

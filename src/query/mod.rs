@@ -98,6 +98,15 @@ pub(crate) fn insert_credentials(rows: Vec<CredentialRow>) -> impl Load<UserCred
         .returning(columns)
 }
 
+/// Inserts one credential and returns it as stored: unlike a multi-row INSERT, a
+/// statement of one shape, which the connections cache.
+pub(crate) fn insert_credential(row: CredentialRow) -> impl Load<UserCredential> {
+    let columns: CredentialColumns = credential_columns();
+    diesel::insert_into(user_credentials::table)
+        .values(row)
+        .returning(columns)
+}
+
 /// One credential of the account.
 pub(crate) fn credential(account: &UserAccount, credential_id: Uuid) -> impl Load<UserCredential> {
     one_owned(account, credential_id).select(credential_columns())
