@@ -8,10 +8,11 @@
 //! - **PostgreSQL**: diesel-async's `AsyncPgConnection` (tokio-postgres) in a
 //!   deadpool pool. A call's `BEGIN`, `set_config('app.current_user_id', $1, true)`
 //!   (a bound parameter), statement and `COMMIT` are sent without waiting for each
-//!   other: one network round trip. The pool prepares every per-user read when it
-//!   opens a connection (in a transaction it rolls back), so this holds from a
-//!   connection's first call; a statement the connection has not prepared (writes
-//!   whose SQL diesel does not cache: multi-row INSERTs, changeset UPDATEs) is sent
+//!   other: one network round trip. The pool prepares every per-user read and the
+//!   delete when it opens a connection (in a transaction it rolls back), so this
+//!   holds from a connection's first call; a one-row insert is prepared by its first
+//!   use. A statement the connection has not prepared (and those whose SQL diesel
+//!   does not cache: multi-row INSERTs, changeset UPDATEs) is sent
 //!   with the others and `COMMIT` follows once it has run, so that `COMMIT` cannot
 //!   overtake its preparation: two or three round trips. The context is local to
 //!   the transaction; a call cancelled
