@@ -139,6 +139,17 @@ fn chunks<T>(rows: Vec<T>) -> Vec<Vec<T>> {
     chunks
 }
 
+/// A credential as the copy reads it: the row and its two ciphertexts.
+type CopiedCredential = (UserCredential, LossyText, LossyText);
+
+/// How [`Maintenance::walk`] reads one table: the batch after an id, a row's id,
+/// and the ids of a batch the target already holds.
+struct Walk<After, Id, Existing> {
+    after: After,
+    id: Id,
+    existing: Existing,
+}
+
 impl Maintenance {
     /// Copies every account and credential of this store's database into `target`,
     /// which may be of the other backend, keeping ids, times and ciphertexts exactly
@@ -239,44 +250,36 @@ impl Maintenance {
         report: &mut CopyReport,
         progress: &mut dyn FnMut(&CopyProgress) -> ControlFlow<()>,
     ) -> Result<ControlFlow<()>> {
-        let mut after = Uuid::nil();
-        loop {
-            let batch = self.db.load_now(
-                Scope::maintenance_read(),
-                vec![operator::accounts_after(after, limit)],
-            )?;
-            let Some(last) = batch.last() else {
-                return Ok(ControlFlow::Continue(()));
-            };
-            after = last.id;
-            let ids: Vec<Uuid> = batch.iter().map(|a| a.id).collect();
-            let existing: HashSet<Uuid> = target
-                .load_now(
-                    Scope::maintenance_read(),
-                    vec![operator::existing_account_ids(&ids)],
-                )?
-                .into_iter()
-                .collect();
-            let rows: Vec<AccountRow> = batch
-                .into_iter()
-                .filter(|a| !existing.contains(&a.id))
-                .map(account_row)
-                .collect();
-            let state = &mut report.progress;
-            state.accounts_skipped += existing.len() as u64;
-            state.accounts_copied += rows.len() as u64;
-            if !rows.is_empty() {
-                let statements = chunks(rows)
+        let batches = Walk {
+            after: operator::accounts_after,
+            id: |account: &UserAccount| account.id,
+            existing: operator::existing_account_ids,
+        };
+        self.walk(
+            target,
+            limit,
+            report,
+            progress,
+            batches,
+            |batch, _, existing, report| {
+                let rows: Vec<AccountRow> = batch
                     .into_iter()
-                    .map(operator::insert_accounts)
+                    .filter(|a| !existing.contains(&a.id))
+                    .map(account_row)
                     .collect();
-                target.execute_now(Scope::maintenance(), statements)?;
-            }
-            state.scanned += ids.len() as u64;
-            if progress(state).is_break() {
-                return Ok(ControlFlow::Break(()));
-            }
-        }
+                let state = &mut report.progress;
+                state.accounts_skipped += existing.len() as u64;
+                state.accounts_copied += rows.len() as u64;
+                if !rows.is_empty() {
+                    let statements = chunks(rows)
+                        .into_iter()
+                        .map(operator::insert_accounts)
+                        .collect();
+                    target.execute_now(Scope::maintenance(), statements)?;
+                }
+                Ok(())
+            },
+        )
     }
 
     /// Copies the credentials the target lacks, batch by batch, then reads each
@@ -288,54 +291,84 @@ impl Maintenance {
         report: &mut CopyReport,
         progress: &mut dyn FnMut(&CopyProgress) -> ControlFlow<()>,
     ) -> Result<ControlFlow<()>> {
+        let batches = Walk {
+            after: operator::credentials_after,
+            id: |(credential, ..): &CopiedCredential| credential.id,
+            existing: operator::existing_credential_ids,
+        };
+        self.walk(
+            target,
+            limit,
+            report,
+            progress,
+            batches,
+            |batch, ids, existing, report| {
+                let rows: Vec<CredentialRow> = batch
+                    .into_iter()
+                    .filter(|(c, ..)| !existing.contains(&c.id))
+                    .map(credential_row)
+                    .collect();
+                // What the target must hold afterwards: the source's ciphertexts, by id.
+                let mut expected: HashMap<Uuid, Expected> = HashMap::with_capacity(ids.len());
+                let state = &mut report.progress;
+                state.credentials_skipped += existing.len() as u64;
+                state.credentials_copied += rows.len() as u64;
+                let statements: Vec<_> = chunks(rows)
+                    .into_iter()
+                    .map(|chunk| {
+                        for row in &chunk {
+                            expected.insert(
+                                row.id.0,
+                                (
+                                    row.user_account_id.0,
+                                    row.api_key.clone(),
+                                    row.secret_key.clone(),
+                                ),
+                            );
+                        }
+                        query::insert_credentials(chunk)
+                    })
+                    .collect();
+                if !statements.is_empty() {
+                    target.load_now(Scope::maintenance(), statements)?;
+                }
+                self.check_copied(target, ids, &existing, expected, report)
+            },
+        )
+    }
+
+    /// Walks the source by id, `limit` rows at a time: for each batch, the ids the
+    /// target already holds, then `copy`; stops at the end or when `progress` says so.
+    fn walk<R, Q, E>(
+        &self,
+        target: &Database,
+        limit: i64,
+        report: &mut CopyReport,
+        progress: &mut dyn FnMut(&CopyProgress) -> ControlFlow<()>,
+        batches: Walk<impl Fn(Uuid, i64) -> Q, impl Fn(&R) -> Uuid, impl Fn(&[Uuid]) -> E>,
+        mut copy: impl FnMut(Vec<R>, &[Uuid], HashSet<Uuid>, &mut CopyReport) -> Result<()>,
+    ) -> Result<ControlFlow<()>>
+    where
+        Q: Load<R>,
+        E: Load<Uuid>,
+        R: Send + 'static,
+    {
         let mut after = Uuid::nil();
         loop {
             let batch = self.db.load_now(
                 Scope::maintenance_read(),
-                vec![operator::credentials_after(after, limit)],
+                vec![(batches.after)(after, limit)],
             )?;
             let Some(last) = batch.last() else {
                 return Ok(ControlFlow::Continue(()));
             };
-            after = last.0.id;
-            let ids: Vec<Uuid> = batch.iter().map(|(c, ..)| c.id).collect();
+            after = (batches.id)(last);
+            let ids: Vec<Uuid> = batch.iter().map(&batches.id).collect();
             let existing: HashSet<Uuid> = target
-                .load_now(
-                    Scope::maintenance_read(),
-                    vec![operator::existing_credential_ids(&ids)],
-                )?
+                .load_now(Scope::maintenance_read(), vec![(batches.existing)(&ids)])?
                 .into_iter()
                 .collect();
-            let rows: Vec<CredentialRow> = batch
-                .into_iter()
-                .filter(|(c, ..)| !existing.contains(&c.id))
-                .map(credential_row)
-                .collect();
-            // What the target must hold afterwards: the source's ciphertexts, by id.
-            let mut expected: HashMap<Uuid, Expected> = HashMap::with_capacity(ids.len());
-            let state = &mut report.progress;
-            state.credentials_skipped += existing.len() as u64;
-            state.credentials_copied += rows.len() as u64;
-            let statements: Vec<_> = chunks(rows)
-                .into_iter()
-                .map(|chunk| {
-                    for row in &chunk {
-                        expected.insert(
-                            row.id.0,
-                            (
-                                row.user_account_id.0,
-                                row.api_key.clone(),
-                                row.secret_key.clone(),
-                            ),
-                        );
-                    }
-                    query::insert_credentials(chunk)
-                })
-                .collect();
-            if !statements.is_empty() {
-                target.load_now(Scope::maintenance(), statements)?;
-            }
-            self.check_copied(target, &ids, &existing, expected, report)?;
+            copy(batch, &ids, existing, report)?;
             report.progress.scanned += ids.len() as u64;
             if progress(&report.progress).is_break() {
                 return Ok(ControlFlow::Break(()));
