@@ -75,6 +75,13 @@ impl std::fmt::Debug for AsyncDatabase {
 }
 
 /// Runs blocking work on tokio's blocking pool.
+/// Why the async store refuses [`DatabaseOptions::transaction_pooler`].
+const TRANSACTION_POOLER_REFUSED: &str = "the async store cannot run through a transaction \
+     pooler before PgBouncer 1.21: its PostgreSQL driver (tokio-postgres) prepares named \
+     statements, also while connecting, outside any transaction; use the blocking store \
+     (Database) with transaction_pooler, session pooling, or PgBouncer 1.21 or later with \
+     max_prepared_statements and transaction_pooler off";
+
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
@@ -98,6 +105,11 @@ impl AsyncDatabase {
     pub async fn open_with(url: &str, options: &DatabaseOptions) -> Result<Self> {
         let pool = match parse_url(url)? {
             #[cfg(feature = "postgres")]
+            Target::Postgres(_) if options.transaction_pooler => {
+                return Err(Error::UnsupportedUrl {
+                    reason: TRANSACTION_POOLER_REFUSED.into(),
+                })
+            }
             Target::Postgres(url) => {
                 AsyncPool::Postgres(Arc::new(pg::PgPool::open(url, options).await?))
             }

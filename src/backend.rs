@@ -145,6 +145,14 @@ pub(crate) fn classify(err: Error) -> Error {
     }
 }
 
+/// Whether a batch of credentials goes in as one cached single-row INSERT per row,
+/// in one transaction: on SQLite, where there is no network to save and a
+/// multi-row INSERT of a new length is parsed and planned again for every batch;
+/// not on PostgreSQL, where multi-row INSERTs save a round trip per row.
+pub(crate) fn inserts_row_by_row(backend: Backend) -> bool {
+    backend == Backend::Sqlite
+}
+
 /// Whether a failed insert met the owner check (the composite foreign key on
 /// PostgreSQL, the triggers or the account foreign key on SQLite).
 pub(crate) fn is_owner_violation(err: &Error) -> bool {
@@ -195,6 +203,141 @@ pub(crate) fn user_context(
     user: &str,
 ) -> diesel::dsl::select<set_config<&'static str, String, bool>> {
     diesel::select(set_config(USER_SETTING, user.to_owned(), true))
+}
+
+/// A PostgreSQL pool: one connection is made at once, so that a wrong URL or an
+/// unreachable server is reported by `open`. Behind a transaction pooler the
+/// connections keep no prepared statements (see
+/// [`DatabaseOptions::transaction_pooler`](crate::DatabaseOptions::transaction_pooler)).
+#[cfg(feature = "postgres")]
+pub(crate) fn pg_pool(
+    url: &str,
+    builder: diesel::r2d2::Builder<diesel::r2d2::ConnectionManager<PgConnection>>,
+    transaction_pooler: bool,
+) -> Result<diesel::r2d2::Pool<diesel::r2d2::ConnectionManager<PgConnection>>> {
+    use diesel::Connection;
+    let mut first = PgConnection::establish(url)?;
+    let statements = PgStatements { transaction_pooler };
+    diesel::r2d2::CustomizeConnection::on_acquire(&statements, &mut first)
+        .map_err(|err| Error::Database(diesel::result::Error::QueryBuilderError(err.into())))?;
+    Ok(builder
+        .connection_customizer(Box::new(statements))
+        .build_unchecked(diesel::r2d2::ConnectionManager::new(url)))
+}
+
+/// Whether a PostgreSQL connection caches prepared statements: not behind a
+/// transaction pooler, where each statement goes out unnamed with its parameters.
+#[cfg(feature = "postgres")]
+#[derive(Debug, Clone, Copy)]
+struct PgStatements {
+    transaction_pooler: bool,
+}
+
+#[cfg(feature = "postgres")]
+impl diesel::r2d2::CustomizeConnection<PgConnection, diesel::r2d2::Error> for PgStatements {
+    fn on_acquire(&self, conn: &mut PgConnection) -> std::result::Result<(), diesel::r2d2::Error> {
+        if self.transaction_pooler {
+            diesel::Connection::set_prepared_statement_cache_size(
+                conn,
+                diesel::connection::CacheSize::Disabled,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A streaming replica that per-user reads go to, and how far this handle needs it
+/// to have replayed the primary's WAL (read your writes).
+#[cfg(feature = "postgres")]
+pub(crate) struct Replica {
+    pool: diesel::r2d2::Pool<diesel::r2d2::ConnectionManager<PgConnection>>,
+    /// The primary's WAL position after this handle's latest committed write.
+    written: std::sync::atomic::AtomicI64,
+    /// The furthest the replica was seen to have replayed.
+    replayed: std::sync::atomic::AtomicI64,
+}
+
+/// `pg_current_wal_lsn()` on the primary, as a byte position.
+#[cfg(feature = "postgres")]
+fn primary_wal_position(
+) -> diesel::dsl::select<diesel::expression::SqlLiteral<diesel::sql_types::BigInt>> {
+    diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+        "(pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint",
+    ))
+}
+
+/// `pg_last_wal_replay_lsn()` on a standby, as a byte position (NULL: not a standby).
+#[cfg(feature = "postgres")]
+fn replica_replay_position() -> diesel::dsl::select<
+    diesel::expression::SqlLiteral<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>,
+> {
+    diesel::select(diesel::dsl::sql::<
+        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+    >("(pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint"))
+}
+
+/// A write whose WAL position could not be read: no replica is known to hold it.
+#[cfg(feature = "postgres")]
+const UNKNOWN_POSITION: i64 = i64::MAX;
+
+#[cfg(feature = "postgres")]
+type PgPooled = diesel::r2d2::PooledConnection<diesel::r2d2::ConnectionManager<PgConnection>>;
+
+#[cfg(feature = "postgres")]
+impl Replica {
+    pub(crate) fn new(
+        pool: diesel::r2d2::Pool<diesel::r2d2::ConnectionManager<PgConnection>>,
+    ) -> Self {
+        Replica {
+            pool,
+            written: std::sync::atomic::AtomicI64::new(0),
+            replayed: std::sync::atomic::AtomicI64::new(0),
+        }
+    }
+
+    /// A replica connection that has replayed this handle's latest write, or `None`
+    /// (the read goes to the primary): the replica is behind or unreachable.
+    pub(crate) fn caught_up_connection(&self) -> Option<PgPooled> {
+        use diesel::RunQueryDsl;
+        use std::sync::atomic::Ordering;
+        let mut conn = self.pool.get().ok()?;
+        let written = self.written.load(Ordering::Acquire);
+        if written > self.replayed.load(Ordering::Acquire) {
+            // NULL: the server is not in recovery (a promoted standby), so it holds
+            // every write it has acknowledged.
+            let replayed = replica_replay_position()
+                .get_result::<Option<i64>>(&mut conn)
+                .ok()?
+                .unwrap_or(UNKNOWN_POSITION);
+            self.replayed.fetch_max(replayed, Ordering::AcqRel);
+            if replayed < written {
+                return None;
+            }
+        }
+        Some(conn)
+    }
+
+    /// Records the primary's WAL position after a committed write. When it cannot
+    /// be read, the position is unknown and replica reads go to the primary until a
+    /// later write records one (which covers this write too).
+    pub(crate) fn record_write(&self, primary: &mut PgConnection) {
+        use diesel::RunQueryDsl;
+        use std::sync::atomic::Ordering;
+        match primary_wal_position().get_result::<i64>(primary) {
+            Ok(position) => {
+                let _ = self
+                    .written
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                        Some(if current == UNKNOWN_POSITION {
+                            position
+                        } else {
+                            current.max(position)
+                        })
+                    });
+            }
+            Err(_) => self.written.store(UNKNOWN_POSITION, Ordering::Release),
+        }
+    }
 }
 
 /// Replaces the ciphertexts of a rotation batch in the current transaction and
@@ -483,6 +626,20 @@ pub(crate) fn erase_freed_sqlite(conn: &mut SqliteConnection) {
             "SQLite checkpoint blocked by a reader: removed ciphertexts stay in the WAL until the next checkpoint"
         ),
         Err(err) => tracing::warn!(error = %err, "SQLite checkpoint failed"),
+    }
+}
+
+/// Copies the write-ahead log into the SQLite file between maintenance batches
+/// (`PRAGMA wal_checkpoint(PASSIVE)`, which waits for no reader or writer), so that
+/// the log restarts and no batch's COMMIT crosses SQLite's 1000-page automatic
+/// checkpoint, which would run inside that COMMIT. Frames a reader still needs stay
+/// for a later checkpoint; a failure is logged, never returned (the batch has
+/// committed).
+#[cfg(feature = "sqlite")]
+pub(crate) fn checkpoint_between_batches_sqlite(conn: &mut SqliteConnection) {
+    use diesel::connection::SimpleConnection;
+    if let Err(err) = conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)") {
+        tracing::warn!(error = %err, "SQLite checkpoint between batches failed");
     }
 }
 

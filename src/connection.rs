@@ -25,6 +25,15 @@ pub struct DatabaseOptions {
     /// How long a SQLite statement waits for another writer's lock before it fails
     /// with "database is locked" (`PRAGMA busy_timeout`). Default 5 s.
     pub busy_timeout: Duration,
+    /// PostgreSQL only: the URL points at a transaction pooler (PgBouncer in
+    /// `pool_mode = transaction`, before 1.21), which hands each transaction to
+    /// whichever server connection is free, so a statement prepared in one
+    /// transaction may be missing in the next. With this set, connections keep no
+    /// prepared statements: each statement goes out unnamed with its parameters (the
+    /// same one round trip per statement). The async store refuses it
+    /// ([`Error::UnsupportedUrl`](crate::Error::UnsupportedUrl)): see the README's
+    /// "Behind PgBouncer". Default `false`.
+    pub transaction_pooler: bool,
 }
 
 impl Default for DatabaseOptions {
@@ -33,6 +42,7 @@ impl Default for DatabaseOptions {
             max_connections: 10,
             connection_timeout: Duration::from_secs(30),
             busy_timeout: Duration::from_secs(5),
+            transaction_pooler: false,
         }
     }
 }
@@ -62,6 +72,9 @@ impl Default for DatabaseOptions {
 #[derive(Clone)]
 pub struct Database {
     pool: Pool,
+    options: DatabaseOptions,
+    #[cfg(feature = "postgres")]
+    replica: Option<std::sync::Arc<crate::backend::Replica>>,
 }
 
 #[derive(Clone)]
@@ -92,10 +105,11 @@ impl Database {
     pub fn open_with(url: &str, options: &DatabaseOptions) -> Result<Self> {
         let pool = match parse_url(url)? {
             #[cfg(feature = "postgres")]
-            Target::Postgres(url) => {
-                PgConnection::establish(url)?;
-                Pool::Postgres(pool_builder(options).build_unchecked(ConnectionManager::new(url)))
-            }
+            Target::Postgres(url) => Pool::Postgres(crate::backend::pg_pool(
+                url,
+                pool_builder(options),
+                options.transaction_pooler,
+            )?),
             #[cfg(feature = "sqlite")]
             Target::Sqlite(path) => {
                 let path = crate::backend::absolute_sqlite_path(path)?;
@@ -113,7 +127,50 @@ impl Database {
             #[allow(unreachable_patterns)]
             target => return Err(crate::backend::missing_backend(&target)),
         };
-        Ok(Database { pool })
+        Ok(Database {
+            pool,
+            options: options.clone(),
+            #[cfg(feature = "postgres")]
+            replica: None,
+        })
+    }
+
+    /// Sends per-user reads to a streaming replica of this PostgreSQL database
+    /// (a hot standby, reached at `url`, with its own pool of the same size); writes,
+    /// maintenance and migrations stay on the primary. Row-level security holds on
+    /// the replica as on the primary: the policies are part of the replicated
+    /// database, and each read sets its user's context the same way.
+    ///
+    /// **Read your writes.** This handle, and every clone of it, never reads older
+    /// than its own writes: after each committed write it records the primary's WAL
+    /// position (one more statement), and the next replica read first checks that
+    /// the replica has replayed that far (`pg_last_wal_replay_lsn()`, once per
+    /// write); if it has not, that read goes to the primary. Writes made through
+    /// other handles or processes reach the replica's readers after the replication
+    /// lag. A replica that cannot be reached sends the read to the primary.
+    ///
+    /// A SQLite database, or a replica URL that is not PostgreSQL, is
+    /// [`Error::UnsupportedUrl`](crate::Error::UnsupportedUrl); an unreachable replica
+    /// is [`Error::Connection`](crate::Error::Connection) here, like [`open`](Self::open).
+    pub fn with_read_replica(self, url: &str) -> Result<Self> {
+        #[cfg(feature = "postgres")]
+        if let (true, Target::Postgres(url)) =
+            (self.backend() == Backend::Postgres, parse_url(url)?)
+        {
+            let pool = crate::backend::pg_pool(
+                url,
+                pool_builder(&self.options),
+                self.options.transaction_pooler,
+            )?;
+            return Ok(Database {
+                replica: Some(std::sync::Arc::new(crate::backend::Replica::new(pool))),
+                ..self
+            });
+        }
+        let _ = url;
+        Err(crate::Error::UnsupportedUrl {
+            reason: "a read replica needs a PostgreSQL primary and a PostgreSQL replica URL".into(),
+        })
     }
 
     /// The backend this database runs on.
@@ -150,13 +207,26 @@ impl Database {
         match &self.pool {
             #[cfg(feature = "postgres")]
             Pool::Postgres(pool) => {
-                let mut conn = pool.get()?;
-                conn.transaction(|c| {
+                let replica = self.replica.as_deref();
+                let mut conn = match replica {
+                    Some(replica) if !scope.write && scope.user.is_some() => {
+                        match replica.caught_up_connection() {
+                            Some(conn) => conn,
+                            None => pool.get()?,
+                        }
+                    }
+                    _ => pool.get()?,
+                };
+                let done = conn.transaction(|c| {
                     if let Some(user) = scope.user {
                         crate::backend::user_context(user).execute(c)?;
                     }
                     f(Conn::Postgres(c))
-                })
+                })?;
+                if let (Some(replica), true) = (replica, scope.write) {
+                    replica.record_write(&mut conn);
+                }
+                Ok(done)
             }
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(pool) => {
@@ -185,6 +255,22 @@ impl Database {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(pool) => {
                 crate::backend::erase_freed_sqlite(&mut *pool.get()?);
+                Ok(())
+            }
+        }
+    }
+
+    /// Between two batches of a maintenance run: on SQLite a passive WAL checkpoint
+    /// (see [`checkpoint_between_batches_sqlite`](crate::backend::checkpoint_between_batches_sqlite)),
+    /// so that the next batch's COMMIT does not run SQLite's automatic checkpoint;
+    /// on PostgreSQL nothing.
+    pub(crate) fn checkpoint_between_batches(&self) -> Result<()> {
+        match &self.pool {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(_) => Ok(()),
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(pool) => {
+                crate::backend::checkpoint_between_batches_sqlite(&mut *pool.get()?);
                 Ok(())
             }
         }

@@ -27,12 +27,15 @@ pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/
 impl Database {
     /// Applies every pending migration and returns the versions applied, oldest first.
     ///
+    /// The whole run is one transaction: it applies every pending migration or none.
     /// Safe to call from several processes at once (services starting together): on
-    /// PostgreSQL the run holds a session-level advisory lock, which also covers
-    /// migrations that run outside a transaction; on SQLite it runs inside one
-    /// `BEGIN IMMEDIATE` transaction, which holds the database's write lock (waiting
-    /// out the busy timeout for it). Either way the pending list is read once the lock
-    /// is held, so each migration is applied exactly once.
+    /// PostgreSQL that transaction takes a transaction-scoped advisory lock
+    /// (`pg_advisory_xact_lock`), so it also holds through a transaction pooler such
+    /// as PgBouncer, where a session-level lock would stay behind on whichever server
+    /// connection took it; on SQLite it is one `BEGIN IMMEDIATE` transaction, which
+    /// holds the database's write lock (waiting out the busy timeout for it). Either
+    /// way the pending list is read once the lock is held, so each migration is
+    /// applied exactly once.
     ///
     /// On PostgreSQL the role needs to own the tables (or create them); the
     /// migrations lift `FORCE ROW LEVEL SECURITY` inside their own transaction where
@@ -51,24 +54,21 @@ impl Database {
         })
     }
 
-    /// Runs `f` holding the migration lock: a PostgreSQL advisory lock, or SQLite's
-    /// write lock for one transaction.
+    /// Runs `f` in one transaction holding the migration lock: a PostgreSQL
+    /// transaction-scoped advisory lock, or SQLite's write lock.
     fn locked_migrations<T>(&self, f: impl FnOnce(Conn<'_>) -> Result<T>) -> Result<T> {
         self.raw(|conn| match conn {
             #[cfg(feature = "postgres")]
             Conn::Postgres(c) => {
-                use diesel::sql_types::BigInt;
-                use diesel::RunQueryDsl;
-                diesel::sql_query("SELECT pg_advisory_lock($1)")
-                    .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
-                    .execute(c)?;
-                let result = f(Conn::Postgres(&mut *c));
-                let unlocked = diesel::sql_query("SELECT pg_advisory_unlock($1)")
-                    .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
-                    .execute(c);
-                let value = result?;
-                unlocked?;
-                Ok(value)
+                use diesel::Connection;
+                c.transaction(|c| {
+                    use diesel::sql_types::BigInt;
+                    use diesel::RunQueryDsl;
+                    diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+                        .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
+                        .execute(c)?;
+                    f(Conn::Postgres(c))
+                })
             }
             #[cfg(feature = "sqlite")]
             Conn::Sqlite(c) => c.immediate_transaction(|c| f(Conn::Sqlite(c))),

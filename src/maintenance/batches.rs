@@ -117,6 +117,7 @@ impl Maintenance {
                     break Outcome::Completed(state);
                 };
                 after = last;
+                self.db.checkpoint_between_batches()?;
                 state.scanned += scanned;
                 state.changed += changed;
                 if progress(&state).is_break() {
@@ -201,6 +202,7 @@ impl Maintenance {
                         Ok(crate::backend::replace_ciphertexts(conn, rewrites)?)
                     })?;
                     state.rewritten += written as u64;
+                    self.db.checkpoint_between_batches()?;
                 }
                 state.scanned += batch.len() as u64;
                 if progress(&state).is_break() {

@@ -8,7 +8,7 @@
 
 #![allow(dead_code)]
 
-use credential_store::{Backend, CredentialStore, Database, Keyring};
+use credential_store::{Backend, CredentialStore, Database, DatabaseOptions, Keyring};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use secrecy::ExposeSecret;
@@ -78,8 +78,57 @@ impl TestDb {
         }
     }
 
+    /// The crate's handle on this database. On PostgreSQL, `CREDENTIAL_STORE_TEST_ROUTE`
+    /// sends it another way: `pgbouncer` through the transaction pooler
+    /// ([`pgbouncer_url`], with `transaction_pooler` set), `replica` with per-user
+    /// reads on the streaming replica ([`replica_url`]).
     pub fn database(&self) -> Database {
-        Database::open(&self.url).expect("open database")
+        match (self.backend, Route::from_env()) {
+            (Backend::Postgres, Route::Pgbouncer) => Database::open_with(
+                &self.through(&pgbouncer_url()),
+                &DatabaseOptions {
+                    transaction_pooler: true,
+                    ..DatabaseOptions::default()
+                },
+            )
+            .expect("open database through PgBouncer"),
+            (Backend::Postgres, Route::Replica) => Database::open(&self.url)
+                .expect("open database")
+                .with_read_replica(&self.on_replica(&self.url))
+                .expect("open the read replica"),
+            _ => Database::open(&self.url).expect("open database"),
+        }
+    }
+
+    /// This database's URL with the server of `server` (same user and name).
+    pub fn through(&self, server: &str) -> String {
+        let (_, name) = self.pg_admin().expect("a PostgreSQL test database");
+        with_database(server, name)
+    }
+
+    /// `url` (this database's, as some user) on the replica, once the replica has
+    /// replayed the database's creation (waits up to 30 s).
+    pub fn on_replica(&self, url: &str) -> String {
+        let replica = replica_url();
+        let (_, name) = self.pg_admin().expect("a PostgreSQL test database");
+        let user = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .map(|(user, _)| user.to_owned());
+        let mut target = with_database(&replica, name);
+        if let Some(user) = user {
+            target = with_user(&target, &user);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match PgConnection::establish(&target) {
+                Ok(_) => return target,
+                Err(err) if std::time::Instant::now() > deadline => {
+                    panic!("the replica never showed the test database: {err}")
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
     }
 
     /// A migrated store with a fresh random key.
@@ -199,6 +248,64 @@ impl Drop for TestDb {
             if let Ok(mut conn) = PgConnection::establish(admin) {
                 let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
             }
+        }
+    }
+}
+
+/// How the crate reaches a PostgreSQL test database (`CREDENTIAL_STORE_TEST_ROUTE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Straight to the server (the default).
+    Direct,
+    /// Through PgBouncer in transaction pooling mode.
+    Pgbouncer,
+    /// Reads on the streaming replica, writes on the primary.
+    Replica,
+}
+
+impl Route {
+    pub fn from_env() -> Route {
+        match std::env::var("CREDENTIAL_STORE_TEST_ROUTE").as_deref() {
+            Ok("pgbouncer") => Route::Pgbouncer,
+            Ok("replica") => Route::Replica,
+            Ok("") | Ok("direct") | Err(_) => Route::Direct,
+            Ok(other) => {
+                panic!("CREDENTIAL_STORE_TEST_ROUTE={other}: use direct, pgbouncer or replica")
+            }
+        }
+    }
+}
+
+/// PgBouncer in transaction pooling mode, in front of the test server
+/// (`CREDENTIAL_STORE_TEST_PGBOUNCER_URL`; `.ci/pg-topology` starts it).
+pub fn pgbouncer_url() -> String {
+    std::env::var("CREDENTIAL_STORE_TEST_PGBOUNCER_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:6432/postgres".into())
+}
+
+/// A streaming replica of the test server (`CREDENTIAL_STORE_TEST_REPLICA_URL`;
+/// `.ci/pg-topology` makes it).
+pub fn replica_url() -> String {
+    std::env::var("CREDENTIAL_STORE_TEST_REPLICA_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5433/postgres".into())
+}
+
+/// Whether `url` answers; when it does not, fails under CI
+/// (`CREDENTIAL_STORE_REQUIRE_POSTGRES=1`) and otherwise says on stderr that the
+/// test was skipped, and why.
+pub fn reachable(what: &str, url: &str) -> bool {
+    match PgConnection::establish(url) {
+        Ok(_) => true,
+        Err(err) if require_postgres() => panic!(
+            "{what} is required (CREDENTIAL_STORE_REQUIRE_POSTGRES=1) but {url} is unreachable: \
+             {err}; `.ci/pg-topology` starts it"
+        ),
+        Err(err) => {
+            eprintln!(
+                "SKIPPED: {what} test not run: cannot connect to {url} ({err}); \
+                 `.ci/pg-topology` starts it"
+            );
+            false
         }
     }
 }
