@@ -20,7 +20,10 @@
 //!   thread (a pool of 8; on PostgreSQL libpq, one statement after another);
 //! - `raw_pipelined` (PostgreSQL): tokio-postgres doing the store's work by hand,
 //!   the four statements prepared beforehand and their futures joined so they
-//!   pipeline: the floor for the async store's scoped lookup;
+//!   pipeline: the floor for the async store's scoped lookup. It sends the crate's
+//!   own SQL text (`credential_store::internals::StatementSql`), and at start-up
+//!   must have sent exactly the statements both stores send for one lookup, as
+//!   diesel's instrumentation records theirs ([`check_sql`]; it panics otherwise);
 //! - `bare_select` (PostgreSQL): the prepared SELECT alone, no transaction, no
 //!   row-level-security context: one round trip, the floor for any lookup;
 //! - `sync_store/spawn_blocking` (SQLite): the sync store's call inside
@@ -46,7 +49,10 @@
 
 #[path = "support/proxy.rs"]
 mod proxy;
+#[path = "support/trace.rs"]
+mod trace;
 
+use credential_store::internals::{self, StatementSql};
 use credential_store::{
     AsyncCredentialStore, AsyncDatabase, CredentialRepository, CredentialStore, Database,
     DatabaseOptions, Keyring, NewUserAccount, NewUserCredential, UserAccount, UserCredential,
@@ -58,7 +64,7 @@ use secrecy::ExposeSecret;
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 use tokio_postgres::types::ToSql;
@@ -81,30 +87,6 @@ const RTTS: [(Path, Duration); 2] = [
     (Path::Rtt500us, Duration::from_micros(500)),
     (Path::Rtt2ms, Duration::from_millis(2)),
 ];
-
-/// The setting the row-level-security policies read.
-const USER_SETTING: &str = "app.current_user_id";
-/// The crate's context statement (`user_context` in src/backend.rs) as diesel sends
-/// it: all three arguments bound.
-const SET_CONFIG_SQL: &str = "SELECT set_config($1, $2, $3)";
-/// The crate's lookup (`credentials_by_nickname` in src/query/mod.rs) as diesel prints
-/// it for PostgreSQL: `SELECT id, user_account_id, user_id, credential_type, nickname,
-/// is_active, expires_at, created_at, updated_at FROM user_credentials WHERE
-/// user_account_id = $1 AND user_id = $2 AND (nickname = $3 OR nickname = $4) ORDER BY
-/// created_at DESC, id DESC`, `$3` the normalised nickname and `$4` the input as given
-/// (the same for the dataset's nicknames). [`check_sql`] compares both texts with what
-/// the stores send.
-const LOOKUP_SQL: &str = concat!(
-    r#"SELECT "user_credentials"."id", "user_credentials"."user_account_id", "#,
-    r#""user_credentials"."user_id", "user_credentials"."credential_type", "#,
-    r#""user_credentials"."nickname", "user_credentials"."is_active", "#,
-    r#""user_credentials"."expires_at", "user_credentials"."created_at", "#,
-    r#""user_credentials"."updated_at" FROM "user_credentials" WHERE "#,
-    r#"((("user_credentials"."user_account_id" = $1) AND "#,
-    r#"("user_credentials"."user_id" = $2)) AND (("user_credentials"."nickname" = $3) OR "#,
-    r#"("user_credentials"."nickname" = $4))) "#,
-    r#"ORDER BY "user_credentials"."created_at" DESC, "user_credentials"."id" DESC"#
-);
 
 // ---------------------------------------------------------------------------
 // Paths, operations, picks
@@ -245,13 +227,17 @@ impl Server {
         })
     }
 
+    /// In plaintext, like the baselines (see `support::pg_url`).
     fn db_url(&self, database: &str) -> String {
-        format!("{}/{database}", self.url)
+        format!("{}/{database}?sslmode=disable", self.url)
     }
 
     /// The URL of `database` through a proxy listening on `addr`.
     fn url_via(&self, addr: SocketAddr, database: &str) -> String {
-        format!("postgres://{}{addr}/{database}", self.userinfo)
+        format!(
+            "postgres://{}{addr}/{database}?sslmode=disable",
+            self.userinfo
+        )
     }
 
     fn admin(&self) -> Result<postgres::Client, postgres::Error> {
@@ -361,16 +347,22 @@ async fn fill(store: &AsyncCredentialStore) -> Vec<UserAccount> {
 // ---------------------------------------------------------------------------
 // tokio-postgres doing the same work
 
+/// tokio-postgres with the crate's statements prepared: `BEGIN` and `COMMIT` (what
+/// the stores send around a call), the row-level-security context and the lookup
+/// (their SQL text from `credential_store::internals`).
 struct Raw {
     client: tokio_postgres::Client,
     begin: tokio_postgres::Statement,
     set_config: tokio_postgres::Statement,
     lookup: tokio_postgres::Statement,
     commit: tokio_postgres::Statement,
+    /// The texts `set_config` and `lookup` were prepared from, recorded as sent.
+    set_config_sql: String,
+    lookup_sql: String,
 }
 
 impl Raw {
-    async fn connect(url: &str) -> Raw {
+    async fn connect(url: &str, sql: &StatementSql) -> Raw {
         let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
             .await
             .expect("connect with tokio-postgres");
@@ -379,11 +371,13 @@ impl Raw {
                 eprintln!("tokio-postgres connection: {err}");
             }
         });
+        let set_config_sql = sql.user_context.clone().expect("PostgreSQL statements");
+        let lookup_sql = sql.credentials_by_nickname.clone();
         let (begin, set_config, lookup, commit) = tokio::try_join!(
-            client.prepare("BEGIN"),
-            client.prepare(SET_CONFIG_SQL),
-            client.prepare(LOOKUP_SQL),
-            client.prepare("COMMIT"),
+            client.prepare(trace::BEGIN),
+            client.prepare(&set_config_sql),
+            client.prepare(&lookup_sql),
+            client.prepare(trace::COMMIT),
         )
         .expect("prepare");
         Raw {
@@ -392,14 +386,27 @@ impl Raw {
             set_config,
             lookup,
             commit,
+            set_config_sql,
+            lookup_sql,
         }
     }
 
+    /// Records the four statements of a scoped lookup, in the order they are sent.
+    fn sent_scoped(&self) {
+        trace::sent(trace::BEGIN);
+        trace::sent(&self.set_config_sql);
+        trace::sent(&self.lookup_sql);
+        trace::sent(trace::COMMIT);
+    }
+
     /// `BEGIN; set_config; SELECT; COMMIT`, the four futures joined: one round trip.
+    /// The context binds the setting, the user and `true`, and the lookup the
+    /// nickname twice (normalised and as given), as the stores bind them.
     async fn pipelined(&self, account: &UserAccount, nickname: &str) -> Option<UserCredential> {
-        let context: [&(dyn ToSql + Sync); 3] = [&USER_SETTING, &account.user_id, &true];
+        let context: [&(dyn ToSql + Sync); 3] = [&internals::USER_SETTING, &account.user_id, &true];
         let lookup: [&(dyn ToSql + Sync); 4] =
             [&account.id, &account.user_id, &nickname, &nickname];
+        self.sent_scoped();
         let (begin, context, rows, commit) = tokio::join!(
             self.client.execute(&self.begin, &[]),
             self.client.execute(&self.set_config, &context),
@@ -414,9 +421,10 @@ impl Raw {
 
     /// The same four statements, each awaited before the next: four round trips.
     async fn sequential(&self, account: &UserAccount, nickname: &str) -> Option<UserCredential> {
-        let context: [&(dyn ToSql + Sync); 3] = [&USER_SETTING, &account.user_id, &true];
+        let context: [&(dyn ToSql + Sync); 3] = [&internals::USER_SETTING, &account.user_id, &true];
         let lookup: [&(dyn ToSql + Sync); 4] =
             [&account.id, &account.user_id, &nickname, &nickname];
+        self.sent_scoped();
         self.client.execute(&self.begin, &[]).await.expect("BEGIN");
         self.client
             .execute(&self.set_config, &context)
@@ -434,6 +442,7 @@ impl Raw {
     async fn bare(&self, account: &UserAccount, nickname: &str) -> Option<UserCredential> {
         let lookup: [&(dyn ToSql + Sync); 4] =
             [&account.id, &account.user_id, &nickname, &nickname];
+        trace::sent(&self.lookup_sql);
         one(self
             .client
             .query(&self.lookup, &lookup)
@@ -551,6 +560,7 @@ impl Fixture {
         url: &str,
         proxy: Option<Proxy>,
         accounts: &Arc<Vec<UserAccount>>,
+        sql: Option<&StatementSql>,
     ) -> Fixture {
         let async_store = rt.block_on(async {
             let db = AsyncDatabase::open_with(url, &options())
@@ -562,7 +572,7 @@ impl Fixture {
             Database::open_with(url, &options()).expect("open"),
             keyring(),
         );
-        let raw = (path != Path::Sqlite).then(|| Arc::new(rt.block_on(Raw::connect(url))));
+        let raw = sql.map(|sql| Arc::new(rt.block_on(Raw::connect(url, sql))));
         let fixture = Fixture {
             path,
             proxy,
@@ -638,83 +648,77 @@ impl Fixture {
 // ---------------------------------------------------------------------------
 // The SQL the stores send
 
-static CAPTURED: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-fn capture_instrumentation() -> Option<Box<dyn diesel::connection::Instrumentation>> {
-    Some(Box::new(
-        |event: diesel::connection::InstrumentationEvent<'_>| {
-            if let diesel::connection::InstrumentationEvent::StartQuery { query, .. } = event {
-                let text = query.to_string();
-                let sql = text
-                    .split_once(" -- binds:")
-                    .map_or(text.as_str(), |(s, _)| s);
-                CAPTURED.lock().expect("lock").push(sql.to_owned());
-            }
-        },
-    ))
-}
-
-/// One lookup through each store on fresh connections with diesel's
-/// instrumentation installed; checks that [`SET_CONFIG_SQL`] and [`LOOKUP_SQL`] are
-/// statements the stores send, and prints what the async store sends. Returns the
-/// differences, for the report.
-fn check_sql(rt: &Runtime, url: &str, account: &UserAccount) -> Vec<String> {
+/// One lookup through each store, on connections that record (diesel's
+/// instrumentation), against what tokio-postgres sends for the same lookup: the
+/// pipelined and the awaited-in-turn baselines must send exactly the statements each
+/// store sends, in order, and the bare SELECT exactly the stores' lookup statement.
+/// Panics naming both texts otherwise; prints what the stores send.
+fn check_sql(rt: &Runtime, url: &str, account: &UserAccount, sql: &StatementSql) {
     let one = DatabaseOptions {
         max_connections: 1,
         ..Default::default()
     };
-    diesel::connection::set_default_instrumentation(capture_instrumentation)
-        .expect("install instrumentation");
-    CAPTURED.lock().expect("lock").clear();
-    rt.block_on(async {
-        let db = AsyncDatabase::open_with(url, &one).await.expect("open");
-        let store = AsyncCredentialStore::new(db, keyring());
-        store
-            .find_one_by_nickname(account, "Swing")
-            .await
-            .expect("lookup");
-        // Once more on the same connection: its statements are prepared now.
-        CAPTURED.lock().expect("lock").clear();
-        store
-            .find_one_by_nickname(account, "Swing")
-            .await
+    let nickname = CREDENTIALS[1].1;
+    // The async pool opens its connection (and prepares its statements) in `open`;
+    // a first lookup, then the one recorded.
+    let async_store = trace::with_recording(|| {
+        rt.block_on(async {
+            let db = AsyncDatabase::open_with(url, &one).await.expect("open");
+            let store = AsyncCredentialStore::new(db, keyring());
+            store
+                .find_one_by_nickname(account, nickname)
+                .await
+                .expect("lookup");
+            store
+        })
+    });
+    let by_async = trace::statements(|| {
+        rt.block_on(async_store.find_one_by_nickname(account, nickname))
             .expect("lookup");
     });
-    let by_async = std::mem::take(&mut *CAPTURED.lock().expect("lock"));
-    {
-        let store = CredentialStore::new(Database::open_with(url, &one).expect("open"), keyring());
+    let (sync_store, _) = trace::recording_store(url, keyring(), |store| {
         store
-            .find_one_by_nickname(account, "Swing")
+            .find_one_by_nickname(account, nickname)
             .expect("lookup");
+    });
+    let by_sync = trace::statements(|| {
+        sync_store
+            .find_one_by_nickname(account, nickname)
+            .expect("lookup");
+    });
+    let raw = rt.block_on(Raw::connect(url, sql));
+    let pipelined = trace::statements(|| {
+        rt.block_on(raw.pipelined(account, nickname));
+    });
+    let sequential = trace::statements(|| {
+        rt.block_on(raw.sequential(account, nickname));
+    });
+    let bare = trace::statements(|| {
+        rt.block_on(raw.bare(account, nickname));
+    });
+    let context = raw.set_config_sql.as_str();
+    let lookup_alone: Vec<String> = by_sync
+        .iter()
+        .filter(|sql| ![trace::BEGIN, trace::COMMIT, context].contains(&sql.as_str()))
+        .cloned()
+        .collect();
+    for (store, by_store) in [("sync store", &by_sync), ("async store", &by_async)] {
+        trace::assert_same_sql(
+            &format!("raw_pipelined against the {store}"),
+            &pipelined,
+            by_store,
+        );
+        trace::assert_same_sql(
+            &format!("tokio-postgres, awaited in turn, against the {store}"),
+            &sequential,
+            by_store,
+        );
     }
-    let by_sync = std::mem::take(&mut *CAPTURED.lock().expect("lock"));
-    diesel::connection::set_default_instrumentation(|| None).expect("uninstall instrumentation");
-
-    if by_async.is_empty() {
-        eprintln!("note: the async store's statements are not visible to diesel's default instrumentation");
-    } else {
-        eprintln!("the async store's statements for one lookup (prepared connection):");
-        for sql in &by_async {
-            eprintln!("  {sql}");
-        }
+    trace::assert_same_sql("bare_select", &bare, &lookup_alone);
+    eprintln!("both stores send for one lookup exactly what raw_pipelined sends:");
+    for sql in &by_async {
+        eprintln!("  {sql}");
     }
-    let mut drift = Vec::new();
-    for (what, text) in [("set_config", SET_CONFIG_SQL), ("lookup", LOOKUP_SQL)] {
-        for (store, captured) in [("sync", &by_sync), ("async", &by_async)] {
-            if !captured.is_empty() && !captured.iter().any(|c| c == text) {
-                drift.push(format!(
-                    "the baselines' {what} SQL is not what the {store} store sends (see stderr)"
-                ));
-                eprintln!(
-                    "WARNING: the baselines' {what} is not what the {store} store sends:\n  {text}\nit sent:"
-                );
-                for c in captured {
-                    eprintln!("  {c}");
-                }
-            }
-        }
-    }
-    drift
 }
 
 // ---------------------------------------------------------------------------
@@ -1063,7 +1067,6 @@ fn fmt_ratio(r: Option<f64>) -> String {
 }
 
 fn report(
-    warnings: &[String],
     results: &Results,
     checks: &[ProxyCheck],
     throughputs: &[Throughput],
@@ -1074,10 +1077,6 @@ fn report(
         "Load average (1, 5, 15 min) at the start: {}; at the end: {}.\n",
         load.0, load.1
     );
-    for warning in warnings {
-        println!("**WARNING: {warning}.**\n");
-    }
-
     if !checks.is_empty() {
         println!("Proxy check (tokio-postgres, 20 calls each; round trips per call counted at the proxy):\n");
         println!("| RTT asked | bare SELECT | 4 statements awaited in turn | 4 statements pipelined | bare SELECT, time per call | added RTT (bare_select median − loopback's) | sleep overshoot compensated |");
@@ -1239,7 +1238,6 @@ fn main() {
     let mut results = Results::default();
     let mut checks = Vec::new();
     let mut throughputs = Vec::new();
-    let mut warnings = Vec::new();
 
     // PostgreSQL
     let server = if backend_enabled("postgres") {
@@ -1273,15 +1271,30 @@ fn main() {
                 client.batch_execute("VACUUM ANALYZE user_credentials")
             })
             .expect("vacuum");
-        warnings.extend(check_sql(&rt, &url, &accounts[0]));
+        let sql = StatementSql::postgres(&url, 1).expect("the crate's PostgreSQL statements");
+        check_sql(&rt, &url, &accounts[0], &sql);
         let accounts = Arc::new(accounts);
 
-        let mut fixtures = vec![Fixture::open(&rt, Path::Loopback, &url, None, &accounts)];
+        let mut fixtures = vec![Fixture::open(
+            &rt,
+            Path::Loopback,
+            &url,
+            None,
+            &accounts,
+            Some(&sql),
+        )];
         if server.addr.ip().is_loopback() {
             for (path, rtt) in RTTS {
                 let proxy = Proxy::start(server.addr, rtt);
                 let via = server.url_via(proxy.addr(), &database.name);
-                fixtures.push(Fixture::open(&rt, path, &via, Some(proxy), &accounts));
+                fixtures.push(Fixture::open(
+                    &rt,
+                    path,
+                    &via,
+                    Some(proxy),
+                    &accounts,
+                    Some(&sql),
+                ));
             }
         } else {
             eprintln!("SKIPPED the proxied runs: the server is not on a loopback address");
@@ -1318,7 +1331,7 @@ fn main() {
             fill(&AsyncCredentialStore::new(db, keyring())).await
         });
         let accounts = Arc::new(accounts);
-        let fixture = Fixture::open(&rt, Path::Sqlite, &url, None, &accounts);
+        let fixture = Fixture::open(&rt, Path::Sqlite, &url, None, &accounts, None);
         fixture.check_same_results(&rt);
         bench_path(&mut criterion, &rt, &fixture, &mut results);
         if !throughput_time.is_zero() {
@@ -1328,7 +1341,6 @@ fn main() {
 
     criterion.final_summary();
     report(
-        &warnings,
         &results,
         &checks,
         &throughputs,

@@ -7,18 +7,23 @@
 //!
 //! - `crate`: `CredentialStore`, as a service uses it (a pool, validation, the
 //!   row-level-security context on PostgreSQL);
-//! - `diesel`: diesel on one connection, the crate's queries written again without
-//!   the repository (on PostgreSQL in the same transaction with the same
-//!   `set_config` context);
+//! - `diesel`: diesel on one connection running the crate's own statements
+//!   (`credential_store::internals`) without the repository (on PostgreSQL in the
+//!   same transaction with the same `set_config` context);
 //! - `rusqlite` / `postgres`: the raw drivers with prepared statements, running the
-//!   SQL text diesel generates for the crate's queries (checked at start against the
-//!   statements the crate runs, captured with diesel's instrumentation);
+//!   SQL text of the crate's statements, taken from `credential_store::internals`;
 //! - `diesel_bare` / `postgres_bare` (PostgreSQL lookups only): the SELECT alone, no
 //!   transaction, no context.
 //!
 //! Every iteration picks an account (and a nickname or type) with a deterministic
 //! PRNG; every implementation sees the same sequence. Datasets are built once per
 //! size and reused (see `support/mod.rs`).
+//!
+//! Before a dataset is measured, every operation runs once per implementation and
+//! each baseline must have sent exactly the statements the crate sent, text for
+//! text and in order, as diesel's instrumentation records the crate's (see
+//! `support/trace.rs` and `check_same_sql_*` in `support/ops.rs`); otherwise the
+//! benchmark panics, naming both texts.
 //!
 //! Environment: `CREDENTIAL_STORE_BENCH_SIZES=10000,100000` (default 10k, 100k,
 //! 1M), `CREDENTIAL_STORE_BENCH_10M=1` (adds 10M), `CREDENTIAL_STORE_BENCH_BACKENDS=sqlite`
@@ -28,8 +33,9 @@
 mod ops;
 #[path = "support/mod.rs"]
 mod support;
+#[path = "support/trace.rs"]
+mod trace;
 
-use credential_store::Database;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
 use ops::*;
 use std::time::Duration;
@@ -46,31 +52,9 @@ fn benches(c: &mut Criterion) {
     if pg_available() {
         backends.push("postgres");
     }
-    // The baselines' SQL against what the crate runs, on a scratch database.
-    {
-        let sql_sqlite = sqlite_sql();
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let path = dir.path().join("probe.db");
-        Database::open(path.to_str().expect("UTF-8"))
-            .expect("open")
-            .run_migrations()
-            .expect("migrate");
-        check_same_sql("sqlite", path.to_str().expect("UTF-8"), &sql_sqlite);
-        if backends.contains(&"postgres") {
-            let name = "credential_store_bench_sql_probe";
-            pg_recreate_database(name, None);
-            let url = pg_url(name);
-            Database::open(&url)
-                .expect("open")
-                .run_migrations()
-                .expect("migrate");
-            check_same_sql("postgres", &url, &pg_sql());
-            pg_drop_database(name);
-        }
-    }
-
+    // A fixture checks, when it opens, that every baseline sends the crate's SQL
+    // and returns what the crate returns.
     let mut fixtures = Fixtures::default();
-    let mut checked: Vec<(&str, usize)> = Vec::new();
     for op in Op::ALL {
         let mut group = c.benchmark_group(op.name());
         if op == Op::InsertBatch {
@@ -85,23 +69,12 @@ fn benches(c: &mut Criterion) {
                     let mut rng = Rng::new(SEED ^ rows as u64);
                     let id = BenchmarkId::new(format!("{backend}/{implementation}"), rows);
                     group.bench_function(id, |b| {
-                        if backend == "sqlite" {
-                            let fx = fixtures.sqlite(rows);
-                            if !checked.contains(&(backend, rows)) {
-                                check_sqlite(fx);
-                                checked.push((backend, rows));
-                            }
-                            let mut run = sqlite_op(op, implementation, fx, &mut rng);
-                            b.iter(&mut run)
+                        let mut run = if backend == "sqlite" {
+                            sqlite_op(op, implementation, fixtures.sqlite(rows), &mut rng)
                         } else {
-                            let fx = fixtures.pg(rows);
-                            if !checked.contains(&(backend, rows)) {
-                                check_pg(fx);
-                                checked.push((backend, rows));
-                            }
-                            let mut run = pg_op(op, implementation, fx, &mut rng);
-                            b.iter(&mut run)
-                        }
+                            pg_op(op, implementation, fixtures.pg(rows), &mut rng)
+                        };
+                        b.iter(&mut run)
                     });
                     if op.is_insert() {
                         if backend == "sqlite" {

@@ -14,12 +14,15 @@
 //!
 //! Same environment variables as `nickname_queries` (sizes, backends, server); the
 //! read operations only (the inserts grow the tables). Arguments that are not flags
-//! filter on `<operation>/<backend>`.
+//! filter on `<operation>/<backend>`. As there, a dataset's fixture checks when it
+//! opens that every baseline sends exactly the crate's SQL (`support/ops.rs`).
 
 #[path = "support/ops.rs"]
 mod ops;
 #[path = "support/mod.rs"]
 mod support;
+#[path = "support/trace.rs"]
+mod trace;
 
 use ops::*;
 use std::time::{Duration, Instant};

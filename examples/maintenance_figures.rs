@@ -29,6 +29,8 @@
 
 #[path = "../benches/support/mod.rs"]
 mod support;
+#[path = "../benches/support/trace.rs"]
+mod trace;
 
 use credential_store::{CredentialRepository, CredentialStore, Database, Keyring};
 use serde::{Deserialize, Serialize};
@@ -450,43 +452,34 @@ fn machine_line() -> String {
 /// dataset, for counting the client's socket writes with
 /// `strace -f -c -e trace=sendto,write,writev,sendmsg` (a round trip is one write
 /// and its answer). Run with `n = 0` too and subtract: the difference over `n` is
-/// the round trips per lookup.
+/// the round trips per lookup. Variants as in the benchmarks: the baselines run the
+/// crate's statements (`credential_store::internals`), and before anything is
+/// counted each must have sent exactly the statements the crate sent for one lookup.
 fn roundtrips(variant: &str, n: usize) {
-    use credential_store::schema::user_credentials;
-    use credential_store::UserCredential;
+    use credential_store::internals::{self, StatementSql};
+    use credential_store::{UserAccount, UserCredential};
     use diesel::prelude::*;
     let url = pg_url(&pg_dataset_name(10_000));
     let store = CredentialStore::new(Database::open(&url).expect("open"), keyring());
     let mut conn = diesel::PgConnection::establish(&url).expect("connect");
     let (accounts, _) = load_accounts_pg(&mut conn);
     let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
-    let set = client
-        .prepare("SELECT set_config($1, $2, $3)")
-        .expect("prepare");
+    let sql = StatementSql::postgres(&url, 1).expect("the crate's statements");
+    let context_sql = sql.user_context.clone().expect("PostgreSQL");
+    let set = client.prepare(&context_sql).expect("prepare");
     let lookup = client
-        .prepare(&sql_of::<diesel::pg::Pg, _>(
-            &owned_by(Id(uuid::Uuid::nil()), "")
-                .filter(user_credentials::nickname.eq(""))
-                .order(newest_first())
-                .select(UserCredential::as_select()),
-        ))
+        .prepare(&sql.credentials_by_nickname)
         .expect("prepare");
-    let diesel_lookup =
-        |c: &mut diesel::PgConnection, a: &credential_store::UserAccount, nick: &str| {
-            owned_by(Id(a.id), &a.user_id)
-                .filter(user_credentials::nickname.eq(nick))
-                .order(newest_first())
-                .select(UserCredential::as_select())
-                .load::<UserCredential>(c)
-                .expect("lookup")
-        };
-    // Everything is connected and prepared: from here on, only the lookups write.
-    eprintln!("ready");
-    let mut rng = Rng::new(3);
-    for _ in 0..n {
-        let a = &accounts[rng.below(accounts.len())];
-        let nick = NICKNAMES[rng.below(UNIQUE_NICKNAMES)];
-        let found = match variant {
+    let diesel_lookup = |c: &mut diesel::PgConnection, a: &UserAccount, nick: &str| {
+        internals::credentials_by_nickname(c, a, nick, nick).expect("lookup")
+    };
+    let mut one = |variant: &str,
+                   store: &CredentialStore,
+                   conn: &mut diesel::PgConnection,
+                   a: &UserAccount,
+                   nick: &str|
+     -> Vec<UserCredential> {
+        match variant {
             "crate" => store
                 .find_one_by_nickname(a, nick)
                 .expect("lookup")
@@ -494,29 +487,73 @@ fn roundtrips(variant: &str, n: usize) {
                 .collect(),
             "diesel" => conn
                 .transaction(|c| {
-                    diesel::select(set_config(USER_SETTING, &a.user_id, true)).execute(c)?;
+                    internals::set_user_context(c, &a.user_id)?;
                     Ok::<_, diesel::result::Error>(diesel_lookup(c, a, nick))
                 })
                 .expect("transaction"),
-            "diesel_bare" => diesel_lookup(&mut conn, a, nick),
+            "diesel_bare" => diesel_lookup(conn, a, nick),
             "postgres" => {
-                let mut tx = client.transaction().expect("begin");
-                tx.execute(&set, &[&USER_SETTING, &a.user_id, &true])
+                trace::sent(trace::BEGIN);
+                client.batch_execute(trace::BEGIN).expect("begin");
+                trace::sent(&context_sql);
+                client
+                    .execute(&set, &[&internals::USER_SETTING, &a.user_id, &true])
                     .expect("set_config");
-                let rows = tx
-                    .query(&lookup, &[&a.id, &a.user_id, &nick])
+                trace::sent(&sql.credentials_by_nickname);
+                let rows = client
+                    .query(&lookup, &[&a.id, &a.user_id, &nick, &nick])
                     .expect("lookup");
-                tx.commit().expect("commit");
+                trace::sent(trace::COMMIT);
+                client.batch_execute(trace::COMMIT).expect("commit");
                 rows.iter().map(credential_from_pg).collect()
             }
-            "postgres_bare" => client
-                .query(&lookup, &[&a.id, &a.user_id, &nick])
-                .expect("lookup")
-                .iter()
-                .map(credential_from_pg)
-                .collect::<Vec<_>>(),
+            "postgres_bare" => {
+                trace::sent(&sql.credentials_by_nickname);
+                client
+                    .query(&lookup, &[&a.id, &a.user_id, &nick, &nick])
+                    .expect("lookup")
+                    .iter()
+                    .map(credential_from_pg)
+                    .collect()
+            }
             other => panic!("unknown variant {other}"),
+        }
+    };
+    // The variant's statements against the crate's, on a store and a connection that
+    // record (those counted below do not).
+    {
+        let a = &accounts[0];
+        let (probe, _) = trace::recording_store(&url, keyring(), |s| {
+            s.list_credentials(a).expect("first call");
+        });
+        let mut probe_conn =
+            trace::with_recording(|| diesel::PgConnection::establish(&url).expect("connect"));
+        let by_crate = trace::statements(|| {
+            one("crate", &probe, &mut probe_conn, a, NICKNAMES[0]);
+        });
+        let sent = trace::statements(|| {
+            one(variant, &probe, &mut probe_conn, a, NICKNAMES[0]);
+        });
+        let expected: Vec<String> = if variant.ends_with("_bare") {
+            by_crate
+                .iter()
+                .filter(|s| {
+                    ![trace::BEGIN, trace::COMMIT, context_sql.as_str()].contains(&s.as_str())
+                })
+                .cloned()
+                .collect()
+        } else {
+            by_crate
         };
+        trace::assert_same_sql(&format!("roundtrips/{variant}"), &sent, &expected);
+    }
+    // Everything is connected and prepared: from here on, only the lookups write.
+    eprintln!("ready");
+    let mut rng = Rng::new(3);
+    for _ in 0..n {
+        let a = &accounts[rng.below(accounts.len())];
+        let nick = NICKNAMES[rng.below(UNIQUE_NICKNAMES)];
+        let found = one(variant, &store, &mut conn, a, nick);
         assert_eq!(found.len(), 1);
     }
 }

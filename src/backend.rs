@@ -145,14 +145,6 @@ pub(crate) fn classify(err: Error) -> Error {
     }
 }
 
-/// Whether a batch of credentials goes in as one cached single-row INSERT per row,
-/// in one transaction: on SQLite, where there is no network to save and a
-/// multi-row INSERT of a new length is parsed and planned again for every batch;
-/// not on PostgreSQL, where multi-row INSERTs save a round trip per row.
-pub(crate) fn inserts_row_by_row(backend: Backend) -> bool {
-    backend == Backend::Sqlite
-}
-
 /// Whether a failed insert met the owner check (the composite foreign key on
 /// PostgreSQL, the triggers or the account foreign key on SQLite).
 pub(crate) fn is_owner_violation(err: &Error) -> bool {

@@ -8,6 +8,8 @@ mod backend;
 pub mod connection;
 pub mod crypto;
 pub mod error;
+#[doc(hidden)]
+pub mod internals;
 mod keys_file;
 pub mod maintenance;
 pub mod migrations;

@@ -219,14 +219,6 @@ impl<E: Executor> Core<E> {
                         .load(scope, vec![query::insert_credential(row)])
                         .await
                 }
-                Err(chunks) if backend::inserts_row_by_row(self.exec.backend()) => {
-                    let statements = chunks
-                        .into_iter()
-                        .flatten()
-                        .map(query::insert_credential)
-                        .collect();
-                    self.exec.load(scope, statements).await
-                }
                 Err(chunks) => {
                     let statements = chunks.into_iter().map(query::insert_credentials).collect();
                     self.exec.load(scope, statements).await

@@ -1,23 +1,24 @@
 //! What the benchmarks and `examples/maintenance_figures.rs` share: the sizes, the
-//! datasets (built once per size and reused), the pseudo-random picks, the SQL the
-//! crate runs, and a raw implementation of the sealed format for the baselines.
+//! datasets (built once per size and reused), the pseudo-random picks, SQLite
+//! connections configured as the crate configures them, and rows decoded as the
+//! crate decodes them. What the baselines take from the crate itself (its
+//! statements, their SQL text, its sealing of keys, its pragmas) comes from
+//! `credential_store::internals`; `trace.rs` (which every target including this
+//! file includes too) records what each implementation sends.
 //!
 //! Included with `#[path]` by each target, so not every target uses every item.
 #![allow(dead_code)]
 
-use chrono::{DateTime, SubsecRound, Utc};
-use credential_store::schema::{user_accounts, user_credentials};
-use credential_store::sql_types::{DbTimestamp, DbUuid};
+use chrono::{DateTime, Utc};
+use credential_store::internals::{self, StoredCredential};
+use credential_store::schema::user_accounts;
 use credential_store::{
     CredentialRepository, CredentialStore, Database, DatabaseOptions, Keyring, NewUserAccount,
     NewUserCredential, UserAccount, UserCredential,
 };
-use diesel::backend::Backend;
-use diesel::expression::AsExpression;
 use diesel::prelude::*;
-use diesel::serialize::{self, ToSql};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 use uuid::Uuid;
 
@@ -138,8 +139,12 @@ pub fn pg_server() -> String {
         .to_owned()
 }
 
+/// The URL of `database`, in plaintext (`sslmode=disable`) for every connection:
+/// the baselines connect without TLS (`postgres::NoTls`), and libpq, under the
+/// crate, would otherwise negotiate TLS with a server that offers it, so that the
+/// comparison would measure TLS on one side only.
 pub fn pg_url(database: &str) -> String {
-    format!("{}/{database}", pg_server())
+    format!("{}/{database}?sslmode=disable", pg_server())
 }
 
 /// Whether the PostgreSQL server answers; prints why not.
@@ -205,25 +210,30 @@ impl Rng {
 // ---------------------------------------------------------------------------
 // SQLite connections as the crate configures them
 
-/// The pragmas `Database` sets on every SQLite connection (src/connection.rs).
-pub const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000;
-     PRAGMA foreign_keys = ON;
-     PRAGMA journal_mode = WAL;
-     PRAGMA synchronous = NORMAL;
-     PRAGMA cache_size = -65536;
-     PRAGMA mmap_size = 268435456;";
+/// What `Database` sends to set up every SQLite connection (its pragmas, with the
+/// default busy timeout), from the crate: one batch per element.
+pub fn sqlite_pragmas() -> &'static [String] {
+    static PRAGMAS: OnceLock<Vec<String>> = OnceLock::new();
+    PRAGMAS.get_or_init(|| {
+        internals::sqlite_pragma_sql(DatabaseOptions::default().busy_timeout)
+            .expect("the crate's SQLite pragmas")
+    })
+}
 
 pub fn rusqlite_open(path: &Path) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(path).expect("open SQLite with rusqlite");
-    conn.execute_batch(SQLITE_PRAGMAS).expect("pragmas");
+    for pragmas in sqlite_pragmas() {
+        crate::trace::sent(pragmas);
+        conn.execute_batch(pragmas).expect("pragmas");
+    }
     conn
 }
 
 pub fn diesel_sqlite_open(path: &Path) -> diesel::SqliteConnection {
-    use diesel::connection::SimpleConnection;
     let mut conn = diesel::SqliteConnection::establish(path.to_str().expect("UTF-8 path"))
         .expect("open SQLite with diesel");
-    conn.batch_execute(SQLITE_PRAGMAS).expect("pragmas");
+    internals::apply_sqlite_pragmas(&mut conn, DatabaseOptions::default().busy_timeout)
+        .expect("pragmas");
     conn
 }
 
@@ -593,308 +603,19 @@ load_accounts_fn!(load_accounts_sqlite, diesel::SqliteConnection);
 load_accounts_fn!(load_accounts_pg, diesel::PgConnection);
 
 // ---------------------------------------------------------------------------
-// diesel used directly: the crate's queries, written again without the repository
+// Decoding rows as the crate decodes them
 
-/// A UUID bound as the crate's `DbUuid` (the crate's own wrapper is private).
-#[derive(Debug, Clone, Copy, AsExpression)]
-#[diesel(sql_type = DbUuid)]
-pub struct Id(pub Uuid);
-
-impl<DB: Backend> ToSql<DbUuid, DB> for Id
-where
-    Uuid: ToSql<DbUuid, DB>,
-{
-    fn to_sql<'b>(&'b self, out: &mut serialize::Output<'b, '_, DB>) -> serialize::Result {
-        self.0.to_sql(out)
-    }
-}
-
-/// A time bound as the crate's `DbTimestamp`.
-#[derive(Debug, Clone, Copy, AsExpression)]
-#[diesel(sql_type = DbTimestamp)]
-pub struct Time(pub DateTime<Utc>);
-
-impl<DB: Backend> ToSql<DbTimestamp, DB> for Time
-where
-    DateTime<Utc>: ToSql<DbTimestamp, DB>,
-{
-    fn to_sql<'b>(&'b self, out: &mut serialize::Output<'b, '_, DB>) -> serialize::Result {
-        self.0.to_sql(out)
-    }
-}
-
-/// The row an insert writes, as the crate's `CredentialRow` (same columns, same order).
-#[derive(Insertable)]
-#[diesel(table_name = user_credentials)]
-#[diesel(treat_none_as_default_value = false)]
-pub struct Row<'a> {
-    pub id: Id,
-    pub user_account_id: Id,
-    pub user_id: &'a str,
-    pub credential_type: &'a str,
-    pub nickname: Option<&'a str>,
-    pub api_key: &'a str,
-    pub secret_key: &'a str,
-    pub is_active: bool,
-    pub expires_at: Option<Time>,
-    pub created_at: Time,
-    pub updated_at: Time,
-}
-
-/// The credentials of one account of one user, as the crate's `owned_by`.
-#[diesel::dsl::auto_type]
-pub fn owned_by<'a>(account_id: Id, user_id: &'a str) -> _ {
-    user_credentials::table
-        .filter(user_credentials::user_account_id.eq(account_id))
-        .filter(user_credentials::user_id.eq(user_id))
-}
-
-/// Newest first, the id breaking ties, as the crate's `newest_first`.
-#[diesel::dsl::auto_type]
-pub fn newest_first() -> _ {
-    (
-        user_credentials::created_at.desc(),
-        user_credentials::id.desc(),
-    )
-}
-
-diesel::define_sql_function! {
-    /// PostgreSQL's `set_config(setting, value, is_local)`.
-    fn set_config(setting: diesel::sql_types::Text, value: diesel::sql_types::Text, is_local: diesel::sql_types::Bool) -> diesel::sql_types::Text;
-}
-
-/// The setting the row-level-security policies read.
-pub const USER_SETTING: &str = "app.current_user_id";
-
-/// The SQL text diesel generates for a query on backend `DB` (its `debug_query`,
-/// without the bind values).
-pub fn sql_of<DB, Q>(query: &Q) -> String
-where
-    DB: Backend,
-    for<'a> diesel::query_builder::DebugQuery<'a, Q, DB>: std::fmt::Display,
-{
-    let text = diesel::debug_query::<DB, _>(query).to_string();
-    strip_binds(&text).to_owned()
-}
-
-fn strip_binds(text: &str) -> &str {
-    text.split_once(" -- binds:").map_or(text, |(sql, _)| sql)
-}
-
-/// The crate's current time: UTC, truncated to microseconds.
-pub fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
-
-// ---------------------------------------------------------------------------
-// Capturing the SQL the crate runs, with diesel's instrumentation
-
-static CAPTURED: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-fn capture_instrumentation() -> Option<Box<dyn diesel::connection::Instrumentation>> {
-    Some(Box::new(
-        |event: diesel::connection::InstrumentationEvent<'_>| {
-            if let diesel::connection::InstrumentationEvent::StartQuery { query, .. } = event {
-                let text = query.to_string();
-                CAPTURED
-                    .lock()
-                    .expect("lock")
-                    .push(strip_binds(&text).to_owned());
-            }
-        },
-    ))
-}
-
-/// The statements the crate runs while `f` runs on a store opened at `url` with
-/// diesel's instrumentation installed (then uninstalled: the benchmarked stores and
-/// connections run without it).
-pub fn capture_crate_sql(url: &str, f: impl FnOnce(&CredentialStore)) -> Vec<String> {
-    diesel::connection::set_default_instrumentation(capture_instrumentation)
-        .expect("install instrumentation");
-    let db = Database::open_with(
-        url,
-        &DatabaseOptions {
-            max_connections: 1,
-            ..Default::default()
-        },
-    )
-    .expect("open probe");
-    let store = CredentialStore::new(db, keyring());
-    CAPTURED.lock().expect("lock").clear();
-    f(&store);
-    let captured = std::mem::take(&mut *CAPTURED.lock().expect("lock"));
-    drop(store);
-    diesel::connection::set_default_instrumentation(|| None).expect("uninstall instrumentation");
-    captured
-}
-
-// ---------------------------------------------------------------------------
-// The sealed format, implemented directly for the baselines (README: "Keys, formats
-// and rotation"): `sealed:v1:<key id>:<base64url(nonce ‖ ciphertext ‖ tag)>`,
-// XChaCha20-Poly1305 under an HKDF-SHA256 subkey of the key, associated data =
-// domain, key id, credential id, account id, field.
-
-pub struct Sealer {
-    key_id: String,
-    cipher: chacha20poly1305::XChaCha20Poly1305,
-}
-
-const SEALED_PREFIX: &str = "sealed:v1:";
-
-impl Sealer {
-    pub fn new(key_id: &str, key_text: &str) -> Self {
-        use base64::Engine;
-        use chacha20poly1305::KeyInit;
-        let raw = zeroize::Zeroizing::new(
-            base64::engine::general_purpose::URL_SAFE
-                .decode(key_text)
-                .expect("base64 key"),
-        );
-        let mut subkey = zeroize::Zeroizing::new([0u8; 32]);
-        hkdf::Hkdf::<sha2::Sha256>::new(None, &raw)
-            .expand(b"credential-store sealed v1 key", &mut *subkey)
-            .expect("HKDF");
-        Sealer {
-            key_id: key_id.to_owned(),
-            cipher: chacha20poly1305::XChaCha20Poly1305::new_from_slice(&*subkey)
-                .expect("32-byte key"),
-        }
-    }
-
-    /// The datasets' key.
-    pub fn bench() -> Self {
-        Sealer::new(KEY_ID, &key_text())
-    }
-
-    fn aad(&self, credential: Uuid, account: Uuid, field: &str) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(64 + self.key_id.len());
-        aad.extend_from_slice(b"credential-store sealed v1\0");
-        aad.extend_from_slice(self.key_id.as_bytes());
-        aad.push(0);
-        aad.extend_from_slice(credential.as_bytes());
-        aad.extend_from_slice(account.as_bytes());
-        aad.extend_from_slice(field.as_bytes());
-        aad
-    }
-
-    pub fn seal(&self, plaintext: &str, credential: Uuid, account: Uuid, field: &str) -> String {
-        use base64::Engine;
-        use chacha20poly1305::aead::{Aead, AeadCore, OsRng, Payload};
-        let nonce = chacha20poly1305::XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let aad = self.aad(credential, account, field);
-        let sealed = self
-            .cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext.as_bytes(),
-                    aad: &aad,
-                },
-            )
-            .expect("encrypt");
-        let mut body = Vec::with_capacity(nonce.len() + sealed.len());
-        body.extend_from_slice(&nonce);
-        body.extend_from_slice(&sealed);
-        format!(
-            "{SEALED_PREFIX}{}:{}",
-            self.key_id,
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(body)
-        )
-    }
-
-    /// Opens a sealed ciphertext as the crate does: into a zeroized buffer, then an
-    /// exact-size `SecretString`.
-    pub fn open(
-        &self,
-        text: &str,
-        credential: Uuid,
-        account: Uuid,
-        field: &str,
-    ) -> Option<secrecy::SecretString> {
-        use base64::Engine;
-        use chacha20poly1305::aead::{Aead, Payload};
-        let (key_id, body) = text.strip_prefix(SEALED_PREFIX)?.split_once(':')?;
-        if key_id != self.key_id {
-            return None;
-        }
-        let body = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(body)
-            .ok()?;
-        if body.len() < 24 {
-            return None;
-        }
-        let (nonce, sealed) = body.split_at(24);
-        let aad = self.aad(credential, account, field);
-        let plaintext = zeroize::Zeroizing::new(
-            self.cipher
-                .decrypt(
-                    chacha20poly1305::XNonce::from_slice(nonce),
-                    Payload {
-                        msg: sealed,
-                        aad: &aad,
-                    },
-                )
-                .ok()?,
-        );
-        let text = std::str::from_utf8(&plaintext).ok()?;
-        Some(secrecy::SecretString::from(text))
-    }
-}
-
-/// The decrypted keys of a credential, as the baselines hand them back.
-pub struct PlainKeys {
-    pub api_key: secrecy::SecretString,
-    pub secret_key: secrecy::SecretString,
-}
-
-/// What `credential_keys` checks before decrypting, then both decryptions.
-pub fn open_keys(
-    sealer: &Sealer,
-    credential: &UserCredential,
-    api_key: &str,
-    secret_key: &str,
-) -> PlainKeys {
-    assert!(credential.is_usable_at(Utc::now()), "usable credential");
-    PlainKeys {
-        api_key: sealer
-            .open(
-                api_key,
-                credential.id,
-                credential.user_account_id,
-                "api_key",
-            )
-            .expect("api_key decrypts"),
-        secret_key: sealer
-            .open(
-                secret_key,
-                credential.id,
-                credential.user_account_id,
-                "secret_key",
-            )
-            .expect("secret_key decrypts"),
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Decoding rows as the crate does
-
-/// A SQLite row of the crate's `UserCredential` columns, in `as_select` order.
+/// A SQLite row of the crate's `UserCredential` columns, in `as_select` order: ids
+/// parsed from their text, times with the crate's own parser.
 pub fn credential_from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserCredential> {
+    fn failed(i: usize, err: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(err))
+    }
     fn uuid(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
-        Uuid::parse_str(row.get_ref(i)?.as_str()?).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
-        })
+        Uuid::parse_str(row.get_ref(i)?.as_str()?).map_err(|e| failed(i, e))
     }
     fn time(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<DateTime<Utc>> {
-        DateTime::parse_from_rfc3339(row.get_ref(i)?.as_str()?)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    i,
-                    rusqlite::types::Type::Text,
-                    Box::new(e),
-                )
-            })
+        internals::parse_sqlite_timestamp(row.get_ref(i)?.as_str()?).map_err(|e| failed(i, e))
     }
     Ok(UserCredential {
         id: uuid(row, 0)?,
@@ -912,6 +633,22 @@ pub fn credential_from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Use
     })
 }
 
+/// A SQLite row of the crate's `credential_with_ciphertexts` columns: the
+/// credential, its account's `is_active`, the two ciphertexts.
+pub fn stored_from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCredential> {
+    Ok(StoredCredential {
+        credential: credential_from_rusqlite(row)?,
+        account_active: row.get(9)?,
+        api_key: row.get(10)?,
+        secret_key: row.get(11)?,
+    })
+}
+
+/// A SQLite id bound as the crate binds it: the lowercase hyphenated text.
+pub fn sqlite_id(id: Uuid) -> String {
+    id.hyphenated().to_string()
+}
+
 /// A PostgreSQL row of the crate's `UserCredential` columns, in `as_select` order.
 pub fn credential_from_pg(row: &postgres::Row) -> UserCredential {
     UserCredential {
@@ -924,6 +661,16 @@ pub fn credential_from_pg(row: &postgres::Row) -> UserCredential {
         expires_at: row.get(6),
         created_at: row.get(7),
         updated_at: row.get(8),
+    }
+}
+
+/// A PostgreSQL row of the crate's `credential_with_ciphertexts` columns.
+pub fn stored_from_pg(row: &postgres::Row) -> StoredCredential {
+    StoredCredential {
+        credential: credential_from_pg(row),
+        account_active: row.get(9),
+        api_key: row.get(10),
+        secret_key: row.get(11),
     }
 }
 

@@ -1,19 +1,30 @@
 //! The benchmarked operations, once per implementation, shared by the criterion
 //! benchmarks (`nickname_queries.rs`) and the interleaved ratios (`paired_ratios.rs`).
 //! See `nickname_queries.rs` for what each implementation is.
+//!
+//! Every baseline runs what the crate runs, reached through
+//! `credential_store::internals`: diesel runs the crate's own query values, the raw
+//! drivers their SQL text, and both seal and open keys with the crate's code. A
+//! fixture cannot be opened without two checks: [`check_same_sql_sqlite`] /
+//! [`check_same_sql_pg`] run every operation once per implementation and assert that
+//! each baseline sent exactly the statements the crate sent (`trace.rs`), then
+//! [`check_sqlite`] / [`check_pg`] that they return the same.
 #![allow(dead_code)]
 
 use crate::support::*;
-use credential_store::schema::{user_accounts, user_credentials};
-use credential_store::{
-    CredentialRepository, CredentialStore, Database, NewUserCredential, UserAccount, UserCredential,
+use crate::trace::{self, BEGIN, BEGIN_IMMEDIATE, COMMIT};
+use credential_store::internals::{
+    self, DieselConnection, InsertRow, StatementSql, StoredCredential,
 };
-use diesel::pg::Pg;
+use credential_store::{
+    CipherFormat, CredentialKeys, CredentialRepository, CredentialStore, Database, Field, Keyring,
+    NewUserCredential, UserAccount, UserCredential,
+};
 use diesel::prelude::*;
-use diesel::sqlite::Sqlite;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::path::Path;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +67,7 @@ impl Op {
 
     pub fn batch(self) -> usize {
         match self {
-            Op::InsertBatch => 1000,
+            Op::InsertBatch => BATCH,
             _ => 1,
         }
     }
@@ -65,264 +76,424 @@ impl Op {
 pub const BATCH: usize = 1000;
 pub const SEED: u64 = 0x00c0_ffee;
 
-// ---------------------------------------------------------------------------
-// diesel without the repository: the crate's queries, once per backend
-
-macro_rules! diesel_queries {
-    ($module:ident, $conn:ty) => {
-        mod $module {
-            use super::*;
-
-            pub fn by_nickname(
-                c: &mut $conn,
-                a: &UserAccount,
-                nickname: &str,
-            ) -> QueryResult<Vec<UserCredential>> {
-                owned_by(Id(a.id), &a.user_id)
-                    .filter(user_credentials::nickname.eq(nickname))
-                    .order(newest_first())
-                    .select(UserCredential::as_select())
-                    .load(c)
-            }
-
-            pub fn keys(
-                c: &mut $conn,
-                a: &UserAccount,
-                credential: Uuid,
-            ) -> QueryResult<(UserCredential, String, String)> {
-                owned_by(Id(a.id), &a.user_id)
-                    .filter(user_credentials::id.eq(Id(credential)))
-                    .select((
-                        UserCredential::as_select(),
-                        user_credentials::api_key,
-                        user_credentials::secret_key,
-                    ))
-                    .first(c)
-            }
-
-            pub fn by_type(
-                c: &mut $conn,
-                a: &UserAccount,
-                credential_type: &str,
-            ) -> QueryResult<Vec<UserCredential>> {
-                owned_by(Id(a.id), &a.user_id)
-                    .filter(user_credentials::credential_type.eq(credential_type))
-                    .order(newest_first())
-                    .select(UserCredential::as_select())
-                    .load(c)
-            }
-
-            pub fn list(c: &mut $conn, a: &UserAccount) -> QueryResult<Vec<UserCredential>> {
-                owned_by(Id(a.id), &a.user_id)
-                    .order(newest_first())
-                    .select(UserCredential::as_select())
-                    .load(c)
-            }
-
-            pub fn owner(c: &mut $conn, a: &UserAccount) -> QueryResult<Option<String>> {
-                user_accounts::table
-                    .filter(user_accounts::id.eq(Id(a.id)))
-                    .select(user_accounts::user_id)
-                    .first(c)
-                    .optional()
-            }
-
-            pub fn insert(c: &mut $conn, rows: &[Row<'_>]) -> QueryResult<Vec<UserCredential>> {
-                diesel::insert_into(user_credentials::table)
-                    .values(rows)
-                    .returning(UserCredential::as_returning())
-                    .get_results(c)
-            }
-        }
-    };
-}
-
-diesel_queries!(diesel_sqlite, diesel::SqliteConnection);
-diesel_queries!(diesel_pg, diesel::PgConnection);
-
-/// The statements, as SQL text, in one backend's dialect: what the raw drivers run.
-pub struct Sql {
-    pub by_nickname: String,
-    pub keys: String,
-    pub by_type: String,
-    pub list: String,
-    pub owner: String,
-    pub insert_one: String,
-    pub insert_batch: String,
-    pub set_config: String,
-}
-
-pub fn dummy_account() -> UserAccount {
-    UserAccount {
-        id: Uuid::nil(),
-        user_id: String::new(),
-        account_name: String::new(),
-        is_active: true,
-        created_at: now(),
-        updated_at: now(),
+/// The implementations benchmarked for an operation on a backend; the crate first.
+pub fn implementations(backend: &str, op: Op) -> &'static [&'static str] {
+    match (backend, op) {
+        ("sqlite", _) => &["crate", "diesel", "rusqlite"],
+        ("postgres", Op::Lookup) => &[
+            "crate",
+            "diesel",
+            "postgres",
+            "diesel_bare",
+            "postgres_bare",
+        ],
+        ("postgres", _) => &["crate", "diesel", "postgres"],
+        _ => unreachable!(),
     }
 }
 
-pub fn dummy_rows(n: usize) -> Vec<Row<'static>> {
+// ---------------------------------------------------------------------------
+// What the baselines share
+
+/// The plaintext of inserted credentials.
+pub const INSERT_API_KEY: &str = "PKINSERT000000000001";
+pub const INSERT_SECRET: &str = "0123456789abcdef0123456789abcdef01234567";
+
+/// The plaintext keys of inserted credentials as secrets, made once (as the crate's
+/// `NewUserCredential`s are made once, outside the timed loop).
+pub struct InsertKeys {
+    pub api_key: SecretString,
+    pub secret_key: SecretString,
+}
+
+impl InsertKeys {
+    pub fn new() -> Self {
+        InsertKeys {
+            api_key: SecretString::from(INSERT_API_KEY),
+            secret_key: SecretString::from(INSERT_SECRET),
+        }
+    }
+}
+
+pub fn new_credentials(n: usize) -> Vec<NewUserCredential<'static>> {
     (0..n)
-        .map(|_| Row {
-            id: Id(Uuid::nil()),
-            user_account_id: Id(Uuid::nil()),
-            user_id: "",
-            credential_type: "",
-            nickname: Some(""),
-            api_key: "",
-            secret_key: "",
-            is_active: true,
-            expires_at: None,
-            created_at: Time(now()),
-            updated_at: Time(now()),
+        .map(|_| {
+            NewUserCredential::new("alpaca_paper", INSERT_API_KEY, INSERT_SECRET)
+                .nickname("inserted")
         })
         .collect()
 }
 
-/// `INSERT … VALUES (…), … RETURNING <the UserCredential columns>` for `n` rows.
-/// (diesel prints a SQLite multi-row insert only without its RETURNING clause, so
-/// the clause is appended; `check_same_sql` compares the result with the crate's.)
-macro_rules! insert_sql {
-    ($db:ty, $n:expr) => {{
-        let select = sql_of::<$db, _>(&user_credentials::table.select(UserCredential::as_select()));
-        let columns = select
-            .strip_prefix("SELECT ")
-            .and_then(|s| s.split_once(" FROM "))
-            // SQLite's RETURNING names the columns without their table.
-            .map(|(columns, _)| columns.replace("`user_credentials`.", ""))
-            .expect("SELECT … FROM");
-        format!(
-            "{} RETURNING {columns}",
-            sql_of::<$db, _>(&diesel::insert_into(user_credentials::table).values(&dummy_rows($n)))
-        )
-    }};
+/// Rows as a baseline prepares them: a fresh UUIDv7 each, both keys sealed by the
+/// crate's code (the format the stores write), stamped by the crate's clock.
+pub fn insert_rows(
+    keyring: &Keyring,
+    account: &UserAccount,
+    keys: &InsertKeys,
+    n: usize,
+) -> Vec<InsertRow> {
+    let at = internals::now();
+    (0..n)
+        .map(|_| {
+            let id = Uuid::now_v7();
+            let seal = |field, key| {
+                internals::seal(keyring, CipherFormat::Sealed, account, id, field, key)
+            };
+            InsertRow {
+                id,
+                user_account_id: account.id,
+                user_id: account.user_id.clone(),
+                credential_type: "alpaca_paper".to_owned(),
+                nickname: Some("inserted".to_owned()),
+                api_key: seal(Field::ApiKey, &keys.api_key),
+                secret_key: seal(Field::SecretKey, &keys.secret_key),
+                is_active: true,
+                expires_at: None,
+                created_at: at,
+                updated_at: at,
+            }
+        })
+        .collect()
 }
 
-macro_rules! sql_for {
-    ($db:ty) => {{
-        let a = dummy_account();
-        let id = Id(a.id);
-        let user = a.user_id.as_str();
-        Sql {
-            by_nickname: sql_of::<$db, _>(
-                &owned_by(id, user)
-                    .filter(user_credentials::nickname.eq(""))
-                    .order(newest_first())
-                    .select(UserCredential::as_select()),
-            ),
-            keys: sql_of::<$db, _>(
-                &owned_by(id, user)
-                    .filter(user_credentials::id.eq(id))
-                    .select((
-                        UserCredential::as_select(),
-                        user_credentials::api_key,
-                        user_credentials::secret_key,
-                    ))
-                    .limit(1),
-            ),
-            by_type: sql_of::<$db, _>(
-                &owned_by(id, user)
-                    .filter(user_credentials::credential_type.eq(""))
-                    .order(newest_first())
-                    .select(UserCredential::as_select()),
-            ),
-            list: sql_of::<$db, _>(
-                &owned_by(id, user)
-                    .order(newest_first())
-                    .select(UserCredential::as_select()),
-            ),
-            owner: sql_of::<$db, _>(
-                &user_accounts::table
-                    .filter(user_accounts::id.eq(id))
-                    .select(user_accounts::user_id)
-                    .limit(1),
-            ),
-            insert_one: insert_sql!($db, 1),
-            insert_batch: insert_sql!($db, BATCH),
-            set_config: sql_of::<Pg, _>(&diesel::select(set_config(USER_SETTING, "", true))),
-        }
-    }};
+/// What `credential_keys` does with the row it read, by the crate's code.
+pub fn reveal(
+    keyring: &Keyring,
+    account: &UserAccount,
+    credential: Uuid,
+    found: Option<StoredCredential>,
+) -> CredentialKeys {
+    internals::reveal(keyring, account, credential, found).expect("keys")
 }
 
-/// Runs the crate's operations once under diesel's instrumentation and checks that
-/// every statement a baseline runs is one the crate ran, text for text.
-pub fn check_same_sql(backend: &str, url: &str, sql: &Sql) {
-    let captured = capture_crate_sql(url, |store| {
-        let account = store
-            .create_account(&credential_store::NewUserAccount {
-                user_id: "bench-sql-probe",
-                account_name: "probe",
-            })
-            .or_else(|_| {
-                store
-                    .account_by_user_id("bench-sql-probe")
-                    .map(|a| a.expect("probe account"))
-            })
-            .expect("probe account");
-        let one = store
-            .insert_credential(
-                &account,
-                &NewUserCredential::new("alpaca_paper", "PKPROBE", "probe").nickname("probe-1"),
-            )
-            .expect("insert");
-        let two = [
-            NewUserCredential::new("alpaca_paper", "PKPROBE", "probe").nickname("probe-2"),
-            NewUserCredential::new("alpaca_paper", "PKPROBE", "probe").nickname("probe-2"),
-        ];
-        store
-            .insert_credentials(&account, &two)
-            .expect("insert two");
-        store
-            .find_one_by_nickname(&account, "probe-1")
-            .expect("lookup");
-        store.credential_keys(&account, one.id).expect("keys");
-        store
-            .find_by_type(&account, "alpaca_paper")
-            .expect("by type");
-        store.list_credentials(&account).expect("list");
-        for c in store.list_credentials(&account).expect("list") {
-            store
-                .delete_credential(&account, c.id)
-                .expect("delete probe row");
+pub fn pick<'a>(rng: &mut Rng, accounts: &'a [UserAccount]) -> (&'a UserAccount, &'static str) {
+    let account = &accounts[rng.below(accounts.len())];
+    (account, NICKNAMES[rng.below(UNIQUE_NICKNAMES)])
+}
+
+pub fn pick_type(rng: &mut Rng) -> &'static str {
+    TYPES[rng.below(TYPES.len())]
+}
+
+pub fn single<T>(mut found: Vec<T>) -> Option<T> {
+    assert!(found.len() <= 1, "a unique nickname");
+    found.pop()
+}
+
+// ---------------------------------------------------------------------------
+// diesel without the repository: the crate's statements on one connection
+
+/// The crate's lookup statement; the nickname is bound twice (normalised and as
+/// given), as the crate binds it, and the dataset's nicknames are normalised.
+fn diesel_by_nickname(
+    c: &mut impl DieselConnection,
+    a: &UserAccount,
+    nickname: &str,
+) -> QueryResult<Vec<UserCredential>> {
+    internals::credentials_by_nickname(c, a, nickname, nickname)
+}
+
+/// The crate's insert: one row by the one-row statement, more in one multi-row
+/// `INSERT`.
+fn diesel_insert(
+    c: &mut impl DieselConnection,
+    mut rows: Vec<InsertRow>,
+) -> QueryResult<Vec<UserCredential>> {
+    match rows.len() {
+        1 => internals::insert_credential(c, rows.pop().expect("one row")),
+        _ => internals::insert_credentials(c, rows),
+    }
+}
+
+/// `BEGIN; set_config(…); <f>; COMMIT` on diesel, as the crate's `Database::run`.
+pub fn diesel_in_context<T>(
+    c: &mut diesel::PgConnection,
+    user: &str,
+    f: impl FnOnce(&mut diesel::PgConnection) -> QueryResult<T>,
+) -> T {
+    c.transaction(|c| {
+        internals::set_user_context(c, user)?;
+        f(c)
+    })
+    .expect("transaction")
+}
+
+// ---------------------------------------------------------------------------
+// rusqlite: the crate's SQL text, prepared and cached
+
+fn rusqlite_query<T>(
+    raw: &rusqlite::Connection,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+    decode: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Vec<T> {
+    trace::sent(sql);
+    let mut stmt = raw.prepare_cached(sql).expect("prepare");
+    stmt.query_map(params, decode)
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+/// The crate's lookup by nickname (account id, user id, nickname twice).
+pub fn rusqlite_by_nickname(
+    raw: &rusqlite::Connection,
+    sql: &StatementSql,
+    a: &UserAccount,
+    nickname: &str,
+) -> Vec<UserCredential> {
+    let mut buf = Uuid::encode_buffer();
+    let id: &str = a.id.hyphenated().encode_lower(&mut buf);
+    rusqlite_query(
+        raw,
+        &sql.credentials_by_nickname,
+        &[&id, &a.user_id, &nickname, &nickname],
+        credential_from_rusqlite,
+    )
+}
+
+/// The crate's lookup by type (account id, user id, type).
+pub fn rusqlite_by_type(
+    raw: &rusqlite::Connection,
+    sql: &StatementSql,
+    a: &UserAccount,
+    credential_type: &str,
+) -> Vec<UserCredential> {
+    let mut buf = Uuid::encode_buffer();
+    let id: &str = a.id.hyphenated().encode_lower(&mut buf);
+    rusqlite_query(
+        raw,
+        &sql.credentials_by_type,
+        &[&id, &a.user_id, &credential_type],
+        credential_from_rusqlite,
+    )
+}
+
+/// The crate's list (account id, user id).
+pub fn rusqlite_list(
+    raw: &rusqlite::Connection,
+    sql: &StatementSql,
+    a: &UserAccount,
+) -> Vec<UserCredential> {
+    let mut buf = Uuid::encode_buffer();
+    let id: &str = a.id.hyphenated().encode_lower(&mut buf);
+    rusqlite_query(
+        raw,
+        &sql.credentials,
+        &[&id, &a.user_id],
+        credential_from_rusqlite,
+    )
+}
+
+/// The crate's `credential_keys` read (account id, user id, credential id).
+pub fn rusqlite_keys(
+    raw: &rusqlite::Connection,
+    sql: &StatementSql,
+    a: &UserAccount,
+    credential: Uuid,
+) -> Option<StoredCredential> {
+    let mut account_buf = Uuid::encode_buffer();
+    let account: &str = a.id.hyphenated().encode_lower(&mut account_buf);
+    let mut id_buf = Uuid::encode_buffer();
+    let id: &str = credential.hyphenated().encode_lower(&mut id_buf);
+    single(rusqlite_query(
+        raw,
+        &sql.credential_with_ciphertexts,
+        &[&account, &a.user_id, &id],
+        stored_from_rusqlite,
+    ))
+}
+
+/// The crate's insert in a `BEGIN IMMEDIATE` transaction, values bound as the crate
+/// binds them on SQLite (ids and times as text).
+pub fn rusqlite_insert(
+    raw: &rusqlite::Connection,
+    sql: &StatementSql,
+    rows: &[InsertRow],
+) -> Vec<UserCredential> {
+    let insert = match rows.len() {
+        1 => &sql.insert_credential,
+        n => {
+            assert_eq!(n, sql.insert_rows, "the prepared multi-row INSERT's size");
+            &sql.insert_credentials
         }
-    });
-    let two_rows = if backend == "sqlite" {
-        insert_sql!(Sqlite, 2)
-    } else {
-        insert_sql!(Pg, 2)
     };
-    let mut expected = vec![
-        ("lookup", &sql.by_nickname),
-        ("keys", &sql.keys),
-        ("by type", &sql.by_type),
-        ("list", &sql.list),
-        ("owner check", &sql.owner),
-        ("insert one", &sql.insert_one),
-        ("insert two", &two_rows),
-    ];
-    if backend == "postgres" {
-        expected.push(("set_config", &sql.set_config));
+    let texts: Vec<[String; 4]> = rows
+        .iter()
+        .map(|r| {
+            [
+                sqlite_id(r.id),
+                sqlite_id(r.user_account_id),
+                internals::sqlite_timestamp(&r.created_at),
+                internals::sqlite_timestamp(&r.updated_at),
+            ]
+        })
+        .collect();
+    let expires: Vec<Option<String>> = rows
+        .iter()
+        .map(|r| r.expires_at.as_ref().map(internals::sqlite_timestamp))
+        .collect();
+    let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 11);
+    for ((r, [id, account, created, updated]), expires_at) in rows.iter().zip(&texts).zip(&expires)
+    {
+        // The order of `InsertRow`'s fields, the crate's INSERT columns.
+        params.extend_from_slice(&[
+            id as &dyn rusqlite::ToSql,
+            account,
+            &r.user_id,
+            &r.credential_type,
+            &r.nickname,
+            &r.api_key,
+            &r.secret_key,
+            &r.is_active,
+            expires_at,
+            created,
+            updated,
+        ]);
     }
-    let mut drift = false;
-    for (what, text) in expected {
-        if !captured.iter().any(|c| c == text) {
-            drift = true;
-            eprintln!("WARNING: {backend} {what}: the baselines' SQL is not what the crate runs:\n  {text}");
+    trace::sent(BEGIN_IMMEDIATE);
+    raw.execute_batch(BEGIN_IMMEDIATE).expect("begin immediate");
+    let stored = rusqlite_query(raw, insert, &params, credential_from_rusqlite);
+    trace::sent(COMMIT);
+    raw.execute_batch(COMMIT).expect("commit");
+    stored
+}
+
+// ---------------------------------------------------------------------------
+// The `postgres` crate: the crate's SQL text, prepared
+
+/// A prepared statement and the text it was prepared from (what is recorded as sent).
+pub struct PgStatement {
+    pub sql: String,
+    pub prepared: postgres::Statement,
+}
+
+impl PgStatement {
+    fn prepare(client: &mut postgres::Client, sql: &str) -> Self {
+        PgStatement {
+            sql: sql.to_owned(),
+            prepared: client.prepare(sql).expect("prepare"),
         }
     }
-    if drift {
-        eprintln!("WARNING: the crate ran:");
-        for c in &captured {
-            eprintln!("  {c}");
+
+    pub fn query(
+        &self,
+        client: &mut postgres::Client,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Vec<postgres::Row> {
+        trace::sent(&self.sql);
+        client.query(&self.prepared, params).expect("query")
+    }
+}
+
+pub struct PgStatements {
+    pub user_context: PgStatement,
+    pub by_nickname: PgStatement,
+    pub keys: PgStatement,
+    pub by_type: PgStatement,
+    pub list: PgStatement,
+    pub insert_one: PgStatement,
+    pub insert_batch: PgStatement,
+}
+
+impl PgStatements {
+    pub fn prepare(client: &mut postgres::Client, sql: &StatementSql) -> Self {
+        let mut prepare = |text: &str| PgStatement::prepare(client, text);
+        PgStatements {
+            user_context: prepare(sql.user_context.as_deref().expect("PostgreSQL SQL")),
+            by_nickname: prepare(&sql.credentials_by_nickname),
+            keys: prepare(&sql.credential_with_ciphertexts),
+            by_type: prepare(&sql.credentials_by_type),
+            list: prepare(&sql.credentials),
+            insert_one: prepare(&sql.insert_credential),
+            insert_batch: prepare(&sql.insert_credentials),
         }
+    }
+}
+
+/// `BEGIN; SELECT set_config(…); <f>; COMMIT`, as the crate's `Database::run`; the
+/// setting, the user and `true` bound, as the crate binds them.
+pub fn pg_in_context<T>(
+    client: &mut postgres::Client,
+    st: &PgStatements,
+    user: &str,
+    f: impl FnOnce(&mut postgres::Client) -> T,
+) -> T {
+    trace::sent(BEGIN);
+    client.batch_execute(BEGIN).expect("begin");
+    trace::sent(&st.user_context.sql);
+    client
+        .execute(
+            &st.user_context.prepared,
+            &[&internals::USER_SETTING, &user, &true],
+        )
+        .expect("set_config");
+    let out = f(client);
+    trace::sent(COMMIT);
+    client.batch_execute(COMMIT).expect("commit");
+    out
+}
+
+pub fn pg_rows(rows: Vec<postgres::Row>) -> Vec<UserCredential> {
+    rows.iter().map(credential_from_pg).collect()
+}
+
+pub fn pg_by_nickname(
+    client: &mut postgres::Client,
+    st: &PgStatements,
+    a: &UserAccount,
+    nickname: &str,
+) -> Vec<UserCredential> {
+    pg_rows(
+        st.by_nickname
+            .query(client, &[&a.id, &a.user_id, &nickname, &nickname]),
+    )
+}
+
+pub fn pg_keys(
+    client: &mut postgres::Client,
+    st: &PgStatements,
+    a: &UserAccount,
+    credential: Uuid,
+) -> Option<StoredCredential> {
+    single(
+        st.keys
+            .query(client, &[&a.id, &a.user_id, &credential])
+            .iter()
+            .map(stored_from_pg)
+            .collect(),
+    )
+}
+
+/// The crate's insert, values bound in the order of its columns.
+pub fn pg_insert(
+    client: &mut postgres::Client,
+    st: &PgStatements,
+    rows: &[InsertRow],
+) -> Vec<UserCredential> {
+    let insert = if rows.len() == 1 {
+        &st.insert_one
     } else {
-        eprintln!(
-            "{backend}: the baselines run the crate's SQL, e.g.\n  {}",
-            sql.by_nickname
-        );
+        &st.insert_batch
+    };
+    let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = Vec::with_capacity(rows.len() * 11);
+    for r in rows {
+        // The order of `InsertRow`'s fields, the crate's INSERT columns.
+        params.extend_from_slice(&[
+            &r.id as &(dyn postgres::types::ToSql + Sync),
+            &r.user_account_id,
+            &r.user_id,
+            &r.credential_type,
+            &r.nickname,
+            &r.api_key,
+            &r.secret_key,
+            &r.is_active,
+            &r.expires_at,
+            &r.created_at,
+            &r.updated_at,
+        ]);
     }
+    pg_rows(insert.query(client, &params))
 }
 
 // ---------------------------------------------------------------------------
@@ -334,11 +505,12 @@ pub struct SqliteFixture {
     pub raw: rusqlite::Connection,
     pub accounts: Vec<UserAccount>,
     pub inserters: Vec<UserAccount>,
-    pub sealer: Sealer,
-    pub sql: Sql,
+    pub keyring: Keyring,
+    pub sql: StatementSql,
 }
 
 impl SqliteFixture {
+    /// The dataset of `rows` credentials and every implementation on it, checked.
     pub fn open(rows: usize) -> Self {
         let path = sqlite_dataset(rows);
         let store = CredentialStore::new(
@@ -349,31 +521,23 @@ impl SqliteFixture {
         let (accounts, inserters) = load_accounts_sqlite(&mut diesel);
         assert_eq!(accounts.len() * CREDENTIALS_PER_ACCOUNT, rows);
         assert_eq!(inserters.len(), INSERT_ACCOUNTS);
-        SqliteFixture {
+        let mut fx = SqliteFixture {
             store,
             diesel,
             raw: rusqlite_open(&path),
             accounts,
             inserters,
-            sealer: Sealer::bench(),
-            sql: sql_for!(Sqlite),
-        }
+            keyring: keyring(),
+            sql: StatementSql::sqlite(BATCH).expect("the crate's SQLite statements"),
+        };
+        check_same_sql_sqlite(&mut fx, &path);
+        check_sqlite(&mut fx);
+        fx
     }
 
     pub fn cleanup(&self) {
         delete_insert_rows_sqlite(&self.raw);
     }
-}
-
-pub struct PgStatements {
-    pub set_config: postgres::Statement,
-    pub by_nickname: postgres::Statement,
-    pub keys: postgres::Statement,
-    pub by_type: postgres::Statement,
-    pub list: postgres::Statement,
-    pub owner: postgres::Statement,
-    pub insert_one: postgres::Statement,
-    pub insert_batch: postgres::Statement,
 }
 
 pub struct PgFixture {
@@ -383,38 +547,33 @@ pub struct PgFixture {
     pub st: PgStatements,
     pub accounts: Vec<UserAccount>,
     pub inserters: Vec<UserAccount>,
-    pub sealer: Sealer,
+    pub keyring: Keyring,
 }
 
 impl PgFixture {
+    /// The dataset of `rows` credentials and every implementation on it, checked.
     pub fn open(rows: usize) -> Self {
         let url = pg_dataset(rows);
         let store = CredentialStore::new(Database::open(&url).expect("open"), keyring());
         let mut diesel = diesel::PgConnection::establish(&url).expect("connect diesel");
         let (accounts, inserters) = load_accounts_pg(&mut diesel);
         assert_eq!(accounts.len() * CREDENTIALS_PER_ACCOUNT, rows);
+        assert_eq!(inserters.len(), INSERT_ACCOUNTS);
         let mut raw = postgres::Client::connect(&url, postgres::NoTls).expect("connect postgres");
-        let sql = sql_for!(Pg);
-        let mut prepare = |text: &str| raw.prepare(text).expect("prepare");
-        let st = PgStatements {
-            set_config: prepare(&sql.set_config),
-            by_nickname: prepare(&sql.by_nickname),
-            keys: prepare(&sql.keys),
-            by_type: prepare(&sql.by_type),
-            list: prepare(&sql.list),
-            owner: prepare(&sql.owner),
-            insert_one: prepare(&sql.insert_one),
-            insert_batch: prepare(&sql.insert_batch),
-        };
-        PgFixture {
+        let sql = StatementSql::postgres(&url, BATCH).expect("the crate's PostgreSQL statements");
+        let st = PgStatements::prepare(&mut raw, &sql);
+        let mut fx = PgFixture {
             store,
             diesel,
             raw,
             st,
             accounts,
             inserters,
-            sealer: Sealer::bench(),
-        }
+            keyring: keyring(),
+        };
+        check_same_sql_pg(&mut fx, &url);
+        check_pg(&mut fx);
+        fx
     }
 
     pub fn cleanup(&mut self) {
@@ -443,76 +602,6 @@ impl Fixtures {
 // ---------------------------------------------------------------------------
 // What one iteration does
 
-/// The plaintext of inserted credentials.
-pub const INSERT_API_KEY: &str = "PKINSERT000000000001";
-pub const INSERT_SECRET: &str = "0123456789abcdef0123456789abcdef01234567";
-
-pub fn pick<'a>(rng: &mut Rng, accounts: &'a [UserAccount]) -> (&'a UserAccount, &'static str) {
-    let account = &accounts[rng.below(accounts.len())];
-    (account, NICKNAMES[rng.below(UNIQUE_NICKNAMES)])
-}
-
-pub fn pick_type(rng: &mut Rng) -> &'static str {
-    TYPES[rng.below(TYPES.len())]
-}
-
-pub fn single(mut found: Vec<UserCredential>) -> Option<UserCredential> {
-    assert!(found.len() <= 1, "a unique nickname");
-    found.pop()
-}
-
-pub fn new_credentials(n: usize) -> Vec<NewUserCredential<'static>> {
-    (0..n)
-        .map(|_| {
-            NewUserCredential::new("alpaca_paper", INSERT_API_KEY, INSERT_SECRET)
-                .nickname("inserted")
-        })
-        .collect()
-}
-
-/// Rows as a baseline prepares them: a fresh UUIDv7 and both keys sealed to it.
-pub struct Prepared {
-    pub id: Uuid,
-    pub api_key: String,
-    pub secret_key: String,
-}
-
-pub fn prepare_rows(sealer: &Sealer, account: &UserAccount, n: usize) -> Vec<Prepared> {
-    (0..n)
-        .map(|_| {
-            let id = Uuid::now_v7();
-            Prepared {
-                id,
-                api_key: sealer.seal(INSERT_API_KEY, id, account.id, "api_key"),
-                secret_key: sealer.seal(INSERT_SECRET, id, account.id, "secret_key"),
-            }
-        })
-        .collect()
-}
-
-pub fn diesel_rows<'a>(
-    prepared: &'a [Prepared],
-    account: &'a UserAccount,
-    at: chrono::DateTime<chrono::Utc>,
-) -> Vec<Row<'a>> {
-    prepared
-        .iter()
-        .map(|p| Row {
-            id: Id(p.id),
-            user_account_id: Id(account.id),
-            user_id: &account.user_id,
-            credential_type: "alpaca_paper",
-            nickname: Some("inserted"),
-            api_key: &p.api_key,
-            secret_key: &p.secret_key,
-            is_active: true,
-            expires_at: None,
-            created_at: Time(at),
-            updated_at: Time(at),
-        })
-        .collect()
-}
-
 /// One iteration of `op` by `implementation`: picks its account (and nickname or
 /// type) from `rng`, runs, and hands the result to `black_box`.
 pub fn sqlite_op<'a>(
@@ -527,294 +616,113 @@ pub fn sqlite_op<'a>(
         raw,
         accounts,
         inserters,
-        sealer,
+        keyring,
         sql,
     } = fx;
+    let (raw, sql, keyring): (&'a _, &'a _, &'a _) = (raw, sql, keyring);
     match (op, implementation) {
         (Op::Lookup, "crate") => Box::new(move || {
-            let _ = {
-                let (a, nick) = pick(rng, accounts);
-                black_box(store.find_one_by_nickname(a, nick).expect("lookup"))
-            };
+            let (a, nick) = pick(rng, accounts);
+            black_box(store.find_one_by_nickname(a, nick).expect("lookup"));
         }),
         (Op::Lookup, "diesel") => Box::new(move || {
-            let _ = {
-                let (a, nick) = pick(rng, accounts);
-                black_box(single(
-                    diesel_sqlite::by_nickname(diesel, a, nick).expect("lookup"),
-                ))
-            };
+            let (a, nick) = pick(rng, accounts);
+            black_box(single(diesel_by_nickname(diesel, a, nick).expect("lookup")));
         }),
         (Op::Lookup, "rusqlite") => Box::new(move || {
-            let _ = {
-                let (a, nick) = pick(rng, accounts);
-                black_box(single(rusqlite_by(raw, &sql.by_nickname, a, nick)))
-            };
+            let (a, nick) = pick(rng, accounts);
+            black_box(single(rusqlite_by_nickname(raw, sql, a, nick)));
         }),
         (Op::LookupDecrypt, "crate") => Box::new(move || {
-            let _ = {
-                let (a, nick) = pick(rng, accounts);
-                let found = store
-                    .find_one_by_nickname(a, nick)
-                    .expect("lookup")
-                    .expect("found");
-                black_box(store.credential_keys(a, found.id).expect("keys"))
-            };
+            let (a, nick) = pick(rng, accounts);
+            let found = store
+                .find_one_by_nickname(a, nick)
+                .expect("lookup")
+                .expect("found");
+            black_box(store.credential_keys(a, found.id).expect("keys"));
         }),
         (Op::LookupDecrypt, "diesel") => Box::new(move || {
-            let _ = {
-                let (a, nick) = pick(rng, accounts);
-                let found = single(diesel_sqlite::by_nickname(diesel, a, nick).expect("lookup"))
-                    .expect("found");
-                let (credential, api, secret) =
-                    diesel_sqlite::keys(diesel, a, found.id).expect("keys");
-                black_box(open_keys(sealer, &credential, &api, &secret))
-            };
+            let (a, nick) = pick(rng, accounts);
+            let found =
+                single(diesel_by_nickname(diesel, a, nick).expect("lookup")).expect("found");
+            let stored = internals::credential_with_ciphertexts(diesel, a, found.id).expect("keys");
+            black_box(reveal(keyring, a, found.id, stored));
         }),
         (Op::LookupDecrypt, "rusqlite") => Box::new(move || {
-            let _ = {
-                let (a, nick) = pick(rng, accounts);
-                let found = single(rusqlite_by(raw, &sql.by_nickname, a, nick)).expect("found");
-                let (credential, api, secret) = rusqlite_keys(raw, &sql.keys, a, found.id);
-                black_box(open_keys(sealer, &credential, &api, &secret))
-            };
+            let (a, nick) = pick(rng, accounts);
+            let found = single(rusqlite_by_nickname(raw, sql, a, nick)).expect("found");
+            let stored = rusqlite_keys(raw, sql, a, found.id);
+            black_box(reveal(keyring, a, found.id, stored));
         }),
         (Op::FindAll, "crate") => Box::new(move || {
-            let _ = {
-                let a = &accounts[rng.below(accounts.len())];
-                black_box(
-                    store
-                        .find_by_nickname(a, SHARED_NICKNAME)
-                        .expect("find all"),
-                )
-            };
+            let a = &accounts[rng.below(accounts.len())];
+            black_box(
+                store
+                    .find_by_nickname(a, SHARED_NICKNAME)
+                    .expect("find all"),
+            );
         }),
         (Op::FindAll, "diesel") => Box::new(move || {
-            let _ = {
-                let a = &accounts[rng.below(accounts.len())];
-                black_box(diesel_sqlite::by_nickname(diesel, a, SHARED_NICKNAME).expect("find all"))
-            };
+            let a = &accounts[rng.below(accounts.len())];
+            black_box(diesel_by_nickname(diesel, a, SHARED_NICKNAME).expect("find all"));
         }),
         (Op::FindAll, "rusqlite") => Box::new(move || {
-            let _ = {
-                let a = &accounts[rng.below(accounts.len())];
-                black_box(rusqlite_by(raw, &sql.by_nickname, a, SHARED_NICKNAME))
-            };
+            let a = &accounts[rng.below(accounts.len())];
+            black_box(rusqlite_by_nickname(raw, sql, a, SHARED_NICKNAME));
         }),
         (Op::ByType, "crate") => Box::new(move || {
-            let _ = {
-                let a = &accounts[rng.below(accounts.len())];
-                black_box(store.find_by_type(a, pick_type(rng)).expect("by type"))
-            };
+            let a = &accounts[rng.below(accounts.len())];
+            black_box(store.find_by_type(a, pick_type(rng)).expect("by type"));
         }),
         (Op::ByType, "diesel") => Box::new(move || {
-            let _ = {
-                let a = &accounts[rng.below(accounts.len())];
-                black_box(diesel_sqlite::by_type(diesel, a, pick_type(rng)).expect("by type"))
-            };
+            let a = &accounts[rng.below(accounts.len())];
+            black_box(internals::credentials_by_type(diesel, a, pick_type(rng)).expect("by type"));
         }),
         (Op::ByType, "rusqlite") => Box::new(move || {
-            let _ = {
-                let a = &accounts[rng.below(accounts.len())];
-                black_box(rusqlite_by(raw, &sql.by_type, a, pick_type(rng)))
-            };
+            let a = &accounts[rng.below(accounts.len())];
+            black_box(rusqlite_by_type(raw, sql, a, pick_type(rng)));
         }),
         (Op::List, "crate") => Box::new(move || {
-            let _ = {
-                let a = &accounts[rng.below(accounts.len())];
-                black_box(store.list_credentials(a).expect("list"))
-            };
+            let a = &accounts[rng.below(accounts.len())];
+            black_box(store.list_credentials(a).expect("list"));
         }),
         (Op::List, "diesel") => Box::new(move || {
-            let _ = {
-                let a = &accounts[rng.below(accounts.len())];
-                black_box(diesel_sqlite::list(diesel, a).expect("list"))
-            };
+            let a = &accounts[rng.below(accounts.len())];
+            black_box(internals::credentials(diesel, a).expect("list"));
         }),
         (Op::List, "rusqlite") => Box::new(move || {
-            let _ = {
-                let a = &accounts[rng.below(accounts.len())];
-                let mut stmt = raw.prepare_cached(&sql.list).expect("prepare");
-                let mut id = Uuid::encode_buffer();
-                let id = a.id.hyphenated().encode_lower(&mut id);
-                let rows: Vec<UserCredential> = stmt
-                    .query_map(rusqlite::params![&*id, a.user_id], credential_from_rusqlite)
-                    .expect("query")
-                    .collect::<Result<_, _>>()
-                    .expect("rows");
-                black_box(rows)
-            };
+            let a = &accounts[rng.below(accounts.len())];
+            black_box(rusqlite_list(raw, sql, a));
         }),
         (Op::InsertOne | Op::InsertBatch, "crate") => {
             let new = new_credentials(op.batch());
             Box::new(move || {
-                let _ = {
-                    let a = &inserters[rng.below(inserters.len())];
-                    black_box(store.insert_credentials(a, &new).expect("insert"))
-                };
+                let a = &inserters[rng.below(inserters.len())];
+                black_box(store.insert_credentials(a, &new).expect("insert"));
             })
         }
-        (Op::InsertOne | Op::InsertBatch, "diesel") => Box::new(move || {
-            let _ = {
+        (Op::InsertOne | Op::InsertBatch, "diesel") => {
+            let keys = InsertKeys::new();
+            Box::new(move || {
                 let a = &inserters[rng.below(inserters.len())];
-                let prepared = prepare_rows(sealer, a, op.batch());
-                let rows = diesel_rows(&prepared, a, now());
+                let rows = insert_rows(keyring, a, &keys, op.batch());
                 black_box(
                     diesel
-                        .immediate_transaction(|c| {
-                            let owner = diesel_sqlite::owner(c, a)?;
-                            assert_eq!(owner.as_deref(), Some(a.user_id.as_str()));
-                            diesel_sqlite::insert(c, &rows)
-                        })
+                        .immediate_transaction(|c| diesel_insert(c, rows))
                         .expect("insert"),
-                )
-            };
-        }),
+                );
+            })
+        }
         (Op::InsertOne | Op::InsertBatch, "rusqlite") => {
-            let sql: &'a Sql = sql;
-            let insert_sql = if op == Op::InsertOne {
-                &sql.insert_one
-            } else {
-                &sql.insert_batch
-            };
+            let keys = InsertKeys::new();
             Box::new(move || {
-                let _ = {
-                    let a = &inserters[rng.below(inserters.len())];
-                    black_box(rusqlite_insert(raw, sql, insert_sql, sealer, a, op.batch()))
-                };
+                let a = &inserters[rng.below(inserters.len())];
+                let rows = insert_rows(keyring, a, &keys, op.batch());
+                black_box(rusqlite_insert(raw, sql, &rows));
             })
         }
         other => unreachable!("no SQLite benchmark {other:?}"),
     }
-}
-
-/// One of the crate's filtered, ordered selects: account, user, then one text value.
-pub fn rusqlite_by(
-    raw: &rusqlite::Connection,
-    sql: &str,
-    a: &UserAccount,
-    value: &str,
-) -> Vec<UserCredential> {
-    let mut stmt = raw.prepare_cached(sql).expect("prepare");
-    let mut id = Uuid::encode_buffer();
-    let id = a.id.hyphenated().encode_lower(&mut id);
-    stmt.query_map(
-        rusqlite::params![&*id, a.user_id, value],
-        credential_from_rusqlite,
-    )
-    .expect("query")
-    .collect::<Result<_, _>>()
-    .expect("rows")
-}
-
-pub fn rusqlite_keys(
-    raw: &rusqlite::Connection,
-    sql: &str,
-    a: &UserAccount,
-    credential: Uuid,
-) -> (UserCredential, String, String) {
-    let mut stmt = raw.prepare_cached(sql).expect("prepare");
-    let mut account_buf = Uuid::encode_buffer();
-    let account = a.id.hyphenated().encode_lower(&mut account_buf);
-    let mut id_buf = Uuid::encode_buffer();
-    let id = credential.hyphenated().encode_lower(&mut id_buf);
-    stmt.query_row(rusqlite::params![&*account, a.user_id, &*id, 1i64], |row| {
-        Ok((
-            credential_from_rusqlite(row)?,
-            row.get::<_, String>(9)?,
-            row.get::<_, String>(10)?,
-        ))
-    })
-    .expect("keys")
-}
-
-pub fn rusqlite_insert(
-    raw: &mut rusqlite::Connection,
-    sql: &Sql,
-    insert_sql: &str,
-    sealer: &Sealer,
-    a: &UserAccount,
-    n: usize,
-) -> Vec<UserCredential> {
-    let prepared = prepare_rows(sealer, a, n);
-    let ids: Vec<String> = prepared.iter().map(|p| p.id.to_string()).collect();
-    let account = a.id.to_string();
-    let at = now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
-    let nickname: Option<&str> = Some("inserted");
-    let expires: Option<&str> = None;
-    let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(n * 11);
-    for (p, id) in prepared.iter().zip(&ids) {
-        params.extend_from_slice(&[
-            id as &dyn rusqlite::ToSql,
-            &account,
-            &a.user_id,
-            &"alpaca_paper",
-            &nickname,
-            &p.api_key,
-            &p.secret_key,
-            &true,
-            &expires,
-            &at,
-            &at,
-        ]);
-    }
-    let tx = raw
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .expect("begin immediate");
-    let stored = {
-        let owner: Option<String> = tx
-            .prepare_cached(&sql.owner)
-            .expect("prepare")
-            .query_row(rusqlite::params![account, 1i64], |r| r.get(0))
-            .map(Some)
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(e),
-            })
-            .expect("owner");
-        assert_eq!(owner.as_deref(), Some(a.user_id.as_str()));
-        let mut stmt = tx.prepare_cached(insert_sql).expect("prepare insert");
-        let rows: Vec<UserCredential> = stmt
-            .query_map(&params[..], credential_from_rusqlite)
-            .expect("insert")
-            .collect::<Result<_, _>>()
-            .expect("rows");
-        rows
-    };
-    tx.commit().expect("commit");
-    stored
-}
-
-/// `BEGIN; SELECT set_config(…); <f>; COMMIT` on diesel, as the crate's `Database::run`.
-pub fn diesel_in_context<T>(
-    c: &mut diesel::PgConnection,
-    user: &str,
-    f: impl FnOnce(&mut diesel::PgConnection) -> QueryResult<T>,
-) -> T {
-    c.transaction(|c| {
-        diesel::select(set_config(USER_SETTING, user, true)).execute(c)?;
-        f(c)
-    })
-    .expect("transaction")
-}
-
-/// The same on the `postgres` crate.
-pub fn pg_in_context<T>(
-    client: &mut postgres::Client,
-    set: &postgres::Statement,
-    user: &str,
-    f: impl FnOnce(&mut postgres::Transaction<'_>) -> T,
-) -> T {
-    let mut tx = client.transaction().expect("begin");
-    tx.execute(set, &[&USER_SETTING, &user, &true])
-        .expect("set_config");
-    let out = f(&mut tx);
-    tx.commit().expect("commit");
-    out
-}
-
-pub fn pg_rows(rows: Vec<postgres::Row>) -> Vec<UserCredential> {
-    rows.iter().map(credential_from_pg).collect()
 }
 
 /// The same on PostgreSQL.
@@ -831,244 +739,238 @@ pub fn pg_op<'a>(
         st,
         accounts,
         inserters,
-        sealer,
+        keyring,
     } = fx;
+    let (st, keyring): (&'a _, &'a _) = (st, keyring);
     match (op, implementation) {
         (Op::Lookup, "crate") => Box::new(move || {
-            let _ = {
-                let (a, nick) = pick(rng, accounts);
-                black_box(store.find_one_by_nickname(a, nick).expect("lookup"))
-            };
+            let (a, nick) = pick(rng, accounts);
+            black_box(store.find_one_by_nickname(a, nick).expect("lookup"));
         }),
         (Op::Lookup, "diesel") => Box::new(move || {
-            let _ = {
-                let (a, nick) = pick(rng, accounts);
-                black_box(single(diesel_in_context(diesel, &a.user_id, |c| {
-                    diesel_pg::by_nickname(c, a, nick)
-                })))
-            };
+            let (a, nick) = pick(rng, accounts);
+            black_box(single(diesel_in_context(diesel, &a.user_id, |c| {
+                diesel_by_nickname(c, a, nick)
+            })));
         }),
         (Op::Lookup, "diesel_bare") => Box::new(move || {
-            let _ = {
-                let (a, nick) = pick(rng, accounts);
-                black_box(single(
-                    diesel_pg::by_nickname(diesel, a, nick).expect("lookup"),
-                ))
-            };
+            let (a, nick) = pick(rng, accounts);
+            black_box(single(diesel_by_nickname(diesel, a, nick).expect("lookup")));
         }),
         (Op::Lookup, "postgres") => Box::new(move || {
-            let _ = {
-                let (a, nick) = pick(rng, accounts);
-                black_box(single(pg_in_context(
-                    raw,
-                    &st.set_config,
-                    &a.user_id,
-                    |tx| {
-                        pg_rows(
-                            tx.query(&st.by_nickname, &[&a.id, &a.user_id, &nick])
-                                .expect("lookup"),
-                        )
-                    },
-                )))
-            };
+            let (a, nick) = pick(rng, accounts);
+            black_box(single(pg_in_context(raw, st, &a.user_id, |c| {
+                pg_by_nickname(c, st, a, nick)
+            })));
         }),
         (Op::Lookup, "postgres_bare") => Box::new(move || {
-            let _ = {
-                let (a, nick) = pick(rng, accounts);
-                black_box(single(pg_rows(
-                    raw.query(&st.by_nickname, &[&a.id, &a.user_id, &nick])
-                        .expect("lookup"),
-                )))
-            };
+            let (a, nick) = pick(rng, accounts);
+            black_box(single(pg_by_nickname(raw, st, a, nick)));
         }),
         (Op::LookupDecrypt, "crate") => Box::new(move || {
-            let _ = {
-                let (a, nick) = pick(rng, accounts);
-                let found = store
-                    .find_one_by_nickname(a, nick)
-                    .expect("lookup")
-                    .expect("found");
-                black_box(store.credential_keys(a, found.id).expect("keys"))
-            };
+            let (a, nick) = pick(rng, accounts);
+            let found = store
+                .find_one_by_nickname(a, nick)
+                .expect("lookup")
+                .expect("found");
+            black_box(store.credential_keys(a, found.id).expect("keys"));
         }),
         (Op::LookupDecrypt, "diesel") => Box::new(move || {
-            let _ = {
-                let (a, nick) = pick(rng, accounts);
-                let found = single(diesel_in_context(diesel, &a.user_id, |c| {
-                    diesel_pg::by_nickname(c, a, nick)
-                }))
-                .expect("found");
-                let (credential, api, secret) =
-                    diesel_in_context(diesel, &a.user_id, |c| diesel_pg::keys(c, a, found.id));
-                black_box(open_keys(sealer, &credential, &api, &secret))
-            };
+            let (a, nick) = pick(rng, accounts);
+            let found = single(diesel_in_context(diesel, &a.user_id, |c| {
+                diesel_by_nickname(c, a, nick)
+            }))
+            .expect("found");
+            let stored = diesel_in_context(diesel, &a.user_id, |c| {
+                internals::credential_with_ciphertexts(c, a, found.id)
+            });
+            black_box(reveal(keyring, a, found.id, stored));
         }),
         (Op::LookupDecrypt, "postgres") => Box::new(move || {
-            let _ = {
-                let (a, nick) = pick(rng, accounts);
-                let found = single(pg_in_context(raw, &st.set_config, &a.user_id, |tx| {
-                    pg_rows(
-                        tx.query(&st.by_nickname, &[&a.id, &a.user_id, &nick])
-                            .expect("lookup"),
-                    )
-                }))
-                .expect("found");
-                let (credential, api, secret) =
-                    pg_in_context(raw, &st.set_config, &a.user_id, |tx| {
-                        let row = tx
-                            .query_one(&st.keys, &[&a.id, &a.user_id, &found.id, &1i64])
-                            .expect("keys");
-                        (
-                            credential_from_pg(&row),
-                            row.get::<_, String>(9),
-                            row.get::<_, String>(10),
-                        )
-                    });
-                black_box(open_keys(sealer, &credential, &api, &secret))
-            };
+            let (a, nick) = pick(rng, accounts);
+            let found = single(pg_in_context(raw, st, &a.user_id, |c| {
+                pg_by_nickname(c, st, a, nick)
+            }))
+            .expect("found");
+            let stored = pg_in_context(raw, st, &a.user_id, |c| pg_keys(c, st, a, found.id));
+            black_box(reveal(keyring, a, found.id, stored));
         }),
         (Op::FindAll, "crate") => Box::new(move || {
-            let _ = {
-                let a = &accounts[rng.below(accounts.len())];
-                black_box(
-                    store
-                        .find_by_nickname(a, SHARED_NICKNAME)
-                        .expect("find all"),
-                )
-            };
+            let a = &accounts[rng.below(accounts.len())];
+            black_box(
+                store
+                    .find_by_nickname(a, SHARED_NICKNAME)
+                    .expect("find all"),
+            );
         }),
         (Op::FindAll, "diesel") => Box::new(move || {
-            let _ = {
-                let a = &accounts[rng.below(accounts.len())];
-                black_box(diesel_in_context(diesel, &a.user_id, |c| {
-                    diesel_pg::by_nickname(c, a, SHARED_NICKNAME)
-                }))
-            };
+            let a = &accounts[rng.below(accounts.len())];
+            black_box(diesel_in_context(diesel, &a.user_id, |c| {
+                diesel_by_nickname(c, a, SHARED_NICKNAME)
+            }));
         }),
         (Op::FindAll, "postgres") => Box::new(move || {
-            let _ = {
-                let a = &accounts[rng.below(accounts.len())];
-                black_box(pg_in_context(raw, &st.set_config, &a.user_id, |tx| {
-                    pg_rows(
-                        tx.query(&st.by_nickname, &[&a.id, &a.user_id, &SHARED_NICKNAME])
-                            .expect("find all"),
-                    )
-                }))
-            };
+            let a = &accounts[rng.below(accounts.len())];
+            black_box(pg_in_context(raw, st, &a.user_id, |c| {
+                pg_by_nickname(c, st, a, SHARED_NICKNAME)
+            }));
         }),
         (Op::ByType, "crate") => Box::new(move || {
-            let _ = {
-                let a = &accounts[rng.below(accounts.len())];
-                black_box(store.find_by_type(a, pick_type(rng)).expect("by type"))
-            };
+            let a = &accounts[rng.below(accounts.len())];
+            black_box(store.find_by_type(a, pick_type(rng)).expect("by type"));
         }),
         (Op::ByType, "diesel") => Box::new(move || {
-            let _ = {
-                let a = &accounts[rng.below(accounts.len())];
-                let t = pick_type(rng);
-                black_box(diesel_in_context(diesel, &a.user_id, |c| {
-                    diesel_pg::by_type(c, a, t)
-                }))
-            };
+            let a = &accounts[rng.below(accounts.len())];
+            let t = pick_type(rng);
+            black_box(diesel_in_context(diesel, &a.user_id, |c| {
+                internals::credentials_by_type(c, a, t)
+            }));
         }),
         (Op::ByType, "postgres") => Box::new(move || {
-            let _ = {
-                let a = &accounts[rng.below(accounts.len())];
-                let t = pick_type(rng);
-                black_box(pg_in_context(raw, &st.set_config, &a.user_id, |tx| {
-                    pg_rows(
-                        tx.query(&st.by_type, &[&a.id, &a.user_id, &t])
-                            .expect("by type"),
-                    )
-                }))
-            };
+            let a = &accounts[rng.below(accounts.len())];
+            let t = pick_type(rng);
+            black_box(pg_in_context(raw, st, &a.user_id, |c| {
+                pg_rows(st.by_type.query(c, &[&a.id, &a.user_id, &t]))
+            }));
         }),
         (Op::List, "crate") => Box::new(move || {
-            let _ = {
-                let a = &accounts[rng.below(accounts.len())];
-                black_box(store.list_credentials(a).expect("list"))
-            };
+            let a = &accounts[rng.below(accounts.len())];
+            black_box(store.list_credentials(a).expect("list"));
         }),
         (Op::List, "diesel") => Box::new(move || {
-            let _ = {
-                let a = &accounts[rng.below(accounts.len())];
-                black_box(diesel_in_context(diesel, &a.user_id, |c| {
-                    diesel_pg::list(c, a)
-                }))
-            };
+            let a = &accounts[rng.below(accounts.len())];
+            black_box(diesel_in_context(diesel, &a.user_id, |c| {
+                internals::credentials(c, a)
+            }));
         }),
         (Op::List, "postgres") => Box::new(move || {
-            let _ = {
-                let a = &accounts[rng.below(accounts.len())];
-                black_box(pg_in_context(raw, &st.set_config, &a.user_id, |tx| {
-                    pg_rows(tx.query(&st.list, &[&a.id, &a.user_id]).expect("list"))
-                }))
-            };
+            let a = &accounts[rng.below(accounts.len())];
+            black_box(pg_in_context(raw, st, &a.user_id, |c| {
+                pg_rows(st.list.query(c, &[&a.id, &a.user_id]))
+            }));
         }),
         (Op::InsertOne | Op::InsertBatch, "crate") => {
             let new = new_credentials(op.batch());
             Box::new(move || {
-                let _ = {
-                    let a = &inserters[rng.below(inserters.len())];
-                    black_box(store.insert_credentials(a, &new).expect("insert"))
-                };
+                let a = &inserters[rng.below(inserters.len())];
+                black_box(store.insert_credentials(a, &new).expect("insert"));
             })
         }
-        (Op::InsertOne | Op::InsertBatch, "diesel") => Box::new(move || {
-            let _ = {
-                let a = &inserters[rng.below(inserters.len())];
-                let prepared = prepare_rows(sealer, a, op.batch());
-                let rows = diesel_rows(&prepared, a, now());
-                black_box(diesel_in_context(diesel, &a.user_id, |c| {
-                    let owner = diesel_pg::owner(c, a)?;
-                    assert_eq!(owner.as_deref(), Some(a.user_id.as_str()));
-                    diesel_pg::insert(c, &rows)
-                }))
-            };
-        }),
-        (Op::InsertOne | Op::InsertBatch, "postgres") => {
-            let insert = if op == Op::InsertOne {
-                st.insert_one.clone()
-            } else {
-                st.insert_batch.clone()
-            };
+        (Op::InsertOne | Op::InsertBatch, "diesel") => {
+            let keys = InsertKeys::new();
             Box::new(move || {
-                let _ = {
-                    let a = &inserters[rng.below(inserters.len())];
-                    let prepared = prepare_rows(sealer, a, op.batch());
-                    let at = now();
-                    let nickname: Option<&str> = Some("inserted");
-                    let expires: Option<chrono::DateTime<chrono::Utc>> = None;
-                    let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                        Vec::with_capacity(op.batch() * 11);
-                    for p in &prepared {
-                        params.extend_from_slice(&[
-                            &p.id as &(dyn postgres::types::ToSql + Sync),
-                            &a.id,
-                            &a.user_id,
-                            &"alpaca_paper",
-                            &nickname,
-                            &p.api_key,
-                            &p.secret_key,
-                            &true,
-                            &expires,
-                            &at,
-                            &at,
-                        ]);
-                    }
-                    black_box(pg_in_context(raw, &st.set_config, &a.user_id, |tx| {
-                        let owner: Option<String> = tx
-                            .query_opt(&st.owner, &[&a.id, &1i64])
-                            .expect("owner")
-                            .map(|r| r.get(0));
-                        assert_eq!(owner.as_deref(), Some(a.user_id.as_str()));
-                        pg_rows(tx.query(&insert, &params).expect("insert"))
-                    }))
-                };
+                let a = &inserters[rng.below(inserters.len())];
+                let rows = insert_rows(keyring, a, &keys, op.batch());
+                black_box(diesel_in_context(diesel, &a.user_id, |c| {
+                    diesel_insert(c, rows)
+                }));
+            })
+        }
+        (Op::InsertOne | Op::InsertBatch, "postgres") => {
+            let keys = InsertKeys::new();
+            Box::new(move || {
+                let a = &inserters[rng.below(inserters.len())];
+                let rows = insert_rows(keyring, a, &keys, op.batch());
+                black_box(pg_in_context(raw, st, &a.user_id, |c| {
+                    pg_insert(c, st, &rows)
+                }));
             })
         }
         other => unreachable!("no PostgreSQL benchmark {other:?}"),
     }
+}
+
+// ---------------------------------------------------------------------------
+// Checks before timing: every baseline sends the crate's SQL
+
+/// Runs every operation once per implementation on `fx` and asserts that each
+/// baseline sent exactly what the crate sent: the same statements, text for text
+/// (binds aside), in the same order, transaction statements included. The crate's
+/// statements are recorded on a store of its own on the same data, with diesel's
+/// instrumentation, and so are raw diesel's on a connection of its own; the raw
+/// drivers record what they send. Also checks that every implementation's SQLite
+/// connection is set up with the crate's pragmas. Panics naming both texts.
+pub fn check_same_sql_sqlite(fx: &mut SqliteFixture, path: &Path) {
+    let url = path.to_str().expect("UTF-8 path");
+    let account = fx.accounts[0].clone();
+    let (mut store, opened) = recording_store(url, &account);
+    let by_rusqlite = trace::statements(|| drop(rusqlite_open(path)));
+    let (mut diesel, by_diesel) =
+        trace::record(|| trace::with_recording(|| diesel_sqlite_open(path)));
+    trace::assert_same_sql("SQLite connection set-up/rusqlite", &by_rusqlite, &opened);
+    trace::assert_same_sql("SQLite connection set-up/diesel", &by_diesel, &opened);
+
+    std::mem::swap(&mut fx.store, &mut store);
+    std::mem::swap(&mut fx.diesel, &mut diesel);
+    let mut compared = opened.len() * 2;
+    for op in Op::ALL {
+        let by_crate = trace::statements(|| sqlite_op(op, "crate", fx, &mut Rng::new(SEED))());
+        for &implementation in &implementations("sqlite", op)[1..] {
+            let sent =
+                trace::statements(|| sqlite_op(op, implementation, fx, &mut Rng::new(SEED))());
+            trace::assert_same_sql(
+                &format!("{}/sqlite/{implementation}", op.name()),
+                &sent,
+                &by_crate,
+            );
+            compared += sent.len();
+        }
+        fx.cleanup();
+    }
+    std::mem::swap(&mut fx.store, &mut store);
+    std::mem::swap(&mut fx.diesel, &mut diesel);
+    eprintln!(
+        "sqlite: every baseline sent exactly the crate's statements ({compared} compared), e.g. the lookup:\n  {}",
+        fx.sql.credentials_by_nickname
+    );
+}
+
+/// The same on PostgreSQL. The `_bare` baselines send the lookup alone: they are
+/// compared with the crate's statements without the transaction and its context.
+pub fn check_same_sql_pg(fx: &mut PgFixture, url: &str) {
+    let account = fx.accounts[0].clone();
+    let (mut store, _) = recording_store(url, &account);
+    let mut diesel =
+        trace::with_recording(|| diesel::PgConnection::establish(url).expect("connect diesel"));
+    std::mem::swap(&mut fx.store, &mut store);
+    std::mem::swap(&mut fx.diesel, &mut diesel);
+    let mut compared = 0;
+    for op in Op::ALL {
+        let by_crate = trace::statements(|| pg_op(op, "crate", fx, &mut Rng::new(SEED))());
+        let bare: Vec<String> = by_crate
+            .iter()
+            .filter(|sql| ![BEGIN, COMMIT, fx.st.user_context.sql.as_str()].contains(&sql.as_str()))
+            .cloned()
+            .collect();
+        for &implementation in &implementations("postgres", op)[1..] {
+            let sent = trace::statements(|| pg_op(op, implementation, fx, &mut Rng::new(SEED))());
+            let expected = if implementation.ends_with("_bare") {
+                &bare
+            } else {
+                &by_crate
+            };
+            trace::assert_same_sql(
+                &format!("{}/postgres/{implementation}", op.name()),
+                &sent,
+                expected,
+            );
+            compared += sent.len();
+        }
+        fx.cleanup();
+    }
+    std::mem::swap(&mut fx.store, &mut store);
+    std::mem::swap(&mut fx.diesel, &mut diesel);
+    eprintln!(
+        "postgres: every baseline sent exactly the crate's statements ({compared} compared), e.g. the lookup:\n  {}",
+        fx.st.by_nickname.sql
+    );
+}
+
+/// A store of the crate on `url` whose connection records, made by a first call.
+fn recording_store(url: &str, account: &UserAccount) -> (CredentialStore, Vec<String>) {
+    trace::recording_store(url, keyring(), |store| {
+        store.list_credentials(account).expect("first call");
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -1079,45 +981,55 @@ pub fn check_sqlite(fx: &mut SqliteFixture) {
     for _ in 0..20 {
         let (a, nick) = pick(&mut rng, &fx.accounts);
         let by_crate = fx.store.find_one_by_nickname(a, nick).expect("lookup");
-        let by_diesel =
-            single(diesel_sqlite::by_nickname(&mut fx.diesel, a, nick).expect("lookup"));
-        let by_raw = single(rusqlite_by(&fx.raw, &fx.sql.by_nickname, a, nick));
+        let by_diesel = single(diesel_by_nickname(&mut fx.diesel, a, nick).expect("lookup"));
+        let by_raw = single(rusqlite_by_nickname(&fx.raw, &fx.sql, a, nick));
         assert!(by_crate.is_some());
         assert_eq!(by_crate, by_diesel);
         assert_eq!(by_crate, by_raw);
         let c = by_crate.expect("found");
         let keys = fx.store.credential_keys(a, c.id).expect("keys");
-        let (credential, api, secret) = rusqlite_keys(&fx.raw, &fx.sql.keys, a, c.id);
-        let raw_keys = open_keys(&fx.sealer, &credential, &api, &secret);
+        for stored in [
+            rusqlite_keys(&fx.raw, &fx.sql, a, c.id),
+            internals::credential_with_ciphertexts(&mut fx.diesel, a, c.id).expect("keys"),
+        ] {
+            let raw_keys = reveal(&fx.keyring, a, c.id, stored);
+            assert_eq!(
+                keys.api_key().expose_secret(),
+                raw_keys.api_key().expose_secret()
+            );
+            assert_eq!(
+                keys.secret_key().expose_secret(),
+                raw_keys.secret_key().expose_secret()
+            );
+        }
+        let listed = fx.store.list_credentials(a).expect("list");
         assert_eq!(
-            keys.api_key().expose_secret(),
-            raw_keys.api_key.expose_secret()
+            listed,
+            internals::credentials(&mut fx.diesel, a).expect("list")
         );
+        assert_eq!(listed, rusqlite_list(&fx.raw, &fx.sql, a));
+        let polygon = fx.store.find_by_type(a, "polygon").expect("type");
+        assert_eq!(polygon, rusqlite_by_type(&fx.raw, &fx.sql, a, "polygon"));
+        let shared = fx.store.find_by_nickname(a, SHARED_NICKNAME).expect("all");
+        assert_eq!(shared.len(), 2);
         assert_eq!(
-            keys.secret_key().expose_secret(),
-            raw_keys.secret_key.expose_secret()
-        );
-        assert_eq!(
-            fx.store.list_credentials(a).expect("list"),
-            diesel_sqlite::list(&mut fx.diesel, a).expect("list")
-        );
-        assert_eq!(
-            fx.store.find_by_type(a, "polygon").expect("type"),
-            rusqlite_by(&fx.raw, &fx.sql.by_type, a, "polygon")
-        );
-        assert_eq!(
-            fx.store
-                .find_by_nickname(a, SHARED_NICKNAME)
-                .expect("all")
-                .len(),
-            2
+            shared,
+            rusqlite_by_nickname(&fx.raw, &fx.sql, a, SHARED_NICKNAME)
         );
     }
     // What the baselines insert, the crate reads and decrypts.
     let a = fx.inserters[0].clone();
-    let stored = rusqlite_insert(&mut fx.raw, &fx.sql, &fx.sql.insert_one, &fx.sealer, &a, 1);
-    let keys = fx.store.credential_keys(&a, stored[0].id).expect("keys");
-    assert_eq!(keys.secret_key().expose_secret(), INSERT_SECRET);
+    let keys = InsertKeys::new();
+    for n in [1, BATCH] {
+        let stored = rusqlite_insert(&fx.raw, &fx.sql, &insert_rows(&fx.keyring, &a, &keys, n));
+        assert_eq!(stored.len(), n);
+        let read = fx
+            .store
+            .credential_keys(&a, stored[n - 1].id)
+            .expect("keys");
+        assert_eq!(read.api_key().expose_secret(), INSERT_API_KEY);
+        assert_eq!(read.secret_key().expose_secret(), INSERT_SECRET);
+    }
     fx.cleanup();
 }
 
@@ -1127,56 +1039,55 @@ pub fn check_pg(fx: &mut PgFixture) {
         let (a, nick) = pick(&mut rng, &fx.accounts);
         let by_crate = fx.store.find_one_by_nickname(a, nick).expect("lookup");
         let by_diesel = single(diesel_in_context(&mut fx.diesel, &a.user_id, |c| {
-            diesel_pg::by_nickname(c, a, nick)
+            diesel_by_nickname(c, a, nick)
         }));
-        let by_raw = single(pg_rows(
-            fx.raw
-                .query(&fx.st.by_nickname, &[&a.id, &a.user_id, &nick])
-                .expect("lookup"),
-        ));
+        let by_raw = single(pg_in_context(&mut fx.raw, &fx.st, &a.user_id, |c| {
+            pg_by_nickname(c, &fx.st, a, nick)
+        }));
         assert!(by_crate.is_some());
         assert_eq!(by_crate, by_diesel);
         assert_eq!(by_crate, by_raw);
         let c = by_crate.expect("found");
         let keys = fx.store.credential_keys(a, c.id).expect("keys");
-        let (credential, api, secret) = diesel_in_context(&mut fx.diesel, &a.user_id, |conn| {
-            diesel_pg::keys(conn, a, c.id)
-        });
-        let raw_keys = open_keys(&fx.sealer, &credential, &api, &secret);
-        assert_eq!(
-            keys.api_key().expose_secret(),
-            raw_keys.api_key.expose_secret()
-        );
+        for stored in [
+            diesel_in_context(&mut fx.diesel, &a.user_id, |conn| {
+                internals::credential_with_ciphertexts(conn, a, c.id)
+            }),
+            pg_in_context(&mut fx.raw, &fx.st, &a.user_id, |conn| {
+                pg_keys(conn, &fx.st, a, c.id)
+            }),
+        ] {
+            let raw_keys = reveal(&fx.keyring, a, c.id, stored);
+            assert_eq!(
+                keys.api_key().expose_secret(),
+                raw_keys.api_key().expose_secret()
+            );
+            assert_eq!(
+                keys.secret_key().expose_secret(),
+                raw_keys.secret_key().expose_secret()
+            );
+        }
         assert_eq!(
             fx.store.list_credentials(a).expect("list"),
-            diesel_in_context(&mut fx.diesel, &a.user_id, |conn| diesel_pg::list(conn, a))
+            diesel_in_context(&mut fx.diesel, &a.user_id, |conn| internals::credentials(
+                conn, a
+            ))
         );
     }
-    fx.cleanup();
-}
-
-/// The implementations benchmarked for an operation on a backend.
-pub fn implementations(backend: &str, op: Op) -> &'static [&'static str] {
-    match (backend, op) {
-        ("sqlite", _) => &["crate", "diesel", "rusqlite"],
-        ("postgres", Op::Lookup) => &[
-            "crate",
-            "diesel",
-            "postgres",
-            "diesel_bare",
-            "postgres_bare",
-        ],
-        ("postgres", _) => &["crate", "diesel", "postgres"],
-        _ => unreachable!(),
+    // What the baselines insert, the crate reads and decrypts.
+    let a = fx.inserters[0].clone();
+    let keys = InsertKeys::new();
+    for n in [1, BATCH] {
+        let rows = insert_rows(&fx.keyring, &a, &keys, n);
+        let stored = pg_in_context(&mut fx.raw, &fx.st, &a.user_id, |c| {
+            pg_insert(c, &fx.st, &rows)
+        });
+        assert_eq!(stored.len(), n);
+        let read = fx
+            .store
+            .credential_keys(&a, stored[n - 1].id)
+            .expect("keys");
+        assert_eq!(read.secret_key().expose_secret(), INSERT_SECRET);
     }
-}
-
-/// The statements in SQLite's dialect.
-pub fn sqlite_sql() -> Sql {
-    sql_for!(Sqlite)
-}
-
-/// The statements in PostgreSQL's dialect.
-pub fn pg_sql() -> Sql {
-    sql_for!(Pg)
+    fx.cleanup();
 }
