@@ -585,7 +585,7 @@ impl SqlitePragmas {
              PRAGMA secure_delete = ON;
              PRAGMA synchronous = NORMAL;
              PRAGMA cache_size = -65536;
-             PRAGMA mmap_size = 268435456;",
+             PRAGMA mmap_size = 1073741824;",
         )
     }
 }

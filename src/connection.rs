@@ -58,7 +58,7 @@ impl Default for DatabaseOptions {
 /// | `path/to/file.db` (no scheme) | SQLite |
 ///
 /// Every SQLite connection gets `foreign_keys = ON`, `journal_mode = WAL`,
-/// `synchronous = NORMAL`, a `busy_timeout`, a 64 MiB page cache and 256 MiB of
+/// `synchronous = NORMAL`, a `busy_timeout`, a 64 MiB page cache and 1 GiB of
 /// memory-mapped I/O. An in-memory SQLite database is refused: each pooled
 /// connection would see a database of its own.
 ///
@@ -143,9 +143,9 @@ impl Database {
     ///
     /// **Read your writes.** This handle, and every clone of it, never reads older
     /// than its own writes: after each committed write it records the primary's WAL
-    /// position (one more statement), and the next replica read first checks that
-    /// the replica has replayed that far (`pg_last_wal_replay_lsn()`, once per
-    /// write); if it has not, that read goes to the primary. Writes made through
+    /// position (one more statement), and replica reads first check that the
+    /// replica has replayed that far (`pg_last_wal_replay_lsn()`, until it is seen
+    /// to have); while it has not, they go to the primary. Writes made through
     /// other handles or processes reach the replica's readers after the replication
     /// lag. A replica that cannot be reached sends the read to the primary.
     ///
