@@ -6,7 +6,7 @@
 Reads every `<group>/<function>/<rows>/new/benchmark.json` (for the id
 `<operation>/<backend>/<implementation>/<rows>`) and the `estimates.json` beside it
 (the median), and prints: the medians of every id, the ratios of the crate to each
-baseline against the issue's targets, the growth from the smallest to the largest
+baseline against their targets, the growth from the smallest to the largest
 size, and the batch-insert throughput. Standard library only.
 """
 
@@ -106,7 +106,7 @@ def main():
         p("")
 
     p("### Ratios: crate / baseline\n")
-    p("Below 1 the crate was faster. Target: the issue's, where it sets one.\n")
+    p("Below 1 the crate was faster. Target: the one set for it, where there is one.\n")
     p("| operation | backend | baseline | " + " | ".join(fmt_rows(s) for s in sizes) + " | target |")
     p("|---|---|---|" + "---:|" * len(sizes) + "---|")
     for op in OPERATIONS:
