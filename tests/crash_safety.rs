@@ -850,6 +850,13 @@ fn copy_of(template: &TestDb) -> TestDb {
             let (admin, name) = copy.pg_admin().unwrap();
             let (_, template_name) = template.pg_admin().unwrap();
             let mut conn = PgConnection::establish(admin).unwrap();
+            // A transaction pooler (CREDENTIAL_STORE_TEST_ROUTE=pgbouncer) keeps idle
+            // server connections to the template, which a copy may not have.
+            conn.batch_execute(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{template_name}' AND pid <> pg_backend_pid()"
+            ))
+            .unwrap_or_else(|e| panic!("close the template's idle connections: {e}"));
             conn.batch_execute(&format!("DROP DATABASE {name}"))
                 .unwrap_or_else(|e| panic!("drop the empty database: {e}"));
             conn.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template_name}"))
