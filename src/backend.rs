@@ -247,7 +247,18 @@ pub(crate) struct Replica {
     written: std::sync::atomic::AtomicI64,
     /// The furthest the replica was seen to have replayed.
     replayed: std::sync::atomic::AtomicI64,
+    /// Until when reads skip a replica that could not be reached.
+    unreachable_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a read waits for a replica connection before it goes to the primary
+/// (the pool's own timeout would hold it for `connection_timeout`).
+#[cfg(feature = "postgres")]
+const REPLICA_WAIT: Duration = Duration::from_millis(250);
+
+/// How long reads go to the primary after the replica could not be reached.
+#[cfg(feature = "postgres")]
+const REPLICA_RETRY: Duration = Duration::from_secs(5);
 
 /// `pg_current_wal_lsn()` on the primary, as a byte position.
 #[cfg(feature = "postgres")]
@@ -284,7 +295,33 @@ impl Replica {
             pool,
             written: std::sync::atomic::AtomicI64::new(0),
             replayed: std::sync::atomic::AtomicI64::new(0),
+            unreachable_until: std::sync::Mutex::new(None),
         }
+    }
+
+    /// A replica connection within [`REPLICA_WAIT`], unless the replica was
+    /// unreachable less than [`REPLICA_RETRY`] ago.
+    fn connection(&self) -> Option<PgPooled> {
+        let now = std::time::Instant::now();
+        let mut until = self
+            .unreachable_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if until.is_some_and(|until| now < until) {
+            return None;
+        }
+        *until = None;
+        drop(until);
+        let conn = self.pool.get_timeout(REPLICA_WAIT).ok();
+        // No connection open at all: the replica is unreachable (all of them busy is
+        // load, which does not make the next reads skip it).
+        if conn.is_none() && self.pool.state().connections == 0 {
+            *self
+                .unreachable_until
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(now + REPLICA_RETRY);
+        }
+        conn
     }
 
     /// A replica connection that has replayed this handle's latest write, or `None`
@@ -292,15 +329,14 @@ impl Replica {
     pub(crate) fn caught_up_connection(&self) -> Option<PgPooled> {
         use diesel::RunQueryDsl;
         use std::sync::atomic::Ordering;
-        let mut conn = self.pool.get().ok()?;
+        let mut conn = self.connection()?;
         let written = self.written.load(Ordering::Acquire);
         if written > self.replayed.load(Ordering::Acquire) {
-            // NULL: the server is not in recovery (a promoted standby), so it holds
-            // every write it has acknowledged.
+            // NULL: the server is not in recovery, so it is not following the
+            // primary (a promoted standby): the read goes to the primary.
             let replayed = replica_replay_position()
                 .get_result::<Option<i64>>(&mut conn)
-                .ok()?
-                .unwrap_or(UNKNOWN_POSITION);
+                .ok()??;
             self.replayed.fetch_max(replayed, Ordering::AcqRel);
             if replayed < written {
                 return None;

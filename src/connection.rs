@@ -147,7 +147,9 @@ impl Database {
     /// replica has replayed that far (`pg_last_wal_replay_lsn()`, until it is seen
     /// to have); while it has not, they go to the primary. Writes made through
     /// other handles or processes reach the replica's readers after the replication
-    /// lag. A replica that cannot be reached sends the read to the primary.
+    /// lag. A read waits at most 250 ms for a replica connection, then goes to the
+    /// primary; a replica that cannot be reached is left alone for 5 s (those reads
+    /// go to the primary), then tried again.
     ///
     /// A SQLite database, or a replica URL that is not PostgreSQL, is
     /// [`Error::UnsupportedUrl`](crate::Error::UnsupportedUrl); an unreachable replica

@@ -5,6 +5,10 @@
 //! skips these tests and says so.
 
 mod common;
+// Only the proxy's start and stop are used here.
+#[allow(dead_code)]
+#[path = "../benches/support/proxy.rs"]
+mod proxy;
 
 use common::{
     pgbouncer_url, reachable, replica_url, test_keyring, with_database, RoleGuard, TestDb,
@@ -277,11 +281,12 @@ fn service_store(db: &TestDb, role: &RoleGuard) -> CredentialStore {
         .unwrap()
         .with_read_replica(&db.on_replica(&role.url()))
         .unwrap();
-    CredentialStore::new(database, keyring_for(db))
+    CredentialStore::new(database, shared_keyring())
 }
 
-/// Every store of one test shares one key.
-fn keyring_for(_db: &TestDb) -> credential_store::Keyring {
+/// One key for every store of this test binary, so that two handles read each
+/// other's rows.
+fn shared_keyring() -> credential_store::Keyring {
     static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let key = KEY.get_or_init(common::test_key);
     credential_store::Keyring::from_fernet_keys([key.as_str()]).unwrap()
@@ -387,6 +392,63 @@ fn replica_reads_keep_row_level_security_and_read_your_writes() {
     }
     // Once the replica has replayed the write, the writer reads it there again.
     assert_eq!(writer.list_credentials(&alice).unwrap().len(), 2);
+}
+
+/// A replica that goes away costs a read at most the short wait for a replica
+/// connection, not the pool's connection timeout: the reads go to the primary.
+#[test]
+fn an_unreachable_replica_sends_reads_to_the_primary_at_once() {
+    if !replica_available() {
+        return;
+    }
+    let db = TestDb::postgres().unwrap();
+    db.database().run_migrations().unwrap();
+    let on_replica = db.on_replica(&db.url);
+    let (host_port, rest) = on_replica
+        .split_once('@')
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .expect("postgres://user@host:port/database");
+    let upstream = std::net::ToSocketAddrs::to_socket_addrs(host_port)
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = proxy::Proxy::start(upstream, std::time::Duration::ZERO);
+    let through_proxy = format!("postgres://postgres@{}/{rest}", proxy.addr());
+    let options = DatabaseOptions {
+        connection_timeout: std::time::Duration::from_secs(10),
+        ..DatabaseOptions::default()
+    };
+    let database = Database::open_with(&db.url, &options)
+        .unwrap()
+        .with_read_replica(&through_proxy)
+        .unwrap();
+    let store = CredentialStore::new(database, shared_keyring());
+    let alice = account(&store, "auth0|alice");
+    store
+        .insert_credential(&alice, &credential("main", "PKALICE1"))
+        .unwrap();
+    assert!(store.list_credentials(&alice).is_ok());
+
+    drop(proxy);
+    let started = std::time::Instant::now();
+    let answered = (0..5)
+        .filter_map(|_| store.list_credentials(&alice).ok())
+        .collect::<Vec<_>>();
+    let took = started.elapsed();
+    // The one pooled replica connection may be met closed (ConnectionLost) once.
+    assert!(
+        answered.len() >= 4,
+        "{} of 5 reads answered",
+        answered.len()
+    );
+    assert!(
+        answered.iter().all(|rows| rows.len() == 1),
+        "the primary has the row"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "5 reads took {took:?} with the replica gone (the pool's timeout is 10 s)"
+    );
 }
 
 #[test]
