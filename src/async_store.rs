@@ -19,16 +19,17 @@
 //!   mid-flight (a dropped future, a timeout, an aborted task) closes its
 //!   connection instead of returning it to the pool, so the server rolls the
 //!   transaction back and no context or open transaction reaches another call.
-//! - **SQLite**: the blocking store's executor on tokio's blocking thread pool, one
-//!   hop per call, so the runtime's worker threads never wait on the file. A
-//!   cancelled call's transaction still runs to its end (commit or rollback) on
-//!   that thread.
+//! - **SQLite** and **MariaDB/MySQL**: the blocking store's executor on tokio's
+//!   blocking thread pool, one hop per call, so the runtime's worker threads never
+//!   wait on the file or the server. A cancelled call's transaction still runs to
+//!   its end (commit or rollback) on that thread. (MySQL calls are not pipelined:
+//!   a write is `BEGIN`, the statements and `COMMIT`, a round trip each.)
 //!
 //! The async PostgreSQL connection does not negotiate TLS (tokio-postgres `NoTls`):
 //! use it on a trusted network or through a local TLS tunnel, or the blocking store
 //! (libpq) where TLS to the server is required.
 
-use crate::backend::{classify, parse_url, Backend, Execute, Load, Scope, Target};
+use crate::backend::{classify, parse_url, Backend, Execute, Load, LoadWritten, Scope, Target};
 use crate::connection::{Database, DatabaseOptions};
 use crate::crypto::CredentialKeys;
 use crate::error::{Error, Result};
@@ -61,8 +62,9 @@ pub struct AsyncDatabase {
 enum AsyncPool {
     #[cfg(feature = "postgres")]
     Postgres(Arc<pg::PgPool>),
-    #[cfg(feature = "sqlite")]
-    Sqlite(Database),
+    /// SQLite or MySQL: the blocking store on tokio's blocking pool.
+    #[cfg(any(feature = "sqlite", feature = "mysql"))]
+    Blocking(Database),
 }
 
 impl std::fmt::Debug for AsyncDatabase {
@@ -113,10 +115,10 @@ impl AsyncDatabase {
             Target::Postgres(url) => {
                 AsyncPool::Postgres(Arc::new(pg::PgPool::open(url, options).await?))
             }
-            #[cfg(feature = "sqlite")]
-            Target::Sqlite(_) => {
+            #[cfg(any(feature = "sqlite", feature = "mysql"))]
+            Target::Sqlite(_) | Target::Mysql(_) => {
                 let (url, options) = (url.to_owned(), options.clone());
-                AsyncPool::Sqlite(blocking(move || Database::open_with(&url, &options)).await?)
+                AsyncPool::Blocking(blocking(move || Database::open_with(&url, &options)).await?)
             }
             #[allow(unreachable_patterns)]
             target => return Err(crate::backend::missing_backend(&target)),
@@ -126,11 +128,11 @@ impl AsyncDatabase {
 
     /// The backend this database runs on.
     pub fn backend(&self) -> Backend {
-        match self.pool {
+        match &self.pool {
             #[cfg(feature = "postgres")]
             AsyncPool::Postgres(_) => Backend::Postgres,
-            #[cfg(feature = "sqlite")]
-            AsyncPool::Sqlite(_) => Backend::Sqlite,
+            #[cfg(any(feature = "sqlite", feature = "mysql"))]
+            AsyncPool::Blocking(db) => db.backend(),
         }
     }
 
@@ -153,22 +155,22 @@ impl AsyncDatabase {
                 };
                 blocking(move || Database::open_with(&url, &options)).await
             }
-            #[cfg(feature = "sqlite")]
-            AsyncPool::Sqlite(db) => Ok(db.clone()),
+            #[cfg(any(feature = "sqlite", feature = "mysql"))]
+            AsyncPool::Blocking(db) => Ok(db.clone()),
         }
     }
 
     /// The state of every idle pooled PostgreSQL connection, checked out all at
     /// once: whether it is inside a transaction, and the
     /// `app.current_user_id` it carries (empty or `None` when none). For tests of
-    /// cancellation; SQLite has no such state and gives an empty list.
+    /// cancellation; SQLite and MySQL (blocking pool) give an empty list.
     #[doc(hidden)]
     pub async fn pooled_connection_states(&self) -> Result<Vec<(bool, Option<String>)>> {
         match &self.pool {
             #[cfg(feature = "postgres")]
             AsyncPool::Postgres(pool) => pool.connection_states().await,
-            #[cfg(feature = "sqlite")]
-            AsyncPool::Sqlite(_) => Ok(Vec::new()),
+            #[cfg(any(feature = "sqlite", feature = "mysql"))]
+            AsyncPool::Blocking(_) => Ok(Vec::new()),
         }
     }
 }
@@ -187,11 +189,30 @@ impl Executor for AsyncDatabase {
             match &self.pool {
                 #[cfg(feature = "postgres")]
                 AsyncPool::Postgres(pool) => pool.load(scope.user, statements).await,
-                #[cfg(feature = "sqlite")]
-                AsyncPool::Sqlite(db) => {
+                #[cfg(any(feature = "sqlite", feature = "mysql"))]
+                AsyncPool::Blocking(db) => {
                     let (db, scope) = (db.clone(), scope.without_user());
                     blocking(move || db.load_now(scope, statements)).await
                 }
+            }
+        }
+    }
+
+    async fn load_written<Q: LoadWritten<T>, T: crate::steps::Stored + Send + 'static>(
+        &self,
+        scope: Scope<'_>,
+        statements: Vec<Q>,
+    ) -> Result<Vec<T>> {
+        match &self.pool {
+            #[cfg(feature = "postgres")]
+            AsyncPool::Postgres(pool) => {
+                let statements = statements.into_iter().map(LoadWritten::returning).collect();
+                pool.load(scope.user, statements).await
+            }
+            #[cfg(any(feature = "sqlite", feature = "mysql"))]
+            AsyncPool::Blocking(db) => {
+                let (db, scope) = (db.clone(), scope.without_user());
+                blocking(move || db.load_written_now(scope, statements)).await
             }
         }
     }
@@ -201,8 +222,8 @@ impl Executor for AsyncDatabase {
             match &self.pool {
                 #[cfg(feature = "postgres")]
                 AsyncPool::Postgres(pool) => pool.execute(scope.user, statements).await,
-                #[cfg(feature = "sqlite")]
-                AsyncPool::Sqlite(db) => {
+                #[cfg(any(feature = "sqlite", feature = "mysql"))]
+                AsyncPool::Blocking(db) => {
                     let (db, scope) = (db.clone(), scope.without_user());
                     blocking(move || db.execute_now(scope, statements)).await
                 }
@@ -214,7 +235,7 @@ impl Executor for AsyncDatabase {
 #[cfg(feature = "postgres")]
 mod pg {
     use super::*;
-    use crate::backend::user_context;
+    use crate::backend::{user_context, LoadReturning};
     use crate::query;
     use deadpool::managed::{Metrics, Object, Pool, RecycleError, RecycleResult};
     use diesel::pg::Pg;
@@ -412,7 +433,7 @@ mod pg {
             &self.pool.manager().url
         }
 
-        pub(super) async fn load<Q: Load<T>, T: Send + 'static>(
+        pub(super) async fn load<Q: LoadReturning<T>, T: Send + 'static>(
             &self,
             user: Option<&str>,
             statements: Vec<Q>,

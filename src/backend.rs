@@ -1,7 +1,8 @@
 //! Everything that differs between the backends, in one place: how a URL picks
 //! one, the SQLite pragmas, the PostgreSQL row-level-security context, which
-//! failures are retryable, and the bounds a statement must meet to run on every
-//! executor the build has.
+//! failures are retryable, the bounds a statement must meet to run on every
+//! executor the build has, and how a write returns its rows where MySQL has no
+//! `RETURNING`.
 
 use crate::error::{Error, Result};
 use std::time::Duration;
@@ -11,10 +12,42 @@ use diesel::pg::PgConnection;
 #[cfg(feature = "sqlite")]
 use diesel::sqlite::SqliteConnection;
 
-#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+#[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
 compile_error!(
-    "credential-store needs at least one backend: enable the `sqlite` or `postgres` feature"
+    "credential-store needs at least one backend: enable the `sqlite`, `postgres` or `mysql` feature"
 );
+
+/// The blocking MariaDB/MySQL connection: diesel-async's pure-Rust
+/// `AsyncMysqlConnection` (no C client library), driven by a single-threaded tokio
+/// runtime that each connection owns. Like every blocking call, it must not be used
+/// on an async worker thread (tokio refuses to block one): async code uses the async
+/// store or `spawn_blocking`.
+#[cfg(feature = "mysql")]
+pub type MysqlConnection = diesel_async::async_connection_wrapper::AsyncConnectionWrapper<
+    diesel_async::AsyncMysqlConnection,
+    OwnRuntime,
+>;
+
+/// The runtime a blocking MySQL connection runs its I/O on: its own, never the
+/// caller's (a connection made inside one runtime would die with it).
+#[cfg(feature = "mysql")]
+pub struct OwnRuntime(tokio::runtime::Runtime);
+
+#[cfg(feature = "mysql")]
+impl diesel_async::async_connection_wrapper::BlockOn for OwnRuntime {
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.0.block_on(f)
+    }
+
+    fn get_runtime() -> Self {
+        OwnRuntime(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a single-threaded tokio runtime for a MySQL connection"),
+        )
+    }
+}
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -25,14 +58,17 @@ pub enum Backend {
     Postgres,
     /// An embedded SQLite file.
     Sqlite,
+    /// MariaDB or MySQL.
+    Mysql,
 }
 
 impl Backend {
-    /// The backend's name, as spans and logs give it: `postgres` or `sqlite`.
+    /// The backend's name, as spans and logs give it: `postgres`, `sqlite` or `mysql`.
     pub fn as_str(self) -> &'static str {
         match self {
             Backend::Postgres => "postgres",
             Backend::Sqlite => "sqlite",
+            Backend::Mysql => "mysql",
         }
     }
 }
@@ -48,6 +84,7 @@ impl std::fmt::Display for Backend {
 pub(crate) enum Target<'a> {
     Postgres(&'a str),
     Sqlite(&'a str),
+    Mysql(&'a str),
 }
 
 /// Reads the scheme of a database URL.
@@ -56,6 +93,8 @@ pub(crate) fn parse_url(url: &str) -> Result<Target<'_>> {
     let url = url.trim();
     let target = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Target::Postgres(url)
+    } else if url.starts_with("mysql://") {
+        Target::Mysql(url)
     } else if let Some(path) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
@@ -63,7 +102,7 @@ pub(crate) fn parse_url(url: &str) -> Result<Target<'_>> {
         Target::Sqlite(path)
     } else if let Some((scheme, _)) = url.split_once("://") {
         return Err(unsupported(format!(
-            "scheme `{scheme}` is not supported (use postgres://, sqlite:// or a file path)"
+            "scheme `{scheme}` is not supported (use postgres://, mysql://, sqlite:// or a file path)"
         )));
     } else {
         Target::Sqlite(url)
@@ -115,6 +154,7 @@ pub(crate) fn missing_backend(target: &Target<'_>) -> Error {
             match target {
                 Target::Postgres(_) => "PostgreSQL (feature `postgres`)",
                 Target::Sqlite(_) => "SQLite (feature `sqlite`)",
+                Target::Mysql(_) => "MariaDB/MySQL (feature `mysql`)",
             }
         ),
     }
@@ -125,13 +165,31 @@ pub(crate) fn classify(err: Error) -> Error {
     use diesel::result::{DatabaseErrorKind, Error as DieselError};
     match err {
         Error::Database(DieselError::DatabaseError(kind, info)) => {
-            let message = info.message();
+            let message = info.message().to_ascii_lowercase();
             let lost = matches!(kind, DatabaseErrorKind::ClosedConnection)
-                || message.contains("terminating connection")
-                || message.contains("server closed the connection")
-                || message.contains("connection closed");
-            let busy = message.contains("database is locked")
-                || message.contains("database table is locked");
+                || [
+                    "terminating connection",
+                    "server closed the connection",
+                    "connection closed",
+                    // MariaDB/MySQL (mysql_async's I/O and driver errors)
+                    "connection to the server is closed",
+                    "connection reset",
+                    "broken pipe",
+                    "server has gone away",
+                    "lost connection",
+                ]
+                .iter()
+                .any(|lost| message.contains(lost));
+            // SQLite's lock, and MySQL's deadlock and lock-wait timeout (InnoDB rolls
+            // the statement or transaction back; a retry can succeed).
+            let busy = [
+                "database is locked",
+                "database table is locked",
+                "deadlock found",
+                "lock wait timeout exceeded",
+            ]
+            .iter()
+            .any(|busy| message.contains(busy));
             let err = DieselError::DatabaseError(kind, info);
             if lost {
                 Error::ConnectionLost(err)
@@ -146,7 +204,7 @@ pub(crate) fn classify(err: Error) -> Error {
 }
 
 /// Whether a failed insert met the owner check (the composite foreign key on
-/// PostgreSQL, the triggers or the account foreign key on SQLite).
+/// PostgreSQL and MySQL, the triggers or the account foreign key on SQLite).
 pub(crate) fn is_owner_violation(err: &Error) -> bool {
     use diesel::result::{DatabaseErrorKind, Error as DieselError};
     match err {
@@ -373,23 +431,42 @@ impl Replica {
 /// round trip per row would dominate), on SQLite one cached UPDATE per row (no
 /// network, and a multi-row form would not be cached).
 pub(crate) fn replace_ciphertexts(
-    conn: Conn<'_>,
+    mut conn: Conn<'_>,
     rewrites: Vec<crate::query::CiphertextRewrite>,
 ) -> diesel::QueryResult<usize> {
     use diesel::RunQueryDsl;
+    #[cfg(feature = "postgres")]
+    if let Conn::Postgres(c) = &mut conn {
+        return crate::query::replace_ciphertexts_in_one(rewrites).execute(&mut **c);
+    }
+    // SQLite and MySQL: one cached UPDATE per row.
+    let mut changed = 0;
+    for (id, (old_api_key, old_secret_key), new) in rewrites {
+        let statement = crate::query::replace_ciphertexts(id, (&old_api_key, &old_secret_key), new);
+        changed += on_backend!(conn.reborrow(), c => statement.execute(c))?;
+    }
+    Ok(changed)
+}
+
+/// Runs a write whose rows come back as stored: with `RETURNING` on PostgreSQL and
+/// SQLite; on MySQL, which has none, the write and then a read of the rows by the
+/// ids the client made, in the same transaction, in the order they were written.
+pub(crate) fn load_written<Q: LoadWritten<T>, T: crate::steps::Stored>(
+    conn: Conn<'_>,
+    statement: Q,
+) -> diesel::QueryResult<Vec<T>> {
+    use diesel::RunQueryDsl;
     match conn {
-        #[cfg(feature = "postgres")]
-        Conn::Postgres(c) => crate::query::replace_ciphertexts_in_one(rewrites).execute(c),
-        #[cfg(feature = "sqlite")]
-        Conn::Sqlite(c) => {
-            let mut changed = 0;
-            for (id, (old_api_key, old_secret_key), new) in rewrites {
-                changed +=
-                    crate::query::replace_ciphertexts(id, (&old_api_key, &old_secret_key), new)
-                        .execute(c)?;
-            }
-            Ok(changed)
+        #[cfg(feature = "mysql")]
+        Conn::Mysql(c) => {
+            let (write, read_back, ids) = statement.without_returning();
+            write.execute(c)?;
+            Ok(crate::steps::in_written_order(&ids, read_back.load(c)?))
         }
+        #[cfg(feature = "postgres")]
+        Conn::Postgres(c) => statement.returning().load(c),
+        #[cfg(feature = "sqlite")]
+        Conn::Sqlite(c) => statement.returning().load(c),
     }
 }
 
@@ -413,6 +490,14 @@ impl SeeEveryRow for PgConnection {
 
 #[cfg(feature = "sqlite")]
 impl SeeEveryRow for SqliteConnection {
+    fn see_every_row(&mut self) -> diesel::QueryResult<()> {
+        Ok(())
+    }
+}
+
+/// MySQL has no row security: the tables' owner sees every row already.
+#[cfg(feature = "mysql")]
+impl SeeEveryRow for MysqlConnection {
     fn see_every_row(&mut self) -> diesel::QueryResult<()> {
         Ok(())
     }
@@ -470,8 +555,8 @@ impl<'a> Scope<'a> {
         }
     }
     /// The same scope without a user, for an executor that has no row-level
-    /// security (SQLite) and moves the scope to another thread.
-    #[cfg(all(feature = "async", feature = "sqlite"))]
+    /// security (SQLite, MySQL) and moves the scope to another thread.
+    #[cfg(all(feature = "async", any(feature = "sqlite", feature = "mysql")))]
     pub fn without_user(self) -> Scope<'static> {
         Scope {
             user: None,
@@ -487,6 +572,22 @@ pub(crate) enum Conn<'a> {
     Postgres(&'a mut PgConnection),
     #[cfg(feature = "sqlite")]
     Sqlite(&'a mut SqliteConnection),
+    #[cfg(feature = "mysql")]
+    Mysql(&'a mut MysqlConnection),
+}
+
+impl Conn<'_> {
+    /// The same connection, borrowed for a shorter time.
+    pub(crate) fn reborrow(&mut self) -> Conn<'_> {
+        on_backend!(self, c => Conn::from(&mut **c))
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl<'a> From<&'a mut MysqlConnection> for Conn<'a> {
+    fn from(conn: &'a mut MysqlConnection) -> Self {
+        Conn::Mysql(conn)
+    }
 }
 
 #[cfg(feature = "postgres")]
@@ -512,6 +613,8 @@ macro_rules! on_backend {
             $crate::backend::Conn::Postgres($c) => $body,
             #[cfg(feature = "sqlite")]
             $crate::backend::Conn::Sqlite($c) => $body,
+            #[cfg(feature = "mysql")]
+            $crate::backend::Conn::Mysql($c) => $body,
         }
     };
 }
@@ -569,19 +672,60 @@ bound_when!(
         + diesel::query_builder::QueryFragment<diesel::pg::Pg>
 );
 
-/// A statement that loads rows of `T` on every executor this build has.
-pub(crate) trait Load<T>:
+bound_when!(
+    MysqlLoad[T],
+    feature = "mysql",
+    diesel::RunQueryDsl<MysqlConnection>
+        + diesel::query_dsl::LoadQuery<'static, MysqlConnection, T>
+);
+bound_when!(
+    MysqlExecute[],
+    feature = "mysql",
+    diesel::RunQueryDsl<MysqlConnection> + diesel::query_dsl::methods::ExecuteDsl<MysqlConnection>
+);
+
+/// A statement that loads rows of `T` on every executor this build has that
+/// supports `RETURNING` (all but MySQL).
+pub(crate) trait LoadReturning<T>:
     PgLoad<T> + SqliteLoad<T> + AsyncPgLoad<T> + Send + 'static
 {
 }
-impl<Q, T> Load<T> for Q where Q: PgLoad<T> + SqliteLoad<T> + AsyncPgLoad<T> + Send + 'static {}
+impl<Q, T> LoadReturning<T> for Q where
+    Q: PgLoad<T> + SqliteLoad<T> + AsyncPgLoad<T> + Send + 'static
+{
+}
+
+/// A statement that loads rows of `T` on every executor this build has.
+pub(crate) trait Load<T>: LoadReturning<T> + MysqlLoad<T> {}
+impl<Q, T> Load<T> for Q where Q: LoadReturning<T> + MysqlLoad<T> {}
 
 /// A statement that changes rows on every executor this build has.
 pub(crate) trait Execute:
-    PgExecute + SqliteExecute + AsyncPgExecute + Send + 'static
+    PgExecute + SqliteExecute + AsyncPgExecute + MysqlExecute + Send + 'static
 {
 }
-impl<Q> Execute for Q where Q: PgExecute + SqliteExecute + AsyncPgExecute + Send + 'static {}
+impl<Q> Execute for Q where
+    Q: PgExecute + SqliteExecute + AsyncPgExecute + MysqlExecute + Send + 'static
+{
+}
+
+/// A write whose rows come back as stored, on every executor this build has: the
+/// write with `RETURNING` where the backend has it, else the write alone, a read of
+/// the rows by the ids the client made, and those ids (built by
+/// [`query::Written`](crate::query::Written), run by [`load_written`]).
+pub(crate) trait LoadWritten<T>: Send + 'static {
+    /// The write with `RETURNING`.
+    type Returning: LoadReturning<T>;
+    /// The write alone.
+    type Write: MysqlExecute + Send + 'static;
+    /// The read of the written rows.
+    type ReadBack: MysqlLoad<T> + Send + 'static;
+    /// The write with `RETURNING`.
+    fn returning(self) -> Self::Returning;
+    /// The write alone, the read of its rows, and their ids in the order written.
+    #[allow(dead_code)]
+    fn without_returning(self) -> (Self::Write, Self::ReadBack, Vec<uuid::Uuid>);
+}
 
 /// The pragmas every SQLite connection gets.
 #[cfg(feature = "sqlite")]

@@ -1,6 +1,8 @@
 //! The blocking database handle: an r2d2 pool of either backend, chosen by the URL.
 
-use crate::backend::{classify, on_backend, parse_url, Conn, Execute, Load, Scope, Target};
+use crate::backend::{
+    classify, on_backend, parse_url, Conn, Execute, Load, LoadWritten, Scope, Target,
+};
 use crate::error::Result;
 use crate::ops::Executor;
 use diesel::prelude::*;
@@ -83,6 +85,8 @@ enum Pool {
     Postgres(r2d2::Pool<ConnectionManager<PgConnection>>),
     #[cfg(feature = "sqlite")]
     Sqlite(r2d2::Pool<ConnectionManager<SqliteConnection>>),
+    #[cfg(feature = "mysql")]
+    Mysql(r2d2::Pool<ConnectionManager<crate::backend::MysqlConnection>>),
 }
 
 impl std::fmt::Debug for Database {
@@ -123,6 +127,13 @@ impl Database {
                         .connection_customizer(Box::new(pragmas))
                         .build_unchecked(ConnectionManager::new(path)),
                 )
+            }
+            #[cfg(feature = "mysql")]
+            Target::Mysql(url) => {
+                // One connection at once: a wrong URL or an unreachable server is
+                // reported here.
+                crate::backend::MysqlConnection::establish(url)?;
+                Pool::Mysql(pool_builder(options).build_unchecked(ConnectionManager::new(url)))
             }
             #[allow(unreachable_patterns)]
             target => return Err(crate::backend::missing_backend(&target)),
@@ -182,6 +193,8 @@ impl Database {
             Pool::Postgres(_) => Backend::Postgres,
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(_) => Backend::Sqlite,
+            #[cfg(feature = "mysql")]
+            Pool::Mysql(_) => Backend::Mysql,
         }
     }
 
@@ -192,7 +205,9 @@ impl Database {
     /// parameter), so it cannot outlive the transaction or reach the pool's next user.
     /// On SQLite a write takes the write lock at `BEGIN IMMEDIATE`, so that it waits
     /// for other writers (busy timeout) instead of failing when it upgrades; a read
-    /// runs without a transaction.
+    /// runs without a transaction. On MySQL a write is one InnoDB transaction and a
+    /// read (one statement) runs on its own; there is no row-level security, so
+    /// `scope.user` is not sent (every statement filters by the account's owner).
     pub(crate) fn run<T>(
         &self,
         scope: Scope<'_>,
@@ -243,6 +258,15 @@ impl Database {
                     f(Conn::Sqlite(&mut conn))
                 }
             }
+            #[cfg(feature = "mysql")]
+            Pool::Mysql(pool) => {
+                let mut conn = pool.get()?;
+                if scope.write {
+                    conn.transaction(|c| f(Conn::Mysql(c)))
+                } else {
+                    f(Conn::Mysql(&mut conn))
+                }
+            }
         }
     }
 
@@ -259,6 +283,8 @@ impl Database {
                 crate::backend::erase_freed_sqlite(&mut *pool.get()?);
                 Ok(())
             }
+            #[cfg(feature = "mysql")]
+            Pool::Mysql(_) => Ok(()),
         }
     }
 
@@ -275,6 +301,8 @@ impl Database {
                 crate::backend::checkpoint_between_batches_sqlite(&mut *pool.get()?);
                 Ok(())
             }
+            #[cfg(feature = "mysql")]
+            Pool::Mysql(_) => Ok(()),
         }
     }
 
@@ -285,6 +313,8 @@ impl Database {
             Pool::Postgres(pool) => f(Conn::Postgres(&mut *pool.get()?)),
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(pool) => f(Conn::Sqlite(&mut *pool.get()?)),
+            #[cfg(feature = "mysql")]
+            Pool::Mysql(pool) => f(Conn::Mysql(&mut *pool.get()?)),
         };
         result.map_err(classify)
     }
@@ -323,6 +353,21 @@ impl Database {
         })
     }
 
+    /// Runs writes in order in one transaction and returns their rows as stored.
+    pub(crate) fn load_written_now<Q: LoadWritten<T>, T: crate::steps::Stored>(
+        &self,
+        scope: Scope<'_>,
+        statements: Vec<Q>,
+    ) -> Result<Vec<T>> {
+        self.run(scope, |mut conn| {
+            let mut rows = Vec::new();
+            for statement in statements {
+                rows.extend(crate::backend::load_written(conn.reborrow(), statement)?);
+            }
+            Ok(rows)
+        })
+    }
+
     /// Runs `statements` in order in one transaction and returns how many rows they
     /// changed.
     pub(crate) fn execute_now<Q: Execute>(
@@ -354,6 +399,14 @@ impl Executor for Database {
         statements: Vec<Q>,
     ) -> impl std::future::Future<Output = Result<Vec<T>>> + Send {
         std::future::ready(self.load_now(scope, statements))
+    }
+
+    fn load_written<Q: LoadWritten<T>, T: crate::steps::Stored + Send + 'static>(
+        &self,
+        scope: Scope<'_>,
+        statements: Vec<Q>,
+    ) -> impl std::future::Future<Output = Result<Vec<T>>> + Send {
+        std::future::ready(self.load_written_now(scope, statements))
     }
 
     fn execute<Q: Execute>(

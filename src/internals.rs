@@ -45,6 +45,8 @@ mod sealed {
         Postgres(&'a mut diesel::pg::PgConnection),
         #[cfg(feature = "sqlite")]
         Sqlite(&'a mut diesel::sqlite::SqliteConnection),
+        #[cfg(feature = "mysql")]
+        Mysql(&'a mut crate::backend::MysqlConnection),
     }
 
     /// Lends a connection as the crate's statements take it.
@@ -60,6 +62,8 @@ impl<'a> From<sealed::Borrowed<'a>> for Conn<'a> {
             sealed::Borrowed::Postgres(c) => Conn::Postgres(c),
             #[cfg(feature = "sqlite")]
             sealed::Borrowed::Sqlite(c) => Conn::Sqlite(c),
+            #[cfg(feature = "mysql")]
+            sealed::Borrowed::Mysql(c) => Conn::Mysql(c),
         }
     }
 }
@@ -87,6 +91,21 @@ impl sealed::AsConn for SqliteConnection {
 
 #[cfg(feature = "sqlite")]
 impl DieselConnection for SqliteConnection {}
+
+/// The blocking MariaDB/MySQL connection the crate uses (diesel-async's
+/// `AsyncMysqlConnection` on a runtime of its own), for raw SQL beside the crate.
+#[cfg(feature = "mysql")]
+pub use crate::backend::MysqlConnection;
+
+#[cfg(feature = "mysql")]
+impl sealed::AsConn for MysqlConnection {
+    fn as_conn(&mut self) -> sealed::Borrowed<'_> {
+        sealed::Borrowed::Mysql(self)
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl DieselConnection for MysqlConnection {}
 
 fn load<T, Q: Load<T>>(conn: &mut impl DieselConnection, statement: Q) -> QueryResult<Vec<T>> {
     crate::backend::on_backend!(Conn::from(conn.as_conn()), c => diesel::RunQueryDsl::load(statement, c))
@@ -235,7 +254,10 @@ pub fn insert_credential(
     conn: &mut impl DieselConnection,
     row: InsertRow,
 ) -> QueryResult<Vec<UserCredential>> {
-    load(conn, query::insert_credential(row.into()))
+    crate::backend::load_written(
+        Conn::from(conn.as_conn()),
+        query::insert_credential(row.into()),
+    )
 }
 
 /// The statement of `insert_credentials` for more than one credential: one
@@ -244,8 +266,8 @@ pub fn insert_credentials(
     conn: &mut impl DieselConnection,
     rows: Vec<InsertRow>,
 ) -> QueryResult<Vec<UserCredential>> {
-    load(
-        conn,
+    crate::backend::load_written(
+        Conn::from(conn.as_conn()),
         query::insert_credentials(rows.into_iter().map(Into::into).collect()),
     )
 }

@@ -1,15 +1,19 @@
 //! Embedded migrations, one folder per backend with the same names in each.
 //!
-//! | version | PostgreSQL | SQLite |
-//! |---|---|---|
-//! | `2024-01-15-000001_create_user_credentials` | the existing system's tables, with the old unique `(user_account_id, credential_type)` index | the same tables in portable types |
-//! | `2024-01-15-000002_row_level_security` | `current_user_id()`, RLS enabled and forced, four policies per table | no-op |
-//! | `2024-06-01-000003_multiple_credentials_support` | drop the unique index, add `nickname`, backfill it, index `(user_account_id, nickname)` | the same |
-//! | `2026-11-25-000004_not_null_flags_and_timestamps` | repair NULL flags and timestamps, then make them `NOT NULL` | no-op (NOT NULL from the start) |
-//! | `2026-11-25-000005_credential_owner_matches_account` | foreign key `(user_account_id, user_id)` → `user_accounts (id, user_id)`: a credential's user is its account's | triggers to the same effect |
+//! | version | PostgreSQL | SQLite | MariaDB/MySQL |
+//! |---|---|---|---|
+//! | `2024-01-15-000001_create_user_credentials` | the existing system's tables, with the old unique `(user_account_id, credential_type)` index | the same tables in portable types | the same, `utf8mb4_nopad_bin` |
+//! | `2024-01-15-000002_row_level_security` | `current_user_id()`, RLS enabled and forced, four policies per table | no-op | no-op (no row security) |
+//! | `2024-06-01-000003_multiple_credentials_support` | drop the unique index, add `nickname`, backfill it, index `(user_account_id, nickname)` | the same | the same |
+//! | `2026-11-25-000004_not_null_flags_and_timestamps` | repair NULL flags and timestamps, then make them `NOT NULL` | no-op (NOT NULL from the start) | as PostgreSQL |
+//! | `2026-11-25-000005_credential_owner_matches_account` | foreign key `(user_account_id, user_id)` → `user_accounts (id, user_id)`: a credential's user is its account's | triggers to the same effect | as PostgreSQL |
 //!
 //! Every PostgreSQL migration is idempotent, so they also run on a database the
-//! existing system made without diesel's bookkeeping table, at any step.
+//! existing system made without diesel's bookkeeping table, at any step. MySQL
+//! commits each DDL statement on its own, so a run cannot be one transaction there:
+//! every MySQL migration is written to run again from the start after being cut
+//! off after any of its statements (`IF [NOT] EXISTS` throughout), which is what
+//! the next run does.
 
 use crate::backend::{on_backend, Conn};
 use crate::connection::Database;
@@ -24,18 +28,28 @@ pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migration
 #[cfg(feature = "sqlite")]
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
+/// The MariaDB/MySQL migrations, embedded at build time.
+#[cfg(feature = "mysql")]
+pub const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
+
 impl Database {
     /// Applies every pending migration and returns the versions applied, oldest first.
     ///
-    /// The whole run is one transaction: it applies every pending migration or none.
+    /// On PostgreSQL and SQLite the whole run is one transaction: it applies every
+    /// pending migration or none (MySQL: below).
     /// Safe to call from several processes at once (services starting together): on
     /// PostgreSQL that transaction takes a transaction-scoped advisory lock
     /// (`pg_advisory_xact_lock`), so it also holds through a transaction pooler such
     /// as PgBouncer, where a session-level lock would stay behind on whichever server
     /// connection took it; on SQLite it is one `BEGIN IMMEDIATE` transaction, which
-    /// holds the database's write lock (waiting out the busy timeout for it). Either
-    /// way the pending list is read once the lock is held, so each migration is
-    /// applied exactly once.
+    /// holds the database's write lock (waiting out the busy timeout for it). On
+    /// MySQL, where DDL commits as it goes, the run holds the named lock
+    /// `GET_LOCK('credential_store.migrations', …)` on its session instead (released
+    /// when the run ends, or by the server when the session dies), and each
+    /// migration is recorded as it is applied; a run cut off part-way leaves the
+    /// earlier migrations applied and repeats the interrupted one, which is written
+    /// to be repeated. Every way the pending list is read once the lock is held, so
+    /// each migration is applied exactly once.
     ///
     /// On PostgreSQL the role needs to own the tables (or create them); the
     /// migrations lift `FORCE ROW LEVEL SECURITY` inside their own transaction where
@@ -72,6 +86,35 @@ impl Database {
             }
             #[cfg(feature = "sqlite")]
             Conn::Sqlite(c) => c.immediate_transaction(|c| f(Conn::Sqlite(c))),
+            #[cfg(feature = "mysql")]
+            Conn::Mysql(c) => {
+                use diesel::sql_types::{Integer, Nullable, Text};
+                use diesel::RunQueryDsl;
+                let locked: Option<i32> = diesel::select(
+                    diesel::dsl::sql::<Nullable<Integer>>("GET_LOCK(")
+                        .bind::<Text, _>(MYSQL_MIGRATION_LOCK)
+                        .sql(", ")
+                        .bind::<Integer, _>(MYSQL_MIGRATION_LOCK_WAIT_SECONDS)
+                        .sql(")"),
+                )
+                .get_result(c)?;
+                if locked != Some(1) {
+                    return Err(Error::migration(format!(
+                        "another migration run held the lock `{MYSQL_MIGRATION_LOCK}` for \
+                         {MYSQL_MIGRATION_LOCK_WAIT_SECONDS} s"
+                    )));
+                }
+                let result = f(Conn::Mysql(&mut *c));
+                let released = diesel::select(
+                    diesel::dsl::sql::<Nullable<Integer>>("RELEASE_LOCK(")
+                        .bind::<Text, _>(MYSQL_MIGRATION_LOCK)
+                        .sql(")"),
+                )
+                .get_result::<Option<i32>>(c);
+                let result = result?;
+                released?;
+                Ok(result)
+            }
         })
     }
 
@@ -254,6 +297,14 @@ const MULTIPLE_CREDENTIALS: &str = "20240601000003";
 #[cfg(feature = "postgres")]
 const MIGRATION_LOCK_KEY: i64 = 0x6372_6564_7374_6f72;
 
+/// The MySQL named lock that serialises migration runs.
+#[cfg(feature = "mysql")]
+const MYSQL_MIGRATION_LOCK: &str = "credential_store.migrations";
+
+/// How long a MySQL migration run waits for another run to finish.
+#[cfg(feature = "mysql")]
+const MYSQL_MIGRATION_LOCK_WAIT_SECONDS: i32 = 600;
+
 /// Picks the migration set by connection type.
 trait MigrationsFor {
     fn migrations(&self) -> EmbeddedMigrations;
@@ -270,6 +321,13 @@ impl MigrationsFor for diesel::pg::PgConnection {
 impl MigrationsFor for diesel::sqlite::SqliteConnection {
     fn migrations(&self) -> EmbeddedMigrations {
         SQLITE_MIGRATIONS
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl MigrationsFor for crate::backend::MysqlConnection {
+    fn migrations(&self) -> EmbeddedMigrations {
+        MYSQL_MIGRATIONS
     }
 }
 

@@ -240,8 +240,10 @@ impl fmt::Debug for CredentialUpdate {
 /// same on every backend, so one query value serves them all.
 #[cfg(feature = "sqlite")]
 type AnyBackend = diesel::sqlite::Sqlite;
-#[cfg(not(feature = "sqlite"))]
+#[cfg(all(not(feature = "sqlite"), feature = "postgres"))]
 type AnyBackend = diesel::pg::Pg;
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+type AnyBackend = diesel::mysql::Mysql;
 
 /// The columns of [`UserAccount`], in field order.
 pub(crate) type AccountColumns = <UserAccount as Selectable<AnyBackend>>::SelectExpression;

@@ -6,7 +6,7 @@
 //! [`CredentialStore`](crate::CredentialStore) runs them on an executor whose
 //! futures are ready at once; the async store on one that awaits the network.
 
-use crate::backend::{Backend, Execute, Load, Scope};
+use crate::backend::{Backend, Execute, Load, LoadWritten, Scope};
 use crate::crypto::{CipherFormat, CredentialKeys, Keyring};
 use crate::error::{Error, Result};
 use crate::models::{
@@ -27,6 +27,14 @@ pub(crate) trait Executor: Send + Sync {
 
     /// Runs `statements` in order in one transaction and returns their rows.
     fn load<Q: Load<T>, T: Send + 'static>(
+        &self,
+        scope: Scope<'_>,
+        statements: Vec<Q>,
+    ) -> impl Future<Output = Result<Vec<T>>> + Send;
+
+    /// Runs writes in order in one transaction and returns their rows as stored
+    /// ([`backend::load_written`]).
+    fn load_written<Q: LoadWritten<T>, T: steps::Stored + Send + 'static>(
         &self,
         scope: Scope<'_>,
         statements: Vec<Q>,
@@ -166,7 +174,10 @@ impl<E: Executor> Core<E> {
             let row = steps::account_row(new)?;
             let user_id = row.user_id.clone();
             let statement = vec![query::insert_account(row)];
-            let inserted = self.exec.load(Scope::write(&user_id), statement).await;
+            let inserted = self
+                .exec
+                .load_written(Scope::write(&user_id), statement)
+                .await;
             let account = steps::created_account(&user_id, inserted)?;
             tracing::Span::current().record("account_id", tracing::field::display(account.id));
             record_rows(1);
@@ -216,12 +227,12 @@ impl<E: Executor> Core<E> {
             let inserted = match steps::single_row(chunks) {
                 Ok(row) => {
                     self.exec
-                        .load(scope, vec![query::insert_credential(row)])
+                        .load_written(scope, vec![query::insert_credential(row)])
                         .await
                 }
                 Err(chunks) => {
                     let statements = chunks.into_iter().map(query::insert_credentials).collect();
-                    self.exec.load(scope, statements).await
+                    self.exec.load_written(scope, statements).await
                 }
             };
             let stored = match inserted {
@@ -398,7 +409,7 @@ impl<E: Executor> Core<E> {
                 scope = scope.erasing();
             }
             let statement = vec![query::update_credential(account, credential_id, changes)];
-            let updated = self.exec.load(scope, statement).await?;
+            let updated = self.exec.load_written(scope, statement).await?;
             record_rows(updated.len());
             first(updated).ok_or_else(|| steps::not_found(account, credential_id))
         })

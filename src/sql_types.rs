@@ -9,6 +9,10 @@
 //!   fixed-width format, `YYYY-MM-DDTHH:MM:SS.ffffffZ` (microseconds, as PostgreSQL
 //!   keeps them), so that text order is time order.
 //!
+//! - On MariaDB/MySQL, [`DbUuid`] is `CHAR(36)` text as on SQLite and
+//!   [`DbTimestamp`] is `DATETIME(6)` holding UTC (every connection sets
+//!   `time_zone = '+00:00'`).
+//!
 //! Rust code sees [`uuid::Uuid`] and [`chrono::DateTime<Utc>`] on both backends.
 
 use chrono::{DateTime, Utc};
@@ -19,22 +23,26 @@ use diesel::serialize::{self, ToSql};
 use diesel::sql_types::SqlType;
 use uuid::Uuid;
 
-/// A UUID column: `UUID` on PostgreSQL, 36-character `TEXT` on SQLite.
+/// A UUID column: `UUID` on PostgreSQL, 36-character `TEXT` on SQLite, `CHAR(36)`
+/// on MySQL.
 #[derive(Debug, Clone, Copy, Default, SqlType, QueryId)]
 #[cfg_attr(
     feature = "postgres",
     diesel(postgres_type(oid = 2950, array_oid = 2951))
 )]
 #[cfg_attr(feature = "sqlite", diesel(sqlite_type(name = "Text")))]
+#[cfg_attr(feature = "mysql", diesel(mysql_type(name = "String")))]
 pub struct DbUuid;
 
-/// A point in time: `TIMESTAMPTZ` on PostgreSQL, fixed-width UTC `TEXT` on SQLite.
+/// A point in time: `TIMESTAMPTZ` on PostgreSQL, fixed-width UTC `TEXT` on SQLite,
+/// `DATETIME(6)` in UTC on MySQL.
 #[derive(Debug, Clone, Copy, Default, SqlType, QueryId)]
 #[cfg_attr(
     feature = "postgres",
     diesel(postgres_type(oid = 1184, array_oid = 1185))
 )]
 #[cfg_attr(feature = "sqlite", diesel(sqlite_type(name = "Text")))]
+#[cfg_attr(feature = "mysql", diesel(mysql_type(name = "DateTime")))]
 pub struct DbTimestamp;
 
 /// The text form of a timestamp on SQLite: fixed width, UTC, microseconds.
@@ -174,6 +182,51 @@ mod sqlite {
         fn from_sql(value: SqliteValue<'_, '_, '_>) -> deserialize::Result<Self> {
             let text = <String as FromSql<Text, Sqlite>>::from_sql(value)?;
             Ok(parse_sqlite_timestamp(&text)?)
+        }
+    }
+}
+
+#[cfg(feature = "mysql")]
+mod mysql {
+    use super::*;
+    use chrono::NaiveDateTime;
+    use diesel::mysql::{Mysql, MysqlValue};
+    use diesel::serialize::IsNull;
+    use diesel::sql_types::{Datetime, Text};
+    use std::io::Write;
+
+    impl FromSql<Text, Mysql> for LossyText {
+        fn from_sql(value: MysqlValue<'_>) -> deserialize::Result<Self> {
+            Ok(LossyText(
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            ))
+        }
+    }
+
+    impl ToSql<DbUuid, Mysql> for Uuid {
+        fn to_sql<'b>(&'b self, out: &mut serialize::Output<'b, '_, Mysql>) -> serialize::Result {
+            let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+            out.write_all(self.hyphenated().encode_lower(&mut text).as_bytes())?;
+            Ok(IsNull::No)
+        }
+    }
+
+    impl FromSql<DbUuid, Mysql> for Uuid {
+        fn from_sql(value: MysqlValue<'_>) -> deserialize::Result<Self> {
+            Ok(Uuid::try_parse_ascii(value.as_bytes())?)
+        }
+    }
+
+    impl ToSql<DbTimestamp, Mysql> for DateTime<Utc> {
+        fn to_sql<'b>(&'b self, out: &mut serialize::Output<'b, '_, Mysql>) -> serialize::Result {
+            let utc = self.naive_utc();
+            <NaiveDateTime as ToSql<Datetime, Mysql>>::to_sql(&utc, &mut out.reborrow())
+        }
+    }
+
+    impl FromSql<DbTimestamp, Mysql> for DateTime<Utc> {
+        fn from_sql(value: MysqlValue<'_>) -> deserialize::Result<Self> {
+            <NaiveDateTime as FromSql<Datetime, Mysql>>::from_sql(value).map(|t| t.and_utc())
         }
     }
 }

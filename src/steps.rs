@@ -31,6 +31,40 @@ pub(crate) fn first<T>(rows: Vec<T>) -> Option<T> {
     rows.into_iter().next()
 }
 
+/// A row that carries the id the client made for it.
+pub(crate) trait Stored {
+    /// The row's primary key.
+    fn stored_id(&self) -> Uuid;
+}
+
+impl Stored for UserAccount {
+    fn stored_id(&self) -> Uuid {
+        self.id
+    }
+}
+
+impl Stored for UserCredential {
+    fn stored_id(&self) -> Uuid {
+        self.id
+    }
+}
+
+/// Rows read back after a write, in the order of the ids written (what `RETURNING`
+/// gives): the read-back's own order is not the write's.
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+pub(crate) fn in_written_order<T: Stored>(ids: &[Uuid], rows: Vec<T>) -> Vec<T> {
+    let position: std::collections::HashMap<Uuid, usize> =
+        ids.iter().enumerate().map(|(at, id)| (*id, at)).collect();
+    let mut rows = rows;
+    rows.sort_by_key(|row| {
+        position
+            .get(&row.stored_id())
+            .copied()
+            .unwrap_or(usize::MAX)
+    });
+    rows
+}
+
 /// A validated new account, ready to insert.
 pub(crate) fn account_row(new: &NewUserAccount<'_>) -> Result<AccountRow> {
     let user_id = validation::user_id(new.user_id)?;

@@ -680,6 +680,10 @@ fn schema(db: &TestDb) -> Vec<String> {
             .load(&mut conn)
             .expect("sqlite_master")
         }
+        #[cfg(feature = "mysql")]
+        Backend::Mysql => diesel::sql_query(MYSQL_SCHEMA)
+            .load(&mut common::mysql_raw(&db.url))
+            .expect("information_schema"),
         _ => {
             let mut conn = PgConnection::establish(&db.url).expect("pg connection");
             diesel::sql_query(PG_SCHEMA)
@@ -690,6 +694,26 @@ fn schema(db: &TestDb) -> Vec<String> {
     assert!(lines.len() > 10, "a schema was read");
     lines.into_iter().map(|l| l.line).collect()
 }
+
+/// The schema from `information_schema` on MySQL: tables, columns, indexes and
+/// constraints.
+#[cfg(feature = "mysql")]
+const MYSQL_SCHEMA: &str = "
+SELECT line FROM (
+    SELECT CONCAT('table ', table_name, ' ', engine, ' ', table_collation) AS line
+    FROM information_schema.tables WHERE table_schema = DATABASE()
+  UNION ALL
+    SELECT CONCAT('column ', table_name, '.', column_name, ' ', column_type, ' ', is_nullable,
+                  ' ', COALESCE(column_default, ''), ' ', COALESCE(collation_name, ''))
+    FROM information_schema.columns WHERE table_schema = DATABASE()
+  UNION ALL
+    SELECT CONCAT('index ', table_name, '.', index_name, ' ', non_unique, ' ', seq_in_index,
+                  ' ', column_name)
+    FROM information_schema.statistics WHERE table_schema = DATABASE()
+  UNION ALL
+    SELECT CONCAT('constraint ', table_name, '.', constraint_name, ' ', constraint_type)
+    FROM information_schema.table_constraints WHERE constraint_schema = DATABASE()
+) AS schema_lines ORDER BY line";
 
 const PG_SCHEMA: &str = "
 SELECT line FROM (

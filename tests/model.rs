@@ -1524,7 +1524,7 @@ fn run_case(
     coverage: &Coverage,
 ) -> Result<(), TestCaseError> {
     db.execute(match db.backend {
-        credential_store::Backend::Sqlite => {
+        credential_store::Backend::Sqlite | credential_store::Backend::Mysql => {
             "DELETE FROM user_credentials; DELETE FROM user_accounts;"
         }
         _ => "TRUNCATE user_accounts CASCADE",
@@ -1619,6 +1619,14 @@ fn store_agrees_with_the_model_on_sqlite() {
 #[test]
 fn store_agrees_with_the_model_on_postgres() {
     if let Some(db) = TestDb::postgres() {
+        run_model(&db);
+    }
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn store_agrees_with_the_model_on_mysql() {
+    if let Some(db) = TestDb::mysql() {
         run_model(&db);
     }
 }

@@ -330,7 +330,7 @@ impl Maintenance {
                     })
                     .collect();
                 if !statements.is_empty() {
-                    target.load_now(Scope::maintenance(), statements)?;
+                    target.load_written_now(Scope::maintenance(), statements)?;
                 }
                 self.check_copied(target, ids, &existing, expected, report)
             },

@@ -6,13 +6,16 @@
 //! the maintenance type only execute these values. Parameters are always bound,
 //! never spliced into SQL.
 //!
+//! A write that hands back its rows is a [`Written`]: `RETURNING` where the backend
+//! has it, the write and a read of its rows by id on MySQL.
+//!
 //! Lookups by a unique key (an id, a user id) are loaded whole rather than with
 //! `first`: `first` binds `LIMIT ?`, which measured 2.5 to 4 times slower on SQLite
 //! (see BENCHMARKS.md).
 
 pub(crate) mod operator;
 
-use crate::backend::{Execute, Load};
+use crate::backend::{Execute, Load, LoadReturning, LoadWritten, MysqlExecute, MysqlLoad};
 use crate::models::{
     account_columns, credential_columns, AccountColumns, AccountRow, CredentialChanges,
     CredentialColumns, CredentialRow, UserAccount, UserCredential,
@@ -60,12 +63,78 @@ fn newest_first() -> _ {
     )
 }
 
+/// A write whose rows come back as stored: the write, the columns `RETURNING`
+/// gives back, the read of the same rows for a backend without `RETURNING`
+/// (MySQL), and the ids of the rows written, in order. The one place where the
+/// backends' ways of returning written rows meet
+/// ([`backend::load_written`](crate::backend::load_written) runs it).
+pub(crate) struct Written<W, C, R> {
+    write: W,
+    columns: C,
+    read_back: R,
+    ids: Vec<Uuid>,
+}
+
+/// A write that `RETURNING` can be added to.
+pub(crate) trait AddReturning<C> {
+    /// The write with `RETURNING columns`.
+    type Out;
+    /// Adds `RETURNING columns`.
+    fn add_returning(self, columns: C) -> Self::Out;
+}
+
+impl<T: diesel::query_source::QuerySource, U, Op, C> AddReturning<C>
+    for diesel::query_builder::InsertStatement<T, U, Op>
+where
+    diesel::query_builder::InsertStatement<T, U, Op, diesel::query_builder::ReturningClause<C>>:
+        diesel::query_builder::Query,
+{
+    type Out =
+        diesel::query_builder::InsertStatement<T, U, Op, diesel::query_builder::ReturningClause<C>>;
+    fn add_returning(self, columns: C) -> Self::Out {
+        self.returning(columns)
+    }
+}
+
+impl<T: Table, U, V, C> AddReturning<C> for diesel::query_builder::UpdateStatement<T, U, V>
+where
+    diesel::query_builder::UpdateStatement<T, U, V, diesel::query_builder::ReturningClause<C>>:
+        diesel::query_builder::Query,
+{
+    type Out =
+        diesel::query_builder::UpdateStatement<T, U, V, diesel::query_builder::ReturningClause<C>>;
+    fn add_returning(self, columns: C) -> Self::Out {
+        self.returning(columns)
+    }
+}
+
+impl<W, C, R, T> LoadWritten<T> for Written<W, C, R>
+where
+    W: AddReturning<C> + MysqlExecute + Send + 'static,
+    W::Out: LoadReturning<T>,
+    C: Send + 'static,
+    R: MysqlLoad<T> + Send + 'static,
+{
+    type Returning = W::Out;
+    type Write = W;
+    type ReadBack = R;
+    fn returning(self) -> W::Out {
+        self.write.add_returning(self.columns)
+    }
+    fn without_returning(self) -> (W, R, Vec<Uuid>) {
+        (self.write, self.read_back, self.ids)
+    }
+}
+
 /// Inserts an account and returns it as stored.
-pub(crate) fn insert_account(row: AccountRow) -> impl Load<UserAccount> {
+pub(crate) fn insert_account(row: AccountRow) -> impl LoadWritten<UserAccount> {
     let columns: AccountColumns = account_columns();
-    diesel::insert_into(user_accounts::table)
-        .values(row)
-        .returning(columns)
+    Written {
+        ids: vec![row.id.0],
+        read_back: account(&row.user_id, row.id.0),
+        write: diesel::insert_into(user_accounts::table).values(row),
+        columns,
+    }
 }
 
 /// The account with this id, if it belongs to `user_id`.
@@ -91,20 +160,36 @@ pub(crate) fn account_owner(account_id: Uuid) -> impl Load<String> {
 }
 
 /// Inserts credentials (one multi-row `INSERT`) and returns them as stored.
-pub(crate) fn insert_credentials(rows: Vec<CredentialRow>) -> impl Load<UserCredential> {
+pub(crate) fn insert_credentials(rows: Vec<CredentialRow>) -> impl LoadWritten<UserCredential> {
     let columns: CredentialColumns = credential_columns();
-    diesel::insert_into(user_credentials::table)
-        .values(rows)
-        .returning(columns)
+    let ids: Vec<Uuid> = rows.iter().map(|row| row.id.0).collect();
+    Written {
+        read_back: credentials_by_id(&ids),
+        ids,
+        write: diesel::insert_into(user_credentials::table).values(rows),
+        columns,
+    }
 }
 
 /// Inserts one credential and returns it as stored: unlike a multi-row INSERT, a
 /// statement of one shape, which the connections cache.
-pub(crate) fn insert_credential(row: CredentialRow) -> impl Load<UserCredential> {
+pub(crate) fn insert_credential(row: CredentialRow) -> impl LoadWritten<UserCredential> {
     let columns: CredentialColumns = credential_columns();
-    diesel::insert_into(user_credentials::table)
-        .values(row)
-        .returning(columns)
+    let ids = vec![row.id.0];
+    Written {
+        read_back: credentials_by_id(&ids),
+        ids,
+        write: diesel::insert_into(user_credentials::table).values(row),
+        columns,
+    }
+}
+
+/// The credentials with these ids (what a write without `RETURNING` reads back).
+fn credentials_by_id(ids: &[Uuid]) -> impl Load<UserCredential> {
+    let ids: Vec<SqlUuid> = ids.iter().copied().map(SqlUuid).collect();
+    user_credentials::table
+        .filter(user_credentials::id.eq_any(ids))
+        .select(credential_columns())
 }
 
 /// One credential of the account.
@@ -203,11 +288,14 @@ pub(crate) fn update_credential(
     account: &UserAccount,
     credential_id: Uuid,
     changes: CredentialChanges,
-) -> impl Load<UserCredential> {
+) -> impl LoadWritten<UserCredential> {
     let columns: CredentialColumns = credential_columns();
-    diesel::update(one_owned(account, credential_id))
-        .set(changes)
-        .returning(columns)
+    Written {
+        write: diesel::update(one_owned(account, credential_id)).set(changes),
+        columns,
+        read_back: credential(account, credential_id),
+        ids: vec![credential_id],
+    }
 }
 
 /// Deletes one credential of the account.

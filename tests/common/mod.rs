@@ -1,5 +1,10 @@
-//! Test databases: a fresh SQLite file, or a fresh PostgreSQL database with a random
-//! name that is dropped afterwards.
+//! Test databases: a fresh SQLite file, or a fresh PostgreSQL or MariaDB/MySQL
+//! database with a random name that is dropped afterwards.
+//!
+//! MariaDB/MySQL comes from `CREDENTIAL_STORE_TEST_MYSQL_URL` (default
+//! `mysql://root@127.0.0.1:3306`), a user allowed to create databases; when it cannot
+//! be reached, a test fails if `CREDENTIAL_STORE_REQUIRE_MYSQL=1` (CI sets it) and is
+//! otherwise skipped with a note on stderr.
 //!
 //! PostgreSQL comes from `CREDENTIAL_STORE_TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`), a role allowed to create databases.
@@ -14,6 +19,9 @@ use diesel::prelude::*;
 use secrecy::ExposeSecret;
 use std::path::PathBuf;
 
+#[cfg(feature = "mysql")]
+pub use credential_store::internals::MysqlConnection;
+
 pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// A database made for one test.
@@ -24,6 +32,8 @@ pub struct TestDb {
     pub dir: Option<tempfile::TempDir>,
     /// PostgreSQL: the admin URL and the database name to drop.
     pg: Option<(String, String)>,
+    /// MySQL: the admin URL and the database name to drop.
+    mysql: Option<(String, String)>,
 }
 
 impl TestDb {
@@ -35,7 +45,42 @@ impl TestDb {
             backend: Backend::Sqlite,
             dir: Some(dir),
             pg: None,
+            mysql: None,
         }
+    }
+
+    /// A fresh MariaDB/MySQL database, or `None` (with a note) when the server is
+    /// unreachable and not required.
+    #[cfg(feature = "mysql")]
+    pub fn mysql() -> Option<TestDb> {
+        let admin = mysql_admin_url();
+        let mut conn = match MysqlConnection::establish(&admin) {
+            Ok(conn) => conn,
+            Err(err) => {
+                if require_mysql() {
+                    panic!(
+                        "MariaDB/MySQL is required (CREDENTIAL_STORE_REQUIRE_MYSQL=1) but {admin} \
+                         is unreachable: {err}; `.ci/mariadb` starts it"
+                    );
+                }
+                eprintln!(
+                    "SKIPPED: MariaDB/MySQL test not run: cannot connect to {admin} ({err}). \
+                     Set CREDENTIAL_STORE_TEST_MYSQL_URL, or CREDENTIAL_STORE_REQUIRE_MYSQL=1 \
+                     to make this a failure."
+                );
+                return None;
+            }
+        };
+        let name = format!("credential_store_test_{}", uuid::Uuid::now_v7().simple());
+        conn.batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("CREATE DATABASE");
+        Some(TestDb {
+            url: with_database(&admin, &name),
+            backend: Backend::Mysql,
+            dir: None,
+            pg: None,
+            mysql: Some((admin, name)),
+        })
     }
 
     /// A fresh PostgreSQL database, or `None` (with a note) when the server is
@@ -68,12 +113,15 @@ impl TestDb {
             backend: Backend::Postgres,
             dir: None,
             pg: Some((admin, name)),
+            mysql: None,
         })
     }
 
     pub fn for_backend(backend: Backend) -> Option<TestDb> {
         match backend {
             Backend::Sqlite => Some(TestDb::sqlite()),
+            #[cfg(feature = "mysql")]
+            Backend::Mysql => TestDb::mysql(),
             _ => TestDb::postgres(),
         }
     }
@@ -147,6 +195,12 @@ impl TestDb {
                 conn.batch_execute(sql)
                     .unwrap_or_else(|e| panic!("{e}: {sql}"));
             }
+            #[cfg(feature = "mysql")]
+            Backend::Mysql => {
+                let mut conn = mysql_raw(&self.url);
+                conn.batch_execute(sql)
+                    .unwrap_or_else(|e| panic!("{e}: {sql}"));
+            }
             _ => {
                 let mut conn = PgConnection::establish(&self.url).expect("pg connection");
                 conn.batch_execute(sql)
@@ -173,6 +227,14 @@ impl TestDb {
                     .unwrap()
                     .n
             }
+            #[cfg(feature = "mysql")]
+            Backend::Mysql => {
+                let mut conn = mysql_raw(&self.url);
+                diesel::sql_query(sql)
+                    .get_result::<Count>(&mut conn)
+                    .unwrap()
+                    .n
+            }
             _ => {
                 let mut conn = PgConnection::establish(&self.url).unwrap();
                 diesel::sql_query(sql)
@@ -190,6 +252,11 @@ impl TestDb {
             Backend::Sqlite => {
                 let mut conn = SqliteConnection::establish(self.sqlite_path().to_str().unwrap())
                     .expect("sqlite connection");
+                conn.batch_execute(sql).map_err(|e| e.to_string())
+            }
+            #[cfg(feature = "mysql")]
+            Backend::Mysql => {
+                let mut conn = mysql_raw(&self.url);
                 conn.batch_execute(sql).map_err(|e| e.to_string())
             }
             _ => {
@@ -211,6 +278,11 @@ impl TestDb {
             Backend::Sqlite => {
                 let mut conn =
                     SqliteConnection::establish(self.sqlite_path().to_str().unwrap()).unwrap();
+                diesel::sql_query(sql).get_result::<Scalar>(&mut conn)
+            }
+            #[cfg(feature = "mysql")]
+            Backend::Mysql => {
+                let mut conn = mysql_raw(&self.url);
                 diesel::sql_query(sql).get_result::<Scalar>(&mut conn)
             }
             _ => {
@@ -244,6 +316,12 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        #[cfg(feature = "mysql")]
+        if let Some((admin, name)) = &self.mysql {
+            if let Ok(mut conn) = MysqlConnection::establish(admin) {
+                let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"));
+            }
+        }
         if let Some((admin, name)) = &self.pg {
             if let Ok(mut conn) = PgConnection::establish(admin) {
                 let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
@@ -314,6 +392,26 @@ pub fn admin_url() -> String {
     std::env::var("CREDENTIAL_STORE_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.into())
 }
 
+/// A connection for raw SQL on a MySQL test database, as another program would
+/// send it, in standard SQL: `||` concatenates and `"…"` quotes identifiers.
+#[cfg(feature = "mysql")]
+pub fn mysql_raw(url: &str) -> MysqlConnection {
+    let mut conn = MysqlConnection::establish(url).expect("mysql connection");
+    conn.batch_execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',PIPES_AS_CONCAT,ANSI_QUOTES')")
+        .expect("sql_mode");
+    conn
+}
+
+/// The MariaDB/MySQL server tests make their databases on.
+pub fn mysql_admin_url() -> String {
+    std::env::var("CREDENTIAL_STORE_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+pub fn require_mysql() -> bool {
+    std::env::var("CREDENTIAL_STORE_REQUIRE_MYSQL").is_ok_and(|v| v == "1")
+}
+
 pub fn require_postgres() -> bool {
     std::env::var("CREDENTIAL_STORE_REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
 }
@@ -354,9 +452,9 @@ pub fn test_keyring() -> Keyring {
     Keyring::from_fernet_keys([test_key()]).unwrap()
 }
 
-/// Declares one test body that runs on SQLite and on PostgreSQL:
-/// `on_both_backends!(name, |db: &TestDb| { … });` gives `name::sqlite` and
-/// `name::postgres`.
+/// Declares one test body that runs on SQLite, on PostgreSQL and (feature `mysql`)
+/// on MariaDB/MySQL: `on_both_backends!(name, |db: &TestDb| { … });` gives
+/// `name::sqlite`, `name::postgres` and `name::mysql`.
 #[macro_export]
 macro_rules! on_both_backends {
     ($name:ident, |$db:ident| $body:block) => {
@@ -374,6 +472,14 @@ macro_rules! on_both_backends {
             #[test]
             fn postgres() {
                 if let Some(db) = $crate::common::TestDb::postgres() {
+                    body(&db);
+                }
+            }
+
+            #[cfg(feature = "mysql")]
+            #[test]
+            fn mysql() {
+                if let Some(db) = $crate::common::TestDb::mysql() {
                     body(&db);
                 }
             }
