@@ -1,5 +1,5 @@
 //! Several processes starting at once all run the migrations: every one succeeds and
-//! each migration is applied exactly once, on both backends.
+//! each migration is applied exactly once, on every backend.
 //!
 //! The children are this test binary itself, running the ignored `child_migrate` test.
 //! `CREDENTIAL_STORE_MIGRATION_RACES` sets the rounds per backend (default 50).
@@ -106,4 +106,11 @@ fn sqlite_migrations_race_safely() {
 #[test]
 fn postgres_migrations_race_safely() {
     races(Backend::Postgres);
+}
+
+/// MariaDB/MySQL: the run holds `GET_LOCK` on its session.
+#[cfg(feature = "mysql")]
+#[test]
+fn mysql_migrations_race_safely() {
+    races(Backend::Mysql);
 }

@@ -301,6 +301,9 @@ on_both_backends!(
                 let expected = if db.backend == credential_store::Backend::Postgres {
                     "cannot apply credential_owner_matches_account: 2 credential(s) carry a \
                      user_id other than their account's user_id"
+                } else if db.backend == credential_store::Backend::Mysql {
+                    "cannot apply credential_owner_matches_account: 2 credential(s) carry a \
+                     user_id other than the user_id of their account"
                 } else {
                     "cannot apply credential_owner_matches_account: credentials carry a user_id \
                      other than their account's user_id"
@@ -342,6 +345,25 @@ fn schema_objects(db: &common::TestDb) -> Vec<String> {
         "SELECT type || ' ' || name || ' ' || COALESCE(sql, '') AS line
          FROM sqlite_master ORDER BY name"
     };
+    #[cfg(feature = "mysql")]
+    if db.backend == credential_store::Backend::Mysql {
+        // Constraints with their rules, and every index's columns.
+        let sql = "SELECT CONCAT(t.table_name, ' ', t.constraint_name, ' ', t.constraint_type, ' ',
+                                 COALESCE(r.update_rule, ''), ' ', COALESCE(r.delete_rule, '')) AS line
+                   FROM information_schema.table_constraints t
+                   LEFT JOIN information_schema.referential_constraints r
+                     ON r.constraint_schema = t.constraint_schema
+                    AND r.constraint_name = t.constraint_name
+                   WHERE t.constraint_schema = DATABASE()
+                   UNION ALL
+                   SELECT CONCAT(table_name, ' index ', index_name, ' ', seq_in_index, ' ', column_name)
+                   FROM information_schema.statistics WHERE table_schema = DATABASE()
+                   ORDER BY 1";
+        let lines: Vec<Line> = diesel::sql_query(sql)
+            .load(&mut common::mysql_raw(&db.url))
+            .unwrap();
+        return lines.into_iter().map(|l| l.line).collect();
+    }
     let lines: Vec<Line> = if db.backend == credential_store::Backend::Postgres {
         let mut conn = PgConnection::establish(&db.url).unwrap();
         diesel::sql_query(sql).load(&mut conn).unwrap()
