@@ -903,6 +903,10 @@ mod tests {
             Target::Sqlite("/abs/x.db")
         );
         assert_eq!(parse_url("sqlite:x.db").unwrap(), Target::Sqlite("x.db"));
+        assert_eq!(
+            parse_url("mysql://u@h:3306/db").unwrap(),
+            Target::Mysql("mysql://u@h:3306/db")
+        );
         assert_eq!(parse_url("x.db").unwrap(), Target::Sqlite("x.db"));
         assert_eq!(
             parse_url("/var/lib/x.db").unwrap(),
@@ -913,7 +917,7 @@ mod tests {
     #[test]
     fn unusable_urls_are_refused_with_a_reason() {
         for url in [
-            "mysql://root@localhost/db",
+            "redis://localhost/0",
             "",
             "sqlite://",
             ":memory:",
