@@ -19,9 +19,10 @@ compile_error!(
 
 /// The blocking MariaDB/MySQL connection: diesel-async's pure-Rust
 /// `AsyncMysqlConnection` (no C client library), driven by a single-threaded tokio
-/// runtime that each connection owns. Like every blocking call, it must not be used
-/// on an async worker thread (tokio refuses to block one): async code uses the async
-/// store or `spawn_blocking`.
+/// runtime that each connection owns. Called from a task of a multi-threaded tokio
+/// runtime, it blocks in place (`tokio::task::block_in_place`); on a current-thread
+/// runtime tokio refuses to block: async code uses the async store or
+/// `spawn_blocking`.
 #[cfg(feature = "mysql")]
 pub type MysqlConnection = diesel_async::async_connection_wrapper::AsyncConnectionWrapper<
     diesel_async::AsyncMysqlConnection,
@@ -31,21 +32,44 @@ pub type MysqlConnection = diesel_async::async_connection_wrapper::AsyncConnecti
 /// The runtime a blocking MySQL connection runs its I/O on: its own, never the
 /// caller's (a connection made inside one runtime would die with it).
 #[cfg(feature = "mysql")]
-pub struct OwnRuntime(tokio::runtime::Runtime);
+pub struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+/// Shuts the runtime down without waiting, so that a connection may be dropped
+/// anywhere, inside async code too (dropping a runtime there would panic).
+#[cfg(feature = "mysql")]
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
 
 #[cfg(feature = "mysql")]
 impl diesel_async::async_connection_wrapper::BlockOn for OwnRuntime {
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.0.block_on(f)
+        let runtime = self
+            .0
+            .as_ref()
+            .expect("the runtime lives as long as its connection");
+        // Called from a task of a multi-threaded tokio runtime (a blocking call in
+        // async code), this worker thread first hands its other tasks off, as
+        // `block_in_place` does; a current-thread runtime cannot, and tokio panics.
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| runtime.block_on(f))
+            }
+            _ => runtime.block_on(f),
+        }
     }
 
     fn get_runtime() -> Self {
-        OwnRuntime(
+        OwnRuntime(Some(
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("a single-threaded tokio runtime for a MySQL connection"),
-        )
+        ))
     }
 }
 

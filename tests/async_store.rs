@@ -40,6 +40,14 @@ macro_rules! async_on_both_backends {
                     run(&db);
                 }
             }
+
+            #[cfg(feature = "mysql")]
+            #[test]
+            fn mysql() {
+                if let Some(db) = TestDb::mysql() {
+                    run(&db);
+                }
+            }
         }
     };
 }

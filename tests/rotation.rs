@@ -308,6 +308,11 @@ on_both_backends!(python_tokens_survive_a_rotation_to_sealed_and_back, |db| {
                 diesel::SqliteConnection::establish(db.sqlite_path().to_str().unwrap()).unwrap();
             diesel::RunQueryDsl::get_result(diesel::sql_query(sql), &mut c).unwrap()
         }
+        #[cfg(feature = "mysql")]
+        credential_store::Backend::Mysql => {
+            let mut c = common::mysql_raw(&db.url);
+            diesel::RunQueryDsl::get_result(diesel::sql_query(sql), &mut c).unwrap()
+        }
         _ => {
             use diesel::Connection;
             let mut c = diesel::PgConnection::establish(&db.url).unwrap();

@@ -140,6 +140,10 @@ fn ciphertexts(db: &TestDb) -> Vec<String> {
             let mut conn = SqliteConnection::establish(db.sqlite_path().to_str().unwrap()).unwrap();
             diesel::sql_query(sql).load(&mut conn).unwrap()
         }
+        #[cfg(feature = "mysql")]
+        credential_store::Backend::Mysql => diesel::sql_query(sql)
+            .load(&mut common::mysql_raw(&db.url))
+            .unwrap(),
         _ => {
             let mut conn = PgConnection::establish(&db.url).unwrap();
             diesel::sql_query(sql).load(&mut conn).unwrap()
@@ -164,6 +168,8 @@ fn spans_name_every_call_and_hold_no_key_material() {
         .unwrap();
     let mut databases = vec![TestDb::sqlite()];
     databases.extend(TestDb::postgres());
+    #[cfg(feature = "mysql")]
+    databases.extend(TestDb::mysql());
     let mut stored = Vec::new();
     for db in &databases {
         runtime.block_on(exercise(db));
