@@ -1053,6 +1053,8 @@ const URL_PASSWORD: &str = "Fuzz-Not-A-Real-Password-7c1e";
 enum UrlKind {
     /// Rebuilt for the server on 127.0.0.1.
     Postgres,
+    /// Rebuilt for the MariaDB server on 127.0.0.1, with a password it refuses.
+    Mysql,
     /// A scheme the crate does not support: refused, nothing touched.
     OtherScheme(String),
     /// A SQLite path or URI, without `/` or `%`: a file in the current directory.
@@ -1083,6 +1085,16 @@ fn url_to_open(raw: &str) -> (String, UrlKind) {
                 format!("{lead}{scheme}postgres:{URL_PASSWORD}@127.0.0.1:{port}/{name}{tail}");
             return (url, UrlKind::Postgres);
         }
+    }
+    if let Some(rest) = trimmed.strip_prefix("mysql://") {
+        let port = if rest.len() % 5 == 0 { 1 } else { 3306 };
+        let name: String = rest
+            .bytes()
+            .filter(u8::is_ascii_alphanumeric)
+            .map(char::from)
+            .collect();
+        let url = format!("{lead}mysql://root:{URL_PASSWORD}@127.0.0.1:{port}/{name}{tail}");
+        return (url, UrlKind::Mysql);
     }
     let safe = |path: &str| path.replace(['/', '%'], "_");
     for prefix in ["sqlite://", "sqlite:"] {
@@ -1140,6 +1152,7 @@ fn check_url(cwd: &InTempDir, tally: &Tally, raw: &str) -> TestCaseResult {
     let opened = Database::open(&url);
     let kind_name = match &kind {
         UrlKind::Postgres => "postgres",
+        UrlKind::Mysql => "mysql",
         UrlKind::OtherScheme(_) => "other scheme",
         UrlKind::Sqlite(_) => "sqlite",
     };
@@ -1158,6 +1171,11 @@ fn check_url(cwd: &InTempDir, tally: &Tally, raw: &str) -> TestCaseResult {
     match (&kind, &opened) {
         (UrlKind::Postgres, Ok(db)) => prop_assert_eq!(db.backend(), Backend::Postgres),
         (UrlKind::Postgres, Err(Error::Connection(_))) => {}
+        // The server refuses the password (or nothing listens on the port).
+        #[cfg(feature = "mysql")]
+        (UrlKind::Mysql, Err(Error::Connection(_))) => {}
+        #[cfg(not(feature = "mysql"))]
+        (UrlKind::Mysql, Err(Error::UnsupportedUrl { .. })) => {}
         (UrlKind::OtherScheme(scheme), Err(Error::UnsupportedUrl { reason })) => {
             prop_assert!(reason.contains(scheme.as_str()), "{}", reason);
         }
