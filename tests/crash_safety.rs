@@ -1,5 +1,6 @@
 //! Crash safety: a child process is killed with SIGKILL at a random moment while it
-//! runs an operation, on both backends, and the database is checked after every kill.
+//! runs an operation, on every backend (SQLite, PostgreSQL, and MariaDB with the
+//! `mysql` feature), and the database is checked after every kill.
 //!
 //! | tests | starting point | the child runs |
 //! |---|---|---|
@@ -11,10 +12,13 @@
 //! After every kill (and after every attempt the child finished before the kill):
 //!
 //! - the database opens; SQLite's `PRAGMA integrity_check` says `ok` and
-//!   `PRAGMA foreign_key_check` finds nothing; PostgreSQL's tables are readable;
+//!   `PRAGMA foreign_key_check` finds nothing; PostgreSQL's and MariaDB's tables are
+//!   readable, and on MariaDB no credential is without its account;
 //! - diesel's bookkeeping agrees with the schema: each migration's effects are
 //!   there, whole, exactly when its version is recorded, `pending_migrations` lists
-//!   exactly the others, and a re-run applies exactly those;
+//!   exactly the others, and a re-run applies exactly those (on MariaDB, where DDL
+//!   commits as it goes, the one migration that was being applied may be there in
+//!   part or whole without being recorded: see `check_bookkeeping`);
 //! - no row is lost or altered: the row count and a hash of the ids and
 //!   ciphertexts, and of the ids, owners and types (for the rotation, whose
 //!   ciphertexts change: each row is either as it was or sealed under B, and every
@@ -31,7 +35,8 @@
 //! attempt the child finished before its kill does not count as a kill, and moves the
 //! window halfway towards the duration it took.
 //! Every attempt starts from a copy of one template database (a file copy on
-//! SQLite, `CREATE DATABASE … TEMPLATE` on PostgreSQL).
+//! SQLite, `CREATE DATABASE … TEMPLATE` on PostgreSQL, each table re-created from
+//! `SHOW CREATE TABLE` and copied with `INSERT … SELECT` on MariaDB).
 //!
 //! The children are this test binary itself, running the ignored `crash_child` test.
 //!
@@ -43,6 +48,8 @@
 
 mod common;
 
+#[cfg(feature = "mysql")]
+use common::MysqlConnection;
 use common::TestDb;
 use credential_store::{
     Backend, CipherFormat, CredentialRepository, CredentialStore, Database, Keyring,
@@ -321,12 +328,48 @@ fn seed_for(name: &str) -> u64 {
 }
 
 // ---------------------------------------------------------------------------------
-// Raw access to the database, outside the crate (as the superuser on PostgreSQL)
+// Raw access to the database, outside the crate (as the superuser on PostgreSQL,
+// as root on MariaDB)
 // ---------------------------------------------------------------------------------
 
 enum Raw {
     Sqlite(SqliteConnection),
     Pg(PgConnection),
+    /// Through `common::mysql_raw`: `||` concatenates, `"…"` quotes identifiers.
+    #[cfg(feature = "mysql")]
+    Mysql(MysqlConnection),
+}
+
+/// A row type every backend of the build can load.
+#[cfg(feature = "mysql")]
+trait Loadable:
+    QueryableByName<diesel::sqlite::Sqlite>
+    + QueryableByName<diesel::pg::Pg>
+    + QueryableByName<diesel::mysql::Mysql>
+    + 'static
+{
+}
+
+#[cfg(feature = "mysql")]
+impl<T> Loadable for T where
+    T: QueryableByName<diesel::sqlite::Sqlite>
+        + QueryableByName<diesel::pg::Pg>
+        + QueryableByName<diesel::mysql::Mysql>
+        + 'static
+{
+}
+
+/// A row type every backend of the build can load.
+#[cfg(not(feature = "mysql"))]
+trait Loadable:
+    QueryableByName<diesel::sqlite::Sqlite> + QueryableByName<diesel::pg::Pg> + 'static
+{
+}
+
+#[cfg(not(feature = "mysql"))]
+impl<T> Loadable for T where
+    T: QueryableByName<diesel::sqlite::Sqlite> + QueryableByName<diesel::pg::Pg> + 'static
+{
 }
 
 #[derive(QueryableByName)]
@@ -354,6 +397,15 @@ impl Raw {
                     .expect("busy_timeout");
                 Raw::Sqlite(conn)
             }
+            #[cfg(feature = "mysql")]
+            Backend::Mysql => {
+                let mut conn = common::mysql_raw(&db.url);
+                // GROUP_CONCAT stops at group_concat_max_len bytes (1 MiB by default)
+                // with only a warning; `snapshot` concatenates whole tables.
+                conn.batch_execute("SET SESSION group_concat_max_len = 1073741824")
+                    .expect("group_concat_max_len");
+                Raw::Mysql(conn)
+            }
             _ => Raw::Pg(PgConnection::establish(&db.url).expect("a PostgreSQL connection")),
         }
     }
@@ -362,17 +414,18 @@ impl Raw {
         match self {
             Raw::Sqlite(c) => c.batch_execute(sql),
             Raw::Pg(c) => c.batch_execute(sql),
+            #[cfg(feature = "mysql")]
+            Raw::Mysql(c) => c.batch_execute(sql),
         }
         .unwrap_or_else(|e| panic!("{e}: {sql}"))
     }
 
-    fn load<T>(&mut self, sql: &str) -> Vec<T>
-    where
-        T: QueryableByName<diesel::sqlite::Sqlite> + QueryableByName<diesel::pg::Pg> + 'static,
-    {
+    fn load<T: Loadable>(&mut self, sql: &str) -> Vec<T> {
         match self {
             Raw::Sqlite(c) => diesel::sql_query(sql).load(c),
             Raw::Pg(c) => diesel::sql_query(sql).load(c),
+            #[cfg(feature = "mysql")]
+            Raw::Mysql(c) => diesel::sql_query(sql).load(c),
         }
         .unwrap_or_else(|e| panic!("{e}: {sql}"))
     }
@@ -389,47 +442,70 @@ impl Raw {
         self.load::<Line>(sql).into_iter().map(|l| l.text).collect()
     }
 
+    fn backend(&self) -> Backend {
+        match self {
+            Raw::Sqlite(_) => Backend::Sqlite,
+            Raw::Pg(_) => Backend::Postgres,
+            #[cfg(feature = "mysql")]
+            Raw::Mysql(_) => Backend::Mysql,
+        }
+    }
+
     fn is_sqlite(&self) -> bool {
-        matches!(self, Raw::Sqlite(_))
+        self.backend() == Backend::Sqlite
+    }
+
+    fn is_mysql(&self) -> bool {
+        self.backend() == Backend::Mysql
     }
 
     fn has_table(&mut self, table: &str) -> bool {
-        let sql = if self.is_sqlite() {
-            format!(
+        let sql = match self.backend() {
+            Backend::Sqlite => format!(
                 "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = '{table}'"
-            )
-        } else {
-            format!(
+            ),
+            Backend::Mysql => format!(
+                "SELECT COUNT(*) AS n FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() AND table_name = '{table}'"
+            ),
+            _ => format!(
                 "SELECT COUNT(*) AS n FROM information_schema.tables \
                  WHERE table_schema = 'public' AND table_name = '{table}'"
-            )
+            ),
         };
         self.scalar(&sql) > 0
     }
 
     fn has_column(&mut self, table: &str, column: &str) -> bool {
-        let sql = if self.is_sqlite() {
-            format!(
+        let sql = match self.backend() {
+            Backend::Sqlite => format!(
                 "SELECT COUNT(*) AS n FROM pragma_table_info('{table}') WHERE name = '{column}'"
-            )
-        } else {
-            format!(
+            ),
+            Backend::Mysql => format!(
+                "SELECT COUNT(*) AS n FROM information_schema.columns \
+                 WHERE table_schema = DATABASE() AND table_name = '{table}' AND column_name = '{column}'"
+            ),
+            _ => format!(
                 "SELECT COUNT(*) AS n FROM information_schema.columns \
                  WHERE table_schema = 'public' AND table_name = '{table}' AND column_name = '{column}'"
-            )
+            ),
         };
         self.scalar(&sql) > 0
     }
 
     fn has_index(&mut self, index: &str) -> bool {
-        let sql = if self.is_sqlite() {
-            format!(
+        let sql = match self.backend() {
+            Backend::Sqlite => format!(
                 "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'index' AND name = '{index}'"
-            )
-        } else {
-            format!(
+            ),
+            // One row per column of the index.
+            Backend::Mysql => format!(
+                "SELECT COUNT(*) AS n FROM information_schema.statistics \
+                 WHERE table_schema = DATABASE() AND index_name = '{index}'"
+            ),
+            _ => format!(
                 "SELECT COUNT(*) AS n FROM pg_indexes WHERE schemaname = 'public' AND indexname = '{index}'"
-            )
+            ),
         };
         self.scalar(&sql) > 0
     }
@@ -458,7 +534,9 @@ struct Row {
 ///
 /// The table comes back as one string (fields and rows joined by the ASCII unit and
 /// record separators) and is split here: much faster than loading 100k rows field by
-/// field in an unoptimised test build.
+/// field in an unoptimised test build. On MariaDB it comes back in 64 pieces, so
+/// that no piece comes near `max_allowed_packet` (16 MiB by default), which a
+/// result row may not exceed.
 fn snapshot(raw: &mut Raw) -> Vec<Row> {
     if !raw.has_table("user_credentials") {
         return Vec::new();
@@ -468,14 +546,24 @@ fn snapshot(raw: &mut Raw) -> Vec<Row> {
     } else {
         "'!'"
     };
-    let (aggregate, unit, record) = if raw.is_sqlite() {
-        ("group_concat", "char(31)", "char(30)")
-    } else {
-        ("string_agg", "chr(31)", "chr(30)")
+    // MariaDB's ids are CHAR(36) text already, and CAST … AS TEXT is not MariaDB's;
+    // its CHAR(31) would be a binary string, a literal is not.
+    let (id, account, unit) = match raw.backend() {
+        Backend::Sqlite => (
+            "CAST(id AS TEXT)",
+            "CAST(user_account_id AS TEXT)",
+            "char(31)",
+        ),
+        Backend::Mysql => ("id", "user_account_id", "'\x1f'"),
+        _ => (
+            "CAST(id AS TEXT)",
+            "CAST(user_account_id AS TEXT)",
+            "chr(31)",
+        ),
     };
     let row = [
-        "CAST(id AS TEXT)",
-        "CAST(user_account_id AS TEXT)",
+        id,
+        account,
         "user_id",
         "credential_type",
         nickname,
@@ -483,10 +571,24 @@ fn snapshot(raw: &mut Raw) -> Vec<Row> {
         "secret_key",
     ]
     .join(&format!(" || {unit} || "));
-    let table = raw.lines(&format!(
-        "SELECT COALESCE({aggregate}({row}, {record}), '') AS text FROM user_credentials"
-    ));
-    let mut records: Vec<&str> = table[0].split('\x1e').filter(|r| !r.is_empty()).collect();
+    let sql = match raw.backend() {
+        Backend::Sqlite => format!(
+            "SELECT COALESCE(group_concat({row}, char(30)), '') AS text FROM user_credentials"
+        ),
+        Backend::Mysql => format!(
+            "SELECT GROUP_CONCAT({row} SEPARATOR '\x1e') AS text FROM user_credentials \
+             GROUP BY CRC32(id) % 64"
+        ),
+        _ => {
+            format!("SELECT COALESCE(string_agg({row}, chr(30)), '') AS text FROM user_credentials")
+        }
+    };
+    let table = raw.lines(&sql);
+    let mut records: Vec<&str> = table
+        .iter()
+        .flat_map(|piece| piece.split('\x1e'))
+        .filter(|r| !r.is_empty())
+        .collect();
     // By id: each record starts with its id, all of one width.
     records.sort_unstable();
     let rows: Vec<Row> = records
@@ -582,19 +684,26 @@ impl Baseline {
 // Checks that hold after every kill
 // ---------------------------------------------------------------------------------
 
-/// PostgreSQL: waits until the killed child's sessions are gone, so that nothing it
-/// sent can still commit behind the checks.
+/// PostgreSQL and MariaDB: waits until the killed child's sessions are gone, so that
+/// nothing it sent can still commit behind the checks. (A MariaDB session finishes
+/// the statement it is running before it notices that its client is gone, and an
+/// ALTER TABLE or an autocommitted UPDATE then commits.)
 fn wait_for_sessions_to_end(db: &TestDb) {
-    if db.backend == Backend::Sqlite {
-        return;
-    }
+    let sql = match db.backend {
+        Backend::Sqlite => return,
+        Backend::Mysql => {
+            "SELECT COUNT(*) AS n FROM information_schema.processlist
+             WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+        }
+        _ => {
+            "SELECT COUNT(*) AS n FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        }
+    };
     let mut raw = Raw::open(db);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let others = raw.scalar(
-            "SELECT COUNT(*) AS n FROM pg_stat_activity
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-        );
+        let others = raw.scalar(sql);
         if others == 0 {
             return;
         }
@@ -606,7 +715,9 @@ fn wait_for_sessions_to_end(db: &TestDb) {
     }
 }
 
-/// The database opens, and is intact (SQLite) or readable (PostgreSQL).
+/// The database opens, and is intact (SQLite) or readable (PostgreSQL, MariaDB; on
+/// MariaDB, whose copies are made with foreign key checks off, no credential is
+/// without its account either).
 fn check_storage(ctx: &str, db: &TestDb, raw: &mut Raw) {
     Database::open(&db.url).unwrap_or_else(|e| panic!("{ctx}: the database does not open: {e}"));
     if raw.is_sqlite() {
@@ -615,10 +726,20 @@ fn check_storage(ctx: &str, db: &TestDb, raw: &mut Raw) {
         let dangling = raw.scalar("SELECT COUNT(*) AS n FROM pragma_foreign_key_check");
         assert_eq!(dangling, 0, "{ctx}: PRAGMA foreign_key_check");
     }
+    let mut both = true;
     for table in ["user_accounts", "user_credentials"] {
         if raw.has_table(table) {
             raw.scalar(&format!("SELECT COUNT(*) AS n FROM {table}"));
+        } else {
+            both = false;
         }
+    }
+    if raw.is_mysql() && both {
+        let orphans = raw.scalar(
+            "SELECT COUNT(*) AS n FROM user_credentials c
+             LEFT JOIN user_accounts a ON a.id = c.user_account_id WHERE a.id IS NULL",
+        );
+        assert_eq!(orphans, 0, "{ctx}: credentials without their account");
     }
 }
 
@@ -646,13 +767,27 @@ fn effect(parts: &[Part]) -> Effect {
 }
 
 /// What migration `number` has visibly done: `None` for a no-op (SQLite's 000002
-/// and 000004) or a migration this test does not know.
+/// and 000004, MariaDB's 000002) or a migration this test does not know.
 fn migration_effect(raw: &mut Raw, number: u32) -> Option<Effect> {
     let sqlite = raw.is_sqlite();
+    let mysql = raw.is_mysql();
     let tables = raw.has_table("user_credentials");
     let parts: Vec<Part> = match number {
         1 => {
             let mut parts = Vec::new();
+            if mysql {
+                // MariaDB's 000001 creates the old unique index in a statement of its
+                // own after the tables, so a run cut off between them leaves the
+                // tables without it: it is a part of 000001 there (until 000003,
+                // which adds the nickname column, drops it again).
+                let unique = raw.has_index("idx_user_credentials_unique");
+                let nickname = tables && raw.has_column("user_credentials", "nickname");
+                parts.push((
+                    "idx_user_credentials_unique (until 000003)",
+                    unique || nickname,
+                    !unique,
+                ));
+            }
             for (name, present) in [
                 ("user_accounts", raw.has_table("user_accounts")),
                 ("user_credentials", tables),
@@ -673,7 +808,7 @@ fn migration_effect(raw: &mut Raw, number: u32) -> Option<Effect> {
             }
             parts
         }
-        2 if sqlite => return None,
+        2 if sqlite || mysql => return None,
         2 => {
             let function = raw
                 .scalar("SELECT COUNT(*) AS n FROM pg_proc WHERE proname = 'current_user_id'")
@@ -703,25 +838,35 @@ fn migration_effect(raw: &mut Raw, number: u32) -> Option<Effect> {
             let nickname = tables && raw.has_column("user_credentials", "nickname");
             let index = raw.has_index("idx_user_credentials_nickname");
             let unique = raw.has_index("idx_user_credentials_unique");
+            // Before 000003 the unique index is there, or (on MariaDB, where 000001
+            // may have been cut off before creating it) 000001 is not done: then
+            // 000001 is Partial, and a unique index gone without the nickname column
+            // is reported there.
+            let unique_before = if mysql {
+                unique || !nickname
+            } else {
+                unique || !tables
+            };
             vec![
                 ("nickname column", nickname, !nickname),
                 ("idx_user_credentials_nickname", index, !index),
                 (
                     "idx_user_credentials_unique dropped",
                     !unique,
-                    unique || !tables,
+                    unique_before,
                 ),
             ]
         }
         4 if sqlite => return None,
         4 => {
-            let not_null = raw.scalar(
+            let schema = if mysql { "DATABASE()" } else { "'public'" };
+            let not_null = raw.scalar(&format!(
                 "SELECT COUNT(*) AS n FROM information_schema.columns
-                 WHERE table_schema = 'public'
+                 WHERE table_schema = {schema}
                    AND table_name IN ('user_accounts', 'user_credentials')
                    AND column_name IN ('is_active', 'created_at', 'updated_at')
-                   AND is_nullable = 'NO'",
-            );
+                   AND is_nullable = 'NO'"
+            ));
             vec![("6 NOT NULL flags and times", not_null == 6, not_null == 0)]
         }
         5 if sqlite => {
@@ -732,6 +877,23 @@ fn migration_effect(raw: &mut Raw, number: u32) -> Option<Effect> {
                      'user_accounts_user_id_cascade')",
             );
             vec![("3 owner triggers", triggers == 3, triggers == 0)]
+        }
+        5 if mysql => {
+            let constraints = raw.scalar(
+                "SELECT COUNT(*) AS n FROM information_schema.table_constraints
+                 WHERE constraint_schema = DATABASE() AND constraint_name IN (
+                     'user_accounts_id_user_id_key',
+                     'user_credentials_owner_matches_account_fkey')",
+            );
+            let index = raw.has_index("idx_user_credentials_account_user");
+            vec![
+                (
+                    "owner key and foreign key",
+                    constraints == 2,
+                    constraints == 0,
+                ),
+                ("idx_user_credentials_account_user", index, !index),
+            ]
         }
         5 => {
             let constraints = raw.scalar(
@@ -768,6 +930,18 @@ fn recorded_versions(raw: &mut Raw) -> Vec<String> {
 /// Every migration's effects are there exactly when it is recorded; `pending_migrations`
 /// lists the others, and a re-run applies exactly those. Returns how many were
 /// recorded before the re-run.
+///
+/// MariaDB commits each DDL statement on its own, so a migration run there cannot
+/// be one transaction: the crate holds a named lock instead, and diesel records each
+/// migration (an INSERT into `__diesel_schema_migrations` after the migration's last
+/// statement) as it applies it. A kill therefore leaves the migrations before the
+/// one being applied whole and recorded; that one absent, partly there (cut off
+/// after any of its statements), or all there but not recorded (cut off before the
+/// INSERT); and the ones after it untouched. Every MariaDB migration is written to
+/// be repeated from the start, which is what the re-run does. So on MariaDB the
+/// recorded versions are the first ones, the first migration not recorded may be in
+/// any state, every later one is Absent, and after the re-run everything is Present
+/// and recorded, as on the other backends.
 fn check_bookkeeping(ctx: &str, db: &TestDb, raw: &mut Raw, all: &[String]) -> usize {
     let recorded = recorded_versions(raw);
     for version in &recorded {
@@ -776,11 +950,30 @@ fn check_bookkeeping(ctx: &str, db: &TestDb, raw: &mut Raw, all: &[String]) -> u
             "{ctx}: unknown version {version} recorded"
         );
     }
+    let mysql = raw.is_mysql();
+    if mysql {
+        assert_eq!(
+            recorded,
+            all[..recorded.len()],
+            "{ctx}: the recorded versions are not the first ones"
+        );
+    }
     let check = |raw: &mut Raw, recorded: &[String], when: &str| {
+        // MariaDB: the migration that was being applied when the child died.
+        let interrupted = all.iter().find(|v| !recorded.contains(v)).filter(|_| mysql);
         for version in all {
             let Some(effect) = migration_effect(raw, migration_number(version)) else {
                 continue;
             };
+            if Some(version) == interrupted {
+                if effect != Effect::Absent {
+                    eprintln!(
+                        "crash_safety: {ctx}, {when}: migration {version}, not recorded, \
+                         was being applied: {effect:?}"
+                    );
+                }
+                continue;
+            }
             let expected = if recorded.contains(version) {
                 Effect::Present
             } else {
@@ -829,10 +1022,49 @@ fn check_bookkeeping(ctx: &str, db: &TestDb, raw: &mut Raw, all: &[String]) -> u
 // Templates: each attempt starts from a copy
 // ---------------------------------------------------------------------------------
 
+/// The name of a MariaDB test database: the last segment of its URL's path.
+fn database_name(url: &str) -> &str {
+    let path = url.split('?').next().unwrap();
+    path.rsplit('/').next().unwrap()
+}
+
+/// The first `Create Table` column of `SHOW CREATE TABLE`.
+#[derive(QueryableByName)]
+struct CreateTable {
+    #[diesel(sql_type = Text, column_name = "Create Table")]
+    sql: String,
+}
+
 /// A copy of `template` (which nothing may be connected to).
 fn copy_of(template: &TestDb) -> TestDb {
     let copy = TestDb::for_backend(template.backend).expect("a database");
     match template.backend {
+        Backend::Mysql => {
+            // MariaDB has no template databases: each table is made again in the
+            // copy from the template's `SHOW CREATE TABLE` (which, unlike CREATE
+            // TABLE … LIKE, keeps the foreign keys; its REFERENCES name no database,
+            // so they point into the copy), then filled with INSERT … SELECT. With
+            // foreign key checks off the order does not matter; by name it is the
+            // bookkeeping table, the accounts, then the credentials anyway.
+            let from = database_name(&template.url);
+            let mut raw = Raw::open(&copy);
+            raw.batch("SET SESSION FOREIGN_KEY_CHECKS = 0");
+            let tables = raw.lines(&format!(
+                "SELECT table_name AS text FROM information_schema.tables
+                 WHERE table_schema = '{from}' AND table_type = 'BASE TABLE'
+                 ORDER BY table_name"
+            ));
+            for table in &tables {
+                let create: Vec<CreateTable> =
+                    raw.load(&format!("SHOW CREATE TABLE \"{from}\".\"{table}\""));
+                assert_eq!(create.len(), 1, "SHOW CREATE TABLE {table}");
+                raw.batch(&create[0].sql);
+                raw.batch(&format!(
+                    "INSERT INTO \"{table}\" SELECT * FROM \"{from}\".\"{table}\""
+                ));
+            }
+            raw.batch("SET SESSION FOREIGN_KEY_CHECKS = 1");
+        }
         Backend::Sqlite => {
             let from = template.sqlite_path();
             let to = copy.sqlite_path();
@@ -866,7 +1098,8 @@ fn copy_of(template: &TestDb) -> TestDb {
     copy
 }
 
-/// Leaves a SQLite template as one self-contained file.
+/// Leaves a SQLite template as one self-contained file. (PostgreSQL and MariaDB
+/// templates are copied through the server: nothing to do.)
 fn settle(template: &TestDb) {
     if template.backend == Backend::Sqlite {
         Raw::open(template).batch("PRAGMA wal_checkpoint(TRUNCATE)");
@@ -896,7 +1129,29 @@ fn populate(raw: &mut Raw, rng: &mut Rng, accounts: usize, nicknames: bool) {
         String::new()
     };
     let (last, per) = (accounts - 1, PER_ACCOUNT - 1);
-    let sql = if raw.is_sqlite() {
+    let sql = if raw.is_mysql() {
+        // The SEQUENCE engine's seq_0_to_N tables count; `||` concatenates on a
+        // `mysql_raw` connection. Ids in the crate's form (lowercase, hyphenated), and
+        // times in UTC, as the crate's connections write them (CURRENT_TIMESTAMP
+        // would be in this session's time zone).
+        format!(
+            "INSERT INTO user_accounts (id, user_id, account_name, created_at, updated_at)
+             SELECT '00000000-0000-7000-8000-' || LPAD(seq, 12, '0'), 'user-' || seq, 'legacy',
+                    UTC_TIMESTAMP(6), UTC_TIMESTAMP(6)
+             FROM seq_0_to_{last};
+             INSERT INTO user_credentials
+                 (id, user_account_id, user_id, credential_type{nickname_column}, api_key, secret_key,
+                  created_at, updated_at)
+             SELECT LPAD(j, 8, '0') || '-0000-7000-8000-' || LPAD(i, 12, '0'),
+                    '00000000-0000-7000-8000-' || LPAD(i, 12, '0'),
+                    'user-' || i, 'type_' || j{nickname_value},
+                    'api-' || i || '-' || j, 'secret-' || i || '-' || j,
+                    UTC_TIMESTAMP(6), UTC_TIMESTAMP(6)
+             FROM (SELECT seq AS i FROM seq_0_to_{last}) AS n,
+                  (SELECT seq AS j FROM seq_0_to_{per}) AS m;
+             ANALYZE TABLE user_accounts, user_credentials;"
+        )
+    } else if raw.is_sqlite() {
         format!(
             "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {last})
              INSERT INTO user_accounts (id, user_id, account_name)
@@ -926,7 +1181,7 @@ fn populate(raw: &mut Raw, rng: &mut Rng, accounts: usize, nicknames: bool) {
         )
     };
     raw.batch(&sql);
-    if !raw.is_sqlite() {
+    if raw.backend() == Backend::Postgres {
         raw.batch("VACUUM ANALYZE");
     }
 }
@@ -1132,13 +1387,36 @@ fn migrate_legacy(backend: Backend) {
             before.assert_no_row_lost(ctx, &after_kill);
             // Migration 000003 fills the nickname column in the transaction that adds it.
             let with_column = raw.has_column("user_credentials", "nickname");
-            for row in &after_kill {
-                let expected = with_column.then_some(&row.credential_type);
-                assert_eq!(
-                    row.nickname.as_ref(),
-                    expected,
-                    "{ctx}: nickname after the kill"
+            let filling = raw.is_mysql()
+                && with_column
+                && !recorded_versions(&mut raw)
+                    .iter()
+                    .any(|v| migration_number(v) == 3);
+            if filling {
+                // Except on MariaDB: its ALTER TABLE that adds the column commits on
+                // its own, and the UPDATE that fills it is a statement after it, so a
+                // kill between the two leaves the column there and NULL. That UPDATE
+                // is one InnoDB statement: it filled every row or none.
+                let filled = after_kill
+                    .iter()
+                    .filter(|r| r.nickname.as_ref() == Some(&r.credential_type))
+                    .count();
+                let empty = after_kill.iter().filter(|r| r.nickname.is_none()).count();
+                assert!(
+                    filled == after_kill.len() || empty == after_kill.len(),
+                    "{ctx}: 000003 not recorded and its nickname column there: {filled} rows \
+                     filled, {empty} NULL, of {}",
+                    after_kill.len()
                 );
+            } else {
+                for row in &after_kill {
+                    let expected = with_column.then_some(&row.credential_type);
+                    assert_eq!(
+                        row.nickname.as_ref(),
+                        expected,
+                        "{ctx}: nickname after the kill"
+                    );
+                }
             }
             let recorded = check_bookkeeping(ctx, db, &mut raw, &all);
             check_storage(&format!("{ctx}, after the re-run"), db, &mut raw);
@@ -1473,4 +1751,28 @@ fn sqlite_rotation_survives_kills() {
 #[test]
 fn postgres_rotation_survives_kills() {
     rotate(Backend::Postgres);
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn mysql_migration_survives_kills() {
+    migrate(Backend::Mysql);
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn mysql_migration_with_data_survives_kills() {
+    migrate_legacy(Backend::Mysql);
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn mysql_backfill_survives_kills() {
+    backfill(Backend::Mysql);
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn mysql_rotation_survives_kills() {
+    rotate(Backend::Mysql);
 }

@@ -86,11 +86,9 @@ pub(crate) trait AddReturning<C> {
 impl<T: diesel::query_source::QuerySource, U, Op, C> AddReturning<C>
     for diesel::query_builder::InsertStatement<T, U, Op>
 where
-    diesel::query_builder::InsertStatement<T, U, Op, diesel::query_builder::ReturningClause<C>>:
-        diesel::query_builder::Query,
+    diesel::dsl::Returning<Self, C>: diesel::query_builder::Query,
 {
-    type Out =
-        diesel::query_builder::InsertStatement<T, U, Op, diesel::query_builder::ReturningClause<C>>;
+    type Out = diesel::dsl::Returning<Self, C>;
     fn add_returning(self, columns: C) -> Self::Out {
         self.returning(columns)
     }
@@ -98,11 +96,9 @@ where
 
 impl<T: Table, U, V, C> AddReturning<C> for diesel::query_builder::UpdateStatement<T, U, V>
 where
-    diesel::query_builder::UpdateStatement<T, U, V, diesel::query_builder::ReturningClause<C>>:
-        diesel::query_builder::Query,
+    diesel::dsl::Returning<Self, C>: diesel::query_builder::Query,
 {
-    type Out =
-        diesel::query_builder::UpdateStatement<T, U, V, diesel::query_builder::ReturningClause<C>>;
+    type Out = diesel::dsl::Returning<Self, C>;
     fn add_returning(self, columns: C) -> Self::Out {
         self.returning(columns)
     }
