@@ -701,6 +701,27 @@ fn wait_for_sessions_to_end(db: &TestDb) {
         }
     };
     let mut raw = Raw::open(db);
+    #[cfg(feature = "mysql")]
+    if db.backend == Backend::Mysql {
+        // MariaDB finishes a multi-statement request whose client is gone, so a
+        // SIGKILL alone never leaves a migration file half-run. Ending the dead
+        // child's sessions on the server too (as a server crash or an operator's
+        // KILL would) stops the request between, or inside, its statements.
+        let ids: Vec<i64> = raw
+            .load::<Scalar>(
+                "SELECT id AS n FROM information_schema.processlist
+                 WHERE db = DATABASE() AND id <> CONNECTION_ID()",
+            )
+            .into_iter()
+            .map(|row| row.n)
+            .collect();
+        for id in ids {
+            // The session may have ended by itself meanwhile.
+            if let Raw::Mysql(conn) = &mut raw {
+                let _ = conn.batch_execute(&format!("KILL CONNECTION {id}"));
+            }
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let others = raw.scalar(sql);
