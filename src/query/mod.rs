@@ -171,10 +171,13 @@ pub(crate) fn insert_credentials(rows: Vec<CredentialRow>) -> impl LoadWritten<U
 /// statement of one shape, which the connections cache.
 pub(crate) fn insert_credential(row: CredentialRow) -> impl LoadWritten<UserCredential> {
     let columns: CredentialColumns = credential_columns();
-    let ids = vec![row.id.0];
     Written {
-        read_back: credentials_by_id(&ids),
-        ids,
+        // `id = ?`, a statement of one shape that the connection caches (an `IN`
+        // list is prepared anew on every call).
+        read_back: user_credentials::table
+            .filter(user_credentials::id.eq(row.id))
+            .select(credential_columns()),
+        ids: vec![row.id.0],
         write: diesel::insert_into(user_credentials::table).values(row),
         columns,
     }
