@@ -40,7 +40,7 @@ use crate::ops::{Core, Executor};
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// A pool of async connections to one database, PostgreSQL or SQLite, chosen by
+/// A pool of async connections to one database, PostgreSQL, SQLite or MariaDB, chosen by
 /// the URL's scheme as [`Database`] chooses.
 ///
 /// ```

@@ -590,7 +590,7 @@ impl<'a> Scope<'a> {
     }
 }
 
-/// A borrowed blocking connection of either backend.
+/// A borrowed blocking connection of any backend the build has.
 pub(crate) enum Conn<'a> {
     #[cfg(feature = "postgres")]
     Postgres(&'a mut PgConnection),

@@ -1,4 +1,4 @@
-//! The blocking database handle: an r2d2 pool of either backend, chosen by the URL.
+//! The blocking database handle: an r2d2 pool of any backend the build has, chosen by the URL.
 
 use crate::backend::{
     classify, on_backend, parse_url, Conn, Execute, Load, LoadWritten, Scope, Target,
@@ -49,7 +49,7 @@ impl Default for DatabaseOptions {
     }
 }
 
-/// A pool of connections to one database, PostgreSQL or SQLite.
+/// A pool of connections to one database: PostgreSQL, SQLite or MariaDB/MySQL.
 ///
 /// Opened from a URL and dispatched on its scheme, never by trying each backend:
 ///
@@ -58,6 +58,7 @@ impl Default for DatabaseOptions {
 /// | `postgres://…`, `postgresql://…` | PostgreSQL |
 /// | `sqlite://path/to/file.db`, `sqlite:///absolute/path.db`, `sqlite:file.db` | SQLite |
 /// | `path/to/file.db` (no scheme) | SQLite |
+/// | `mysql://user:password@host:3306/db` | MariaDB/MySQL (feature `mysql`) |
 ///
 /// Every SQLite connection gets `foreign_keys = ON`, `journal_mode = WAL`,
 /// `synchronous = NORMAL`, a `busy_timeout`, a 64 MiB page cache and 1 GiB of

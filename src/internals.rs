@@ -39,7 +39,7 @@ use diesel::pg::PgConnection;
 use diesel::sqlite::SqliteConnection;
 
 mod sealed {
-    /// A borrowed connection of either backend.
+    /// A borrowed connection of any backend the build has.
     pub enum Borrowed<'a> {
         #[cfg(feature = "postgres")]
         Postgres(&'a mut diesel::pg::PgConnection),

@@ -135,7 +135,7 @@ pub trait CredentialRepository {
         -> Result<CredentialKeys>;
 }
 
-/// The diesel implementation of [`CredentialRepository`], on PostgreSQL or SQLite.
+/// The diesel implementation of [`CredentialRepository`], on PostgreSQL, SQLite or MariaDB.
 ///
 /// ```
 /// use credential_store::{CredentialRepository, CredentialStore, Database, Keyring,

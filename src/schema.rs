@@ -1,4 +1,4 @@
-//! The tables, as diesel sees them on both backends.
+//! The tables, as diesel sees them on every backend.
 //!
 //! Written by hand rather than by `diesel print-schema`: the id and time columns use
 //! the crate's portable SQL types ([`DbUuid`](crate::sql_types::DbUuid),

@@ -1,4 +1,4 @@
-//! SQL types that one `table!` can use on both backends.
+//! SQL types that one `table!` can use on every backend.
 //!
 //! PostgreSQL stores ids as `UUID` and times as `TIMESTAMPTZ`; SQLite has neither, so
 //! the same columns are `TEXT` there:
@@ -13,7 +13,7 @@
 //!   [`DbTimestamp`] is `DATETIME(6)` holding UTC (every connection sets
 //!   `time_zone = '+00:00'`).
 //!
-//! Rust code sees [`uuid::Uuid`] and [`chrono::DateTime<Utc>`] on both backends.
+//! Rust code sees [`uuid::Uuid`] and [`chrono::DateTime<Utc>`] on every backend.
 
 use chrono::{DateTime, Utc};
 use diesel::deserialize::{self, FromSql};
@@ -58,7 +58,7 @@ pub(crate) fn parse_sqlite_timestamp(text: &str) -> Result<DateTime<Utc>, chrono
     DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc))
 }
 
-/// Truncates a time to the microsecond precision both backends store, so that a value
+/// Truncates a time to the microsecond precision every backend stores, so that a value
 /// written and read back compares equal.
 pub(crate) fn to_stored_precision(time: DateTime<Utc>) -> DateTime<Utc> {
     use chrono::SubsecRound;
