@@ -29,7 +29,7 @@
 //! use it on a trusted network or through a local TLS tunnel, or the blocking store
 //! (libpq) where TLS to the server is required.
 
-use crate::backend::{classify, parse_url, Backend, Execute, Load, LoadWritten, Scope, Target};
+use crate::backend::{parse_url, Backend, Execute, Load, LoadWritten, Scope, Target};
 use crate::connection::{Database, DatabaseOptions};
 use crate::crypto::CredentialKeys;
 use crate::error::{Error, Result};
@@ -37,6 +37,7 @@ use crate::models::{
     CredentialUpdate, NewUserAccount, NewUserCredential, UserAccount, UserCredential,
 };
 use crate::ops::{Core, Executor};
+#[cfg(feature = "postgres")]
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -112,6 +113,7 @@ impl AsyncDatabase {
                     reason: TRANSACTION_POOLER_REFUSED.into(),
                 })
             }
+            #[cfg(feature = "postgres")]
             Target::Postgres(url) => {
                 AsyncPool::Postgres(Arc::new(pg::PgPool::open(url, options).await?))
             }
@@ -540,7 +542,7 @@ mod pg {
                     .prepared
                     .extend(keys.into_iter().chain(context_key).flatten());
             }
-            let outcome = outcome.map_err(|err| classify(Error::Database(err)));
+            let outcome = outcome.map_err(|err| crate::backend::classify(Error::Database(err)));
             if matches!(outcome, Err(Error::ConnectionLost(_))) {
                 session.clean = false;
             }

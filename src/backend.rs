@@ -5,6 +5,7 @@
 //! `RETURNING`.
 
 use crate::error::{Error, Result};
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 use std::time::Duration;
 
 #[cfg(feature = "postgres")]
@@ -460,6 +461,7 @@ pub(crate) fn replace_ciphertexts(
 ) -> diesel::QueryResult<usize> {
     use diesel::RunQueryDsl;
     #[cfg(feature = "postgres")]
+    #[allow(irrefutable_let_patterns)] // a build with PostgreSQL alone
     if let Conn::Postgres(c) = &mut conn {
         return crate::query::replace_ciphertexts_in_one(rewrites).execute(&mut **c);
     }

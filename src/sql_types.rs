@@ -97,6 +97,21 @@ where
     }
 }
 
+// diesel derives `Queryable` for `uuid::Uuid` only with its PostgreSQL backend; a
+// build without it (SQLite or MySQL alone) gets the impl here, for the crate's own
+// id type.
+#[cfg(not(feature = "postgres"))]
+impl<DB: diesel::backend::Backend> diesel::Queryable<DbUuid, DB> for Uuid
+where
+    Uuid: FromSql<DbUuid, DB>,
+{
+    type Row = Uuid;
+
+    fn build(row: Uuid) -> deserialize::Result<Self> {
+        Ok(row)
+    }
+}
+
 /// A text column read byte for byte: bytes that are not UTF-8 (SQLite stores
 /// whatever it is given) become U+FFFD instead of failing the whole row, so a
 /// damaged ciphertext is reported as undecryptable, for its credential alone.

@@ -22,7 +22,7 @@ pub use verify::{UnreadableCredential, VerifyProgress, VerifyReport};
 use crate::backend::Scope;
 use crate::connection::Database;
 use crate::crypto::{CipherFormat, Keyring};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ops::span;
 use crate::query;
 use crate::steps::{self, StoredRow, UsageCounts};
@@ -192,7 +192,7 @@ impl Maintenance {
                 _ => Ok(false),
             })?;
             if active {
-                return Err(Error::RowSecurityActive { operation });
+                return Err(crate::error::Error::RowSecurityActive { operation });
             }
         }
         let _ = operation;

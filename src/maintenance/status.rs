@@ -1,7 +1,7 @@
 //! What an operator wants to know about a store at a glance.
 
 use super::{KeyUsage, Maintenance};
-use crate::backend::{Backend, Conn, Load, Scope};
+use crate::backend::{Backend, Load, Scope};
 use crate::connection::Database;
 use crate::error::Result;
 use crate::{query, steps};
@@ -85,11 +85,15 @@ impl Database {
     pub fn status(&self) -> Result<StoreStatus> {
         let applied_migrations = self.applied_migrations()?;
         let pending_migrations = self.pending_migrations()?;
-        let row_security = self.raw(|conn| match conn {
-            #[cfg(feature = "postgres")]
-            Conn::Postgres(c) => crate::backend::row_security_status(c).map(Some),
-            #[allow(unreachable_patterns)]
-            _ => Ok(None),
+        let row_security = self.raw(|conn| -> Result<Option<super::RowSecurityStatus>> {
+            match conn {
+                #[cfg(feature = "postgres")]
+                crate::backend::Conn::Postgres(c) => {
+                    crate::backend::row_security_status(c).map(Some)
+                }
+                #[allow(unreachable_patterns)]
+                _ => Ok(None),
+            }
         })?;
         let sees_every_row = row_security.as_ref().is_none_or(|rls| rls.bypasses);
         let mut status = StoreStatus {
