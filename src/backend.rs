@@ -496,6 +496,74 @@ pub(crate) fn load_written<Q: LoadWritten<T>, T: crate::steps::Stored>(
     }
 }
 
+/// Runs `f` holding the lock that serialises migration runs: on PostgreSQL one
+/// transaction holding a transaction-scoped advisory lock (safe through a
+/// transaction pooler), on SQLite one `BEGIN IMMEDIATE` transaction (the write
+/// lock), on MySQL, whose DDL commits as it goes, the session's named lock
+/// (`GET_LOCK`, released at the end, or by the server when the session dies).
+pub(crate) fn with_migration_lock<T>(
+    conn: Conn<'_>,
+    f: impl FnOnce(Conn<'_>) -> Result<T>,
+) -> Result<T> {
+    match conn {
+        #[cfg(feature = "postgres")]
+        Conn::Postgres(c) => {
+            use diesel::Connection;
+            c.transaction(|c| {
+                use diesel::sql_types::BigInt;
+                use diesel::RunQueryDsl;
+                diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+                    .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
+                    .execute(c)?;
+                f(Conn::Postgres(c))
+            })
+        }
+        #[cfg(feature = "sqlite")]
+        Conn::Sqlite(c) => c.immediate_transaction(|c| f(Conn::Sqlite(c))),
+        #[cfg(feature = "mysql")]
+        Conn::Mysql(c) => {
+            use diesel::sql_types::{Integer, Nullable, Text};
+            use diesel::RunQueryDsl;
+            let locked: Option<i32> = diesel::select(
+                diesel::dsl::sql::<Nullable<Integer>>("GET_LOCK(")
+                    .bind::<Text, _>(MYSQL_MIGRATION_LOCK)
+                    .sql(", ")
+                    .bind::<Integer, _>(MYSQL_MIGRATION_LOCK_WAIT_SECONDS)
+                    .sql(")"),
+            )
+            .get_result(c)?;
+            if locked != Some(1) {
+                return Err(Error::migration(format!(
+                    "another migration run held the lock `{MYSQL_MIGRATION_LOCK}` for \
+                     {MYSQL_MIGRATION_LOCK_WAIT_SECONDS} s"
+                )));
+            }
+            let result = f(Conn::Mysql(&mut *c));
+            let released = diesel::select(
+                diesel::dsl::sql::<Nullable<Integer>>("RELEASE_LOCK(")
+                    .bind::<Text, _>(MYSQL_MIGRATION_LOCK)
+                    .sql(")"),
+            )
+            .get_result::<Option<i32>>(c);
+            let result = result?;
+            released?;
+            Ok(result)
+        }
+    }
+}
+
+/// The PostgreSQL advisory lock key that serialises migration runs ("credstor").
+#[cfg(feature = "postgres")]
+const MIGRATION_LOCK_KEY: i64 = 0x6372_6564_7374_6f72;
+
+/// The MySQL named lock that serialises migration runs.
+#[cfg(feature = "mysql")]
+const MYSQL_MIGRATION_LOCK: &str = "credential_store.migrations";
+
+/// How long a MySQL migration run waits for another run to finish.
+#[cfg(feature = "mysql")]
+const MYSQL_MIGRATION_LOCK_WAIT_SECONDS: i32 = 600;
+
 /// Lets the tables' owner see every row for the rest of the current transaction,
 /// for the counts a guarded revert makes: on PostgreSQL `FORCE ROW LEVEL SECURITY`
 /// is lifted (undone when the transaction rolls back); SQLite has no row security.

@@ -71,51 +71,7 @@ impl Database {
     /// Runs `f` in one transaction holding the migration lock: a PostgreSQL
     /// transaction-scoped advisory lock, or SQLite's write lock.
     fn locked_migrations<T>(&self, f: impl FnOnce(Conn<'_>) -> Result<T>) -> Result<T> {
-        self.raw(|conn| match conn {
-            #[cfg(feature = "postgres")]
-            Conn::Postgres(c) => {
-                use diesel::Connection;
-                c.transaction(|c| {
-                    use diesel::sql_types::BigInt;
-                    use diesel::RunQueryDsl;
-                    diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
-                        .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
-                        .execute(c)?;
-                    f(Conn::Postgres(c))
-                })
-            }
-            #[cfg(feature = "sqlite")]
-            Conn::Sqlite(c) => c.immediate_transaction(|c| f(Conn::Sqlite(c))),
-            #[cfg(feature = "mysql")]
-            Conn::Mysql(c) => {
-                use diesel::sql_types::{Integer, Nullable, Text};
-                use diesel::RunQueryDsl;
-                let locked: Option<i32> = diesel::select(
-                    diesel::dsl::sql::<Nullable<Integer>>("GET_LOCK(")
-                        .bind::<Text, _>(MYSQL_MIGRATION_LOCK)
-                        .sql(", ")
-                        .bind::<Integer, _>(MYSQL_MIGRATION_LOCK_WAIT_SECONDS)
-                        .sql(")"),
-                )
-                .get_result(c)?;
-                if locked != Some(1) {
-                    return Err(Error::migration(format!(
-                        "another migration run held the lock `{MYSQL_MIGRATION_LOCK}` for \
-                         {MYSQL_MIGRATION_LOCK_WAIT_SECONDS} s"
-                    )));
-                }
-                let result = f(Conn::Mysql(&mut *c));
-                let released = diesel::select(
-                    diesel::dsl::sql::<Nullable<Integer>>("RELEASE_LOCK(")
-                        .bind::<Text, _>(MYSQL_MIGRATION_LOCK)
-                        .sql(")"),
-                )
-                .get_result::<Option<i32>>(c);
-                let result = result?;
-                released?;
-                Ok(result)
-            }
-        })
+        self.raw(|conn| crate::backend::with_migration_lock(conn, f))
     }
 
     /// The versions of the migrations that are not applied yet, oldest first.
@@ -292,18 +248,6 @@ const ROW_LEVEL_SECURITY: &str = "20240115000002";
 
 /// The multiple-credentials migration, whose revert restores a unique index.
 const MULTIPLE_CREDENTIALS: &str = "20240601000003";
-
-/// The PostgreSQL advisory lock key that serialises migration runs ("credstor").
-#[cfg(feature = "postgres")]
-const MIGRATION_LOCK_KEY: i64 = 0x6372_6564_7374_6f72;
-
-/// The MySQL named lock that serialises migration runs.
-#[cfg(feature = "mysql")]
-const MYSQL_MIGRATION_LOCK: &str = "credential_store.migrations";
-
-/// How long a MySQL migration run waits for another run to finish.
-#[cfg(feature = "mysql")]
-const MYSQL_MIGRATION_LOCK_WAIT_SECONDS: i32 = 600;
 
 /// Picks the migration set by connection type.
 trait MigrationsFor {
