@@ -12,14 +12,13 @@ use crate::trace::{self, BEGIN, COMMIT};
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 use credential_store::internals::{self, InsertRow, MysqlConnection, StoredCredential};
 use credential_store::{
-    CipherFormat, CredentialRepository, CredentialStore, Database, DatabaseOptions, Field, Keyring,
-    NewUserAccount, NewUserCredential, UserAccount, UserCredential,
+    CredentialRepository, CredentialStore, Database, DatabaseOptions, Keyring, NewUserAccount,
+    NewUserCredential, UserAccount, UserCredential,
 };
 use diesel::connection::InstrumentationEvent;
 use diesel::Connection;
 use mysql::prelude::Queryable;
 use mysql::{Params, Value};
-use secrecy::SecretString;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -42,9 +41,9 @@ pub const TYPES: [&str; 3] = ["alpaca_paper", "alpaca_live", "polygon"];
 pub const INSERT_ACCOUNTS: usize = 16;
 /// Rows of the batch insert.
 pub const BATCH: usize = 100;
-/// The plaintext of inserted credentials.
-pub const INSERT_API_KEY: &str = "PKINSERT000000000001";
-pub const INSERT_SECRET: &str = "0123456789abcdef0123456789abcdef01234567";
+#[path = "inserts.rs"]
+mod inserts;
+pub use inserts::*;
 
 pub fn user_id(account: usize) -> String {
     format!("bench-user-{account:08}")
@@ -437,64 +436,6 @@ impl MysqlSql {
 
 // ---------------------------------------------------------------------------
 // Rows as a baseline writes them
-
-/// The plaintext keys of inserted credentials, made once.
-pub struct InsertKeys {
-    pub api_key: SecretString,
-    pub secret_key: SecretString,
-}
-
-impl InsertKeys {
-    pub fn new() -> Self {
-        InsertKeys {
-            api_key: SecretString::from(INSERT_API_KEY),
-            secret_key: SecretString::from(INSERT_SECRET),
-        }
-    }
-}
-
-/// What the crate is given to insert `n` credentials.
-pub fn new_credentials(n: usize) -> Vec<NewUserCredential<'static>> {
-    (0..n)
-        .map(|_| {
-            NewUserCredential::new("alpaca_paper", INSERT_API_KEY, INSERT_SECRET)
-                .nickname("inserted")
-        })
-        .collect()
-}
-
-/// Rows as the baseline prepares them: a fresh UUIDv7 each, both keys sealed by
-/// the crate's own code (`internals::seal`, the sealed format the store writes),
-/// stamped by the crate's clock.
-pub fn insert_rows(
-    keyring: &Keyring,
-    account: &UserAccount,
-    keys: &InsertKeys,
-    n: usize,
-) -> Vec<InsertRow> {
-    let at = internals::now();
-    (0..n)
-        .map(|_| {
-            let id = Uuid::now_v7();
-            let seal = |field, key| {
-                internals::seal(keyring, CipherFormat::Sealed, account, id, field, key)
-            };
-            InsertRow {
-                id,
-                user_account_id: account.id,
-                user_id: account.user_id.clone(),
-                credential_type: "alpaca_paper".to_owned(),
-                nickname: Some("inserted".to_owned()),
-                api_key: seal(Field::ApiKey, &keys.api_key),
-                secret_key: seal(Field::SecretKey, &keys.secret_key),
-                is_active: true,
-                expires_at: None,
-                created_at: at,
-                updated_at: at,
-            }
-        })
-        .collect()
-}
 
 // ---------------------------------------------------------------------------
 // Values of the `mysql` crate, as the crate's MySQL types encode them
