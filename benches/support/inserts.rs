@@ -1,6 +1,9 @@
 //! The rows every insert benchmark writes, shared by the baselines of all backends:
 //! the same plaintext, sealed by the crate's own code, the same ids and clock.
 
+// Each benchmark uses part of it.
+#![allow(dead_code)]
+
 use credential_store::internals::{self, InsertRow};
 use credential_store::{CipherFormat, Field, Keyring, NewUserCredential, UserAccount};
 use secrecy::SecretString;

@@ -27,51 +27,15 @@ use uuid::Uuid;
 // ---------------------------------------------------------------------------
 // The dataset's shape (as `support/mod.rs` builds the SQLite and PostgreSQL ones)
 
-/// Credentials per account.
-pub const CREDENTIALS_PER_ACCOUNT: usize = 10;
-/// Nicknames by position: eight unique ones, then two credentials sharing `shared`.
-pub const NICKNAMES: [&str; CREDENTIALS_PER_ACCOUNT] = [
-    "bot-0", "bot-1", "bot-2", "bot-3", "bot-4", "bot-5", "bot-6", "bot-7", "shared", "shared",
-];
-/// The nicknames that match exactly one credential of an account.
-pub const UNIQUE_NICKNAMES: usize = 8;
-/// Credential types, by position modulo 3.
-pub const TYPES: [&str; 3] = ["alpaca_paper", "alpaca_live", "polygon"];
-/// Accounts the insert benchmarks write under (their rows are deleted afterwards).
-pub const INSERT_ACCOUNTS: usize = 16;
+#[path = "shape.rs"]
+mod shape;
+pub use shape::*;
+
 /// Rows of the batch insert.
 pub const BATCH: usize = 100;
 #[path = "inserts.rs"]
 mod inserts;
 pub use inserts::*;
-
-pub fn user_id(account: usize) -> String {
-    format!("bench-user-{account:08}")
-}
-
-pub fn insert_user_id(k: usize) -> String {
-    format!("bench-insert-{k:02}")
-}
-
-/// The plaintext API key of credential `n` of `account`: 20 characters.
-pub fn api_key(account: usize, n: usize) -> String {
-    format!("PK{:018}", account * CREDENTIALS_PER_ACCOUNT + n)
-}
-
-/// The plaintext secret key: 40 characters.
-pub fn secret_key(account: usize, n: usize) -> String {
-    format!(
-        "{:040x}",
-        (account as u128 * 0x9e37_79b9_7f4a_7c15) ^ n as u128
-    )
-}
-
-/// The datasets' keyring: one fixed key, id `bench` (a benchmark key, no secret).
-pub fn keyring() -> Keyring {
-    use base64::Engine;
-    let key = base64::engine::general_purpose::URL_SAFE.encode([0x5au8; 32]);
-    Keyring::from_fernet_keys([format!("bench:{key}")]).expect("a valid key")
-}
 
 /// SplitMix64: deterministic picks, the same sequence for every implementation.
 #[derive(Debug, Clone)]
