@@ -117,7 +117,7 @@ impl Maintenance {
     /// any point and run again.
     ///
     /// On PostgreSQL this needs a role that bypasses row-level security; any other
-    /// role gets [`Error::RowSecurityActive`] rather than a silent zero.
+    /// role gets [`Error::RowSecurityActive`](crate::Error::RowSecurityActive) rather than a silent zero.
     pub fn backfill_nicknames(&self, batch_size: usize) -> Result<u64> {
         let outcome =
             self.backfill_nicknames_with(batch_size, &mut |_| ControlFlow::Continue(()))?;
@@ -136,9 +136,9 @@ impl Maintenance {
     /// again; a second run rewrites nothing.
     ///
     /// A credential no key opens is never skipped silently: the rest is rotated, then
-    /// [`Error::RotationIncomplete`] lists each one ([`Error::UnknownKey`] naming the
-    /// missing key id, or [`Error::Decryption`]). On PostgreSQL this needs a role that
-    /// bypasses row-level security ([`Error::RowSecurityActive`] otherwise).
+    /// [`Error::RotationIncomplete`](crate::Error::RotationIncomplete) lists each one ([`Error::UnknownKey`](crate::Error::UnknownKey) naming the
+    /// missing key id, or [`Error::Decryption`](crate::Error::Decryption)). On PostgreSQL this needs a role that
+    /// bypasses row-level security ([`Error::RowSecurityActive`](crate::Error::RowSecurityActive) otherwise).
     pub fn rotate_keys(
         &self,
         batch_size: usize,
