@@ -817,7 +817,6 @@ pub(crate) trait LoadWritten<T>: Send + 'static {
     /// The write with `RETURNING`.
     fn returning(self) -> Self::Returning;
     /// The write alone, the read of its rows, and their ids in the order written.
-    #[allow(dead_code)]
     fn without_returning(self) -> (Self::Write, Self::ReadBack, Vec<uuid::Uuid>);
 }
 

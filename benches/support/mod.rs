@@ -12,10 +12,7 @@
 use chrono::{DateTime, Utc};
 use credential_store::internals::{self, StoredCredential};
 use credential_store::schema::user_accounts;
-use credential_store::{
-    CredentialRepository, CredentialStore, Database, DatabaseOptions, NewUserAccount,
-    NewUserCredential, UserAccount, UserCredential,
-};
+use credential_store::{CredentialStore, Database, DatabaseOptions, UserAccount, UserCredential};
 use diesel::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -194,27 +191,7 @@ pub fn fill_through_crate(store: &CredentialStore, rows: usize, threads: usize) 
             scope.spawn(move || {
                 let mut i = t;
                 while i < accounts {
-                    let user_id = user_id(i);
-                    let account = store
-                        .create_account(&NewUserAccount {
-                            user_id: &user_id,
-                            account_name: "bench",
-                        })
-                        .expect("create_account");
-                    let keys: Vec<(String, String)> = (0..CREDENTIALS_PER_ACCOUNT)
-                        .map(|n| (api_key(i, n), secret_key(i, n)))
-                        .collect();
-                    let new: Vec<NewUserCredential<'_>> = keys
-                        .iter()
-                        .enumerate()
-                        .map(|(n, (api, secret))| {
-                            NewUserCredential::new(TYPES[n % 3], api.as_str(), secret.as_str())
-                                .nickname(NICKNAMES[n])
-                        })
-                        .collect();
-                    store
-                        .insert_credentials(&account, &new)
-                        .expect("insert_credentials");
+                    write_account(store, i);
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     if n.is_multiple_of(20_000) {
                         eprintln!(
@@ -228,14 +205,7 @@ pub fn fill_through_crate(store: &CredentialStore, rows: usize, threads: usize) 
             });
         }
     });
-    for k in 0..INSERT_ACCOUNTS {
-        store
-            .create_account(&NewUserAccount {
-                user_id: &insert_user_id(k),
-                account_name: "bench inserts",
-            })
-            .expect("create insert account");
-    }
+    write_insert_accounts(store);
 }
 
 fn remove_sqlite_files(path: &Path) {

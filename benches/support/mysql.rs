@@ -12,8 +12,7 @@ use crate::trace::{self, BEGIN, COMMIT};
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 use credential_store::internals::{self, InsertRow, MysqlConnection, StoredCredential};
 use credential_store::{
-    CredentialRepository, CredentialStore, Database, DatabaseOptions, Keyring, NewUserAccount,
-    NewUserCredential, UserAccount, UserCredential,
+    CredentialStore, Database, DatabaseOptions, Keyring, UserAccount, UserCredential,
 };
 use diesel::connection::InstrumentationEvent;
 use diesel::Connection;
@@ -221,39 +220,12 @@ pub fn build_dataset(url: &str, rows: usize) {
             let store = &store;
             scope.spawn(move || {
                 for i in (t..accounts).step_by(threads) {
-                    let user_id = user_id(i);
-                    let account = store
-                        .create_account(&NewUserAccount {
-                            user_id: &user_id,
-                            account_name: "bench",
-                        })
-                        .expect("create_account");
-                    let keys: Vec<(String, String)> = (0..CREDENTIALS_PER_ACCOUNT)
-                        .map(|n| (api_key(i, n), secret_key(i, n)))
-                        .collect();
-                    let new: Vec<NewUserCredential<'_>> = keys
-                        .iter()
-                        .enumerate()
-                        .map(|(n, (api, secret))| {
-                            NewUserCredential::new(TYPES[n % 3], api.as_str(), secret.as_str())
-                                .nickname(NICKNAMES[n])
-                        })
-                        .collect();
-                    store
-                        .insert_credentials(&account, &new)
-                        .expect("insert_credentials");
+                    write_account(store, i);
                 }
             });
         }
     });
-    for k in 0..INSERT_ACCOUNTS {
-        store
-            .create_account(&NewUserAccount {
-                user_id: &insert_user_id(k),
-                account_name: "bench inserts",
-            })
-            .expect("create an insert account");
-    }
+    write_insert_accounts(&store);
     drop(store);
     let mut conn = raw_connect(url).expect("connect");
     conn.query_drop("ANALYZE TABLE user_accounts, user_credentials")

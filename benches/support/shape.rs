@@ -4,7 +4,9 @@
 // Each benchmark uses part of it.
 #![allow(dead_code)]
 
-use credential_store::Keyring;
+use credential_store::{
+    CredentialRepository, CredentialStore, Keyring, NewUserAccount, NewUserCredential,
+};
 
 /// Credentials per account in every dataset.
 pub const CREDENTIALS_PER_ACCOUNT: usize = 10;
@@ -67,4 +69,41 @@ pub fn secret_key(account: usize, n: usize) -> String {
         "{:040x}",
         (account as u128 * 0x9e37_79b9_7f4a_7c15) ^ n as u128
     )
+}
+
+/// Writes account `i` of a dataset and its credentials, through the crate.
+pub fn write_account(store: &CredentialStore, i: usize) {
+    let user_id = user_id(i);
+    let account = store
+        .create_account(&NewUserAccount {
+            user_id: &user_id,
+            account_name: "bench",
+        })
+        .expect("create_account");
+    let keys: Vec<(String, String)> = (0..CREDENTIALS_PER_ACCOUNT)
+        .map(|n| (api_key(i, n), secret_key(i, n)))
+        .collect();
+    let new: Vec<NewUserCredential<'_>> = keys
+        .iter()
+        .enumerate()
+        .map(|(n, (api, secret))| {
+            NewUserCredential::new(TYPES[n % 3], api.as_str(), secret.as_str())
+                .nickname(NICKNAMES[n])
+        })
+        .collect();
+    store
+        .insert_credentials(&account, &new)
+        .expect("insert_credentials");
+}
+
+/// Writes the accounts the insert benchmarks write under, through the crate.
+pub fn write_insert_accounts(store: &CredentialStore) {
+    for k in 0..INSERT_ACCOUNTS {
+        store
+            .create_account(&NewUserAccount {
+                user_id: &insert_user_id(k),
+                account_name: "bench inserts",
+            })
+            .expect("create an insert account");
+    }
 }
