@@ -20,7 +20,7 @@
 //! text is what diesel's instrumentation reports when one runs, binds left out, on a
 //! scratch connection and inside a transaction that is rolled back.
 
-use crate::backend::{Conn, Load};
+use crate::backend::{BackendConnection, Load};
 use crate::crypto::{Binding, CipherFormat, CredentialKeys, Keyring};
 use crate::error::{Error, Field, Result};
 use crate::models::{UserAccount, UserCredential};
@@ -39,76 +39,34 @@ use diesel::pg::PgConnection;
 use diesel::sqlite::SqliteConnection;
 
 mod sealed {
-    /// A borrowed connection of any backend the build has.
-    pub enum Borrowed<'a> {
-        #[cfg(feature = "postgres")]
-        Postgres(&'a mut diesel::pg::PgConnection),
-        #[cfg(feature = "sqlite")]
-        Sqlite(&'a mut diesel::sqlite::SqliteConnection),
-        #[cfg(feature = "mysql")]
-        Mysql(&'a mut crate::backend::MysqlConnection),
-    }
-
     /// Lends a connection as the crate's statements take it.
     pub trait AsConn {
-        fn as_conn(&mut self) -> Borrowed<'_>;
+        fn as_conn(&mut self) -> crate::backend::Conn<'_>;
     }
-}
 
-impl<'a> From<sealed::Borrowed<'a>> for Conn<'a> {
-    fn from(conn: sealed::Borrowed<'a>) -> Self {
-        match conn {
-            #[cfg(feature = "postgres")]
-            sealed::Borrowed::Postgres(c) => Conn::Postgres(c),
-            #[cfg(feature = "sqlite")]
-            sealed::Borrowed::Sqlite(c) => Conn::Sqlite(c),
-            #[cfg(feature = "mysql")]
-            sealed::Borrowed::Mysql(c) => Conn::Mysql(c),
+    impl<C> AsConn for C
+    where
+        for<'a> crate::backend::Conn<'a>: From<&'a mut C>,
+    {
+        fn as_conn(&mut self) -> crate::backend::Conn<'_> {
+            crate::backend::Conn::from(self)
         }
     }
 }
 
-/// A blocking diesel connection of a backend this build has: `PgConnection` or
-/// `SqliteConnection`.
+/// A blocking diesel connection of a backend this build has: `PgConnection`,
+/// `SqliteConnection` or [`MysqlConnection`].
 pub trait DieselConnection: sealed::AsConn + diesel::Connection {}
 
-#[cfg(feature = "postgres")]
-impl sealed::AsConn for PgConnection {
-    fn as_conn(&mut self) -> sealed::Borrowed<'_> {
-        sealed::Borrowed::Postgres(self)
-    }
-}
-
-#[cfg(feature = "postgres")]
-impl DieselConnection for PgConnection {}
-
-#[cfg(feature = "sqlite")]
-impl sealed::AsConn for SqliteConnection {
-    fn as_conn(&mut self) -> sealed::Borrowed<'_> {
-        sealed::Borrowed::Sqlite(self)
-    }
-}
-
-#[cfg(feature = "sqlite")]
-impl DieselConnection for SqliteConnection {}
+impl<C: sealed::AsConn + diesel::Connection> DieselConnection for C {}
 
 /// The blocking MariaDB/MySQL connection the crate uses (diesel-async's
 /// `AsyncMysqlConnection` on a runtime of its own), for raw SQL beside the crate.
 #[cfg(feature = "mysql")]
 pub use crate::backend::MysqlConnection;
 
-#[cfg(feature = "mysql")]
-impl sealed::AsConn for MysqlConnection {
-    fn as_conn(&mut self) -> sealed::Borrowed<'_> {
-        sealed::Borrowed::Mysql(self)
-    }
-}
-
-#[cfg(feature = "mysql")]
-impl DieselConnection for MysqlConnection {}
-
 fn load<T, Q: Load<T>>(conn: &mut impl DieselConnection, statement: Q) -> QueryResult<Vec<T>> {
-    crate::backend::on_backend!(Conn::from(conn.as_conn()), c => diesel::RunQueryDsl::load(statement, c))
+    crate::backend::on_backend!(conn.as_conn(), c => diesel::RunQueryDsl::load(statement, c))
 }
 
 // ---------------------------------------------------------------------------
@@ -254,10 +212,8 @@ pub fn insert_credential(
     conn: &mut impl DieselConnection,
     row: InsertRow,
 ) -> QueryResult<Vec<UserCredential>> {
-    crate::backend::load_written(
-        Conn::from(conn.as_conn()),
-        query::insert_credential(row.into()),
-    )
+    let statement = query::insert_credential(row.into());
+    crate::backend::on_backend!(conn.as_conn(), c => c.load_written(statement))
 }
 
 /// The statement of `insert_credentials` for more than one credential: one
@@ -266,10 +222,8 @@ pub fn insert_credentials(
     conn: &mut impl DieselConnection,
     rows: Vec<InsertRow>,
 ) -> QueryResult<Vec<UserCredential>> {
-    crate::backend::load_written(
-        Conn::from(conn.as_conn()),
-        query::insert_credentials(rows.into_iter().map(Into::into).collect()),
-    )
+    let statement = query::insert_credentials(rows.into_iter().map(Into::into).collect());
+    crate::backend::on_backend!(conn.as_conn(), c => c.load_written(statement))
 }
 
 /// The most rows `insert_credentials` puts in one `INSERT`.
@@ -277,13 +231,13 @@ pub const INSERT_CHUNK_ROWS: usize = steps::INSERT_CHUNK_ROWS;
 
 /// The PostgreSQL setting the row-level-security policies read.
 #[cfg(feature = "postgres")]
-pub const USER_SETTING: &str = crate::backend::USER_SETTING;
+pub const USER_SETTING: &str = crate::backend::postgres::USER_SETTING;
 
 /// Runs the statement that makes `user_id` the row-level-security context of the
 /// current transaction, as every per-user call of the PostgreSQL stores does first.
 #[cfg(feature = "postgres")]
 pub fn set_user_context(conn: &mut PgConnection, user_id: &str) -> QueryResult<()> {
-    diesel::RunQueryDsl::execute(crate::backend::user_context(user_id), conn).map(drop)
+    diesel::RunQueryDsl::execute(crate::backend::postgres::user_context(user_id), conn).map(drop)
 }
 
 // ---------------------------------------------------------------------------
@@ -347,7 +301,7 @@ pub fn apply_sqlite_pragmas(
     conn: &mut SqliteConnection,
     busy_timeout: std::time::Duration,
 ) -> QueryResult<()> {
-    crate::backend::SqlitePragmas { busy_timeout }.apply(conn)
+    crate::backend::sqlite::SqlitePragmas { busy_timeout }.apply(conn)
 }
 
 /// The SQL that [`apply_sqlite_pragmas`] sends, one batch per element, in order:

@@ -8,11 +8,14 @@
 )]
 
 #[cfg(feature = "async")]
+mod async_database;
+#[cfg(feature = "async")]
 pub mod async_store;
 mod backend;
 pub mod connection;
 pub mod crypto;
 pub mod error;
+mod executor;
 #[doc(hidden)]
 pub mod internals;
 mod keys_file;

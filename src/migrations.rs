@@ -15,22 +15,22 @@
 //! off after any of its statements (`IF [NOT] EXISTS` throughout), which is what
 //! the next run does.
 
-use crate::backend::{on_backend, Conn};
+use crate::backend::{on_backend, BackendConnection, Conn};
 use crate::connection::Database;
 use crate::error::{Error, Result};
-use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
 /// The PostgreSQL migrations, embedded at build time.
 #[cfg(feature = "postgres")]
-pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = crate::backend::postgres::MIGRATIONS;
 
 /// The SQLite migrations, embedded at build time.
 #[cfg(feature = "sqlite")]
-pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = crate::backend::sqlite::MIGRATIONS;
 
 /// The MariaDB/MySQL migrations, embedded at build time.
 #[cfg(feature = "mysql")]
-pub const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
+pub const MYSQL_MIGRATIONS: EmbeddedMigrations = crate::backend::mysql::MIGRATIONS;
 
 impl Database {
     /// Applies every pending migration and returns the versions applied, oldest first.
@@ -71,7 +71,7 @@ impl Database {
     /// Runs `f` in one transaction holding the migration lock: a PostgreSQL
     /// transaction-scoped advisory lock, or SQLite's write lock.
     fn locked_migrations<T>(&self, f: impl FnOnce(Conn<'_>) -> Result<T>) -> Result<T> {
-        self.raw(|conn| crate::backend::with_migration_lock(conn, f))
+        self.with_migration_lock(f)
     }
 
     /// The versions of the migrations that are not applied yet, oldest first.
@@ -185,7 +185,6 @@ impl From<diesel::result::Error> for Counted {
 }
 
 fn revert_counts(conn: Conn<'_>, guard: RevertGuard) -> Result<RevertCounts> {
-    use crate::backend::SeeEveryRow;
     use crate::query;
     use diesel::Connection;
     use diesel::RunQueryDsl;
@@ -249,32 +248,7 @@ const ROW_LEVEL_SECURITY: &str = "20240115000002";
 /// The multiple-credentials migration, whose revert restores a unique index.
 const MULTIPLE_CREDENTIALS: &str = "20240601000003";
 
-/// Picks the migration set by connection type.
-trait MigrationsFor {
-    fn migrations(&self) -> EmbeddedMigrations;
-}
-
-#[cfg(feature = "postgres")]
-impl MigrationsFor for diesel::pg::PgConnection {
-    fn migrations(&self) -> EmbeddedMigrations {
-        POSTGRES_MIGRATIONS
-    }
-}
-
-#[cfg(feature = "sqlite")]
-impl MigrationsFor for diesel::sqlite::SqliteConnection {
-    fn migrations(&self) -> EmbeddedMigrations {
-        SQLITE_MIGRATIONS
-    }
-}
-
-#[cfg(feature = "mysql")]
-impl MigrationsFor for crate::backend::MysqlConnection {
-    fn migrations(&self) -> EmbeddedMigrations {
-        MYSQL_MIGRATIONS
-    }
-}
-
-fn migrations_for(conn: &impl MigrationsFor) -> EmbeddedMigrations {
-    conn.migrations()
+/// The migration set of a connection's backend.
+fn migrations_for<C: BackendConnection>(_: &C) -> EmbeddedMigrations {
+    C::MIGRATIONS
 }

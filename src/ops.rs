@@ -6,9 +6,10 @@
 //! [`CredentialStore`](crate::CredentialStore) runs them on an executor whose
 //! futures are ready at once; the async store on one that awaits the network.
 
-use crate::backend::{Backend, Execute, Load, LoadWritten, Scope};
+use crate::backend::{Backend, Load, Scope};
 use crate::crypto::{CipherFormat, CredentialKeys, Keyring};
 use crate::error::{Error, Result};
+use crate::executor::Executor;
 use crate::models::{
     CredentialUpdate, NewUserAccount, NewUserCredential, UserAccount, UserCredential,
 };
@@ -19,35 +20,6 @@ use std::future::Future;
 use std::sync::Arc;
 use tracing::Instrument;
 use uuid::Uuid;
-
-/// Runs statements: each call is one transaction.
-pub(crate) trait Executor: Send + Sync {
-    /// The backend the statements run on.
-    fn backend(&self) -> Backend;
-
-    /// Runs `statements` in order in one transaction and returns their rows.
-    fn load<Q: Load<T>, T: Send + 'static>(
-        &self,
-        scope: Scope<'_>,
-        statements: Vec<Q>,
-    ) -> impl Future<Output = Result<Vec<T>>> + Send;
-
-    /// Runs writes in order in one transaction and returns their rows as stored
-    /// ([`backend::load_written`]).
-    fn load_written<Q: LoadWritten<T>, T: steps::Stored + Send + 'static>(
-        &self,
-        scope: Scope<'_>,
-        statements: Vec<Q>,
-    ) -> impl Future<Output = Result<Vec<T>>> + Send;
-
-    /// Runs `statements` in order in one transaction and returns how many rows
-    /// they changed.
-    fn execute<Q: Execute>(
-        &self,
-        scope: Scope<'_>,
-        statements: Vec<Q>,
-    ) -> impl Future<Output = Result<usize>> + Send;
-}
 
 /// The operations of a store, over its executor.
 #[derive(Debug, Clone)]

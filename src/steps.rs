@@ -31,39 +31,6 @@ pub(crate) fn first<T>(rows: Vec<T>) -> Option<T> {
     rows.into_iter().next()
 }
 
-/// A row that carries the id the client made for it.
-pub(crate) trait Stored {
-    /// The row's primary key.
-    fn stored_id(&self) -> Uuid;
-}
-
-impl Stored for UserAccount {
-    fn stored_id(&self) -> Uuid {
-        self.id
-    }
-}
-
-impl Stored for UserCredential {
-    fn stored_id(&self) -> Uuid {
-        self.id
-    }
-}
-
-/// Rows read back after a write, in the order of the ids written (what `RETURNING`
-/// gives): the read-back's own order is not the write's.
-pub(crate) fn in_written_order<T: Stored>(ids: &[Uuid], rows: Vec<T>) -> Vec<T> {
-    let position: std::collections::HashMap<Uuid, usize> =
-        ids.iter().enumerate().map(|(at, id)| (*id, at)).collect();
-    let mut rows = rows;
-    rows.sort_by_key(|row| {
-        position
-            .get(&row.stored_id())
-            .copied()
-            .unwrap_or(usize::MAX)
-    });
-    rows
-}
-
 /// A validated new account, ready to insert.
 pub(crate) fn account_row(new: &NewUserAccount<'_>) -> Result<AccountRow> {
     let user_id = validation::user_id(new.user_id)?;
@@ -478,30 +445,5 @@ fn rule_of(err: &Error) -> String {
     match err {
         Error::Invalid { rule, .. } => rule.to_string(),
         other => other.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rows_read_back_come_in_the_order_written() {
-        let account = |id: Uuid| UserAccount {
-            id,
-            user_id: "auth0|a".into(),
-            account_name: "A".into(),
-            is_active: true,
-            created_at: now(),
-            updated_at: now(),
-        };
-        // Written newest id first: a read-back by primary key returns the reverse.
-        let mut ids: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
-        ids.reverse();
-        let mut read_back: Vec<UserAccount> = ids.iter().copied().map(account).collect();
-        read_back.sort_by_key(|row| row.id);
-        assert_ne!(read_back.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
-        let ordered = in_written_order(&ids, read_back);
-        assert_eq!(ordered.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
     }
 }

@@ -4,7 +4,7 @@
 //! operator's Ctrl-C): what is done stays done, and running again finishes the job.
 
 use super::{Maintenance, RotationProgress};
-use crate::backend::Scope;
+use crate::backend::{on_backend, Conn, Scope};
 use crate::error::{Error, Result};
 use crate::ops::{record_rows, span};
 use crate::steps;
@@ -133,7 +133,7 @@ impl Maintenance {
     /// Returns how many ids it read, how many rows it changed and the last id.
     fn backfill_batch(&self, after: Uuid, limit: i64) -> Result<(u64, u64, Option<Uuid>)> {
         self.db.run(Scope::maintenance(), |conn| {
-            crate::backend::on_backend!(conn, c => {
+            on_backend!(conn, c => {
                 let ids: Vec<Uuid> = diesel::RunQueryDsl::load(query::null_nickname_ids(after, limit), c)?;
                 let changed = diesel::RunQueryDsl::execute(query::backfill_nicknames(&ids), c)?;
                 Ok((ids.len() as u64, changed as u64, ids.last().copied()))
@@ -199,7 +199,7 @@ impl Maintenance {
                         })
                         .collect();
                     let written = self.db.run(Scope::maintenance(), |conn| {
-                        Ok(crate::backend::replace_ciphertexts(conn, rewrites)?)
+                        replace_ciphertexts(conn, rewrites)
                     })?;
                     state.rewritten += written as u64;
                     self.db.checkpoint_between_batches()?;
@@ -227,4 +227,27 @@ impl Maintenance {
             }
         })
     }
+}
+
+/// Replaces the ciphertexts of a rotation batch in the current transaction and
+/// returns how many rows changed: on PostgreSQL one statement for the batch
+/// (`query::replace_ciphertexts_in_one`, PostgreSQL's arrays; a round trip per row
+/// would dominate), elsewhere one cached UPDATE per row (no network on SQLite, and a
+/// multi-row form would not be cached).
+fn replace_ciphertexts(
+    mut conn: Conn<'_>,
+    rewrites: Vec<query::CiphertextRewrite>,
+) -> Result<usize> {
+    use diesel::RunQueryDsl;
+    #[cfg(feature = "postgres")]
+    #[allow(irrefutable_let_patterns)] // a build with PostgreSQL alone
+    if let Conn::Postgres(c) = &mut conn {
+        return Ok(query::replace_ciphertexts_in_one(rewrites).execute(&mut **c)?);
+    }
+    let mut changed = 0;
+    for (id, (old_api_key, old_secret_key), new) in rewrites {
+        let statement = query::replace_ciphertexts(id, (&old_api_key, &old_secret_key), new);
+        changed += on_backend!(conn.reborrow(), c => statement.execute(c))?;
+    }
+    Ok(changed)
 }

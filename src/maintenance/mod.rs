@@ -180,22 +180,13 @@ impl Maintenance {
 
     /// Fails unless the current role sees every row of `user_credentials`.
     fn require_rls_bypass(&self, operation: &'static str) -> Result<()> {
-        #[cfg(feature = "postgres")]
-        {
-            use diesel::RunQueryDsl;
-            let active = self.db.raw(|conn| match conn {
-                crate::backend::Conn::Postgres(c) => Ok(diesel::select(
-                    crate::backend::row_security_active("user_credentials"),
-                )
-                .get_result::<bool>(c)?),
-                #[allow(unreachable_patterns)]
-                _ => Ok(false),
-            })?;
-            if active {
-                return Err(crate::error::Error::RowSecurityActive { operation });
-            }
+        let active = self.db.raw(|conn| {
+            use crate::backend::BackendConnection;
+            Ok(crate::backend::on_backend!(conn, c => c.row_security_active())?)
+        })?;
+        if active {
+            return Err(crate::error::Error::RowSecurityActive { operation });
         }
-        let _ = operation;
         Ok(())
     }
 }

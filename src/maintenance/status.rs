@@ -1,7 +1,8 @@
 //! What an operator wants to know about a store at a glance.
 
 use super::{KeyUsage, Maintenance};
-use crate::backend::{Backend, Load, Scope};
+use crate::backend::{Backend, BackendConnection, Load, Scope};
+pub use crate::backend::{RowSecurityStatus, TableRowSecurity};
 use crate::connection::Database;
 use crate::error::Result;
 use crate::{query, steps};
@@ -40,32 +41,6 @@ pub struct StoreStatus {
     pub row_security: Option<RowSecurityStatus>,
 }
 
-/// Row-level security as PostgreSQL applies it to the current role.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RowSecurityStatus {
-    /// The current role (`current_user`).
-    pub role: String,
-    /// Whether it is a superuser.
-    pub superuser: bool,
-    /// Whether it has `BYPASSRLS`.
-    pub bypass_rls: bool,
-    /// Whether row-level security leaves it every row: a superuser or `BYPASSRLS`.
-    pub bypasses: bool,
-    /// `user_accounts` and `user_credentials`, those that exist.
-    pub tables: Vec<TableRowSecurity>,
-}
-
-/// Row-level security on one table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TableRowSecurity {
-    /// The table.
-    pub table: String,
-    /// `ENABLE ROW LEVEL SECURITY`.
-    pub enabled: bool,
-    /// `FORCE ROW LEVEL SECURITY` (the owner is subject to it too).
-    pub forced: bool,
-}
-
 impl Database {
     /// The store's state, without key usage (no keyring needed). Reads only, but
     /// for diesel's bookkeeping table, which reading the migrations creates on a
@@ -85,16 +60,8 @@ impl Database {
     pub fn status(&self) -> Result<StoreStatus> {
         let applied_migrations = self.applied_migrations()?;
         let pending_migrations = self.pending_migrations()?;
-        let row_security = self.raw(|conn| -> Result<Option<super::RowSecurityStatus>> {
-            match conn {
-                #[cfg(feature = "postgres")]
-                crate::backend::Conn::Postgres(c) => {
-                    crate::backend::row_security_status(c).map(Some)
-                }
-                #[allow(unreachable_patterns)]
-                _ => Ok(None),
-            }
-        })?;
+        let row_security =
+            self.raw(|conn| crate::backend::on_backend!(conn, c => c.row_security_status()))?;
         let sees_every_row = row_security.as_ref().is_none_or(|rls| rls.bypasses);
         let mut status = StoreStatus {
             backend: self.backend(),

@@ -67,7 +67,7 @@ fn newest_first() -> _ {
 /// gives back, the read of the same rows for a backend without `RETURNING`
 /// (MySQL), and the ids of the rows written, in order. The one place where the
 /// backends' ways of returning written rows meet
-/// ([`backend::load_written`](crate::backend::load_written) runs it).
+/// (each backend's `BackendConnection::load_written` runs it).
 pub(crate) struct Written<W, C, R> {
     write: W,
     columns: C,
