@@ -8,6 +8,10 @@ use crate::backend::{
 use crate::error::Result;
 use crate::executor::Executor;
 
+/// The blocking MariaDB/MySQL connection the crate uses (diesel-async's
+/// `AsyncMysqlConnection` on a runtime of its own), for raw SQL beside the crate.
+#[cfg(feature = "mysql")]
+pub use crate::backend::MysqlConnection;
 pub use crate::backend::{Backend, DatabaseOptions};
 
 /// A pool of connections to one database: PostgreSQL, SQLite or MariaDB/MySQL.

@@ -60,8 +60,6 @@ pub trait DieselConnection: sealed::AsConn + diesel::Connection {}
 
 impl<C: sealed::AsConn + diesel::Connection> DieselConnection for C {}
 
-/// The blocking MariaDB/MySQL connection the crate uses (diesel-async's
-/// `AsyncMysqlConnection` on a runtime of its own), for raw SQL beside the crate.
 #[cfg(feature = "mysql")]
 pub use crate::backend::MysqlConnection;
 

@@ -16,6 +16,7 @@ pub mod connection;
 pub mod crypto;
 pub mod error;
 mod executor;
+#[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod internals;
 mod keys_file;

@@ -20,7 +20,7 @@ use secrecy::ExposeSecret;
 use std::path::PathBuf;
 
 #[cfg(feature = "mysql")]
-pub use credential_store::internals::MysqlConnection;
+pub use credential_store::connection::MysqlConnection;
 
 pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
