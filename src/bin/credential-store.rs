@@ -9,6 +9,7 @@
 mod progress;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use credential_store::error::ErrorKind;
 use credential_store::maintenance::{CopyOptions, CopyReport, VerifyReport};
 use credential_store::{
     CipherFormat, Database, Error, Keyring, Maintenance, Outcome, KEYS_ENV_VAR,
@@ -184,12 +185,12 @@ fn main() -> ExitCode {
         Ok(done) => (OK, done.result, None, Some(done.text)),
         Err(Failure::Usage(message)) => (USAGE, Value::Null, Some(("usage", message, None)), None),
         Err(Failure::Library(err, partial)) => {
-            let code = exit_code(&err);
+            let kind = err.kind();
             let details = error_details(&err);
             (
-                code,
+                exit_code(kind),
                 partial.unwrap_or(Value::Null),
-                Some((error_kind(&err), describe(&err), details)),
+                Some((kind.as_str(), describe(&err), details)),
                 None,
             )
         }
@@ -699,53 +700,34 @@ fn copy(g: &Global, from: &str, to: &str, resume: bool, batch_size: usize) -> Ru
     })
 }
 
-/// The exit code of a library error.
-fn exit_code(err: &Error) -> u8 {
-    match err {
-        Error::RevertRefused { .. }
-        | Error::RevertWouldExpose { .. }
-        | Error::RevertWouldDropNicknames { .. }
-        | Error::MigrationNotApplied { .. }
-        | Error::TargetNotEmpty { .. }
-        | Error::RotationIncomplete { .. } => FOUND_OR_REFUSED,
-        Error::UnsupportedUrl { .. }
-        | Error::NoKeyConfigured { .. }
-        | Error::InvalidKey { .. }
-        | Error::InvalidKeyId { .. }
-        | Error::DuplicateKeyId { .. }
-        | Error::KeysFile { .. }
-        | Error::KeysFileExposed { .. }
-        | Error::Invalid { .. }
-        | Error::RowSecurityActive { .. } => USAGE,
+/// The exit code of a library error, by its kind.
+fn exit_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::RevertRefused
+        | ErrorKind::RevertWouldExpose
+        | ErrorKind::RevertWouldDropNicknames
+        | ErrorKind::MigrationNotApplied
+        | ErrorKind::TargetNotEmpty
+        | ErrorKind::RotationIncomplete => FOUND_OR_REFUSED,
+        ErrorKind::UnsupportedUrl
+        | ErrorKind::NoKeyConfigured
+        | ErrorKind::InvalidKey
+        | ErrorKind::InvalidKeyId
+        | ErrorKind::DuplicateKeyId
+        | ErrorKind::KeysFile
+        | ErrorKind::KeysFileExposed
+        | ErrorKind::InvalidArgument
+        | ErrorKind::RowSecurityActive => USAGE,
+        ErrorKind::Connection
+        | ErrorKind::Pool
+        | ErrorKind::Busy
+        | ErrorKind::ConnectionLost
+        | ErrorKind::Migration
+        | ErrorKind::Database => DATABASE,
+        // The kinds of the store's own lookups and checks (unknown account,
+        // inactive credential, …), which no command meets, and kinds the library
+        // adds later: a failure the operator cannot fix with other arguments.
         _ => DATABASE,
-    }
-}
-
-/// A stable snake_case name for a library error, for `error.kind` in the JSON.
-fn error_kind(err: &Error) -> &'static str {
-    match err {
-        Error::RevertRefused { .. } => "revert_refused",
-        Error::RevertWouldExpose { .. } => "revert_would_expose",
-        Error::RevertWouldDropNicknames { .. } => "revert_would_drop_nicknames",
-        Error::MigrationNotApplied { .. } => "migration_not_applied",
-        Error::TargetNotEmpty { .. } => "target_not_empty",
-        Error::RotationIncomplete { .. } => "rotation_incomplete",
-        Error::UnsupportedUrl { .. } => "unsupported_url",
-        Error::NoKeyConfigured { .. } => "no_key_configured",
-        Error::InvalidKey { .. } => "invalid_key",
-        Error::InvalidKeyId { .. } => "invalid_key_id",
-        Error::DuplicateKeyId { .. } => "duplicate_key_id",
-        Error::KeysFile { .. } => "keys_file",
-        Error::KeysFileExposed { .. } => "keys_file_exposed",
-        Error::Invalid { .. } => "invalid_argument",
-        Error::RowSecurityActive { .. } => "row_security_active",
-        Error::Connection(_) => "connection",
-        Error::Pool(_) | Error::PoolUnavailable { .. } => "pool",
-        Error::Busy(_) => "busy",
-        Error::ConnectionLost(_) => "connection_lost",
-        Error::Migration(_) => "migration",
-        Error::Database(_) => "database",
-        _ => "other",
     }
 }
 
