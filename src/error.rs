@@ -1,6 +1,7 @@
 //! The crate's one error type.
 
 use chrono::{DateTime, Utc};
+use serde::{Serialize, Serializer};
 use std::fmt;
 use uuid::Uuid;
 
@@ -297,6 +298,169 @@ pub enum Error {
     Database(diesel::result::Error),
 }
 
+/// What kind of failure an [`Error`] is, for callers and tools that branch on it or
+/// print it, so that none keeps a table of [`Error`]'s variants of its own.
+///
+/// Each kind has a stable snake_case name ([`as_str`](Self::as_str), which `Display`
+/// and `Serialize` give too); the operator tool prints it as `error.kind`. Most
+/// kinds are one variant of [`Error`]; [`ErrorKind::Pool`] is two. New kinds may be
+/// added, so a `match` outside this crate needs a `_` arm.
+///
+/// ```
+/// use credential_store::error::{Error, ErrorKind};
+///
+/// let err = Error::NoKeyConfigured { variable: None };
+/// assert_eq!(err.kind(), ErrorKind::NoKeyConfigured);
+/// assert_eq!(err.kind().as_str(), "no_key_configured");
+/// assert!(!err.is_retryable());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// An input broke a validation rule ([`Error::Invalid`]): `invalid_argument`.
+    InvalidArgument,
+    /// No such account is visible to the caller ([`Error::UnknownAccount`]):
+    /// `unknown_account`.
+    UnknownAccount,
+    /// The account belongs to another user ([`Error::AccountUserMismatch`]):
+    /// `account_user_mismatch`.
+    AccountUserMismatch,
+    /// The user already has an account ([`Error::AccountExists`]): `account_exists`.
+    AccountExists,
+    /// The database's user table has no such user ([`Error::UnknownUser`]):
+    /// `unknown_user`.
+    UnknownUser,
+    /// No such credential under the account ([`Error::CredentialNotFound`]):
+    /// `credential_not_found`.
+    CredentialNotFound,
+    /// A single-match nickname lookup matched several credentials
+    /// ([`Error::AmbiguousNickname`]): `ambiguous_nickname`.
+    AmbiguousNickname,
+    /// A single-match type lookup matched several credentials
+    /// ([`Error::AmbiguousType`]): `ambiguous_type`.
+    AmbiguousType,
+    /// The credential is switched off ([`Error::CredentialInactive`]):
+    /// `credential_inactive`.
+    CredentialInactive,
+    /// The account is switched off ([`Error::AccountInactive`]): `account_inactive`.
+    AccountInactive,
+    /// The credential has expired ([`Error::CredentialExpired`]): `credential_expired`.
+    CredentialExpired,
+    /// No encryption key is configured ([`Error::NoKeyConfigured`]):
+    /// `no_key_configured`.
+    NoKeyConfigured,
+    /// A configured key is not a Fernet key ([`Error::InvalidKey`]): `invalid_key`.
+    InvalidKey,
+    /// A key id breaks the rules for ids ([`Error::InvalidKeyId`]): `invalid_key_id`.
+    InvalidKeyId,
+    /// Two keys share an id ([`Error::DuplicateKeyId`]): `duplicate_key_id`.
+    DuplicateKeyId,
+    /// No key of the keyring opens a stored ciphertext ([`Error::Decryption`]):
+    /// `decryption`.
+    Decryption,
+    /// A stored ciphertext names a key the keyring lacks ([`Error::UnknownKey`]):
+    /// `unknown_key`.
+    UnknownKey,
+    /// Key rotation left credentials it could not read ([`Error::RotationIncomplete`]):
+    /// `rotation_incomplete`.
+    RotationIncomplete,
+    /// Row-level security hides rows from the current role
+    /// ([`Error::RowSecurityActive`]): `row_security_active`.
+    RowSecurityActive,
+    /// A keys file could not be read ([`Error::KeysFile`]): `keys_file`.
+    KeysFile,
+    /// A keys file others may read or write was refused ([`Error::KeysFileExposed`]):
+    /// `keys_file_exposed`.
+    KeysFileExposed,
+    /// The migration named is not applied ([`Error::MigrationNotApplied`]):
+    /// `migration_not_applied`.
+    MigrationNotApplied,
+    /// A copy's target already holds rows ([`Error::TargetNotEmpty`]):
+    /// `target_not_empty`.
+    TargetNotEmpty,
+    /// The database URL could not be used ([`Error::UnsupportedUrl`]):
+    /// `unsupported_url`.
+    UnsupportedUrl,
+    /// Applying or reverting a migration failed ([`Error::Migration`]): `migration`.
+    Migration,
+    /// A revert would break the restored unique index ([`Error::RevertRefused`]):
+    /// `revert_refused`.
+    RevertRefused,
+    /// A revert would drop the tables or row-level security with rows stored
+    /// ([`Error::RevertWouldExpose`]): `revert_would_expose`.
+    RevertWouldExpose,
+    /// A revert would drop nicknames ([`Error::RevertWouldDropNicknames`]):
+    /// `revert_would_drop_nicknames`.
+    RevertWouldDropNicknames,
+    /// No connection could be opened ([`Error::Connection`]): `connection`.
+    Connection,
+    /// No pooled connection was available in time ([`Error::Pool`],
+    /// [`Error::PoolUnavailable`]): `pool`.
+    Pool,
+    /// SQLite stayed locked past the busy timeout, or MariaDB met a deadlock or a
+    /// lock wait timeout ([`Error::Busy`]): `busy`.
+    Busy,
+    /// The connection died mid-operation ([`Error::ConnectionLost`]):
+    /// `connection_lost`.
+    ConnectionLost,
+    /// The database refused a statement ([`Error::Database`]): `database`.
+    Database,
+}
+
+impl ErrorKind {
+    /// The kind's stable snake_case name, such as `busy` or `invalid_argument`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument => "invalid_argument",
+            ErrorKind::UnknownAccount => "unknown_account",
+            ErrorKind::AccountUserMismatch => "account_user_mismatch",
+            ErrorKind::AccountExists => "account_exists",
+            ErrorKind::UnknownUser => "unknown_user",
+            ErrorKind::CredentialNotFound => "credential_not_found",
+            ErrorKind::AmbiguousNickname => "ambiguous_nickname",
+            ErrorKind::AmbiguousType => "ambiguous_type",
+            ErrorKind::CredentialInactive => "credential_inactive",
+            ErrorKind::AccountInactive => "account_inactive",
+            ErrorKind::CredentialExpired => "credential_expired",
+            ErrorKind::NoKeyConfigured => "no_key_configured",
+            ErrorKind::InvalidKey => "invalid_key",
+            ErrorKind::InvalidKeyId => "invalid_key_id",
+            ErrorKind::DuplicateKeyId => "duplicate_key_id",
+            ErrorKind::Decryption => "decryption",
+            ErrorKind::UnknownKey => "unknown_key",
+            ErrorKind::RotationIncomplete => "rotation_incomplete",
+            ErrorKind::RowSecurityActive => "row_security_active",
+            ErrorKind::KeysFile => "keys_file",
+            ErrorKind::KeysFileExposed => "keys_file_exposed",
+            ErrorKind::MigrationNotApplied => "migration_not_applied",
+            ErrorKind::TargetNotEmpty => "target_not_empty",
+            ErrorKind::UnsupportedUrl => "unsupported_url",
+            ErrorKind::Migration => "migration",
+            ErrorKind::RevertRefused => "revert_refused",
+            ErrorKind::RevertWouldExpose => "revert_would_expose",
+            ErrorKind::RevertWouldDropNicknames => "revert_would_drop_nicknames",
+            ErrorKind::Connection => "connection",
+            ErrorKind::Pool => "pool",
+            ErrorKind::Busy => "busy",
+            ErrorKind::ConnectionLost => "connection_lost",
+            ErrorKind::Database => "database",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Serialized as its name ([`ErrorKind::as_str`]).
+impl Serialize for ErrorKind {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 /// The inputs that validation names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -443,11 +607,359 @@ impl From<diesel::r2d2::PoolError> for Error {
 }
 
 impl Error {
+    /// What kind of failure this is. Every variant has exactly one kind, so code
+    /// that branches on failures (or prints them) can match on the kind instead
+    /// of on the variants.
+    pub fn kind(&self) -> ErrorKind {
+        // One arm per variant and no `_`: a new variant does not compile until it
+        // is classified.
+        match self {
+            Error::Invalid { .. } => ErrorKind::InvalidArgument,
+            Error::UnknownAccount { .. } => ErrorKind::UnknownAccount,
+            Error::AccountUserMismatch { .. } => ErrorKind::AccountUserMismatch,
+            Error::AccountExists { .. } => ErrorKind::AccountExists,
+            Error::UnknownUser { .. } => ErrorKind::UnknownUser,
+            Error::CredentialNotFound { .. } => ErrorKind::CredentialNotFound,
+            Error::AmbiguousNickname { .. } => ErrorKind::AmbiguousNickname,
+            Error::AmbiguousType { .. } => ErrorKind::AmbiguousType,
+            Error::CredentialInactive { .. } => ErrorKind::CredentialInactive,
+            Error::AccountInactive { .. } => ErrorKind::AccountInactive,
+            Error::CredentialExpired { .. } => ErrorKind::CredentialExpired,
+            Error::NoKeyConfigured { .. } => ErrorKind::NoKeyConfigured,
+            Error::InvalidKey { .. } => ErrorKind::InvalidKey,
+            Error::InvalidKeyId { .. } => ErrorKind::InvalidKeyId,
+            Error::DuplicateKeyId { .. } => ErrorKind::DuplicateKeyId,
+            Error::Decryption { .. } => ErrorKind::Decryption,
+            Error::UnknownKey { .. } => ErrorKind::UnknownKey,
+            Error::RotationIncomplete { .. } => ErrorKind::RotationIncomplete,
+            Error::RowSecurityActive { .. } => ErrorKind::RowSecurityActive,
+            Error::KeysFile { .. } => ErrorKind::KeysFile,
+            Error::KeysFileExposed { .. } => ErrorKind::KeysFileExposed,
+            Error::MigrationNotApplied { .. } => ErrorKind::MigrationNotApplied,
+            Error::TargetNotEmpty { .. } => ErrorKind::TargetNotEmpty,
+            Error::UnsupportedUrl { .. } => ErrorKind::UnsupportedUrl,
+            Error::Migration(_) => ErrorKind::Migration,
+            Error::RevertRefused { .. } => ErrorKind::RevertRefused,
+            Error::RevertWouldExpose { .. } => ErrorKind::RevertWouldExpose,
+            Error::RevertWouldDropNicknames { .. } => ErrorKind::RevertWouldDropNicknames,
+            Error::Connection(_) => ErrorKind::Connection,
+            Error::Pool(_) | Error::PoolUnavailable { .. } => ErrorKind::Pool,
+            Error::Busy(_) => ErrorKind::Busy,
+            Error::ConnectionLost(_) => ErrorKind::ConnectionLost,
+            Error::Database(_) => ErrorKind::Database,
+        }
+    }
+
+    /// Whether the same call, made again a little later, can succeed with nothing
+    /// changed: the failure was the moment's, not the request's or the setup's.
+    ///
+    /// That is the kinds [`Busy`](ErrorKind::Busy) (a lock held past the timeout, a
+    /// deadlock; the transaction was rolled back), [`ConnectionLost`](ErrorKind::ConnectionLost)
+    /// (the pool replaces the connection) and [`Pool`](ErrorKind::Pool) (no pooled
+    /// connection free in time). Everything else fails the same way until something
+    /// is changed: the input, the keys, the configuration or the data; a connection
+    /// that cannot be opened at all ([`Connection`](ErrorKind::Connection)) usually
+    /// means a wrong URL, host or password. A write that failed with
+    /// `ConnectionLost` may have committed: retry it only if it is idempotent.
+    ///
+    /// ```
+    /// use credential_store::Error;
+    ///
+    /// let busy = Error::Busy(diesel::result::Error::RollbackTransaction);
+    /// assert!(busy.is_retryable());
+    /// assert!(!Error::UnsupportedUrl { reason: "no scheme".into() }.is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind(),
+            ErrorKind::Busy | ErrorKind::ConnectionLost | ErrorKind::Pool
+        )
+    }
+
+    /// Whether the account or credential asked for does not exist, or is not
+    /// visible to the caller: the kinds [`UnknownAccount`](ErrorKind::UnknownAccount)
+    /// and [`CredentialNotFound`](ErrorKind::CredentialNotFound) (a service answers
+    /// these with "not found").
+    ///
+    /// ```
+    /// use credential_store::Error;
+    ///
+    /// let missing = Error::UnknownAccount { account_id: uuid::Uuid::nil() };
+    /// assert!(missing.is_not_found());
+    /// ```
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self.kind(),
+            ErrorKind::UnknownAccount | ErrorKind::CredentialNotFound
+        )
+    }
+
     pub(crate) fn invalid(field: Field, rule: Rule) -> Self {
         Error::Invalid { field, rule }
     }
 
     pub(crate) fn migration(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Error::Migration(err.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// Every kind, once.
+    const ALL: &[ErrorKind] = &[
+        ErrorKind::InvalidArgument,
+        ErrorKind::UnknownAccount,
+        ErrorKind::AccountUserMismatch,
+        ErrorKind::AccountExists,
+        ErrorKind::UnknownUser,
+        ErrorKind::CredentialNotFound,
+        ErrorKind::AmbiguousNickname,
+        ErrorKind::AmbiguousType,
+        ErrorKind::CredentialInactive,
+        ErrorKind::AccountInactive,
+        ErrorKind::CredentialExpired,
+        ErrorKind::NoKeyConfigured,
+        ErrorKind::InvalidKey,
+        ErrorKind::InvalidKeyId,
+        ErrorKind::DuplicateKeyId,
+        ErrorKind::Decryption,
+        ErrorKind::UnknownKey,
+        ErrorKind::RotationIncomplete,
+        ErrorKind::RowSecurityActive,
+        ErrorKind::KeysFile,
+        ErrorKind::KeysFileExposed,
+        ErrorKind::MigrationNotApplied,
+        ErrorKind::TargetNotEmpty,
+        ErrorKind::UnsupportedUrl,
+        ErrorKind::Migration,
+        ErrorKind::RevertRefused,
+        ErrorKind::RevertWouldExpose,
+        ErrorKind::RevertWouldDropNicknames,
+        ErrorKind::Connection,
+        ErrorKind::Pool,
+        ErrorKind::Busy,
+        ErrorKind::ConnectionLost,
+        ErrorKind::Database,
+    ];
+
+    /// Does not compile when a kind is added: list the new kind in `ALL` too.
+    #[allow(dead_code)]
+    fn listed_in_all(kind: ErrorKind) {
+        match kind {
+            ErrorKind::InvalidArgument
+            | ErrorKind::UnknownAccount
+            | ErrorKind::AccountUserMismatch
+            | ErrorKind::AccountExists
+            | ErrorKind::UnknownUser
+            | ErrorKind::CredentialNotFound
+            | ErrorKind::AmbiguousNickname
+            | ErrorKind::AmbiguousType
+            | ErrorKind::CredentialInactive
+            | ErrorKind::AccountInactive
+            | ErrorKind::CredentialExpired
+            | ErrorKind::NoKeyConfigured
+            | ErrorKind::InvalidKey
+            | ErrorKind::InvalidKeyId
+            | ErrorKind::DuplicateKeyId
+            | ErrorKind::Decryption
+            | ErrorKind::UnknownKey
+            | ErrorKind::RotationIncomplete
+            | ErrorKind::RowSecurityActive
+            | ErrorKind::KeysFile
+            | ErrorKind::KeysFileExposed
+            | ErrorKind::MigrationNotApplied
+            | ErrorKind::TargetNotEmpty
+            | ErrorKind::UnsupportedUrl
+            | ErrorKind::Migration
+            | ErrorKind::RevertRefused
+            | ErrorKind::RevertWouldExpose
+            | ErrorKind::RevertWouldDropNicknames
+            | ErrorKind::Connection
+            | ErrorKind::Pool
+            | ErrorKind::Busy
+            | ErrorKind::ConnectionLost
+            | ErrorKind::Database => {}
+        }
+    }
+
+    fn diesel_error() -> diesel::result::Error {
+        diesel::result::Error::RollbackTransaction
+    }
+
+    #[test]
+    fn every_kind_has_a_unique_snake_case_name() {
+        let mut seen = HashSet::new();
+        for kind in ALL {
+            let name = kind.as_str();
+            assert!(seen.insert(name), "two kinds are named `{name}`");
+            assert!(!name.is_empty(), "{kind:?} has no name");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "`{name}` is not snake_case"
+            );
+            assert!(
+                !name.starts_with('_') && !name.ends_with('_') && !name.contains("__"),
+                "`{name}` is not snake_case"
+            );
+            assert_eq!(kind.to_string(), name);
+            assert_eq!(serde_json::to_value(kind).unwrap(), name);
+        }
+        assert_eq!(seen.len(), ALL.len());
+    }
+
+    #[test]
+    fn errors_map_to_their_kind() {
+        let cases = [
+            (
+                Error::invalid(Field::Nickname, Rule::Empty),
+                ErrorKind::InvalidArgument,
+                "invalid_argument",
+            ),
+            (
+                Error::UnknownAccount {
+                    account_id: Uuid::nil(),
+                },
+                ErrorKind::UnknownAccount,
+                "unknown_account",
+            ),
+            (
+                Error::CredentialNotFound {
+                    account_id: Uuid::nil(),
+                    credential_id: Uuid::nil(),
+                },
+                ErrorKind::CredentialNotFound,
+                "credential_not_found",
+            ),
+            (
+                Error::NoKeyConfigured { variable: None },
+                ErrorKind::NoKeyConfigured,
+                "no_key_configured",
+            ),
+            (
+                Error::KeysFile {
+                    path: "keys".into(),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                },
+                ErrorKind::KeysFile,
+                "keys_file",
+            ),
+            (
+                Error::RevertRefused {
+                    version: "20240601000003".into(),
+                    conflicts: 2,
+                },
+                ErrorKind::RevertRefused,
+                "revert_refused",
+            ),
+            (
+                Error::RotationIncomplete {
+                    rewritten: 1,
+                    failures: vec![Error::UnknownKey {
+                        credential_id: Uuid::nil(),
+                        field: Field::ApiKey,
+                        key_id: "old".into(),
+                    }],
+                },
+                ErrorKind::RotationIncomplete,
+                "rotation_incomplete",
+            ),
+            (Error::migration("boom"), ErrorKind::Migration, "migration"),
+            (
+                Error::Connection(diesel::ConnectionError::BadConnection("refused".into())),
+                ErrorKind::Connection,
+                "connection",
+            ),
+            (
+                Error::PoolUnavailable {
+                    reason: "timed out".into(),
+                },
+                ErrorKind::Pool,
+                "pool",
+            ),
+            (Error::Busy(diesel_error()), ErrorKind::Busy, "busy"),
+            (
+                Error::ConnectionLost(diesel_error()),
+                ErrorKind::ConnectionLost,
+                "connection_lost",
+            ),
+            (
+                Error::Database(diesel_error()),
+                ErrorKind::Database,
+                "database",
+            ),
+        ];
+        for (err, kind, name) in cases {
+            assert_eq!(err.kind(), kind, "{err}");
+            assert_eq!(err.kind().as_str(), name, "{err}");
+        }
+    }
+
+    #[test]
+    fn retryable_errors_are_the_moments_failures() {
+        for err in [
+            Error::Busy(diesel_error()),
+            Error::ConnectionLost(diesel_error()),
+            Error::PoolUnavailable {
+                reason: "timed out".into(),
+            },
+        ] {
+            assert!(err.is_retryable(), "{err}");
+            assert!(!err.is_not_found(), "{err}");
+        }
+        for err in [
+            Error::invalid(Field::BatchSize, Rule::OutOfRange { min: 1, max: 10 }),
+            Error::Database(diesel_error()),
+            Error::Connection(diesel::ConnectionError::BadConnection("refused".into())),
+            Error::NoKeyConfigured { variable: None },
+            Error::UnknownAccount {
+                account_id: Uuid::nil(),
+            },
+            Error::Decryption {
+                credential_id: Uuid::nil(),
+                field: Field::SecretKey,
+            },
+            Error::TargetNotEmpty {
+                accounts: 1,
+                credentials: 2,
+            },
+        ] {
+            assert!(!err.is_retryable(), "{err}");
+        }
+    }
+
+    #[test]
+    fn not_found_is_an_unknown_account_or_credential() {
+        for err in [
+            Error::UnknownAccount {
+                account_id: Uuid::nil(),
+            },
+            Error::CredentialNotFound {
+                account_id: Uuid::nil(),
+                credential_id: Uuid::nil(),
+            },
+        ] {
+            assert!(err.is_not_found(), "{err}");
+            assert!(!err.is_retryable(), "{err}");
+        }
+        for err in [
+            Error::AccountUserMismatch {
+                account_id: Uuid::nil(),
+                user_id: "u".into(),
+            },
+            Error::UnknownUser {
+                user_id: "u".into(),
+            },
+            Error::MigrationNotApplied {
+                version: "20240601000003".into(),
+            },
+            Error::Database(diesel_error()),
+            Error::Busy(diesel_error()),
+        ] {
+            assert!(!err.is_not_found(), "{err}");
+        }
     }
 }

@@ -1,0 +1,93 @@
+//! `status`: migrations, row counts, key usage and row-level security.
+
+use super::{keyring, keys_configured, lib, open, to_json, Done, Run};
+use crate::Global;
+use credential_store::Maintenance;
+use serde_json::Value;
+
+/// Migrations, row counts, key usage and row-level security.
+#[derive(clap::Args)]
+pub struct Args {}
+
+/// Reports the status; with keys configured, the key usage and legacy rows too.
+pub fn exec(global: &Global, _: &Args) -> Run {
+    let db = open(global)?;
+    let status = if keys_configured(global) {
+        Maintenance::new(db, keyring(global)?).status()
+    } else {
+        db.status()
+    }
+    .map_err(lib)?;
+    let count = |n: Option<u64>| n.map_or("unknown".to_owned(), |n| n.to_string());
+    let mut text = format!("backend: {}\n", status.backend);
+    text.push_str(&format!(
+        "applied migrations: {}\n",
+        status.applied_migrations.len()
+    ));
+    for version in &status.applied_migrations {
+        text.push_str(&format!("  {version}\n"));
+    }
+    text.push_str(&format!(
+        "pending migrations: {}\n",
+        status.pending_migrations.len()
+    ));
+    for version in &status.pending_migrations {
+        text.push_str(&format!("  {version}\n"));
+    }
+    text.push_str(&format!("accounts: {}\n", count(status.accounts)));
+    text.push_str(&format!("credentials: {}\n", count(status.credentials)));
+    text.push_str(&format!(
+        "credentials without a nickname: {}\n",
+        count(status.null_nicknames)
+    ));
+    if let Some(legacy) = status.non_conforming_legacy_rows {
+        text.push_str(&format!(
+            "values outside today's rules (legacy): {legacy}\n"
+        ));
+    }
+    match &status.key_usage {
+        None if !keys_configured(global) => text
+            .push_str("key usage: unknown (no keys: set CREDENTIAL_STORE_KEYS or --keys-file)\n"),
+        None => text.push_str("key usage: unknown\n"),
+        Some(usage) => {
+            text.push_str("key usage:\n");
+            for entry in usage {
+                // Every field as the library gives it, so new fields show up here.
+                let fields = match to_json(entry) {
+                    Value::Object(map) => map
+                        .iter()
+                        .map(|(k, v)| {
+                            format!("{k}={}", v.as_str().map_or(v.to_string(), str::to_owned))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    other => other.to_string(),
+                };
+                text.push_str(&format!("  {fields}\n"));
+            }
+        }
+    }
+    if let Some(rls) = &status.row_security {
+        text.push_str(&format!(
+            "row-level security: role {} {} (superuser: {}, bypassrls: {})\n",
+            rls.role,
+            if rls.bypasses {
+                "bypasses it"
+            } else {
+                "is subject to it"
+            },
+            rls.superuser,
+            rls.bypass_rls
+        ));
+        for table in &rls.tables {
+            text.push_str(&format!(
+                "  {}: enabled {}, forced {}\n",
+                table.table, table.enabled, table.forced
+            ));
+        }
+    }
+    Ok(Done {
+        result: to_json(&status),
+        text,
+    })
+}
