@@ -3,8 +3,10 @@
 //! blocking [`Database`] on tokio's blocking pool, one hop per call, so the
 //! runtime's worker threads never wait on the file or the server.
 
+#[cfg(feature = "postgres")]
+use crate::backend::Target;
 use crate::backend::{
-    parse_url, Backend, DatabaseOptions, Execute, Load, LoadWritten, Scope, Stored, Target,
+    parse_url, Backend, DatabaseOptions, Execute, Load, LoadWritten, Scope, Stored,
 };
 use crate::connection::Database;
 use crate::error::{Error, Result};
@@ -37,7 +39,6 @@ enum AsyncPool {
     #[cfg(feature = "postgres")]
     Postgres(Arc<PgPool>),
     /// SQLite or MySQL: the blocking store on tokio's blocking pool.
-    #[cfg(any(feature = "sqlite", feature = "mysql"))]
     Blocking(Database),
 }
 
@@ -50,7 +51,6 @@ impl std::fmt::Debug for AsyncDatabase {
     }
 }
 
-/// Runs blocking work on tokio's blocking pool.
 /// Why the async store refuses [`DatabaseOptions::transaction_pooler`].
 const TRANSACTION_POOLER_REFUSED: &str = "the async store cannot run through a transaction \
      pooler before PgBouncer 1.21: its PostgreSQL driver (tokio-postgres) prepares named \
@@ -58,6 +58,7 @@ const TRANSACTION_POOLER_REFUSED: &str = "the async store cannot run through a t
      (Database) with transaction_pooler, session pooling, or PgBouncer 1.21 or later with \
      max_prepared_statements and transaction_pooler off";
 
+/// Runs blocking work on tokio's blocking pool.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
@@ -90,13 +91,12 @@ impl AsyncDatabase {
             Target::Postgres(url) => {
                 AsyncPool::Postgres(Arc::new(PgPool::open(url, options).await?))
             }
-            #[cfg(any(feature = "sqlite", feature = "mysql"))]
-            Target::Sqlite(_) | Target::Mysql(_) => {
+            // Every other backend (and one this build lacks, which `Database`
+            // refuses by name): the blocking store on tokio's blocking pool.
+            _ => {
                 let (url, options) = (url.to_owned(), options.clone());
                 AsyncPool::Blocking(blocking(move || Database::open_with(&url, &options)).await?)
             }
-            #[allow(unreachable_patterns)]
-            target => return Err(target.missing()),
         };
         Ok(AsyncDatabase { pool })
     }
@@ -106,7 +106,6 @@ impl AsyncDatabase {
         match &self.pool {
             #[cfg(feature = "postgres")]
             AsyncPool::Postgres(_) => Backend::Postgres,
-            #[cfg(any(feature = "sqlite", feature = "mysql"))]
             AsyncPool::Blocking(db) => db.backend(),
         }
     }
@@ -130,7 +129,6 @@ impl AsyncDatabase {
                 };
                 blocking(move || Database::open_with(&url, &options)).await
             }
-            #[cfg(any(feature = "sqlite", feature = "mysql"))]
             AsyncPool::Blocking(db) => Ok(db.clone()),
         }
     }
@@ -144,7 +142,6 @@ impl AsyncDatabase {
         match &self.pool {
             #[cfg(feature = "postgres")]
             AsyncPool::Postgres(pool) => pool.connection_states().await,
-            #[cfg(any(feature = "sqlite", feature = "mysql"))]
             AsyncPool::Blocking(_) => Ok(Vec::new()),
         }
     }
@@ -164,7 +161,6 @@ impl Executor for AsyncDatabase {
             match &self.pool {
                 #[cfg(feature = "postgres")]
                 AsyncPool::Postgres(pool) => pool.load(scope.user, statements).await,
-                #[cfg(any(feature = "sqlite", feature = "mysql"))]
                 AsyncPool::Blocking(db) => {
                     let (db, scope) = (db.clone(), scope.without_user());
                     blocking(move || db.load_now(scope, statements)).await
@@ -184,7 +180,6 @@ impl Executor for AsyncDatabase {
                 let statements = statements.into_iter().map(LoadWritten::returning).collect();
                 pool.load(scope.user, statements).await
             }
-            #[cfg(any(feature = "sqlite", feature = "mysql"))]
             AsyncPool::Blocking(db) => {
                 let (db, scope) = (db.clone(), scope.without_user());
                 blocking(move || db.load_written_now(scope, statements)).await
@@ -197,7 +192,6 @@ impl Executor for AsyncDatabase {
             match &self.pool {
                 #[cfg(feature = "postgres")]
                 AsyncPool::Postgres(pool) => pool.execute(scope.user, statements).await,
-                #[cfg(any(feature = "sqlite", feature = "mysql"))]
                 AsyncPool::Blocking(db) => {
                     let (db, scope) = (db.clone(), scope.without_user());
                     blocking(move || db.execute_now(scope, statements)).await

@@ -35,7 +35,7 @@ pub mod validation;
 pub use async_store::{AsyncCredentialStore, AsyncDatabase};
 pub use connection::{Backend, Database, DatabaseOptions};
 pub use crypto::{CipherFormat, CredentialKeys, Keyring, KEYS_ENV_VAR};
-pub use error::{Error, Field, Result, Rule, Unit};
+pub use error::{Error, ErrorKind, Field, Result, Rule, Unit};
 pub use maintenance::{BackfillProgress, KeyUsage, Maintenance, Outcome, RotationProgress};
 pub use models::{
     CredentialUpdate, NewUserAccount, NewUserCredential, Patch, UserAccount, UserCredential,

@@ -178,6 +178,7 @@ fn sqlite_path(path: &str) -> Result<Target<'_>> {
 
 impl Target<'_> {
     /// The error for a URL whose backend this build leaves out.
+    #[cfg(not(all(feature = "sqlite", feature = "postgres", feature = "mysql")))]
     pub(crate) fn missing(&self) -> Error {
         Error::UnsupportedUrl {
             reason: format!(
@@ -245,7 +246,7 @@ impl<'a> Scope<'a> {
     }
     /// The same scope without a user, for an executor that has no row-level
     /// security (SQLite, MySQL) and moves the scope to another thread.
-    #[cfg(all(feature = "async", any(feature = "sqlite", feature = "mysql")))]
+    #[cfg(feature = "async")]
     pub fn without_user(self) -> Scope<'static> {
         Scope {
             user: None,
@@ -431,8 +432,10 @@ macro_rules! backends {
                             Ok(AnyPool::$variant(<$pool as BackendPool>::open(location, options)?))
                         }
                     )+
-                    #[allow(unreachable_patterns)] // a build without every backend
-                    target => Err(target.missing()),
+                    $(
+                        #[cfg(not(feature = $feature))]
+                        Target::$variant(_) => Err(target.missing()),
+                    )+
                 }
             }
         }
