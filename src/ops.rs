@@ -7,7 +7,7 @@
 //! futures are ready at once; the async store on one that awaits the network.
 
 use crate::backend::{Backend, Execute, Load, LoadWritten, Scope};
-use crate::crypto::{CipherFormat, CredentialKeys, Keyring};
+use crate::crypto::{CipherFormat, CredentialKeys, KeyProvider, Keyring, SealRequest};
 use crate::error::{Error, Result};
 use crate::models::{
     CredentialUpdate, NewUserAccount, NewUserCredential, UserAccount, UserCredential,
@@ -53,7 +53,11 @@ pub(crate) trait Executor: Send + Sync {
 #[derive(Debug, Clone)]
 pub(crate) struct Core<E> {
     pub exec: E,
+    /// The keyring the store was made with, which maintenance uses.
     pub keyring: Arc<Keyring>,
+    /// What every seal and open of the operations goes through: the keyring,
+    /// unless the store was given another provider.
+    pub keys: Arc<dyn KeyProvider>,
     pub format: CipherFormat,
 }
 
@@ -88,7 +92,8 @@ macro_rules! store_basics {
                 &self.core.exec
             }
 
-            /// The keyring the store encrypts with.
+            /// The keyring the store was made with (and its
+            /// [maintenance](crate::Maintenance) uses).
             pub fn keyring(&self) -> &crate::Keyring {
                 &self.core.keyring
             }
@@ -150,9 +155,11 @@ pub(crate) fn ready<T>(future: impl Future<Output = T>) -> T {
 impl<E> Core<E> {
     /// A store's operations on `exec`, writing the sealed format.
     pub fn new(exec: E, keyring: Keyring) -> Self {
+        let keyring = Arc::new(keyring);
         Core {
             exec,
-            keyring: Arc::new(keyring),
+            keys: Arc::clone(&keyring) as Arc<dyn KeyProvider>,
+            keyring,
             format: CipherFormat::Sealed,
         }
     }
@@ -167,6 +174,37 @@ impl<E> Core<E> {
 impl<E: Executor> Core<E> {
     fn span(&self, operation: &'static str, account_id: Option<Uuid>) -> tracing::Span {
         span(operation, self.exec.backend(), account_id)
+    }
+
+    /// Seals every request in one call of the key provider, in the store's format;
+    /// no call when there is nothing to seal.
+    async fn seal(&self, requests: &[SealRequest<'_>]) -> Result<Vec<String>> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sealed = self.keys.seal(self.format, requests).await?;
+        assert_eq!(
+            sealed.len(),
+            requests.len(),
+            "key provider `{}` must return one ciphertext per request",
+            self.keys.name()
+        );
+        Ok(sealed)
+    }
+
+    /// The keys of a credential that passed the checks before a reveal, opened in
+    /// one call of the key provider.
+    async fn reveal(&self, revealable: &steps::Revealable) -> Result<CredentialKeys> {
+        let requests = revealable.open_requests();
+        let opened = self.keys.open(&requests).await?;
+        let [api_key, secret_key] = <[_; 2]>::try_from(opened).unwrap_or_else(|opened| {
+            panic!(
+                "key provider `{}` must return one plaintext per request: {} for 2",
+                self.keys.name(),
+                opened.len()
+            )
+        });
+        Ok(CredentialKeys::new(api_key, secret_key))
     }
 
     pub async fn create_account(&self, new: &NewUserAccount<'_>) -> Result<UserAccount> {
@@ -219,7 +257,9 @@ impl<E: Executor> Core<E> {
         traced(self.span("insert_credentials", Some(account.id)), async {
             // Validate and encrypt everything before the transaction: a refusal writes
             // nothing, and the write lock is held only for the INSERTs.
-            let chunks = steps::credential_rows(&self.keyring, self.format, account, new)?;
+            let rows = steps::new_credentials(account, new)?;
+            let sealed = self.seal(&rows.requests).await?;
+            let chunks = rows.into_chunks(sealed);
             if chunks.is_empty() {
                 return Ok(Vec::new());
             }
@@ -320,9 +360,9 @@ impl<E: Executor> Core<E> {
                 })
                 .await?;
             let Some(row) = found else { return Ok(None) };
-            let credential = row.0.clone();
-            let keys = steps::reveal(&self.keyring, account, credential.id, Some(row))?;
-            Ok(Some((credential, keys)))
+            let revealable = steps::revealable(account, row.0.id, Some(row))?;
+            let keys = self.reveal(&revealable).await?;
+            Ok(Some((revealable.credential, keys)))
         })
         .await
     }
@@ -396,13 +436,9 @@ impl<E: Executor> Core<E> {
         update: &CredentialUpdate,
     ) -> Result<UserCredential> {
         traced(self.span("update_credential", Some(account.id)), async {
-            let changes = steps::credential_changes(
-                &self.keyring,
-                self.format,
-                account,
-                credential_id,
-                update,
-            )?;
+            let changes = steps::credential_changes(account, credential_id, update)?;
+            let sealed = self.seal(&changes.requests).await?;
+            let changes = changes.into_changes(sealed);
             // New keys replace ciphertexts: the old ones must leave the file too.
             let mut scope = Scope::write(&account.user_id);
             if changes.api_key.is_some() || changes.secret_key.is_some() {
@@ -449,7 +485,8 @@ impl<E: Executor> Core<E> {
                     .await?,
             );
             record_rows(found.iter().len());
-            steps::reveal(&self.keyring, account, credential_id, found)
+            let revealable = steps::revealable(account, credential_id, found)?;
+            self.reveal(&revealable).await
         })
         .await
     }
