@@ -140,18 +140,6 @@ async fn traced<T>(span: tracing::Span, operation: impl Future<Output = Result<T
     .await
 }
 
-/// Runs a future that never waits (the blocking executor's) to its end.
-pub(crate) fn ready<T>(future: impl Future<Output = T>) -> T {
-    let mut future = std::pin::pin!(future);
-    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-    match future.as_mut().poll(&mut context) {
-        std::task::Poll::Ready(value) => value,
-        std::task::Poll::Pending => {
-            unreachable!("the blocking executor's futures are always ready")
-        }
-    }
-}
-
 impl<E> Core<E> {
     /// A store's operations on `exec`, writing the sealed format.
     pub fn new(exec: E, keyring: Keyring) -> Self {
