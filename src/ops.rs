@@ -82,6 +82,22 @@ macro_rules! store_basics {
                 }
             }
 
+            /// The same store, sealing and opening keys through `provider` instead
+            /// of the keyring: see [key providers](crate::crypto#key-providers).
+            /// Each call makes at most one call of the provider. The keyring stays
+            /// the store's [`keyring`](Self::keyring), which
+            /// [maintenance](crate::Maintenance) (rotation, verification, copy)
+            /// still uses, so what the provider seals must be what the keyring
+            /// opens until maintenance goes through providers too.
+            pub fn with_key_provider(
+                self,
+                provider: std::sync::Arc<dyn crate::KeyProvider>,
+            ) -> Self {
+                $store {
+                    core: self.core.with_key_provider(provider),
+                }
+            }
+
             /// The format new ciphertexts are written in.
             pub fn format(&self) -> crate::CipherFormat {
                 self.core.format
@@ -155,6 +171,12 @@ impl<E> Core<E> {
     /// The same, writing `format`.
     pub fn with_format(mut self, format: CipherFormat) -> Self {
         self.format = format;
+        self
+    }
+
+    /// The same, sealing and opening through `keys`.
+    pub fn with_key_provider(mut self, keys: Arc<dyn KeyProvider>) -> Self {
+        self.keys = keys;
         self
     }
 }

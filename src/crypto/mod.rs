@@ -48,6 +48,62 @@
 //! one (tokio's timers, sockets or `spawn`) must bring its own, for instance by
 //! spawning its work on a runtime it owns and awaiting the result through a
 //! channel.
+//!
+//! ```
+//! use credential_store::crypto::{KeyProvider, OpenRequest, ProviderFuture, SealRequest};
+//! use credential_store::{CipherFormat, CredentialRepository, CredentialStore, Database,
+//!     Keyring, NewUserAccount, NewUserCredential};
+//! use secrecy::{ExposeSecret, SecretString};
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//!
+//! /// The local keyring, counting the calls made to it.
+//! #[derive(Debug)]
+//! struct Counted {
+//!     keyring: Keyring,
+//!     calls: AtomicUsize,
+//! }
+//!
+//! impl KeyProvider for Counted {
+//!     fn name(&self) -> &str {
+//!         "counted"
+//!     }
+//!
+//!     fn seal<'a>(
+//!         &'a self,
+//!         format: CipherFormat,
+//!         items: &'a [SealRequest<'a>],
+//!     ) -> ProviderFuture<'a, Vec<String>> {
+//!         self.calls.fetch_add(1, Ordering::Relaxed);
+//!         self.keyring.seal(format, items)
+//!     }
+//!
+//!     fn open<'a>(&'a self, items: &'a [OpenRequest<'a>]) -> ProviderFuture<'a, Vec<SecretString>> {
+//!         self.calls.fetch_add(1, Ordering::Relaxed);
+//!         self.keyring.open(items)
+//!     }
+//! }
+//!
+//! let key = Keyring::generate_key();
+//! let keyring = || Keyring::from_fernet_keys([key.expose_secret()]).unwrap();
+//! let provider = Arc::new(Counted { keyring: keyring(), calls: AtomicUsize::new(0) });
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let db = Database::open(dir.path().join("store.db").to_str().unwrap()).unwrap();
+//! db.run_migrations().unwrap();
+//! let store = CredentialStore::new(db, keyring()).with_key_provider(provider.clone());
+//!
+//! let account = store.create_account(&NewUserAccount { user_id: "auth0|42", account_name: "Ada" }).unwrap();
+//! let new = [
+//!     NewUserCredential::new("alpaca_paper", "PK1", "s1").nickname("Momentum"),
+//!     NewUserCredential::new("alpaca_paper", "PK2", "s2").nickname("Swing"),
+//! ];
+//! let stored = store.insert_credentials(&account, &new).unwrap();
+//! let keys = store.credential_keys(&account, stored[1].id).unwrap();
+//! assert_eq!(keys.api_key().expose_secret(), "PK2");
+//! // One call seals the four keys of the insert, one opens the two of the reveal.
+//! assert_eq!(provider.calls.load(Ordering::Relaxed), 2);
+//! ```
 
 mod provider;
 
