@@ -34,7 +34,7 @@ pub mod validation;
 #[cfg(feature = "async")]
 pub use async_store::{AsyncCredentialStore, AsyncDatabase};
 pub use connection::{Backend, Database, DatabaseOptions};
-pub use crypto::{CipherFormat, CredentialKeys, Keyring, KEYS_ENV_VAR};
+pub use crypto::{CipherFormat, CredentialKeys, KeyProvider, Keyring, KEYS_ENV_VAR};
 pub use error::{Error, ErrorKind, Field, Result, Rule, Unit};
 pub use maintenance::{BackfillProgress, KeyUsage, Maintenance, Outcome, RotationProgress};
 pub use models::{

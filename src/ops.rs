@@ -7,7 +7,7 @@
 //! futures are ready at once; the async store on one that awaits the network.
 
 use crate::backend::{Backend, Load, Scope};
-use crate::crypto::{CipherFormat, CredentialKeys, Keyring};
+use crate::crypto::{CipherFormat, CredentialKeys, KeyProvider, Keyring, SealRequest};
 use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::models::{
@@ -25,7 +25,11 @@ use uuid::Uuid;
 #[derive(Debug, Clone)]
 pub(crate) struct Core<E> {
     pub exec: E,
+    /// The keyring the store was made with, which maintenance uses.
     pub keyring: Arc<Keyring>,
+    /// What every seal and open of the operations goes through: the keyring,
+    /// unless the store was given another provider.
+    pub keys: Arc<dyn KeyProvider>,
     pub format: CipherFormat,
 }
 
@@ -50,6 +54,22 @@ macro_rules! store_basics {
                 }
             }
 
+            /// The same store, sealing and opening keys through `provider` instead
+            /// of the keyring: see [key providers](crate::crypto#key-providers).
+            /// Each call makes at most one call of the provider. The keyring stays
+            /// the store's [`keyring`](Self::keyring), which
+            /// [maintenance](crate::Maintenance) (rotation, verification, copy)
+            /// still uses, so what the provider seals must be what the keyring
+            /// opens until maintenance goes through providers too.
+            pub fn with_key_provider(
+                self,
+                provider: std::sync::Arc<dyn crate::KeyProvider>,
+            ) -> Self {
+                $store {
+                    core: self.core.with_key_provider(provider),
+                }
+            }
+
             /// The format new ciphertexts are written in.
             pub fn format(&self) -> crate::CipherFormat {
                 self.core.format
@@ -60,7 +80,8 @@ macro_rules! store_basics {
                 &self.core.exec
             }
 
-            /// The keyring the store encrypts with.
+            /// The keyring the store was made with (and its
+            /// [maintenance](crate::Maintenance) uses).
             pub fn keyring(&self) -> &crate::Keyring {
                 &self.core.keyring
             }
@@ -107,24 +128,14 @@ async fn traced<T>(span: tracing::Span, operation: impl Future<Output = Result<T
     .await
 }
 
-/// Runs a future that never waits (the blocking executor's) to its end.
-pub(crate) fn ready<T>(future: impl Future<Output = T>) -> T {
-    let mut future = std::pin::pin!(future);
-    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-    match future.as_mut().poll(&mut context) {
-        std::task::Poll::Ready(value) => value,
-        std::task::Poll::Pending => {
-            unreachable!("the blocking executor's futures are always ready")
-        }
-    }
-}
-
 impl<E> Core<E> {
     /// A store's operations on `exec`, writing the sealed format.
     pub fn new(exec: E, keyring: Keyring) -> Self {
+        let keyring = Arc::new(keyring);
         Core {
             exec,
-            keyring: Arc::new(keyring),
+            keys: Arc::clone(&keyring) as Arc<dyn KeyProvider>,
+            keyring,
             format: CipherFormat::Sealed,
         }
     }
@@ -134,11 +145,48 @@ impl<E> Core<E> {
         self.format = format;
         self
     }
+
+    /// The same, sealing and opening through `keys`.
+    pub fn with_key_provider(mut self, keys: Arc<dyn KeyProvider>) -> Self {
+        self.keys = keys;
+        self
+    }
 }
 
 impl<E: Executor> Core<E> {
     fn span(&self, operation: &'static str, account_id: Option<Uuid>) -> tracing::Span {
         span(operation, self.exec.backend(), account_id)
+    }
+
+    /// Seals every request in one call of the key provider, in the store's format;
+    /// no call when there is nothing to seal.
+    async fn seal(&self, requests: &[SealRequest<'_>]) -> Result<Vec<String>> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sealed = self.keys.seal(self.format, requests).await?;
+        assert_eq!(
+            sealed.len(),
+            requests.len(),
+            "key provider `{}` must return one ciphertext per request",
+            self.keys.name()
+        );
+        Ok(sealed)
+    }
+
+    /// The keys of a credential that passed the checks before a reveal, opened in
+    /// one call of the key provider.
+    async fn reveal(&self, revealable: &steps::Revealable) -> Result<CredentialKeys> {
+        let requests = revealable.open_requests();
+        let opened = self.keys.open(&requests).await?;
+        let [api_key, secret_key] = <[_; 2]>::try_from(opened).unwrap_or_else(|opened| {
+            panic!(
+                "key provider `{}` must return one plaintext per request: {} for 2",
+                self.keys.name(),
+                opened.len()
+            )
+        });
+        Ok(CredentialKeys::new(api_key, secret_key))
     }
 
     pub async fn create_account(&self, new: &NewUserAccount<'_>) -> Result<UserAccount> {
@@ -191,7 +239,9 @@ impl<E: Executor> Core<E> {
         traced(self.span("insert_credentials", Some(account.id)), async {
             // Validate and encrypt everything before the transaction: a refusal writes
             // nothing, and the write lock is held only for the INSERTs.
-            let chunks = steps::credential_rows(&self.keyring, self.format, account, new)?;
+            let rows = steps::new_credentials(account, new)?;
+            let sealed = self.seal(&rows.requests).await?;
+            let chunks = rows.into_chunks(sealed);
             if chunks.is_empty() {
                 return Ok(Vec::new());
             }
@@ -292,9 +342,9 @@ impl<E: Executor> Core<E> {
                 })
                 .await?;
             let Some(row) = found else { return Ok(None) };
-            let credential = row.0.clone();
-            let keys = steps::reveal(&self.keyring, account, credential.id, Some(row))?;
-            Ok(Some((credential, keys)))
+            let revealable = steps::revealable(account, row.0.id, Some(row))?;
+            let keys = self.reveal(&revealable).await?;
+            Ok(Some((revealable.credential, keys)))
         })
         .await
     }
@@ -368,13 +418,9 @@ impl<E: Executor> Core<E> {
         update: &CredentialUpdate,
     ) -> Result<UserCredential> {
         traced(self.span("update_credential", Some(account.id)), async {
-            let changes = steps::credential_changes(
-                &self.keyring,
-                self.format,
-                account,
-                credential_id,
-                update,
-            )?;
+            let changes = steps::credential_changes(account, credential_id, update)?;
+            let sealed = self.seal(&changes.requests).await?;
+            let changes = changes.into_changes(sealed);
             // New keys replace ciphertexts: the old ones must leave the file too.
             let mut scope = Scope::write(&account.user_id);
             if changes.api_key.is_some() || changes.secret_key.is_some() {
@@ -421,7 +467,8 @@ impl<E: Executor> Core<E> {
                     .await?,
             );
             record_rows(found.iter().len());
-            steps::reveal(&self.keyring, account, credential_id, found)
+            let revealable = steps::revealable(account, credential_id, found)?;
+            self.reveal(&revealable).await
         })
         .await
     }

@@ -7,8 +7,11 @@ use crate::maintenance::Maintenance;
 use crate::models::{
     CredentialUpdate, NewUserAccount, NewUserCredential, UserAccount, UserCredential,
 };
-use crate::ops::{ready, Core};
+use crate::ops::Core;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
 use uuid::Uuid;
 
 /// Accounts and their named credentials.
@@ -172,17 +175,48 @@ impl CredentialStore {
     }
 }
 
+/// Runs a future to its end on the calling thread: the blocking store's way of
+/// driving the operations. The database's futures are ready at once; a key
+/// provider's may wait, and the thread sleeps (parked) until the provider wakes it.
+/// No runtime is entered: a provider whose futures need one brings its own.
+fn block_on<T>(future: impl Future<Output = T>) -> T {
+    /// Wakes the parked caller.
+    struct Unpark(Thread);
+
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    let mut future = std::pin::pin!(future);
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut context = Context::from_waker(&waker);
+    loop {
+        match future.as_mut().poll(&mut context) {
+            Poll::Ready(value) => return value,
+            // A wake before the park makes the park return at once; a spurious
+            // return only polls again.
+            Poll::Pending => thread::park(),
+        }
+    }
+}
+
 impl CredentialRepository for CredentialStore {
     fn create_account(&self, new: &NewUserAccount<'_>) -> Result<UserAccount> {
-        ready(self.core.create_account(new))
+        block_on(self.core.create_account(new))
     }
 
     fn account(&self, user_id: &str, account_id: Uuid) -> Result<Option<UserAccount>> {
-        ready(self.core.account(user_id, account_id))
+        block_on(self.core.account(user_id, account_id))
     }
 
     fn account_by_user_id(&self, user_id: &str) -> Result<Option<UserAccount>> {
-        ready(self.core.account_by_user_id(user_id))
+        block_on(self.core.account_by_user_id(user_id))
     }
 
     fn insert_credential(
@@ -190,7 +224,7 @@ impl CredentialRepository for CredentialStore {
         account: &UserAccount,
         new: &NewUserCredential<'_>,
     ) -> Result<UserCredential> {
-        let stored = ready(
+        let stored = block_on(
             self.core
                 .insert_credentials(account, std::slice::from_ref(new)),
         )?;
@@ -202,7 +236,7 @@ impl CredentialRepository for CredentialStore {
         account: &UserAccount,
         new: &[NewUserCredential<'_>],
     ) -> Result<Vec<UserCredential>> {
-        ready(self.core.insert_credentials(account, new))
+        block_on(self.core.insert_credentials(account, new))
     }
 
     fn credential(
@@ -210,11 +244,11 @@ impl CredentialRepository for CredentialStore {
         account: &UserAccount,
         credential_id: Uuid,
     ) -> Result<Option<UserCredential>> {
-        ready(self.core.credential(account, credential_id))
+        block_on(self.core.credential(account, credential_id))
     }
 
     fn list_credentials(&self, account: &UserAccount) -> Result<Vec<UserCredential>> {
-        ready(self.core.list_credentials(account))
+        block_on(self.core.list_credentials(account))
     }
 
     fn find_by_type(
@@ -222,7 +256,7 @@ impl CredentialRepository for CredentialStore {
         account: &UserAccount,
         credential_type: &str,
     ) -> Result<Vec<UserCredential>> {
-        ready(self.core.find_by_type(account, credential_type))
+        block_on(self.core.find_by_type(account, credential_type))
     }
 
     fn keys_by_nickname(
@@ -230,7 +264,7 @@ impl CredentialRepository for CredentialStore {
         account: &UserAccount,
         nickname: &str,
     ) -> Result<Option<(UserCredential, CredentialKeys)>> {
-        ready(self.core.keys_by_nickname(account, nickname))
+        block_on(self.core.keys_by_nickname(account, nickname))
     }
 
     fn find_one_by_type(
@@ -238,7 +272,7 @@ impl CredentialRepository for CredentialStore {
         account: &UserAccount,
         credential_type: &str,
     ) -> Result<Option<UserCredential>> {
-        ready(self.core.find_one_by_type(account, credential_type))
+        block_on(self.core.find_one_by_type(account, credential_type))
     }
 
     fn find_by_nickname(
@@ -246,7 +280,7 @@ impl CredentialRepository for CredentialStore {
         account: &UserAccount,
         nickname: &str,
     ) -> Result<Vec<UserCredential>> {
-        ready(self.core.find_by_nickname(account, nickname))
+        block_on(self.core.find_by_nickname(account, nickname))
     }
 
     fn find_one_by_nickname(
@@ -254,7 +288,7 @@ impl CredentialRepository for CredentialStore {
         account: &UserAccount,
         nickname: &str,
     ) -> Result<Option<UserCredential>> {
-        ready(self.core.find_one_by_nickname(account, nickname))
+        block_on(self.core.find_one_by_nickname(account, nickname))
     }
 
     fn update_credential(
@@ -263,11 +297,11 @@ impl CredentialRepository for CredentialStore {
         credential_id: Uuid,
         update: &CredentialUpdate,
     ) -> Result<UserCredential> {
-        ready(self.core.update_credential(account, credential_id, update))
+        block_on(self.core.update_credential(account, credential_id, update))
     }
 
     fn delete_credential(&self, account: &UserAccount, credential_id: Uuid) -> Result<()> {
-        ready(self.core.delete_credential(account, credential_id))
+        block_on(self.core.delete_credential(account, credential_id))
     }
 
     fn credential_keys(
@@ -275,16 +309,75 @@ impl CredentialRepository for CredentialStore {
         account: &UserAccount,
         credential_id: Uuid,
     ) -> Result<CredentialKeys> {
-        ready(self.core.credential_keys(account, credential_id))
+        block_on(self.core.credential_keys(account, credential_id))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
+
     #[test]
     fn the_store_can_be_shared_between_threads() {
         fn shared<T: Send + Sync + Clone + 'static>() {}
         shared::<super::CredentialStore>();
         let _: Option<&dyn super::CredentialRepository> = None;
+    }
+
+    /// Pending until another thread sets `done` and wakes it, after a pause.
+    struct WakenLater {
+        done: Arc<AtomicBool>,
+        polls: usize,
+    }
+
+    impl Future for WakenLater {
+        type Output = usize;
+
+        fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<usize> {
+            self.polls += 1;
+            if self.done.load(Ordering::SeqCst) {
+                return Poll::Ready(self.polls);
+            }
+            if self.polls == 1 {
+                let (done, waker) = (Arc::clone(&self.done), context.waker().clone());
+                thread::spawn(move || {
+                    thread::sleep(Duration::from_millis(20));
+                    done.store(true, Ordering::SeqCst);
+                    waker.wake();
+                });
+            }
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn block_on_parks_until_a_waiting_future_is_woken() {
+        let polls = block_on(WakenLater {
+            done: Arc::new(AtomicBool::new(false)),
+            polls: 0,
+        });
+        // Polled once, then again after the wake (a spurious unpark may add polls).
+        assert!(polls >= 2, "{polls}");
+        assert_eq!(block_on(std::future::ready(7)), 7);
+    }
+
+    #[test]
+    fn block_on_polls_again_after_a_wake_during_the_poll() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&polls);
+        let yield_once = std::future::poll_fn(move |context| {
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                // Woken before the executor parks: the park must not sleep forever.
+                context.waker().wake_by_ref();
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        });
+        block_on(yield_once);
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
     }
 }

@@ -1,9 +1,13 @@
-//! The steps of each operation that need no database: validating and encrypting
-//! what is written, the checks before keys are revealed, single-match rules, error
-//! classification and key-rotation planning. The stores and the maintenance type
-//! call these around the statements they execute, so each rule exists once.
+//! The steps of each operation that need no database: validating what is written
+//! and the requests that seal its keys, the checks before keys are revealed and the
+//! requests that open them, single-match rules, error classification and
+//! key-rotation planning. The stores and the maintenance type call these around the
+//! statements they execute (the stores around their key provider's calls too), so
+//! each rule exists once.
 
-use crate::crypto::{Binding, CipherFormat, CredentialKeys, Keyring, Origin};
+use crate::crypto::{
+    Binding, CipherFormat, CredentialKeys, Keyring, OpenRequest, Origin, SealRequest,
+};
 use crate::error::{Error, Field, Result};
 use crate::maintenance::KeyUsage;
 use crate::models::{
@@ -79,16 +83,23 @@ fn binding(credential_id: Uuid, account_id: Uuid, user_id: &str, field: Field) -
     }
 }
 
-/// Validated, encrypted credentials, ready to insert under `account`, in
-/// multi-row INSERTs of at most [`INSERT_CHUNK_ROWS`]. Nothing is returned (and so
-/// nothing written) unless every credential passes.
-pub(crate) fn credential_rows(
-    keyring: &Keyring,
-    format: CipherFormat,
-    account: &UserAccount,
-    new: &[NewUserCredential<'_>],
-) -> Result<Vec<Vec<CredentialRow>>> {
+/// What a write stores once its keys are sealed: the values (their ciphertext
+/// columns empty), and the requests that seal those columns, in the order they are
+/// filled. The core hands all of `requests` to the key provider in one call.
+pub(crate) struct ToSeal<'a, T> {
+    pub requests: Vec<SealRequest<'a>>,
+    unsealed: T,
+}
+
+/// Validated credentials with their new ids, to insert under `account` once their
+/// keys are sealed. Nothing is returned (and so nothing sealed or written) unless
+/// every credential passes.
+pub(crate) fn new_credentials<'a>(
+    account: &'a UserAccount,
+    new: &'a [NewUserCredential<'_>],
+) -> Result<ToSeal<'a, Vec<CredentialRow>>> {
     let now = SqlTime(now());
+    let mut requests = Vec::with_capacity(2 * new.len());
     let rows = new
         .iter()
         .map(|new| {
@@ -97,21 +108,21 @@ pub(crate) fn credential_rows(
             validation::secret(Field::ApiKey, new.api_key.expose_secret())?;
             validation::secret(Field::SecretKey, new.secret_key.expose_secret())?;
             let id = Uuid::now_v7();
-            let seal = |field, key: &SecretString| {
-                keyring.encrypt(
-                    format,
-                    key,
-                    &binding(id, account.id, &account.user_id, field),
-                )
-            };
+            for (field, key) in [
+                (Field::ApiKey, &new.api_key),
+                (Field::SecretKey, &new.secret_key),
+            ] {
+                let bound = binding(id, account.id, &account.user_id, field);
+                requests.push(SealRequest::new(key, bound));
+            }
             Ok(CredentialRow {
                 id: SqlUuid(id),
                 user_account_id: SqlUuid(account.id),
                 user_id: account.user_id.clone(),
                 credential_type: credential_type.as_str().to_owned(),
                 nickname: Some(nickname.as_str().to_owned()),
-                api_key: seal(Field::ApiKey, &new.api_key),
-                secret_key: seal(Field::SecretKey, &new.secret_key),
+                api_key: String::new(),
+                secret_key: String::new(),
                 is_active: new.is_active,
                 expires_at: new.expires_at.map(|at| SqlTime(to_stored_precision(at))),
                 created_at: now,
@@ -119,12 +130,30 @@ pub(crate) fn credential_rows(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut chunks = Vec::with_capacity(rows.len().div_ceil(INSERT_CHUNK_ROWS));
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        chunks.push(rows.by_ref().take(INSERT_CHUNK_ROWS).collect());
+    Ok(ToSeal {
+        requests,
+        unsealed: rows,
+    })
+}
+
+impl ToSeal<'_, Vec<CredentialRow>> {
+    /// The rows with their keys' ciphertexts (one per request, in request order), in
+    /// multi-row INSERTs of at most [`INSERT_CHUNK_ROWS`].
+    pub(crate) fn into_chunks(self, sealed: Vec<String>) -> Vec<Vec<CredentialRow>> {
+        let mut rows = self.unsealed;
+        let slots = rows
+            .iter_mut()
+            .flat_map(|row| [&mut row.api_key, &mut row.secret_key]);
+        for (slot, ciphertext) in slots.zip(sealed) {
+            *slot = ciphertext;
+        }
+        let mut chunks = Vec::with_capacity(rows.len().div_ceil(INSERT_CHUNK_ROWS));
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            chunks.push(rows.by_ref().take(INSERT_CHUNK_ROWS).collect());
+        }
+        chunks
     }
-    Ok(chunks)
 }
 
 /// The one row of a one-row insert, or the chunks as they are.
@@ -152,33 +181,32 @@ pub(crate) fn owner_error(account: &UserAccount, owner: Option<String>, err: Err
     }
 }
 
-/// The columns an update sets, validated and with new keys encrypted.
-pub(crate) fn credential_changes(
-    keyring: &Keyring,
-    format: CipherFormat,
-    account: &UserAccount,
+/// The columns an update sets, validated, and the requests that seal its new keys
+/// (the API key's first).
+pub(crate) fn credential_changes<'a>(
+    account: &'a UserAccount,
     credential_id: Uuid,
-    update: &CredentialUpdate,
-) -> Result<CredentialChanges> {
+    update: &'a CredentialUpdate,
+) -> Result<ToSeal<'a, CredentialChanges>> {
     // `None` keeps, `Some(None)` stores NULL.
     let nickname = match &update.nickname {
         Patch::Keep => None,
         Patch::Set(text) => Some(Some(Nickname::parse(text)?.as_str().to_owned())),
         Patch::Clear => Some(None),
     };
-    let seal = |field, key: &Option<SecretString>| -> Result<Option<String>> {
+    let mut requests = Vec::with_capacity(2);
+    // An empty ciphertext where a new key goes, filled once it is sealed.
+    let mut seal = |field, key: &'a Option<SecretString>| -> Result<Option<String>> {
         key.as_ref()
             .map(|key| {
                 validation::secret(field, key.expose_secret())?;
-                Ok(keyring.encrypt(
-                    format,
-                    key,
-                    &binding(credential_id, account.id, &account.user_id, field),
-                ))
+                let bound = binding(credential_id, account.id, &account.user_id, field);
+                requests.push(SealRequest::new(key, bound));
+                Ok(String::new())
             })
             .transpose()
     };
-    Ok(CredentialChanges {
+    let changes = CredentialChanges {
         nickname,
         api_key: seal(Field::ApiKey, &update.api_key)?,
         secret_key: seal(Field::SecretKey, &update.secret_key)?,
@@ -189,7 +217,25 @@ pub(crate) fn credential_changes(
             .map(|at| SqlTime(to_stored_precision(at)))
             .into_change(),
         updated_at: SqlTime(now()),
+    };
+    Ok(ToSeal {
+        requests,
+        unsealed: changes,
     })
+}
+
+impl ToSeal<'_, CredentialChanges> {
+    /// The changes with the new keys' ciphertexts (one per request, in request order).
+    pub(crate) fn into_changes(self, sealed: Vec<String>) -> CredentialChanges {
+        let mut changes = self.unsealed;
+        let slots = [&mut changes.api_key, &mut changes.secret_key]
+            .into_iter()
+            .flatten();
+        for (slot, ciphertext) in slots.zip(sealed) {
+            *slot = ciphertext;
+        }
+        changes
+    }
 }
 
 /// The error for a credential the account does not have.
@@ -212,14 +258,41 @@ pub(crate) fn single_match<T>(
     }
 }
 
-/// The keys of a stored credential: refused when it is missing, inactive or expired,
-/// or its account is inactive (checked before anything is decrypted), decrypted with its row and field bound.
-pub(crate) fn reveal(
-    keyring: &Keyring,
+/// A stored credential whose keys may be revealed, with its ciphertexts.
+pub(crate) struct Revealable {
+    pub credential: UserCredential,
+    api_key: LossyText,
+    secret_key: LossyText,
+}
+
+impl Revealable {
+    /// The requests that open its keys, API key first, each bound to its row and
+    /// field.
+    pub(crate) fn open_requests(&self) -> [OpenRequest<'_>; 2] {
+        let credential = &self.credential;
+        [
+            (&self.api_key, Field::ApiKey),
+            (&self.secret_key, Field::SecretKey),
+        ]
+        .map(|(text, field)| {
+            let bound = binding(
+                credential.id,
+                credential.user_account_id,
+                &credential.user_id,
+                field,
+            );
+            OpenRequest::new(&text.0, bound)
+        })
+    }
+}
+
+/// The checks before a credential's keys are revealed: refused when it is missing,
+/// inactive or expired, or its account is inactive, before anything is decrypted.
+pub(crate) fn revealable(
     account: &UserAccount,
     credential_id: Uuid,
     found: Option<(UserCredential, bool, LossyText, LossyText)>,
-) -> Result<CredentialKeys> {
+) -> Result<Revealable> {
     let (credential, account_active, api_key, secret_key) =
         found.ok_or_else(|| not_found(account, credential_id))?;
     if !account_active {
@@ -236,21 +309,28 @@ pub(crate) fn reveal(
             expired_at,
         });
     }
-    let open = |text: &LossyText, field| {
-        keyring.decrypt(
-            &text.0,
-            &binding(
-                credential.id,
-                credential.user_account_id,
-                &credential.user_id,
-                field,
-            ),
-        )
-    };
-    Ok(CredentialKeys::new(
-        open(&api_key, Field::ApiKey)?,
-        open(&secret_key, Field::SecretKey)?,
-    ))
+    Ok(Revealable {
+        credential,
+        api_key,
+        secret_key,
+    })
+}
+
+/// The keys of a stored credential, decrypted with the keyring at once: the checks
+/// of [`revealable`], then both keys opened, each bound to its row and field. For
+/// the benchmarks' baselines ([`internals::reveal`](crate::internals::reveal)); the
+/// stores open through their key provider.
+pub(crate) fn reveal(
+    keyring: &Keyring,
+    account: &UserAccount,
+    credential_id: Uuid,
+    found: Option<(UserCredential, bool, LossyText, LossyText)>,
+) -> Result<CredentialKeys> {
+    let revealable = revealable(account, credential_id, found)?;
+    let [api_key, secret_key] = revealable
+        .open_requests()
+        .map(|request| keyring.decrypt(request.ciphertext(), request.binding()));
+    Ok(CredentialKeys::new(api_key?, secret_key?))
 }
 
 /// A credential's ciphertexts, as maintenance reads them.

@@ -15,6 +15,99 @@
 //! Both formats are always readable. Each configured key serves both: its Fernet
 //! form is the key itself, its sealed form a subkey derived with HKDF-SHA256, so no
 //! key is used by two algorithms.
+//!
+//! # Key providers
+//!
+//! The seam between the stores and whatever holds the keys: a [`KeyProvider`] seals
+//! and opens credential fields, in batches, behind futures that may fail.
+//!
+//! The stores never encrypt by themselves. Each call that writes keys hands every
+//! field it writes to one [`seal`](KeyProvider::seal) (an insert of a thousand
+//! credentials is one call of two thousand requests), and each reveal hands both
+//! fields of its credential to one [`open`](KeyProvider::open). A provider that asks
+//! a remote service (a KMS over HTTP) can so make one request per store call. The
+//! [`Keyring`] is the provider a store gets from `new`; its futures are ready at
+//! once.
+//!
+//! ## Writing a provider
+//!
+//! A provider is one file: a type that is `Send + Sync + Debug + 'static` and
+//! implements the three methods. It returns exactly one result per request, in
+//! request order. A sealed value must open only under the [`Binding`] it was
+//! sealed with (credential, account, user, field), so that a ciphertext copied onto
+//! another row, into the other field or under another user does not open; a value
+//! that does not open is [`Error::Decryption`] (or [`Error::UnknownKey`]) naming
+//! the binding's credential and field, and every failure is an [`Error`], never a
+//! panic. The futures are `Send`: the async store awaits them on the runtime, so a
+//! provider that waits on the network awaits there, without blocking a worker
+//! thread.
+//!
+//! The blocking [`CredentialStore`](crate::CredentialStore) drives the futures on
+//! the calling thread, parking it while a future waits and waking it when the
+//! future's waker is called. It is no tokio runtime: a provider whose futures need
+//! one (tokio's timers, sockets or `spawn`) must bring its own, for instance by
+//! spawning its work on a runtime it owns and awaiting the result through a
+//! channel.
+//!
+//! ```
+//! use credential_store::crypto::{KeyProvider, OpenRequest, ProviderFuture, SealRequest};
+//! use credential_store::{CipherFormat, CredentialRepository, CredentialStore, Database,
+//!     Keyring, NewUserAccount, NewUserCredential};
+//! use secrecy::{ExposeSecret, SecretString};
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//!
+//! /// The local keyring, counting the calls made to it.
+//! #[derive(Debug)]
+//! struct Counted {
+//!     keyring: Keyring,
+//!     calls: AtomicUsize,
+//! }
+//!
+//! impl KeyProvider for Counted {
+//!     fn name(&self) -> &str {
+//!         "counted"
+//!     }
+//!
+//!     fn seal<'a>(
+//!         &'a self,
+//!         format: CipherFormat,
+//!         items: &'a [SealRequest<'a>],
+//!     ) -> ProviderFuture<'a, Vec<String>> {
+//!         self.calls.fetch_add(1, Ordering::Relaxed);
+//!         self.keyring.seal(format, items)
+//!     }
+//!
+//!     fn open<'a>(&'a self, items: &'a [OpenRequest<'a>]) -> ProviderFuture<'a, Vec<SecretString>> {
+//!         self.calls.fetch_add(1, Ordering::Relaxed);
+//!         self.keyring.open(items)
+//!     }
+//! }
+//!
+//! let key = Keyring::generate_key();
+//! let keyring = || Keyring::from_fernet_keys([key.expose_secret()]).unwrap();
+//! let provider = Arc::new(Counted { keyring: keyring(), calls: AtomicUsize::new(0) });
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let db = Database::open(dir.path().join("store.db").to_str().unwrap()).unwrap();
+//! db.run_migrations().unwrap();
+//! let store = CredentialStore::new(db, keyring()).with_key_provider(provider.clone());
+//!
+//! let account = store.create_account(&NewUserAccount { user_id: "auth0|42", account_name: "Ada" }).unwrap();
+//! let new = [
+//!     NewUserCredential::new("alpaca_paper", "PK1", "s1").nickname("Momentum"),
+//!     NewUserCredential::new("alpaca_paper", "PK2", "s2").nickname("Swing"),
+//! ];
+//! let stored = store.insert_credentials(&account, &new).unwrap();
+//! let keys = store.credential_keys(&account, stored[1].id).unwrap();
+//! assert_eq!(keys.api_key().expose_secret(), "PK2");
+//! // One call seals the four keys of the insert, one opens the two of the reveal.
+//! assert_eq!(provider.calls.load(Ordering::Relaxed), 2);
+//! ```
+
+mod provider;
+
+pub use provider::{KeyProvider, OpenRequest, ProviderFuture, SealRequest};
 
 use crate::error::{Error, Field, Result};
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
@@ -114,15 +207,49 @@ struct Key {
     sealed: XChaCha20Poly1305,
 }
 
-/// Where a ciphertext belongs: the associated data of the sealed format.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Binding<'a> {
-    pub credential_id: Uuid,
-    pub account_id: Uuid,
+/// Where a ciphertext belongs, which it is bound to: the associated data of the
+/// sealed format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Binding<'a> {
+    pub(crate) credential_id: Uuid,
+    pub(crate) account_id: Uuid,
     /// The owning user: the credential row's `user_id` (always its account's).
     /// Bound by version 2 only.
-    pub user_id: &'a str,
-    pub field: Field,
+    pub(crate) user_id: &'a str,
+    pub(crate) field: Field,
+}
+
+impl<'a> Binding<'a> {
+    /// The place of one field of a credential: the credential, its account, the
+    /// account's user and the field.
+    pub fn new(credential_id: Uuid, account_id: Uuid, user_id: &'a str, field: Field) -> Self {
+        Binding {
+            credential_id,
+            account_id,
+            user_id,
+            field,
+        }
+    }
+
+    /// The credential's id.
+    pub fn credential_id(&self) -> Uuid {
+        self.credential_id
+    }
+
+    /// The id of the credential's account.
+    pub fn account_id(&self) -> Uuid {
+        self.account_id
+    }
+
+    /// The owning user: the credential row's `user_id` (always its account's).
+    pub fn user_id(&self) -> &'a str {
+        self.user_id
+    }
+
+    /// The field: [`Field::ApiKey`] or [`Field::SecretKey`].
+    pub fn field(&self) -> Field {
+        self.field
+    }
 }
 
 /// A version of the sealed format.
@@ -259,7 +386,7 @@ impl Keyring {
             CipherFormat::Fernet => self.keys[0]
                 .fernet
                 .encrypt(plaintext.expose_secret().as_bytes()),
-            CipherFormat::Sealed => self.seal(
+            CipherFormat::Sealed => self.seal_with_nonce(
                 SealedVersion::CURRENT,
                 &XChaCha20Poly1305::generate_nonce(&mut OsRng),
                 plaintext,
@@ -271,7 +398,7 @@ impl Keyring {
     /// Encrypts with the primary key in sealed `version`, with a given nonce. Only
     /// [`encrypt`](Self::encrypt) (with a random nonce) and the test vectors call it:
     /// a nonce must never be used twice with one key.
-    fn seal(
+    fn seal_with_nonce(
         &self,
         version: SealedVersion,
         nonce: &XNonce,
@@ -830,7 +957,7 @@ mod tests {
         let nonce = XNonce::from_slice(&VECTOR_NONCE);
         for (version, field, plaintext, expected) in VECTORS {
             let b = vector_binding(field);
-            let made = ring.seal(version, nonce, &SecretString::from(plaintext), &b);
+            let made = ring.seal_with_nonce(version, nonce, &SecretString::from(plaintext), &b);
             assert_eq!(made, expected, "{version:?} {field:?}");
             assert_eq!(
                 ring.decrypt(expected, &b).unwrap().expose_secret(),
