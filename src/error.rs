@@ -607,6 +607,34 @@ impl From<diesel::r2d2::PoolError> for Error {
 }
 
 impl Error {
+    /// Whether a failed insert met the owner check (the composite foreign key on
+    /// PostgreSQL and MySQL, the triggers or the account foreign key on SQLite).
+    pub(crate) fn is_owner_violation(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error as DieselError};
+        match self {
+            Error::Database(DieselError::DatabaseError(kind, info)) => {
+                matches!(kind, DatabaseErrorKind::ForeignKeyViolation)
+                    || info.message().contains("FOREIGN KEY constraint failed")
+                    || info.message().contains("must equal its account")
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a failed insert met a unique index.
+    pub(crate) fn is_unique_violation(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error as DieselError};
+        matches!(
+            self,
+            Error::Database(DieselError::DatabaseError(
+                DatabaseErrorKind::UniqueViolation,
+                _
+            ))
+        )
+    }
+}
+
+impl Error {
     /// What kind of failure this is. Every variant has exactly one kind, so code
     /// that branches on failures (or prints them) can match on the kind instead
     /// of on the variants.

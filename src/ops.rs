@@ -13,9 +13,9 @@ use crate::executor::Executor;
 use crate::models::{
     CredentialUpdate, NewUserAccount, NewUserCredential, UserAccount, UserCredential,
 };
+use crate::query;
 use crate::steps::{self, first};
 use crate::validation;
-use crate::{backend, query};
 use std::future::Future;
 use std::sync::Arc;
 use tracing::Instrument;
@@ -258,7 +258,7 @@ impl<E: Executor> Core<E> {
                 }
             };
             let stored = match inserted {
-                Err(err) if backend::is_owner_violation(&err) => {
+                Err(err) if err.is_owner_violation() => {
                     let owner = vec![query::account_owner(account.id)];
                     let owner = first(self.exec.load(Scope::read(&account.user_id), owner).await?);
                     return Err(steps::owner_error(account, owner, err));

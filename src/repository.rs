@@ -3,7 +3,6 @@
 use crate::connection::Database;
 use crate::crypto::CredentialKeys;
 use crate::error::Result;
-use crate::maintenance::Maintenance;
 use crate::models::{
     CredentialUpdate, NewUserAccount, NewUserCredential, UserAccount, UserCredential,
 };
@@ -161,19 +160,10 @@ pub trait CredentialRepository {
 /// ```
 #[derive(Debug, Clone)]
 pub struct CredentialStore {
-    core: Core<Database>,
+    pub(crate) core: Core<Database>,
 }
 
 crate::ops::store_basics!(CredentialStore, Database);
-
-impl CredentialStore {
-    /// The cross-user maintenance operations (backfill, key rotation, key usage) on
-    /// the same database and keyring, for a role that bypasses row-level security.
-    pub fn maintenance(&self) -> Maintenance {
-        Maintenance::new(self.core.exec.clone(), Arc::clone(&self.core.keyring))
-            .with_format(self.core.format)
-    }
-}
 
 /// Runs a future to its end on the calling thread: the blocking store's way of
 /// driving the operations. The database's futures are ready at once; a key

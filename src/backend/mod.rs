@@ -649,32 +649,6 @@ pub(crate) trait LoadWritten<T>: Send + 'static {
     fn without_returning(self) -> (Self::Write, Self::ReadBack, Vec<uuid::Uuid>);
 }
 
-/// Whether a failed insert met the owner check (the composite foreign key on
-/// PostgreSQL and MySQL, the triggers or the account foreign key on SQLite).
-pub(crate) fn is_owner_violation(err: &Error) -> bool {
-    use diesel::result::{DatabaseErrorKind, Error as DieselError};
-    match err {
-        Error::Database(DieselError::DatabaseError(kind, info)) => {
-            matches!(kind, DatabaseErrorKind::ForeignKeyViolation)
-                || info.message().contains("FOREIGN KEY constraint failed")
-                || info.message().contains("must equal its account")
-        }
-        _ => false,
-    }
-}
-
-/// Whether a failed insert met a unique index.
-pub(crate) fn is_unique_violation(err: &Error) -> bool {
-    use diesel::result::{DatabaseErrorKind, Error as DieselError};
-    matches!(
-        err,
-        Error::Database(DieselError::DatabaseError(
-            DatabaseErrorKind::UniqueViolation,
-            _
-        ))
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -188,7 +188,7 @@ impl Maintenance {
             let mut outcome = Outcome::Completed(());
             while let Some(batch) = self.stored_batch(after, limit)? {
                 after = batch.last().map_or(after, |row| row.id);
-                let plan = steps::plan_rotation(&self.keyring, self.format, &batch);
+                let plan = super::rows::plan_rotation(&self.keyring, self.format, &batch);
                 failures.extend(plan.failures);
                 if !plan.rewrites.is_empty() {
                     let rewrites: Vec<query::CiphertextRewrite> = plan

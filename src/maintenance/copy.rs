@@ -1,6 +1,7 @@
 //! Copying a whole store from one database to another (SQLite to PostgreSQL and
 //! back), ciphertexts as they are.
 
+use super::rows::StoredRow;
 use super::verify::{check_rows, UnreadableCredential};
 use super::Maintenance;
 use crate::backend::{Load, Scope};
@@ -10,7 +11,7 @@ use crate::models::{AccountRow, CredentialRow, UserAccount, UserCredential};
 use crate::ops::{record_rows, span};
 use crate::query::{self, operator};
 use crate::sql_types::{LossyText, SqlTime, SqlUuid};
-use crate::steps::{self, StoredRow, INSERT_CHUNK_ROWS};
+use crate::steps::{self, INSERT_CHUNK_ROWS};
 use crate::validation;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};

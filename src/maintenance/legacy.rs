@@ -5,7 +5,7 @@ use super::Maintenance;
 use crate::backend::Scope;
 use crate::error::{Field, Result};
 use crate::ops::{record_rows, span};
-use crate::{query, steps, validation};
+use crate::{query, validation};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -118,7 +118,8 @@ impl Maintenance {
             report.scanned += rows.len() as u64;
             for (credential_id, credential_type, nickname) in rows {
                 let nickname = nickname.map(|n| n.0);
-                for finding in steps::legacy_findings(&credential_type.0, nickname.as_deref()) {
+                for finding in super::rows::legacy_findings(&credential_type.0, nickname.as_deref())
+                {
                     report.values.push(LegacyValue {
                         credential_id,
                         field: finding.field.as_str(),

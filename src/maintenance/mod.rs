@@ -10,6 +10,7 @@ mod batches;
 mod copy;
 mod legacy;
 mod revert;
+mod rows;
 mod status;
 mod verify;
 
@@ -25,7 +26,7 @@ use crate::crypto::{CipherFormat, Keyring};
 use crate::error::Result;
 use crate::ops::span;
 use crate::query;
-use crate::steps::{self, StoredRow, UsageCounts};
+use rows::{StoredRow, UsageCounts};
 use serde::Serialize;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -87,6 +88,15 @@ pub struct Maintenance {
     db: Database,
     keyring: Arc<Keyring>,
     format: CipherFormat,
+}
+
+impl crate::CredentialStore {
+    /// The cross-user maintenance operations (backfill, key rotation, key usage) on
+    /// the same database and keyring, for a role that bypasses row-level security.
+    pub fn maintenance(&self) -> Maintenance {
+        Maintenance::new(self.core.exec.clone(), Arc::clone(&self.core.keyring))
+            .with_format(self.core.format)
+    }
 }
 
 impl Maintenance {
@@ -161,9 +171,9 @@ impl Maintenance {
             let mut after = Uuid::nil();
             while let Some(batch) = self.stored_batch(after, 1000)? {
                 after = batch.last().map_or(after, |row| row.id);
-                steps::count_key_usage(&self.keyring, &batch, &mut counts);
+                rows::count_key_usage(&self.keyring, &batch, &mut counts);
             }
-            Ok(steps::key_usage_report(&self.keyring, counts))
+            Ok(rows::key_usage_report(&self.keyring, counts))
         })
     }
 

@@ -1,9 +1,10 @@
 //! Verification: every credential decrypted with the keyring, read-only.
 
+use super::rows::{self, StoredRow};
 use super::Maintenance;
 use crate::error::{Error, Result};
 use crate::ops::{record_rows, span};
-use crate::steps::{self, StoredRow};
+use crate::steps;
 use crate::validation;
 use crate::Keyring;
 use serde::Serialize;
@@ -108,7 +109,7 @@ pub(super) fn check_rows(
 ) -> u64 {
     let mut readable = 0;
     for row in rows {
-        match steps::open_stored(keyring, row) {
+        match rows::open_stored(keyring, row) {
             (Ok(_), Ok(_)) => readable += 1,
             (api_key, secret_key) => unreadable.extend(
                 api_key
