@@ -36,7 +36,7 @@ impl Database {
     /// Applies every pending migration and returns the versions applied, oldest first.
     ///
     /// On PostgreSQL and SQLite the whole run is one transaction: it applies every
-    /// pending migration or none (MySQL: below).
+    /// pending migration or none (MariaDB/MySQL, whose DDL commits as it goes: below).
     /// Safe to call from several processes at once (services starting together): on
     /// PostgreSQL that transaction takes a transaction-scoped advisory lock
     /// (`pg_advisory_xact_lock`), so it also holds through a transaction pooler such

@@ -1,8 +1,9 @@
 //! Every statement the crate sends, built in one place and executed elsewhere.
 //!
 //! Each function returns a query value that owns its parameters and runs on every
-//! executor the build has: the blocking PostgreSQL and SQLite connections and, with
-//! the `async` feature, the pipelined async PostgreSQL connection. The stores and
+//! executor the build has: the blocking PostgreSQL, SQLite and MariaDB/MySQL
+//! connections and, with the `async` feature, the pipelined async PostgreSQL
+//! connection. The stores and
 //! the maintenance type only execute these values. Parameters are always bound,
 //! never spliced into SQL.
 //!
