@@ -15,10 +15,14 @@
 //!   does not cache: multi-row INSERTs, changeset UPDATEs) is sent
 //!   with the others and `COMMIT` follows once it has run, so that `COMMIT` cannot
 //!   overtake its preparation: two or three round trips. The context is local to
-//!   the transaction; a call cancelled
-//!   mid-flight (a dropped future, a timeout, an aborted task) closes its
-//!   connection instead of returning it to the pool, so the server rolls the
-//!   transaction back and no context or open transaction reaches another call.
+//!   the transaction; a call cancelled mid-flight (a dropped future, a timeout, an
+//!   aborted task) closes its connection instead of returning it to the pool, so
+//!   no context or open transaction reaches another call. **A cancelled write's
+//!   outcome is unknown**: the call sends its `COMMIT` with its statements, so the
+//!   server may have committed it before the connection closed (otherwise the
+//!   server rolls it back). Retry such a write with a caller-chosen id
+//!   ([`NewUserCredential::with_id`](crate::NewUserCredential::with_id)): the insert
+//!   is idempotent on it.
 //! - **SQLite** and **MariaDB/MySQL**: the blocking store's executor on tokio's
 //!   blocking thread pool, one hop per call, so the runtime's worker threads never
 //!   wait on the file or the server. A cancelled call's transaction still runs to

@@ -64,6 +64,30 @@ pub enum Error {
         credential_id: Uuid,
     },
 
+    /// An insert with a caller-chosen credential id
+    /// ([`NewUserCredential::with_id`](crate::NewUserCredential::with_id)) met a stored
+    /// credential with that id whose content differs (or that the caller cannot
+    /// see). The same id with the same content is not an error: the insert returns
+    /// the stored credential, so a write whose outcome is unknown can be retried.
+    #[error("credential id `{credential_id}` is already taken by a credential with other content")]
+    CredentialIdConflict {
+        /// The account the insert was for.
+        account_id: Uuid,
+        /// The caller-chosen id.
+        credential_id: Uuid,
+    },
+
+    /// A key provider failed, or answered out of its contract (a result count that
+    /// does not match the request). The provider's own errors are its typed errors;
+    /// this is for what it cannot express otherwise.
+    #[error("key provider `{provider}` failed: {reason}")]
+    KeyProvider {
+        /// The provider's name ([`KeyProvider::name`](crate::KeyProvider::name)).
+        provider: String,
+        /// What went wrong, never a key or a ciphertext.
+        reason: String,
+    },
+
     /// A single-match nickname lookup found more than one credential.
     #[error("nickname `{nickname}` is ambiguous: {matches} credentials of account `{account_id}` carry it")]
     AmbiguousNickname {
@@ -333,6 +357,11 @@ pub enum ErrorKind {
     /// No such credential under the account ([`Error::CredentialNotFound`]):
     /// `credential_not_found`.
     CredentialNotFound,
+    /// A caller-chosen credential id is taken by a credential with other content
+    /// ([`Error::CredentialIdConflict`]): `credential_id_conflict`.
+    CredentialIdConflict,
+    /// A key provider failed ([`Error::KeyProvider`]): `key_provider`.
+    KeyProvider,
     /// A single-match nickname lookup matched several credentials
     /// ([`Error::AmbiguousNickname`]): `ambiguous_nickname`.
     AmbiguousNickname,
@@ -417,6 +446,8 @@ impl ErrorKind {
             ErrorKind::AccountExists => "account_exists",
             ErrorKind::UnknownUser => "unknown_user",
             ErrorKind::CredentialNotFound => "credential_not_found",
+            ErrorKind::CredentialIdConflict => "credential_id_conflict",
+            ErrorKind::KeyProvider => "key_provider",
             ErrorKind::AmbiguousNickname => "ambiguous_nickname",
             ErrorKind::AmbiguousType => "ambiguous_type",
             ErrorKind::CredentialInactive => "credential_inactive",
@@ -648,6 +679,8 @@ impl Error {
             Error::AccountExists { .. } => ErrorKind::AccountExists,
             Error::UnknownUser { .. } => ErrorKind::UnknownUser,
             Error::CredentialNotFound { .. } => ErrorKind::CredentialNotFound,
+            Error::CredentialIdConflict { .. } => ErrorKind::CredentialIdConflict,
+            Error::KeyProvider { .. } => ErrorKind::KeyProvider,
             Error::AmbiguousNickname { .. } => ErrorKind::AmbiguousNickname,
             Error::AmbiguousType { .. } => ErrorKind::AmbiguousType,
             Error::CredentialInactive { .. } => ErrorKind::CredentialInactive,
@@ -744,6 +777,8 @@ mod tests {
         ErrorKind::AccountExists,
         ErrorKind::UnknownUser,
         ErrorKind::CredentialNotFound,
+        ErrorKind::CredentialIdConflict,
+        ErrorKind::KeyProvider,
         ErrorKind::AmbiguousNickname,
         ErrorKind::AmbiguousType,
         ErrorKind::CredentialInactive,
@@ -783,6 +818,8 @@ mod tests {
             | ErrorKind::AccountExists
             | ErrorKind::UnknownUser
             | ErrorKind::CredentialNotFound
+            | ErrorKind::CredentialIdConflict
+            | ErrorKind::KeyProvider
             | ErrorKind::AmbiguousNickname
             | ErrorKind::AmbiguousType
             | ErrorKind::CredentialInactive

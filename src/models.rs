@@ -98,6 +98,8 @@ pub struct NewUserCredential<'a> {
     pub is_active: bool,
     /// When the credential stops being usable, if ever.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The id the caller chose ([`with_id`](Self::with_id)); a new UUIDv7 otherwise.
+    id: Option<Uuid>,
 }
 
 impl<'a> NewUserCredential<'a> {
@@ -114,7 +116,35 @@ impl<'a> NewUserCredential<'a> {
             secret_key: secret_key.into(),
             is_active: true,
             expires_at: None,
+            id: None,
         }
+    }
+
+    /// Stores the credential under an id the caller chose (a UUID, ideally v7 for
+    /// index locality), which makes the insert **idempotent on it**: inserting again
+    /// with the same id and the same content (type, nickname, keys, `is_active`,
+    /// `expires_at`) returns the stored credential instead of a second one, and the
+    /// same id with other content, or an id taken in another account, is
+    /// [`Error::CredentialIdConflict`](crate::Error::CredentialIdConflict), changing
+    /// nothing. A write whose outcome is unknown (a timeout, a lost connection, a
+    /// cancelled async call whose `COMMIT` may have reached the server) can so be
+    /// retried safely. In a batch, every credential needs its own id for a retry to
+    /// be recognised.
+    ///
+    /// ```
+    /// use credential_store::NewUserCredential;
+    /// let id = uuid::Uuid::now_v7();
+    /// let new = NewUserCredential::new("alpaca_paper", "PK1", "s1").with_id(id);
+    /// assert_eq!(new.id(), Some(id));
+    /// ```
+    pub fn with_id(mut self, id: Uuid) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// The caller-chosen id, if any ([`with_id`](Self::with_id)).
+    pub fn id(&self) -> Option<Uuid> {
+        self.id
     }
 
     /// Sets the nickname.
@@ -145,6 +175,7 @@ impl fmt::Debug for NewUserCredential<'_> {
             .field("secret_key", &format_args!("[REDACTED]"))
             .field("is_active", &self.is_active)
             .field("expires_at", &self.expires_at)
+            .field("id", &self.id)
             .finish()
     }
 }

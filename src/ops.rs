@@ -165,12 +165,13 @@ impl<E: Executor> Core<E> {
             return Ok(Vec::new());
         }
         let sealed = self.keys.seal(self.format, requests).await?;
-        assert_eq!(
-            sealed.len(),
-            requests.len(),
-            "key provider `{}` must return one ciphertext per request",
-            self.keys.name()
-        );
+        if sealed.len() != requests.len() {
+            return Err(self.provider_error(format!(
+                "{} ciphertexts for {} requests",
+                sealed.len(),
+                requests.len()
+            )));
+        }
         Ok(sealed)
     }
 
@@ -179,14 +180,59 @@ impl<E: Executor> Core<E> {
     async fn reveal(&self, revealable: &steps::Revealable) -> Result<CredentialKeys> {
         let requests = revealable.open_requests();
         let opened = self.keys.open(&requests).await?;
-        let [api_key, secret_key] = <[_; 2]>::try_from(opened).unwrap_or_else(|opened| {
-            panic!(
-                "key provider `{}` must return one plaintext per request: {} for 2",
-                self.keys.name(),
-                opened.len()
-            )
-        });
+        let [api_key, secret_key] = <[_; 2]>::try_from(opened).map_err(|opened| {
+            self.provider_error(format!("{} plaintexts for 2 requests", opened.len()))
+        })?;
         Ok(CredentialKeys::new(api_key, secret_key))
+    }
+
+    /// The error for a key provider that answered out of its contract.
+    fn provider_error(&self, reason: String) -> Error {
+        Error::KeyProvider {
+            provider: self.keys.name().to_owned(),
+            reason,
+        }
+    }
+
+    /// After an insert met a unique index: the credentials as stored when every new
+    /// one carries a caller-chosen id and is stored under the account with the same
+    /// content (a retried write whose first attempt committed), else
+    /// [`Error::CredentialIdConflict`] for the first id that does not match.
+    async fn replayed_insert(
+        &self,
+        account: &UserAccount,
+        new: &[NewUserCredential<'_>],
+        expected: &[steps::ExpectedCredential],
+    ) -> Result<Vec<UserCredential>> {
+        let mut stored = Vec::with_capacity(expected.len());
+        for (new, expected) in new.iter().zip(expected) {
+            let conflict = || Error::CredentialIdConflict {
+                account_id: account.id,
+                credential_id: expected.id,
+            };
+            if !expected.caller_chosen {
+                return Err(conflict());
+            }
+            let statement = vec![query::credential_with_ciphertexts(account, expected.id)];
+            let found = first(
+                self.exec
+                    .load(Scope::read(&account.user_id), statement)
+                    .await?,
+            );
+            let Some(found) = found else {
+                return Err(conflict());
+            };
+            let credential = found.0.clone();
+            if !expected.matches(&credential) {
+                return Err(conflict());
+            }
+            let keys = self.reveal(&steps::Revealable::stored(found)).await?;
+            if !steps::same_keys(new, &keys) {
+                return Err(conflict());
+            }
+            stored.push(credential);
+        }
+        Ok(stored)
     }
 
     pub async fn create_account(&self, new: &NewUserAccount<'_>) -> Result<UserAccount> {
@@ -240,6 +286,7 @@ impl<E: Executor> Core<E> {
             // Validate and encrypt everything before the transaction: a refusal writes
             // nothing, and the write lock is held only for the INSERTs.
             let rows = steps::new_credentials(account, new)?;
+            let expected = rows.expected();
             let sealed = self.seal(&rows.requests).await?;
             let chunks = rows.into_chunks(sealed);
             if chunks.is_empty() {
@@ -262,6 +309,11 @@ impl<E: Executor> Core<E> {
                     let owner = vec![query::account_owner(account.id)];
                     let owner = first(self.exec.load(Scope::read(&account.user_id), owner).await?);
                     return Err(steps::owner_error(account, owner, err));
+                }
+                // A caller-chosen id already stored: a retry of a committed write
+                // returns what it stored; anything else is a conflict.
+                Err(err) if err.is_unique_violation() => {
+                    self.replayed_insert(account, new, &expected).await?
                 }
                 other => other?,
             };

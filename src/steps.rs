@@ -85,6 +85,8 @@ fn binding(credential_id: Uuid, account_id: Uuid, user_id: &str, field: Field) -
 pub(crate) struct ToSeal<'a, T> {
     pub requests: Vec<SealRequest<'a>>,
     unsealed: T,
+    /// Per new credential, whether its id is the caller's (inserts only).
+    caller_chosen: Vec<bool>,
 }
 
 /// Validated credentials with their new ids, to insert under `account` once their
@@ -103,7 +105,7 @@ pub(crate) fn new_credentials<'a>(
             let nickname = validation::insert_nickname(new.nickname, &credential_type)?;
             validation::secret(Field::ApiKey, new.api_key.expose_secret())?;
             validation::secret(Field::SecretKey, new.secret_key.expose_secret())?;
-            let id = Uuid::now_v7();
+            let id = new.id().unwrap_or_else(Uuid::now_v7);
             for (field, key) in [
                 (Field::ApiKey, &new.api_key),
                 (Field::SecretKey, &new.secret_key),
@@ -129,10 +131,68 @@ pub(crate) fn new_credentials<'a>(
     Ok(ToSeal {
         requests,
         unsealed: rows,
+        caller_chosen: new.iter().map(|new| new.id().is_some()).collect(),
     })
 }
 
+/// What an insert stores of one credential besides its keys, to recognise it when a
+/// caller-chosen id is already taken.
+pub(crate) struct ExpectedCredential {
+    pub id: Uuid,
+    /// The id came from the caller ([`NewUserCredential::with_id`]).
+    pub caller_chosen: bool,
+    credential_type: String,
+    nickname: Option<String>,
+    is_active: bool,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+impl ExpectedCredential {
+    /// Whether `stored` holds what this insert would have stored (keys aside).
+    pub(crate) fn matches(&self, stored: &UserCredential) -> bool {
+        stored.credential_type == self.credential_type
+            && stored.nickname == self.nickname
+            && stored.is_active == self.is_active
+            && stored.expires_at == self.expires_at
+    }
+}
+
+/// Whether `keys` are the keys `new` would store.
+pub(crate) fn same_keys(new: &NewUserCredential<'_>, keys: &CredentialKeys) -> bool {
+    use subtle_eq as eq;
+    eq(new.api_key.expose_secret(), keys.api_key().expose_secret())
+        & eq(
+            new.secret_key.expose_secret(),
+            keys.secret_key().expose_secret(),
+        )
+}
+
+/// Compares two secrets without stopping at the first differing byte.
+fn subtle_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 impl ToSeal<'_, Vec<CredentialRow>> {
+    /// What each credential would store besides its keys, in order.
+    pub(crate) fn expected(&self) -> Vec<ExpectedCredential> {
+        self.unsealed
+            .iter()
+            .zip(&self.caller_chosen)
+            .map(|(row, caller_chosen)| ExpectedCredential {
+                id: row.id.0,
+                caller_chosen: *caller_chosen,
+                credential_type: row.credential_type.clone(),
+                nickname: row.nickname.clone(),
+                is_active: row.is_active,
+                expires_at: row.expires_at.map(|at| at.0),
+            })
+            .collect()
+    }
+
     /// The rows with their keys' ciphertexts (one per request, in request order), in
     /// multi-row INSERTs of at most [`INSERT_CHUNK_ROWS`].
     pub(crate) fn into_chunks(self, sealed: Vec<String>) -> Vec<Vec<CredentialRow>> {
@@ -217,6 +277,7 @@ pub(crate) fn credential_changes<'a>(
     Ok(ToSeal {
         requests,
         unsealed: changes,
+        caller_chosen: Vec::new(),
     })
 }
 
@@ -262,6 +323,17 @@ pub(crate) struct Revealable {
 }
 
 impl Revealable {
+    /// A stored credential's keys to open, without the checks of [`revealable`]:
+    /// for comparing what is stored, never for handing keys out.
+    pub(crate) fn stored(found: (UserCredential, bool, LossyText, LossyText)) -> Self {
+        let (credential, _, api_key, secret_key) = found;
+        Revealable {
+            credential,
+            api_key,
+            secret_key,
+        }
+    }
+
     /// The requests that open its keys, API key first, each bound to its row and
     /// field.
     pub(crate) fn open_requests(&self) -> [OpenRequest<'_>; 2] {

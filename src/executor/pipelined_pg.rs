@@ -4,8 +4,9 @@
 //! `COMMIT` are sent without waiting for each other: one network round trip once
 //! the connection has prepared the statements (the pool prepares every per-user
 //! read and the delete when it opens a connection). A call cancelled mid-flight
-//! closes its connection instead of returning it to the pool, so the server rolls
-//! the transaction back and no context or open transaction reaches another call.
+//! closes its connection instead of returning it to the pool, so no context or open
+//! transaction reaches another call; its write may still have committed if its
+//! `COMMIT` reached the server first (the caller retries by id).
 use crate::backend::postgres::user_context;
 use crate::backend::{classify, DatabaseOptions, Execute, Load, LoadReturning};
 use crate::error::{Error, Result};
@@ -152,7 +153,8 @@ impl deadpool::managed::Manager for PgManager {
 
 /// Returns the connection to the pool when the call closed its transaction, and
 /// closes it otherwise (a cancelled call, a failed `BEGIN` or `COMMIT`, a lost
-/// connection): the server then rolls the transaction back.
+/// connection): the server then rolls back a transaction it has not committed (a
+/// `COMMIT` that reached it before the close has committed).
 struct Checkout(Option<Object<PgManager>>);
 
 impl Drop for Checkout {
