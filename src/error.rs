@@ -304,16 +304,22 @@ pub enum Error {
         reason: String,
     },
 
-    /// SQLite stayed locked by another writer for longer than the busy timeout
-    /// ([`DatabaseOptions::busy_timeout`](crate::DatabaseOptions::busy_timeout)). The
-    /// transaction was rolled back; retrying later is safe.
+    /// A lock a retry may get: SQLite stayed locked by another writer for longer
+    /// than the busy timeout
+    /// ([`DatabaseOptions::busy_timeout`](crate::DatabaseOptions::busy_timeout)), or
+    /// MariaDB/MySQL (InnoDB) met a deadlock or a lock wait timeout. The transaction
+    /// was rolled back; retrying later is safe. (PostgreSQL waits for locks without
+    /// a timeout unless the role sets `lock_timeout`; its errors are
+    /// [`Database`](Error::Database).)
     #[error("the database is busy: another writer held the lock past the busy timeout ({0})")]
     Busy(diesel::result::Error),
 
-    /// The connection to PostgreSQL was lost mid-operation (server restart,
-    /// `pg_terminate_backend`, network). The pool replaces the connection. A read can
-    /// be retried; a write whose outcome was not reported may or may not have
-    /// committed.
+    /// The connection to PostgreSQL or MariaDB/MySQL was lost mid-operation (server
+    /// restart, `pg_terminate_backend` or `KILL CONNECTION`, network). The pool
+    /// replaces the connection. A read can be retried; a write whose outcome was not
+    /// reported may or may not have committed: retry an insert with a caller-chosen
+    /// id ([`NewUserCredential::with_id`](crate::NewUserCredential::with_id)). (SQLite
+    /// has no connection to lose.)
     #[error("the database connection was lost: {0}")]
     ConnectionLost(diesel::result::Error),
 
@@ -437,6 +443,24 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Whether an error of this kind is the moment's, not the request's: see
+    /// [`Error::is_retryable`].
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Busy | ErrorKind::ConnectionLost | ErrorKind::Pool
+        )
+    }
+
+    /// Whether an error of this kind says the thing asked for is not there: see
+    /// [`Error::is_not_found`].
+    pub fn is_not_found(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::UnknownAccount | ErrorKind::CredentialNotFound
+        )
+    }
+
     /// The kind's stable snake_case name, such as `busy` or `invalid_argument`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -731,10 +755,7 @@ impl Error {
     /// assert!(!Error::UnsupportedUrl { reason: "no scheme".into() }.is_retryable());
     /// ```
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self.kind(),
-            ErrorKind::Busy | ErrorKind::ConnectionLost | ErrorKind::Pool
-        )
+        self.kind().is_retryable()
     }
 
     /// Whether the account or credential asked for does not exist, or is not
@@ -749,10 +770,7 @@ impl Error {
     /// assert!(missing.is_not_found());
     /// ```
     pub fn is_not_found(&self) -> bool {
-        matches!(
-            self.kind(),
-            ErrorKind::UnknownAccount | ErrorKind::CredentialNotFound
-        )
+        self.kind().is_not_found()
     }
 
     pub(crate) fn invalid(field: Field, rule: Rule) -> Self {
@@ -1026,5 +1044,34 @@ mod tests {
         ] {
             assert!(!err.is_not_found(), "{err}");
         }
+    }
+
+    /// The README's table of error kinds lists every kind once, with its retry and
+    /// not-found answers as the code gives them.
+    #[test]
+    fn the_readme_error_table_matches_the_enum() {
+        let readme = include_str!("../README.md");
+        let table = readme
+            .split("<!-- error kinds: checked against ErrorKind by a test in src/error.rs -->")
+            .nth(1)
+            .expect("the README has the table of error kinds");
+        let rows: Vec<(String, bool, bool)> = table
+            .lines()
+            .skip(3)
+            .take_while(|line| line.starts_with("| `"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                (
+                    cells[1].trim_matches('`').to_owned(),
+                    cells[3] == "yes",
+                    cells[4] == "yes",
+                )
+            })
+            .collect();
+        let expected: Vec<(String, bool, bool)> = ALL
+            .iter()
+            .map(|k| (k.as_str().to_owned(), k.is_retryable(), k.is_not_found()))
+            .collect();
+        assert_eq!(rows, expected);
     }
 }

@@ -42,3 +42,11 @@ pub use models::{
 };
 pub use repository::{CredentialRepository, CredentialStore};
 pub use validation::{CredentialType, Nickname};
+
+// The types of other crates that the API hands out or takes, so that a user needs
+// no dependency of their own to name them.
+pub use chrono::{DateTime, Utc};
+/// `secrecy`, whose `ExposeSecret` reads a [`CredentialKeys`]' keys.
+pub use secrecy;
+pub use secrecy::{ExposeSecret, SecretString};
+pub use uuid::Uuid;

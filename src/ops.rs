@@ -38,8 +38,10 @@ macro_rules! store_basics {
     ($store:ident, $db:ty) => {
         impl $store {
             /// A store on a (migrated) database, encrypting with `keyring` in the
-            /// [sealed](crate::CipherFormat::Sealed) format.
-            pub fn new(db: $db, keyring: crate::Keyring) -> Self {
+            /// [sealed](crate::CipherFormat::Sealed) format. The keyring is a
+            /// [`Keyring`](crate::Keyring) or an `Arc<Keyring>` shared with other
+            /// stores and [`Maintenance`](crate::Maintenance), so keys are parsed once.
+            pub fn new(db: $db, keyring: impl Into<std::sync::Arc<crate::Keyring>>) -> Self {
                 $store {
                     core: crate::ops::Core::new(db, keyring),
                 }
@@ -130,8 +132,8 @@ async fn traced<T>(span: tracing::Span, operation: impl Future<Output = Result<T
 
 impl<E> Core<E> {
     /// A store's operations on `exec`, writing the sealed format.
-    pub fn new(exec: E, keyring: Keyring) -> Self {
-        let keyring = Arc::new(keyring);
+    pub fn new(exec: E, keyring: impl Into<Arc<Keyring>>) -> Self {
+        let keyring = keyring.into();
         Core {
             exec,
             keys: Arc::clone(&keyring) as Arc<dyn KeyProvider>,
