@@ -826,6 +826,19 @@ mod tests {
     }
 
     #[test]
+    fn derived_key_ids_match_their_fixed_vectors() {
+        // Computed outside the crate (Python: "k" + sha256(b"credential-store key id
+        // v1\0" + raw key)[:4].hex()). Every stored sealed ciphertext names its key by
+        // this id: a change of the derivation makes every row `UnknownKey`.
+        for (key, id) in [
+            ("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "k8bf46d88"),
+            ("__________________________________________8=", "ka7cef5fb"),
+        ] {
+            assert_eq!(keyring(&[key]).primary_key_id(), id);
+        }
+    }
+
+    #[test]
     fn key_ids_are_given_or_derived_and_never_duplicated() {
         let key = new_key();
         let derived = keyring(&[&key]);
