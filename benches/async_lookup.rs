@@ -54,8 +54,8 @@ mod trace;
 
 use credential_store::internals::{self, StatementSql};
 use credential_store::{
-    AsyncCredentialStore, AsyncDatabase, CredentialRepository, CredentialStore, Database,
-    DatabaseOptions, Keyring, NewUserAccount, NewUserCredential, UserAccount, UserCredential,
+    AsyncCredentialStore, AsyncDatabase, CredentialStore, Database, DatabaseOptions, Keyring,
+    NewUserAccount, NewUserCredential, UserAccount, UserCredential,
 };
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode};
@@ -174,10 +174,7 @@ fn keyring() -> Keyring {
 }
 
 fn options() -> DatabaseOptions {
-    DatabaseOptions {
-        max_connections: POOL,
-        ..Default::default()
-    }
+    DatabaseOptions::default().max_connections(POOL)
 }
 
 fn backend_enabled(name: &str) -> bool {
@@ -306,10 +303,7 @@ async fn fill(store: &AsyncCredentialStore) -> Vec<UserAccount> {
             async move {
                 let user_id = format!("bench-async-{i:05}");
                 let account = store
-                    .create_account(&NewUserAccount {
-                        user_id: &user_id,
-                        account_name: "bench",
-                    })
+                    .create_account(&NewUserAccount::new(&user_id, "bench"))
                     .await?;
                 let keys: Vec<(String, String)> = (0..CREDENTIALS.len())
                     .map(|n| {
@@ -403,9 +397,10 @@ impl Raw {
     /// The context binds the setting, the user and `true`, and the lookup the
     /// nickname twice (normalised and as given), as the stores bind them.
     async fn pipelined(&self, account: &UserAccount, nickname: &str) -> Option<UserCredential> {
-        let context: [&(dyn ToSql + Sync); 3] = [&internals::USER_SETTING, &account.user_id, &true];
+        let context: [&(dyn ToSql + Sync); 3] =
+            [&internals::USER_SETTING, &account.user_id(), &true];
         let lookup: [&(dyn ToSql + Sync); 4] =
-            [&account.id, &account.user_id, &nickname, &nickname];
+            [&account.id(), &account.user_id(), &nickname, &nickname];
         self.sent_scoped();
         let (begin, context, rows, commit) = tokio::join!(
             self.client.execute(&self.begin, &[]),
@@ -421,9 +416,10 @@ impl Raw {
 
     /// The same four statements, each awaited before the next: four round trips.
     async fn sequential(&self, account: &UserAccount, nickname: &str) -> Option<UserCredential> {
-        let context: [&(dyn ToSql + Sync); 3] = [&internals::USER_SETTING, &account.user_id, &true];
+        let context: [&(dyn ToSql + Sync); 3] =
+            [&internals::USER_SETTING, &account.user_id(), &true];
         let lookup: [&(dyn ToSql + Sync); 4] =
-            [&account.id, &account.user_id, &nickname, &nickname];
+            [&account.id(), &account.user_id(), &nickname, &nickname];
         self.sent_scoped();
         self.client.execute(&self.begin, &[]).await.expect("BEGIN");
         self.client
@@ -441,7 +437,7 @@ impl Raw {
     /// The SELECT alone.
     async fn bare(&self, account: &UserAccount, nickname: &str) -> Option<UserCredential> {
         let lookup: [&(dyn ToSql + Sync); 4] =
-            [&account.id, &account.user_id, &nickname, &nickname];
+            [&account.id(), &account.user_id(), &nickname, &nickname];
         trace::sent(&self.lookup_sql);
         one(self
             .client
@@ -455,16 +451,18 @@ impl Raw {
 /// `AmbiguousNickname`, which the dataset never has.
 fn one(rows: Vec<tokio_postgres::Row>) -> Option<UserCredential> {
     assert!(rows.len() <= 1, "ambiguous nickname");
-    rows.first().map(|row| UserCredential {
-        id: row.get(0),
-        user_account_id: row.get(1),
-        user_id: row.get(2),
-        credential_type: row.get(3),
-        nickname: row.get(4),
-        is_active: row.get(5),
-        expires_at: row.get(6),
-        created_at: row.get(7),
-        updated_at: row.get(8),
+    rows.first().map(|row| {
+        internals::user_credential(
+            row.get(0),
+            row.get(1),
+            row.get(2),
+            row.get(3),
+            row.get(4),
+            row.get(5),
+            row.get(6),
+            row.get(7),
+            row.get(8),
+        )
     })
 }
 
@@ -486,7 +484,7 @@ impl AsyncLookup {
     async fn lookup(&self, account: &UserAccount, nickname: &str) -> Option<UserCredential> {
         match self {
             AsyncLookup::Store(store) => store
-                .find_one_by_nickname(account, nickname)
+                .credential_by_nickname(account, nickname)
                 .await
                 .expect("lookup"),
             AsyncLookup::RawPipelined(raw) => raw.pipelined(account, nickname).await,
@@ -494,10 +492,12 @@ impl AsyncLookup {
             AsyncLookup::SyncOnBlockingPool(store) => {
                 let (store, account, nickname) =
                     (store.clone(), account.clone(), nickname.to_owned());
-                tokio::task::spawn_blocking(move || store.find_one_by_nickname(&account, &nickname))
-                    .await
-                    .expect("blocking task")
-                    .expect("lookup")
+                tokio::task::spawn_blocking(move || {
+                    store.credential_by_nickname(&account, &nickname)
+                })
+                .await
+                .expect("blocking task")
+                .expect("lookup")
             }
         }
     }
@@ -535,7 +535,7 @@ fn run_sync(store: &CredentialStore, accounts: &[UserAccount], seed: u64, iters:
         let (account, nickname) = pick(&mut rng, accounts);
         black_box(
             store
-                .find_one_by_nickname(account, nickname)
+                .credential_by_nickname(account, nickname)
                 .expect("lookup"),
         );
     }
@@ -633,7 +633,7 @@ impl Fixture {
             let (account, nickname) = pick(&mut rng, &self.accounts);
             let by_sync = self
                 .sync_store
-                .find_one_by_nickname(account, nickname)
+                .credential_by_nickname(account, nickname)
                 .expect("lookup")
                 .expect("a credential");
             assert_eq!(by_sync.nickname.as_deref(), Some(nickname));
@@ -654,10 +654,7 @@ impl Fixture {
 /// store sends, in order, and the bare SELECT exactly the stores' lookup statement.
 /// Panics naming both texts otherwise; prints what the stores send.
 fn check_sql(rt: &Runtime, url: &str, account: &UserAccount, sql: &StatementSql) {
-    let one = DatabaseOptions {
-        max_connections: 1,
-        ..Default::default()
-    };
+    let one = DatabaseOptions::default().max_connections(1);
     let nickname = CREDENTIALS[1].1;
     // The async pool opens its connection (and prepares its statements) in `open`;
     // a first lookup, then the one recorded.
@@ -666,24 +663,24 @@ fn check_sql(rt: &Runtime, url: &str, account: &UserAccount, sql: &StatementSql)
             let db = AsyncDatabase::open_with(url, &one).await.expect("open");
             let store = AsyncCredentialStore::new(db, keyring());
             store
-                .find_one_by_nickname(account, nickname)
+                .credential_by_nickname(account, nickname)
                 .await
                 .expect("lookup");
             store
         })
     });
     let by_async = trace::statements(|| {
-        rt.block_on(async_store.find_one_by_nickname(account, nickname))
+        rt.block_on(async_store.credential_by_nickname(account, nickname))
             .expect("lookup");
     });
     let (sync_store, _) = trace::recording_store(url, keyring(), |store| {
         store
-            .find_one_by_nickname(account, nickname)
+            .credential_by_nickname(account, nickname)
             .expect("lookup");
     });
     let by_sync = trace::statements(|| {
         sync_store
-            .find_one_by_nickname(account, nickname)
+            .credential_by_nickname(account, nickname)
             .expect("lookup");
     });
     let raw = rt.block_on(Raw::connect(url, sql));
@@ -956,7 +953,7 @@ fn async_load(
                         let call = Instant::now();
                         black_box(
                             store
-                                .find_one_by_nickname(account, nickname)
+                                .credential_by_nickname(account, nickname)
                                 .await
                                 .expect("lookup"),
                         );
@@ -993,7 +990,7 @@ fn sync_load(
                         let call = Instant::now();
                         black_box(
                             store
-                                .find_one_by_nickname(account, nickname)
+                                .credential_by_nickname(account, nickname)
                                 .expect("lookup"),
                         );
                         latencies.push(call.elapsed());

@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Ids: `<operation>/mysql/<implementation>/<rows>`: operations `lookup_by_nickname`
-//! (`find_one_by_nickname`), `lookup_by_nickname_decrypt` (`keys_by_nickname`: the
+//! (`credential_by_nickname`), `lookup_by_nickname_decrypt` (`keys_by_nickname`: the
 //! lookup and the decryption of both keys), `insert_one` (`insert_credential`) and
 //! `insert_batch_100` (`insert_credentials` of 100); implementations:
 //!
@@ -52,9 +52,7 @@ mod proxy;
 mod trace;
 
 use credential_store::internals::{self, StoredCredential};
-use credential_store::{
-    CredentialRepository, CredentialStore, Database, NewUserCredential, UserAccount, UserCredential,
-};
+use credential_store::{CredentialStore, Database, NewUserCredential, UserAccount, UserCredential};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use mariadb::*;
 use mysql::prelude::Queryable;
@@ -269,7 +267,7 @@ fn runner<'a>(op: Op, imp: Imp, fx: &'a mut Fixture, rng: &'a mut Rng) -> Box<dy
             let (a, nickname) = pick(rng, &fx.accounts);
             black_box(
                 fx.store
-                    .find_one_by_nickname(a, nickname)
+                    .credential_by_nickname(a, nickname)
                     .expect("lookup")
                     .expect("found"),
             );
@@ -332,7 +330,7 @@ fn runner<'a>(op: Op, imp: Imp, fx: &'a mut Fixture, rng: &'a mut Rng) -> Box<dy
 fn check(fx: &mut Fixture, url: &str) {
     let (store, _) = trace::recording_store(url, keyring(), |store| {
         store
-            .account_by_user_id(&fx.accounts[0].user_id)
+            .account_by_user_id(&fx.accounts[0].user_id())
             .expect("warm the recording store");
     });
     let a = fx.accounts[0].clone();
@@ -344,7 +342,7 @@ fn check(fx: &mut Fixture, url: &str) {
     };
 
     let (found, by_crate) =
-        trace::record(|| store.find_one_by_nickname(&a, nickname).expect("lookup"));
+        trace::record(|| store.credential_by_nickname(&a, nickname).expect("lookup"));
     let (raw, sent) = trace::record(|| fx.raw.by_nickname(&a, nickname));
     same("lookup_by_nickname", &sent, &by_crate);
     let found = found.expect("the dataset's credential");
@@ -385,17 +383,17 @@ fn check(fx: &mut Fixture, url: &str) {
         assert_eq!(stored.len(), n);
         assert_eq!(raw.len(), n);
         for (row, got) in rows.iter().zip(&raw) {
-            let expected = UserCredential {
-                id: row.id,
-                user_account_id: row.user_account_id,
-                user_id: row.user_id.clone(),
-                credential_type: row.credential_type.clone(),
-                nickname: row.nickname.clone(),
-                is_active: row.is_active,
-                expires_at: row.expires_at,
-                created_at: row.created_at,
-                updated_at: row.updated_at,
-            };
+            let expected = internals::user_credential(
+                row.id,
+                row.user_account_id,
+                row.user_id.clone(),
+                row.credential_type.clone(),
+                row.nickname.clone(),
+                row.is_active,
+                row.expires_at,
+                row.created_at,
+                row.updated_at,
+            );
             assert_eq!(got, &expected, "the baseline reads back what it wrote");
         }
         for (by_store, by_raw) in stored.iter().zip(&raw) {

@@ -137,7 +137,7 @@ pub fn router(store: AsyncCredentialStore) -> Router {
         .route("/accounts", post(create_account))
         .route(
             "/accounts/{user_id}/credentials",
-            post(create_credential).get(list_credentials),
+            post(create_credential).get(credentials),
         )
         .route(
             "/accounts/{user_id}/credentials/by-nickname/{nickname}",
@@ -165,10 +165,7 @@ async fn create_account(
     ApiJson(body): ApiJson<CreateAccount>,
 ) -> Result<(StatusCode, Json<UserAccount>), ApiError> {
     let account = store
-        .create_account(&NewUserAccount {
-            user_id: &body.user_id,
-            account_name: &body.account_name,
-        })
+        .create_account(&NewUserAccount::new(&body.user_id, &body.account_name))
         .await?;
     Ok((StatusCode::CREATED, Json(account)))
 }
@@ -210,12 +207,12 @@ struct CredentialView {
     api_key_masked: Option<String>,
 }
 
-async fn list_credentials(
+async fn credentials(
     State(store): State<AsyncCredentialStore>,
     ApiPath(user_id): ApiPath<String>,
 ) -> Result<Json<Vec<CredentialView>>, ApiError> {
     let account = account_of(&store, &user_id).await?;
-    let credentials = store.list_credentials(&account).await?;
+    let credentials = store.credentials(&account).await?;
     let mut views = Vec::with_capacity(credentials.len());
     for credential in credentials {
         views.push(view(&store, &account, credential).await?);
@@ -228,7 +225,7 @@ async fn credential_by_nickname(
     ApiPath((user_id, nickname)): ApiPath<(String, String)>,
 ) -> Result<Json<CredentialView>, ApiError> {
     let account = account_of(&store, &user_id).await?;
-    match store.find_one_by_nickname(&account, &nickname).await? {
+    match store.credential_by_nickname(&account, &nickname).await? {
         Some(credential) => Ok(Json(view(&store, &account, credential).await?)),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -251,7 +248,7 @@ async fn view(
     account: &UserAccount,
     credential: UserCredential,
 ) -> Result<CredentialView, ApiError> {
-    let api_key_masked = match store.credential_keys(account, credential.id).await {
+    let api_key_masked = match store.keys(account, credential.id).await {
         Ok(keys) => Some(mask_api_key(keys.api_key().expose_secret())),
         Err(Error::CredentialInactive { .. } | Error::CredentialExpired { .. }) => None,
         // A key missing from the keyring should not hide the other credentials.

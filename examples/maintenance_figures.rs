@@ -13,7 +13,7 @@
 //!   (rusqlite / the `postgres` crate) on an identical copy;
 //! - **rotation**: `rotate_keys(1000, …)` with a keyring whose new primary key
 //!   re-encrypts every credential (sealed to sealed);
-//! - **live lookups**: `find_one_by_nickname` from another thread and pooled
+//! - **live lookups**: `credential_by_nickname` from another thread and pooled
 //!   connection, paced at one per millisecond, first on an idle database, then while
 //!   `backfill_nicknames(1000)` runs: p50, p99 and the slowest.
 //!
@@ -32,7 +32,7 @@ mod support;
 #[path = "../benches/support/trace.rs"]
 mod trace;
 
-use credential_store::{CredentialRepository, CredentialStore, Database, Keyring};
+use credential_store::{CredentialStore, Database, Keyring};
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use std::path::PathBuf;
@@ -349,7 +349,7 @@ fn child(backend: &str, rows: usize, task: &str, target: &str) -> Figures {
                     let nickname = NICKNAMES[rng.below(UNIQUE_NICKNAMES)];
                     let t = Instant::now();
                     let found = store
-                        .find_one_by_nickname(account, nickname)
+                        .credential_by_nickname(account, nickname)
                         .expect("lookup");
                     samples.push(t.elapsed());
                     std::hint::black_box(found);
@@ -481,13 +481,13 @@ fn roundtrips(variant: &str, n: usize) {
      -> Vec<UserCredential> {
         match variant {
             "crate" => store
-                .find_one_by_nickname(a, nick)
+                .credential_by_nickname(a, nick)
                 .expect("lookup")
                 .into_iter()
                 .collect(),
             "diesel" => conn
                 .transaction(|c| {
-                    internals::set_user_context(c, &a.user_id)?;
+                    internals::set_user_context(c, &a.user_id())?;
                     Ok::<_, diesel::result::Error>(diesel_lookup(c, a, nick))
                 })
                 .expect("transaction"),
@@ -497,11 +497,11 @@ fn roundtrips(variant: &str, n: usize) {
                 client.batch_execute(trace::BEGIN).expect("begin");
                 trace::sent(&context_sql);
                 client
-                    .execute(&set, &[&internals::USER_SETTING, &a.user_id, &true])
+                    .execute(&set, &[&internals::USER_SETTING, &a.user_id(), &true])
                     .expect("set_config");
                 trace::sent(&sql.credentials_by_nickname);
                 let rows = client
-                    .query(&lookup, &[&a.id, &a.user_id, &nick, &nick])
+                    .query(&lookup, &[&a.id(), &a.user_id(), &nick, &nick])
                     .expect("lookup");
                 trace::sent(trace::COMMIT);
                 client.batch_execute(trace::COMMIT).expect("commit");
@@ -510,7 +510,7 @@ fn roundtrips(variant: &str, n: usize) {
             "postgres_bare" => {
                 trace::sent(&sql.credentials_by_nickname);
                 client
-                    .query(&lookup, &[&a.id, &a.user_id, &nick, &nick])
+                    .query(&lookup, &[&a.id(), &a.user_id(), &nick, &nick])
                     .expect("lookup")
                     .iter()
                     .map(credential_from_pg)
@@ -524,7 +524,7 @@ fn roundtrips(variant: &str, n: usize) {
     {
         let a = &accounts[0];
         let (probe, _) = trace::recording_store(&url, keyring(), |s| {
-            s.list_credentials(a).expect("first call");
+            s.credentials(a).expect("first call");
         });
         let mut probe_conn =
             trace::with_recording(|| diesel::PgConnection::establish(&url).expect("connect"));
@@ -658,7 +658,7 @@ fn main() {
             }
         }
     }
-    println!("\n### `find_one_by_nickname` from another thread, one per millisecond\n");
+    println!("\n### `credential_by_nickname` from another thread, one per millisecond\n");
     println!("| backend | rows | when | lookups | p50 | p99 | slowest | backfill took |");
     println!("|---|---:|---|---:|---:|---:|---:|---:|");
     for f in all.iter().filter(|f| f.task == "backfill-lookups") {

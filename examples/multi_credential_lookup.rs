@@ -9,8 +9,8 @@
 //! example uses a built-in demo key and says so.
 
 use credential_store::{
-    CredentialRepository, CredentialStore, CredentialUpdate, Database, Error, Keyring,
-    NewUserAccount, NewUserCredential, Patch, UserAccount, UserCredential, KEYS_ENV_VAR,
+    CredentialStore, CredentialUpdate, Database, Error, Keyring, NewUserAccount, NewUserCredential,
+    UserAccount, UserCredential, KEYS_ENV_VAR,
 };
 use secrecy::ExposeSecret;
 
@@ -58,11 +58,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "auth0|demo-{}",
         &uuid::Uuid::now_v7().simple().to_string()[20..]
     );
-    let account = store.create_account(&NewUserAccount {
-        user_id: &user_id,
-        account_name: "Demo trader",
-    })?;
-    println!("account:  {} ({})\n", account.account_name, account.user_id);
+    let account = store.create_account(&NewUserAccount::new(&user_id, "Demo trader"))?;
+    println!(
+        "account:  {} ({})\n",
+        account.account_name(),
+        account.user_id()
+    );
 
     let momentum = store.insert_credential(
         &account,
@@ -82,28 +83,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &store,
         &account,
         "All credentials (newest first)",
-        &store.list_credentials(&account)?,
+        &store.credentials(&account)?,
     )?;
 
-    let swing = store.find_one_by_nickname(&account, "Swing")?;
+    let swing = store.credential_by_nickname(&account, "Swing")?;
     show(
         &store,
         &account,
-        "find_one_by_nickname(\"Swing\")",
+        "credential_by_nickname(\"Swing\")",
         swing.as_slice(),
     )?;
     show(
         &store,
         &account,
-        "find_by_type(\"alpaca_paper\")",
-        &store.find_by_type(&account, "alpaca_paper")?,
+        "credentials_by_type(\"alpaca_paper\")",
+        &store.credentials_by_type(&account, "alpaca_paper")?,
     )?;
     show(
         &store,
         &account,
-        "find_one_by_nickname(\"alpaca_live\"): no nickname given, so it is the type",
+        "credential_by_nickname(\"alpaca_live\"): no nickname given, so it is the type",
         store
-            .find_one_by_nickname(&account, "alpaca_live")?
+            .credential_by_nickname(&account, "alpaca_live")?
             .as_slice(),
     )?;
 
@@ -115,12 +116,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     println!("Ambiguity: a polygon key is also nicknamed \"Momentum\"");
     println!(
-        "  find_by_nickname(\"Momentum\") -> {} credentials",
-        store.find_by_nickname(&account, "Momentum")?.len()
+        "  credentials_by_nickname(\"Momentum\") -> {} credentials",
+        store.credentials_by_nickname(&account, "Momentum")?.len()
     );
-    match store.find_one_by_nickname(&account, "Momentum") {
+    match store.credential_by_nickname(&account, "Momentum") {
         Err(err @ Error::AmbiguousNickname { .. }) => {
-            println!("  find_one_by_nickname(\"Momentum\") -> error: {err}\n")
+            println!("  credential_by_nickname(\"Momentum\") -> error: {err}\n")
         }
         other => println!("  unexpected: {other:?}\n"),
     }
@@ -129,10 +130,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     store.update_credential(
         &account,
         momentum.id,
-        &CredentialUpdate {
-            nickname: Patch::Clear,
-            ..Default::default()
-        },
+        &CredentialUpdate::default().clear_nickname(),
     )?;
     let legacy = store
         .credential(&account, momentum.id)?
@@ -149,7 +147,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // Use a decrypted key for a (pretend) call. The secret never leaves this scope.
-    let keys = store.credential_keys(&account, live.id)?;
+    let keys = store.keys(&account, live.id)?;
     println!("Pretend call: GET https://api.alpaca.markets/v2/account");
     println!(
         "  APCA-API-KEY-ID:     {}",
@@ -175,7 +173,7 @@ fn show(
         "nickname", "type", "active", "api key"
     );
     for credential in credentials {
-        let keys = store.credential_keys(account, credential.id)?;
+        let keys = store.keys(account, credential.id)?;
         println!(
             "  {:<12} {:<13} {:<7} {:<12} {}",
             credential.nickname.as_deref().unwrap_or("(none)"),

@@ -18,8 +18,8 @@
 //! stored (a cleared nickname may since have been backfilled to the type).
 
 use credential_store::{
-    Backend, CredentialRepository, CredentialStore, CredentialUpdate, Database, DatabaseOptions,
-    Error, Keyring, NewUserAccount, NewUserCredential, Patch, UserAccount,
+    Backend, CredentialStore, CredentialUpdate, Database, DatabaseOptions, Error, Keyring,
+    NewUserAccount, NewUserCredential, UserAccount,
 };
 use secrecy::ExposeSecret;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -61,10 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| dir.path().join("soak.db").to_string_lossy().into_owned());
-    let mut options = DatabaseOptions {
-        max_connections: POOL,
-        ..Default::default()
-    };
+    let mut options = DatabaseOptions::default().max_connections(POOL);
     let db = Database::open_with(&url, &options)?;
     db.run_migrations()?;
     let backend = db.backend();
@@ -185,7 +182,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         unsure,
     } in &owned
     {
-        let listed = store.list_credentials(account)?;
+        let listed = store.credentials(account)?;
         for credential in &listed {
             if unsure.contains(&credential.id) {
                 continue;
@@ -198,7 +195,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             if credential.nickname != *expected && !backfilled {
                 broken.push(format!(
                     "{}: credential {} has nickname {:?}, acknowledged {:?}",
-                    account.user_id, credential.id, credential.nickname, expected
+                    account.user_id(),
+                    credential.id,
+                    credential.nickname,
+                    expected
                 ));
             }
         }
@@ -206,21 +206,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if !present.is_subset(&stored) {
             broken.push(format!(
                 "{}: {} acknowledged credential(s) missing",
-                account.user_id,
+                account.user_id(),
                 present.difference(&stored).count()
             ));
         }
         if stored.len() > present.len() + uncertain {
             broken.push(format!(
                 "{}: {} unexpected credential(s)",
-                account.user_id,
+                account.user_id(),
                 stored.len() - present.len()
             ));
         }
     }
     // The pool recovered: a plain lookup on every connection works now.
     for owned in owned.iter().take(POOL as usize * 2) {
-        store.list_credentials(&owned.account)?;
+        store.credentials(&owned.account)?;
     }
     if !total.unhandled.is_empty() || !broken.is_empty() {
         eprintln!(
@@ -264,10 +264,7 @@ fn work(
     for n in 0..ACCOUNTS_PER_THREAD {
         let user_id = format!("soak-{run}-{thread}-{n}");
         loop {
-            match store.create_account(&NewUserAccount {
-                user_id: &user_id,
-                account_name: "soak",
-            }) {
+            match store.create_account(&NewUserAccount::new(&user_id, "soak")) {
                 Ok(account) => {
                     break owned.push(Owned {
                         account,
@@ -318,9 +315,9 @@ fn work(
         let (op, result): (&'static str, Result<(), Error>) = match roll % 100 {
             0..=44 => (
                 "lookup",
-                store.find_by_nickname(&account, nickname).map(drop),
+                store.credentials_by_nickname(&account, nickname).map(drop),
             ),
-            45..=54 => ("list", store.list_credentials(&account).map(drop)),
+            45..=54 => ("list", store.credentials(&account).map(drop)),
             55..=74 => {
                 let new =
                     NewUserCredential::new("alpaca_paper", "PKSOAK", "secret").nickname(nickname);
@@ -340,12 +337,9 @@ fn work(
             75..=89 => match target {
                 Some(id) => {
                     let wanted = (roll % 2 == 1).then(|| nickname.to_owned());
-                    let update = CredentialUpdate {
-                        nickname: match &wanted {
-                            Some(nickname) => Patch::Set(nickname.clone()),
-                            None => Patch::Clear,
-                        },
-                        ..Default::default()
+                    let update = match &wanted {
+                        Some(nickname) => CredentialUpdate::default().nickname(nickname.clone()),
+                        None => CredentialUpdate::default().clear_nickname(),
                     };
                     let result = store.update_credential(&account, id, &update);
                     match &result {

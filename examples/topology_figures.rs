@@ -29,7 +29,7 @@
 //!   options: pools of 10), per-user reads on the replica.
 //!
 //! Each runs two workloads, each for the given number of seconds (default 10) after
-//! a 1 s warm-up: **lookups**, `find_one_by_nickname` of a random account and one of
+//! a 1 s warm-up: **lookups**, `credential_by_nickname` of a random account and one of
 //! its nicknames `bot-0` … `bot-8`; and **90/10**, the same lookups with 10 % of the
 //! calls `update_credential` renaming a random account's `spare` credential (which no
 //! lookup asks for, so every lookup finds its row). Every latency of the measured
@@ -60,8 +60,8 @@
 //! | `CREDENTIAL_STORE_BENCH_REPLICA` | `postgres://postgres@127.0.0.1:5433` |
 
 use credential_store::{
-    CredentialRepository, CredentialStore, CredentialUpdate, Database, DatabaseOptions, Keyring,
-    NewUserAccount, NewUserCredential, Patch, UserAccount,
+    CredentialStore, CredentialUpdate, Database, DatabaseOptions, Keyring, NewUserAccount,
+    NewUserCredential, UserAccount,
 };
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeMap;
@@ -575,10 +575,8 @@ fn build_dataset(store: &CredentialStore) -> Res<Dataset> {
                             return Ok(made);
                         }
                         let user = format!("topology|{n:04}");
-                        let account = store.create_account(&NewUserAccount {
-                            user_id: &user,
-                            account_name: &format!("Account {n}"),
-                        })?;
+                        let account = store
+                            .create_account(&NewUserAccount::new(&user, &format!("Account {n}")))?;
                         let types = ["alpaca_paper", "alpaca_live", "polygon"];
                         let new: Vec<NewUserCredential<'_>> = (0..=LOOKUP_NICKNAMES)
                             .map(|i| {
@@ -744,10 +742,7 @@ fn run_phase(
                         let outcome = if write {
                             renames += 1;
                             let nickname = format!("spare-{t}-{renames}");
-                            let update = CredentialUpdate {
-                                nickname: Patch::Set(nickname.clone()),
-                                ..CredentialUpdate::default()
-                            };
+                            let update = CredentialUpdate::default().nickname(nickname.clone());
                             mine.writes_total += 1;
                             match store.update_credential(account, data.spare[a], &update) {
                                 Ok(c) if c.nickname.as_deref() == Some(&nickname) => Ok(()),
@@ -757,11 +752,11 @@ fn run_phase(
                         } else {
                             let nickname = &data.nicknames[rng.below(data.nicknames.len())];
                             mine.lookups_total += 1;
-                            match store.find_one_by_nickname(account, nickname) {
-                                Ok(Some(c)) if c.user_account_id == account.id => Ok(()),
+                            match store.credential_by_nickname(account, nickname) {
+                                Ok(Some(c)) if c.user_account_id == account.id() => Ok(()),
                                 Ok(Some(_)) => Err("a lookup found another account's row".into()),
                                 Ok(None) => Err("a lookup found nothing".into()),
-                                Err(err) => Err(format!("find_one_by_nickname: {err}")),
+                                Err(err) => Err(format!("credential_by_nickname: {err}")),
                             }
                         };
                         let done = Instant::now();
@@ -895,18 +890,13 @@ fn measure_all(
     );
 
     let open_direct = || -> Res<Database> {
-        let options = DatabaseOptions {
-            max_connections: threads as u32,
-            ..DatabaseOptions::default()
-        };
+        let options = DatabaseOptions::default().max_connections(threads as u32);
         Ok(Database::open_with(&primary, &options)?)
     };
     let open_bouncer = || -> Res<Database> {
-        let options = DatabaseOptions {
-            transaction_pooler: true,
-            max_connections: threads as u32,
-            ..DatabaseOptions::default()
-        };
+        let options = DatabaseOptions::default()
+            .transaction_pooler(true)
+            .max_connections(threads as u32);
         Database::open_with(&pgbouncer, &options)
             .map_err(|e| format!("cannot reach the scratch database through PgBouncer: {e}").into())
     };
@@ -999,7 +989,7 @@ fn latency_cells(sorted: &[u64], seconds: f64) -> String {
 
 /// The markdown tables, on stdout.
 fn print_tables(results: &Results, pre: &Preflight, threads: usize, seconds: f64) {
-    println!("#### Lookups (`find_one_by_nickname`), {threads} client threads, {seconds} s each");
+    println!("#### Lookups (`credential_by_nickname`), {threads} client threads, {seconds} s each");
     println!();
     println!(
         "| configuration | connections | ops/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |"

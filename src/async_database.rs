@@ -123,10 +123,7 @@ impl AsyncDatabase {
             #[cfg(feature = "postgres")]
             AsyncPool::Postgres(pool) => {
                 let url = pool.url().to_owned();
-                let options = DatabaseOptions {
-                    max_connections: 1,
-                    ..DatabaseOptions::default()
-                };
+                let options = DatabaseOptions::default().max_connections(1);
                 blocking(move || Database::open_with(&url, &options)).await
             }
             AsyncPool::Blocking(db) => Ok(db.clone()),

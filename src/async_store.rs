@@ -37,9 +37,10 @@ pub use crate::async_database::AsyncDatabase;
 use crate::crypto::CredentialKeys;
 use crate::error::Result;
 use crate::models::{
-    CredentialUpdate, NewUserAccount, NewUserCredential, UserAccount, UserCredential,
+    AccountScope, CredentialUpdate, NewUserAccount, NewUserCredential, UserAccount, UserCredential,
 };
 use crate::ops::Core;
+use std::future::Future;
 use uuid::Uuid;
 
 /// The async store: every operation of
@@ -60,10 +61,10 @@ use uuid::Uuid;
 /// let keyring = Keyring::from_fernet_keys([Keyring::generate_key().expose_secret()])?;
 /// let store = AsyncCredentialStore::new(db, keyring);
 ///
-/// let account = store.create_account(&NewUserAccount { user_id: "auth0|42", account_name: "Ada" }).await?;
+/// let account = store.create_account(&NewUserAccount::new("auth0|42", "Ada")).await?;
 /// store.insert_credential(&account, &NewUserCredential::new("alpaca_paper", "PK1", "s1").nickname("Swing")).await?;
-/// let swing = store.find_one_by_nickname(&account, "Swing").await?.expect("stored above");
-/// let keys = store.credential_keys(&account, swing.id).await?;
+/// let swing = store.credential_by_nickname(&account, "Swing").await?.expect("stored above");
+/// let keys = store.keys(&account, swing.id).await?;
 /// assert_eq!(keys.api_key().expose_secret(), "PK1");
 /// # Ok(()) }
 /// ```
@@ -74,133 +75,72 @@ pub struct AsyncCredentialStore {
 
 crate::ops::store_basics!(AsyncCredentialStore, AsyncDatabase);
 
-impl AsyncCredentialStore {
-    /// See [`CredentialRepository::create_account`](crate::CredentialRepository::create_account).
-    pub async fn create_account(&self, new: &NewUserAccount<'_>) -> Result<UserAccount> {
-        self.core.create_account(new).await
-    }
+macro_rules! async_trait {
+    ($(
+        $(#[$doc:meta])*
+        fn $op:ident($(@scope $scope:ident)? $(,)? $($arg:ident : $ty:ty),* $(,)?) -> $ret:ty;
+    )*) => {
+        /// Accounts and their named credentials, async: what [`AsyncCredentialStore`]
+        /// does, as a trait for code that abstracts over it or mocks it. The same
+        /// operations, rules and errors as the blocking
+        /// [`CredentialRepository`](crate::CredentialRepository); every future is
+        /// `Send`. New operations may be added in any 0.x release.
+        pub trait AsyncCredentialRepository {
+            $(
+                $(#[$doc])*
+                fn $op(&self $(, $scope: &AccountScope)? $(, $arg: $ty)*)
+                    -> impl Future<Output = Result<$ret>> + Send;
+            )*
+        }
 
-    /// See [`CredentialRepository::account`](crate::CredentialRepository::account).
-    pub async fn account(&self, user_id: &str, account_id: Uuid) -> Result<Option<UserAccount>> {
-        self.core.account(user_id, account_id).await
-    }
+        impl AsyncCredentialRepository for AsyncCredentialStore {
+            $(
+                fn $op(&self $(, $scope: &AccountScope)? $(, $arg: $ty)*)
+                    -> impl Future<Output = Result<$ret>> + Send {
+                    self.core.$op($($scope,)? $($arg),*)
+                }
+            )*
+        }
 
-    /// See [`CredentialRepository::account_by_user_id`](crate::CredentialRepository::account_by_user_id).
-    pub async fn account_by_user_id(&self, user_id: &str) -> Result<Option<UserAccount>> {
-        self.core.account_by_user_id(user_id).await
-    }
+        impl AsyncCredentialStore {
+            $(
+                $(#[$doc])*
+                pub async fn $op(&self $(, $scope: &(impl AsRef<AccountScope> + Sync))? $(, $arg: $ty)*) -> Result<$ret> {
+                    self.core.$op($($scope.as_ref(),)? $($arg),*).await
+                }
+            )*
+        }
 
-    /// See [`CredentialRepository::insert_credential`](crate::CredentialRepository::insert_credential).
-    pub async fn insert_credential(
-        &self,
-        account: &UserAccount,
-        new: &NewUserCredential<'_>,
-    ) -> Result<UserCredential> {
-        let stored = self
-            .core
-            .insert_credentials(account, std::slice::from_ref(new))
-            .await?;
-        Ok(stored.into_iter().next().expect("one row in, one row out"))
-    }
-
-    /// See [`CredentialRepository::insert_credentials`](crate::CredentialRepository::insert_credentials).
-    pub async fn insert_credentials(
-        &self,
-        account: &UserAccount,
-        new: &[NewUserCredential<'_>],
-    ) -> Result<Vec<UserCredential>> {
-        self.core.insert_credentials(account, new).await
-    }
-
-    /// See [`CredentialRepository::credential`](crate::CredentialRepository::credential).
-    pub async fn credential(
-        &self,
-        account: &UserAccount,
-        credential_id: Uuid,
-    ) -> Result<Option<UserCredential>> {
-        self.core.credential(account, credential_id).await
-    }
-
-    /// See [`CredentialRepository::list_credentials`](crate::CredentialRepository::list_credentials).
-    pub async fn list_credentials(&self, account: &UserAccount) -> Result<Vec<UserCredential>> {
-        self.core.list_credentials(account).await
-    }
-
-    /// See [`CredentialRepository::find_by_type`](crate::CredentialRepository::find_by_type).
-    pub async fn find_by_type(
-        &self,
-        account: &UserAccount,
-        credential_type: &str,
-    ) -> Result<Vec<UserCredential>> {
-        self.core.find_by_type(account, credential_type).await
-    }
-
-    /// See [`CredentialRepository::keys_by_nickname`](crate::CredentialRepository::keys_by_nickname).
-    pub async fn keys_by_nickname(
-        &self,
-        account: &UserAccount,
-        nickname: &str,
-    ) -> Result<Option<(UserCredential, CredentialKeys)>> {
-        self.core.keys_by_nickname(account, nickname).await
-    }
-
-    /// See [`CredentialRepository::find_one_by_type`](crate::CredentialRepository::find_one_by_type).
-    pub async fn find_one_by_type(
-        &self,
-        account: &UserAccount,
-        credential_type: &str,
-    ) -> Result<Option<UserCredential>> {
-        self.core.find_one_by_type(account, credential_type).await
-    }
-
-    /// See [`CredentialRepository::find_by_nickname`](crate::CredentialRepository::find_by_nickname).
-    pub async fn find_by_nickname(
-        &self,
-        account: &UserAccount,
-        nickname: &str,
-    ) -> Result<Vec<UserCredential>> {
-        self.core.find_by_nickname(account, nickname).await
-    }
-
-    /// See [`CredentialRepository::find_one_by_nickname`](crate::CredentialRepository::find_one_by_nickname).
-    pub async fn find_one_by_nickname(
-        &self,
-        account: &UserAccount,
-        nickname: &str,
-    ) -> Result<Option<UserCredential>> {
-        self.core.find_one_by_nickname(account, nickname).await
-    }
-
-    /// See [`CredentialRepository::update_credential`](crate::CredentialRepository::update_credential).
-    pub async fn update_credential(
-        &self,
-        account: &UserAccount,
-        credential_id: Uuid,
-        update: &CredentialUpdate,
-    ) -> Result<UserCredential> {
-        self.core
-            .update_credential(account, credential_id, update)
-            .await
-    }
-
-    /// See [`CredentialRepository::delete_credential`](crate::CredentialRepository::delete_credential).
-    pub async fn delete_credential(
-        &self,
-        account: &UserAccount,
-        credential_id: Uuid,
-    ) -> Result<()> {
-        self.core.delete_credential(account, credential_id).await
-    }
-
-    /// See [`CredentialRepository::credential_keys`](crate::CredentialRepository::credential_keys).
-    pub async fn credential_keys(
-        &self,
-        account: &UserAccount,
-        credential_id: Uuid,
-    ) -> Result<CredentialKeys> {
-        self.core.credential_keys(account, credential_id).await
-    }
+        /// Every public future of the async store is `Send`: this does not compile
+        /// otherwise.
+        #[allow(dead_code, unused_variables, clippy::too_many_arguments)]
+        fn every_future_is_send(
+            store: &AsyncCredentialStore,
+            scope: &AccountScope,
+            account: &crate::models::UserAccount,
+        ) {
+            fn send<T: Send>(_: T) {}
+            $(
+                {
+                    #[allow(unused_macros)]
+                    macro_rules! arg {
+                        ($t:ty) => { unreachable_value::<$t>() };
+                    }
+                    let _ = || send(store.$op($(  { let $scope = account; $scope } ,)? $( arg!($ty) ),*));
+                    let _ = || send(<AsyncCredentialStore as AsyncCredentialRepository>::$op(store $(, { let $scope = scope; $scope })? $(, arg!($ty))*));
+                }
+            )*
+        }
+    };
 }
+
+/// A value of any type, for a check that only type-checks (never called).
+#[allow(dead_code)]
+fn unreachable_value<T>() -> T {
+    unreachable!("only type-checked")
+}
+
+crate::repository::operations!(async_trait);
 
 #[cfg(test)]
 mod tests {

@@ -23,7 +23,7 @@
 use crate::backend::{BackendConnection, Load};
 use crate::crypto::{Binding, CipherFormat, CredentialKeys, Keyring};
 use crate::error::{Error, Field, Result};
-use crate::models::{UserAccount, UserCredential};
+use crate::models::{AccountScope, UserAccount, UserCredential};
 use crate::sql_types::{LossyText, SqlTime, SqlUuid};
 use crate::{query, steps};
 use chrono::{DateTime, Utc};
@@ -70,7 +70,7 @@ fn load<T, Q: Load<T>>(conn: &mut impl DieselConnection, statement: Q) -> QueryR
 // ---------------------------------------------------------------------------
 // The crate's statements, run on a caller's connection
 
-/// A credential with what `credential_keys` reads besides it: whether its account is
+/// A credential with what `keys` reads besides it: whether its account is
 /// active, and its two ciphertexts as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredCredential {
@@ -96,18 +96,18 @@ fn stored(
     }
 }
 
-/// The statement of `find_by_nickname` and `find_one_by_nickname`: the account's
+/// The statement of `credentials_by_nickname` and `credential_by_nickname`: the account's
 /// credentials whose nickname is `nickname` (normalised) or `exact` (the input as
 /// given), newest first.
 pub fn credentials_by_nickname(
     conn: &mut impl DieselConnection,
-    account: &UserAccount,
+    account: &impl AsRef<AccountScope>,
     nickname: &str,
     exact: &str,
 ) -> QueryResult<Vec<UserCredential>> {
     load(
         conn,
-        query::credentials_by_nickname(account, nickname, exact),
+        query::credentials_by_nickname(account.as_ref(), nickname, exact),
     )
 }
 
@@ -115,45 +115,48 @@ pub fn credentials_by_nickname(
 /// state and their ciphertexts.
 pub fn credentials_by_nickname_with_ciphertexts(
     conn: &mut impl DieselConnection,
-    account: &UserAccount,
+    account: &impl AsRef<AccountScope>,
     nickname: &str,
     exact: &str,
 ) -> QueryResult<Vec<StoredCredential>> {
     let rows = load(
         conn,
-        query::credentials_by_nickname_with_ciphertexts(account, nickname, exact),
+        query::credentials_by_nickname_with_ciphertexts(account.as_ref(), nickname, exact),
     )?;
     Ok(rows.into_iter().map(stored).collect())
 }
 
-/// The statement of `find_by_type` and `find_one_by_type`: the account's credentials
+/// The statement of `credentials_by_type` and `credential_by_type`: the account's credentials
 /// of one type, newest first.
 pub fn credentials_by_type(
     conn: &mut impl DieselConnection,
-    account: &UserAccount,
+    account: &impl AsRef<AccountScope>,
     credential_type: &str,
 ) -> QueryResult<Vec<UserCredential>> {
-    load(conn, query::credentials_by_type(account, credential_type))
+    load(
+        conn,
+        query::credentials_by_type(account.as_ref(), credential_type),
+    )
 }
 
-/// The statement of `list_credentials`: all the account's credentials, newest first.
+/// The statement of `credentials`: all the account's credentials, newest first.
 pub fn credentials(
     conn: &mut impl DieselConnection,
-    account: &UserAccount,
+    account: &impl AsRef<AccountScope>,
 ) -> QueryResult<Vec<UserCredential>> {
-    load(conn, query::credentials(account))
+    load(conn, query::credentials(account.as_ref()))
 }
 
-/// The statement of `credential_keys`: one credential of the account with its
+/// The statement of `keys`: one credential of the account with its
 /// account's state and its ciphertexts.
 pub fn credential_with_ciphertexts(
     conn: &mut impl DieselConnection,
-    account: &UserAccount,
+    account: &impl AsRef<AccountScope>,
     credential_id: Uuid,
 ) -> QueryResult<Option<StoredCredential>> {
     let rows = load(
         conn,
-        query::credential_with_ciphertexts(account, credential_id),
+        query::credential_with_ciphertexts(account.as_ref(), credential_id),
     )?;
     Ok(steps::first(rows).map(stored))
 }
@@ -238,6 +241,52 @@ pub fn set_user_context(conn: &mut PgConnection, user_id: &str) -> QueryResult<(
     diesel::RunQueryDsl::execute(crate::backend::postgres::user_context(user_id), conn).map(drop)
 }
 
+/// An account as a baseline read it, column by column (the read model is built by
+/// the store only).
+pub fn user_account(
+    id: Uuid,
+    user_id: String,
+    account_name: String,
+    is_active: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+) -> UserAccount {
+    UserAccount {
+        scope: AccountScope { id, user_id },
+        account_name,
+        is_active,
+        created_at,
+        updated_at,
+    }
+}
+
+/// A credential as a baseline read it, column by column (the read model is built
+/// by the store only: `#[non_exhaustive]`).
+#[allow(clippy::too_many_arguments)]
+pub fn user_credential(
+    id: Uuid,
+    user_account_id: Uuid,
+    user_id: String,
+    credential_type: String,
+    nickname: Option<String>,
+    is_active: bool,
+    expires_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+) -> UserCredential {
+    UserCredential {
+        id,
+        user_account_id,
+        user_id,
+        credential_type,
+        nickname,
+        is_active,
+        expires_at,
+        created_at,
+        updated_at,
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The steps around the statements
 
@@ -252,7 +301,7 @@ pub fn now() -> DateTime<Utc> {
 pub fn seal(
     keyring: &Keyring,
     format: CipherFormat,
-    account: &UserAccount,
+    account: &impl AsRef<AccountScope>,
     credential_id: Uuid,
     field: Field,
     plaintext: &SecretString,
@@ -262,19 +311,19 @@ pub fn seal(
         plaintext,
         &Binding {
             credential_id,
-            account_id: account.id,
-            user_id: &account.user_id,
+            account_id: account.as_ref().id,
+            user_id: &account.as_ref().user_id,
             field,
         },
     )
 }
 
-/// What `credential_keys` does with the row it read: refuses a missing, inactive or
+/// What `keys` does with the row it read: refuses a missing, inactive or
 /// expired credential or an inactive account, then decrypts both keys, each bound to
 /// its row and field.
 pub fn reveal(
     keyring: &Keyring,
-    account: &UserAccount,
+    account: &impl AsRef<AccountScope>,
     credential_id: Uuid,
     found: Option<StoredCredential>,
 ) -> Result<CredentialKeys> {
@@ -286,7 +335,7 @@ pub fn reveal(
             LossyText(row.secret_key),
         )
     });
-    steps::reveal(keyring, account, credential_id, found)
+    steps::reveal(keyring, account.as_ref(), credential_id, found)
 }
 
 // ---------------------------------------------------------------------------
@@ -444,13 +493,9 @@ impl StatementSql {
     fn recorded<C: DieselConnection>(conn: &mut C, insert_rows: usize) -> Result<StatementSql> {
         let sent = Sent::default();
         conn.set_instrumentation(sent.instrumentation());
-        let nobody = UserAccount {
+        let nobody = AccountScope {
             id: Uuid::nil(),
             user_id: String::new(),
-            account_name: String::new(),
-            is_active: false,
-            created_at: DateTime::UNIX_EPOCH,
-            updated_at: DateTime::UNIX_EPOCH,
         };
         let row = InsertRow {
             id: Uuid::nil(),

@@ -26,19 +26,26 @@ pub mod models;
 mod ops;
 mod query;
 pub mod repository;
+/// The diesel `table!`s, for raw queries beside the crate. Not covered by semver:
+/// a migration may change them in any release (see the README's "Stability").
+#[doc(hidden)]
 pub mod schema;
+/// The SQL types of the schema's portable columns. Not covered by semver, as
+/// `schema`.
+#[doc(hidden)]
 pub mod sql_types;
 mod steps;
 pub mod validation;
 
 #[cfg(feature = "async")]
-pub use async_store::{AsyncCredentialStore, AsyncDatabase};
+pub use async_store::{AsyncCredentialRepository, AsyncCredentialStore, AsyncDatabase};
 pub use connection::{Backend, Database, DatabaseOptions};
 pub use crypto::{CipherFormat, CredentialKeys, KeyProvider, Keyring, KEYS_ENV_VAR};
 pub use error::{Error, ErrorKind, Field, Result, Rule, Unit};
 pub use maintenance::{BackfillProgress, KeyUsage, Maintenance, Outcome, RotationProgress};
 pub use models::{
-    CredentialUpdate, NewUserAccount, NewUserCredential, Patch, UserAccount, UserCredential,
+    AccountScope, CredentialUpdate, NewUserAccount, NewUserCredential, Patch, UserAccount,
+    UserCredential,
 };
 pub use repository::{CredentialRepository, CredentialStore};
 pub use validation::{CredentialType, Nickname};

@@ -2,7 +2,7 @@
 //!
 //! The read models ([`UserAccount`], [`UserCredential`]) carry no key material: the
 //! ciphertext columns are never mapped into a `Serialize` type. Decrypted keys come
-//! only from [`CredentialRepository::credential_keys`](crate::CredentialRepository::credential_keys).
+//! only from [`CredentialRepository::keys`](crate::CredentialRepository::keys).
 
 use crate::schema::{user_accounts, user_credentials};
 use crate::sql_types::{SqlTime, SqlUuid};
@@ -13,22 +13,154 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use uuid::Uuid;
 
-/// An account: one per external user.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Serialize, Deserialize)]
-#[diesel(table_name = user_accounts)]
+/// An account: one per external user, as the store hands it out.
+///
+/// Obtainable only from the store ([`create_account`](crate::CredentialRepository::create_account),
+/// [`account`](crate::CredentialRepository::account), …): its fields are read through
+/// getters, and it cannot be deserialized, so a value from a client's input can
+/// never act as one. It serializes (for output) without anything secret. Every
+/// per-user call takes its [`AccountScope`] (`&account` works where a scope is
+/// asked for).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UserAccount {
+    #[serde(flatten)]
+    pub(crate) scope: AccountScope,
+    pub(crate) account_name: String,
+    pub(crate) is_active: bool,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+}
+
+impl UserAccount {
     /// Primary key.
-    pub id: Uuid,
+    pub fn id(&self) -> Uuid {
+        self.scope.id
+    }
     /// The external identity (the auth provider's user id).
-    pub user_id: String,
+    pub fn user_id(&self) -> &str {
+        &self.scope.user_id
+    }
     /// Display name.
-    pub account_name: String,
+    pub fn account_name(&self) -> &str {
+        &self.account_name
+    }
     /// Whether the account is in use.
-    pub is_active: bool,
+    pub fn is_active(&self) -> bool {
+        self.is_active
+    }
     /// When the account was created (UTC).
-    pub created_at: DateTime<Utc>,
+    pub fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
     /// When the account last changed (UTC).
-    pub updated_at: DateTime<Utc>,
+    pub fn updated_at(&self) -> DateTime<Utc> {
+        self.updated_at
+    }
+    /// The scope of per-user calls on this account.
+    pub fn scope(&self) -> &AccountScope {
+        &self.scope
+    }
+}
+
+impl AsRef<AccountScope> for UserAccount {
+    fn as_ref(&self) -> &AccountScope {
+        &self.scope
+    }
+}
+
+/// The columns of an account, in the order [`UserAccount`] is built from.
+type AccountSelection = (
+    user_accounts::id,
+    user_accounts::user_id,
+    user_accounts::account_name,
+    user_accounts::is_active,
+    user_accounts::created_at,
+    user_accounts::updated_at,
+);
+
+impl<DB: diesel::backend::Backend> Selectable<DB> for UserAccount {
+    type SelectExpression = AccountSelection;
+    fn construct_selection() -> Self::SelectExpression {
+        (
+            user_accounts::id,
+            user_accounts::user_id,
+            user_accounts::account_name,
+            user_accounts::is_active,
+            user_accounts::created_at,
+            user_accounts::updated_at,
+        )
+    }
+}
+
+impl<ST, DB> Queryable<ST, DB> for UserAccount
+where
+    DB: diesel::backend::Backend,
+    (Uuid, String, String, bool, DateTime<Utc>, DateTime<Utc>):
+        diesel::deserialize::FromStaticSqlRow<ST, DB>,
+{
+    type Row = (Uuid, String, String, bool, DateTime<Utc>, DateTime<Utc>);
+    fn build(row: Self::Row) -> diesel::deserialize::Result<Self> {
+        let (id, user_id, account_name, is_active, created_at, updated_at) = row;
+        Ok(UserAccount {
+            scope: AccountScope { id, user_id },
+            account_name,
+            is_active,
+            created_at,
+            updated_at,
+        })
+    }
+}
+
+/// Who a per-user call acts for: one account of one user. Every statement of the
+/// call is filtered by both (and on PostgreSQL the user becomes the
+/// row-level-security context), so a scope reaches that account's rows only when
+/// the account belongs to that user.
+///
+/// A service builds one per request **from the user id its authentication
+/// established** (a verified token's subject, a session), never from the request's
+/// body, path or query, plus the account id the request names: no lookup is needed.
+/// A scope whose account belongs to another user finds nothing (and writes are
+/// refused as [`UnknownAccount`](crate::Error::UnknownAccount)). A [`UserAccount`]
+/// from the store carries its scope, so `&account` works wherever a scope is asked
+/// for. Neither can be deserialized.
+///
+/// ```
+/// use credential_store::AccountScope;
+/// let scope = AccountScope::new("auth0|42", uuid::Uuid::nil()).unwrap();
+/// assert_eq!(scope.user_id(), "auth0|42");
+/// assert!(AccountScope::new("", uuid::Uuid::nil()).is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct AccountScope {
+    #[serde(rename = "id")]
+    pub(crate) id: Uuid,
+    pub(crate) user_id: String,
+}
+
+impl AccountScope {
+    /// The scope of account `account_id` for `user_id`, the user id the caller's
+    /// authentication established. The user id is checked as stored ones are
+    /// (1 to 255 characters, no control characters).
+    pub fn new(user_id: &str, account_id: Uuid) -> crate::Result<Self> {
+        Ok(AccountScope {
+            id: account_id,
+            user_id: crate::validation::user_id(user_id)?.to_owned(),
+        })
+    }
+    /// The account's id.
+    pub fn account_id(&self) -> Uuid {
+        self.id
+    }
+    /// The account's user.
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+}
+
+impl AsRef<AccountScope> for AccountScope {
+    fn as_ref(&self) -> &AccountScope {
+        self
+    }
 }
 
 /// A new account.
@@ -36,6 +168,7 @@ pub struct UserAccount {
 /// `account_name` is trimmed and NFC-normalised, 1 to 255 characters; `user_id` is
 /// kept exactly as given, 1 to 255 characters; neither may hold control characters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NewUserAccount<'a> {
     /// The external identity; unique across accounts.
     pub user_id: &'a str,
@@ -43,8 +176,19 @@ pub struct NewUserAccount<'a> {
     pub account_name: &'a str,
 }
 
-/// A stored credential, without its keys.
+impl<'a> NewUserAccount<'a> {
+    /// A new account of `user_id` (the external identity) named `account_name`.
+    pub fn new(user_id: &'a str, account_name: &'a str) -> Self {
+        NewUserAccount {
+            user_id,
+            account_name,
+        }
+    }
+}
+
+/// A stored credential, without its keys. Read-only: built by the store.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Serialize, Deserialize)]
+#[non_exhaustive]
 #[diesel(table_name = user_credentials)]
 pub struct UserCredential {
     /// Primary key.
@@ -137,6 +281,7 @@ impl<'a> NewUserCredential<'a> {
     /// let new = NewUserCredential::new("alpaca_paper", "PK1", "s1").with_id(id);
     /// assert_eq!(new.id(), Some(id));
     /// ```
+    #[must_use]
     pub fn with_id(mut self, id: Uuid) -> Self {
         self.id = Some(id);
         self
@@ -148,18 +293,21 @@ impl<'a> NewUserCredential<'a> {
     }
 
     /// Sets the nickname.
+    #[must_use]
     pub fn nickname(mut self, nickname: &'a str) -> Self {
         self.nickname = Some(nickname);
         self
     }
 
     /// Sets the expiry.
+    #[must_use]
     pub fn expires_at(mut self, at: DateTime<Utc>) -> Self {
         self.expires_at = Some(at);
         self
     }
 
     /// Sets whether the credential is active.
+    #[must_use]
     pub fn active(mut self, is_active: bool) -> Self {
         self.is_active = is_active;
         self
@@ -222,12 +370,13 @@ impl<T> Patch<T> {
 ///
 /// ```
 /// use credential_store::{CredentialUpdate, Patch};
-/// let update = CredentialUpdate { nickname: Patch::Set("Swing".into()), ..Default::default() };
+/// let update = CredentialUpdate::default().nickname("Swing").active(false);
+/// assert_eq!(update.nickname, Patch::Set("Swing".into()));
 /// let rotate_keys = CredentialUpdate::default().keys("PKNEW", "new-secret");
 /// assert!(!format!("{rotate_keys:?}").contains("new-secret"));
-/// # let _ = update;
 /// ```
 #[derive(Default)]
+#[non_exhaustive]
 pub struct CredentialUpdate {
     /// New nickname, or NULL.
     pub nickname: Patch<String>,
@@ -242,7 +391,57 @@ pub struct CredentialUpdate {
 }
 
 impl CredentialUpdate {
+    /// Sets a new nickname.
+    #[must_use]
+    pub fn nickname(mut self, nickname: impl Into<String>) -> Self {
+        self.nickname = Patch::Set(nickname.into());
+        self
+    }
+
+    /// Stores NULL as the nickname.
+    #[must_use]
+    pub fn clear_nickname(mut self) -> Self {
+        self.nickname = Patch::Clear;
+        self
+    }
+
+    /// Switches the credential on or off.
+    #[must_use]
+    pub fn active(mut self, is_active: bool) -> Self {
+        self.is_active = Some(is_active);
+        self
+    }
+
+    /// Sets a new expiry.
+    #[must_use]
+    pub fn expires_at(mut self, at: DateTime<Utc>) -> Self {
+        self.expires_at = Patch::Set(at);
+        self
+    }
+
+    /// Removes the expiry.
+    #[must_use]
+    pub fn clear_expiry(mut self) -> Self {
+        self.expires_at = Patch::Clear;
+        self
+    }
+
+    /// Replaces the API key.
+    #[must_use]
+    pub fn api_key(mut self, api_key: impl Into<SecretString>) -> Self {
+        self.api_key = Some(api_key.into());
+        self
+    }
+
+    /// Replaces the secret key.
+    #[must_use]
+    pub fn secret_key(mut self, secret_key: impl Into<SecretString>) -> Self {
+        self.secret_key = Some(secret_key.into());
+        self
+    }
+
     /// Replaces both keys.
+    #[must_use]
     pub fn keys(
         mut self,
         api_key: impl Into<SecretString>,

@@ -11,7 +11,7 @@ use crate::crypto::{CipherFormat, CredentialKeys, KeyProvider, Keyring, SealRequ
 use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::models::{
-    CredentialUpdate, NewUserAccount, NewUserCredential, UserAccount, UserCredential,
+    AccountScope, CredentialUpdate, NewUserAccount, NewUserCredential, UserAccount, UserCredential,
 };
 use crate::query;
 use crate::steps::{self, first};
@@ -50,6 +50,7 @@ macro_rules! store_basics {
             /// The same store, writing `format`. Use
             /// [`CipherFormat::Fernet`](crate::CipherFormat::Fernet) while the existing
             /// Python system still reads the database. Both formats are always read.
+            #[must_use]
             pub fn with_format(self, format: crate::CipherFormat) -> Self {
                 $store {
                     core: self.core.with_format(format),
@@ -63,6 +64,7 @@ macro_rules! store_basics {
             /// [maintenance](crate::Maintenance) (rotation, verification, copy)
             /// still uses, so what the provider seals must be what the keyring
             /// opens until maintenance goes through providers too.
+            #[must_use]
             pub fn with_key_provider(
                 self,
                 provider: std::sync::Arc<dyn crate::KeyProvider>,
@@ -202,7 +204,7 @@ impl<E: Executor> Core<E> {
     /// [`Error::CredentialIdConflict`] for the first id that does not match.
     async fn replayed_insert(
         &self,
-        account: &UserAccount,
+        account: &AccountScope,
         new: &[NewUserCredential<'_>],
         expected: &[steps::ExpectedCredential],
     ) -> Result<Vec<UserCredential>> {
@@ -247,7 +249,7 @@ impl<E: Executor> Core<E> {
                 .load_written(Scope::write(&user_id), statement)
                 .await;
             let account = steps::created_account(&user_id, inserted)?;
-            tracing::Span::current().record("account_id", tracing::field::display(account.id));
+            tracing::Span::current().record("account_id", tracing::field::display(account.id()));
             record_rows(1);
             Ok(account)
         })
@@ -271,7 +273,8 @@ impl<E: Executor> Core<E> {
             let statement = vec![query::account_by_user_id(user_id)];
             let found = first(self.exec.load(Scope::read(user_id), statement).await?);
             if let Some(account) = &found {
-                tracing::Span::current().record("account_id", tracing::field::display(account.id));
+                tracing::Span::current()
+                    .record("account_id", tracing::field::display(account.id()));
             }
             record_rows(found.iter().len());
             Ok(found)
@@ -279,9 +282,21 @@ impl<E: Executor> Core<E> {
         .await
     }
 
+    pub async fn insert_credential(
+        &self,
+        account: &AccountScope,
+        new: &NewUserCredential<'_>,
+    ) -> Result<UserCredential> {
+        let stored = self
+            .insert_credentials(account, std::slice::from_ref(new))
+            .await?;
+        // One row in, one row out: an INSERT that reported success returned it.
+        first(stored).ok_or(Error::Database(diesel::result::Error::NotFound))
+    }
+
     pub async fn insert_credentials(
         &self,
-        account: &UserAccount,
+        account: &AccountScope,
         new: &[NewUserCredential<'_>],
     ) -> Result<Vec<UserCredential>> {
         traced(self.span("insert_credentials", Some(account.id)), async {
@@ -327,7 +342,7 @@ impl<E: Executor> Core<E> {
 
     pub async fn credential(
         &self,
-        account: &UserAccount,
+        account: &AccountScope,
         id: Uuid,
     ) -> Result<Option<UserCredential>> {
         self.load_credentials("credential", account, || Ok(query::credential(account, id)))
@@ -335,31 +350,29 @@ impl<E: Executor> Core<E> {
             .map(first)
     }
 
-    pub async fn list_credentials(&self, account: &UserAccount) -> Result<Vec<UserCredential>> {
-        self.load_credentials("list_credentials", account, || {
-            Ok(query::credentials(account))
-        })
-        .await
+    pub async fn credentials(&self, account: &AccountScope) -> Result<Vec<UserCredential>> {
+        self.load_credentials("credentials", account, || Ok(query::credentials(account)))
+            .await
     }
 
-    pub async fn find_by_type(
+    pub async fn credentials_by_type(
         &self,
-        account: &UserAccount,
+        account: &AccountScope,
         credential_type: &str,
     ) -> Result<Vec<UserCredential>> {
-        self.load_credentials("find_by_type", account, || {
+        self.load_credentials("credentials_by_type", account, || {
             let credential_type = validation::lookup_type(credential_type)?;
             Ok(query::credentials_by_type(account, credential_type))
         })
         .await
     }
 
-    pub async fn find_by_nickname(
+    pub async fn credentials_by_nickname(
         &self,
-        account: &UserAccount,
+        account: &AccountScope,
         nickname: &str,
     ) -> Result<Vec<UserCredential>> {
-        self.load_credentials("find_by_nickname", account, || {
+        self.load_credentials("credentials_by_nickname", account, || {
             let (nickname, exact) = validation::lookup_nicknames(nickname)?;
             Ok(query::credentials_by_nickname(
                 account,
@@ -370,13 +383,13 @@ impl<E: Executor> Core<E> {
         .await
     }
 
-    pub async fn find_one_by_nickname(
+    pub async fn credential_by_nickname(
         &self,
-        account: &UserAccount,
+        account: &AccountScope,
         nickname: &str,
     ) -> Result<Option<UserCredential>> {
         traced(
-            self.span("find_one_by_nickname", Some(account.id)),
+            self.span("credential_by_nickname", Some(account.id)),
             self.one_by_nickname(account, nickname, |nickname, exact| {
                 query::credentials_by_nickname(account, nickname, exact)
             }),
@@ -386,7 +399,7 @@ impl<E: Executor> Core<E> {
 
     pub async fn keys_by_nickname(
         &self,
-        account: &UserAccount,
+        account: &AccountScope,
         nickname: &str,
     ) -> Result<Option<(UserCredential, CredentialKeys)>> {
         traced(self.span("keys_by_nickname", Some(account.id)), async {
@@ -406,7 +419,7 @@ impl<E: Executor> Core<E> {
     /// The one row a nickname lookup finds, never one of several.
     async fn one_by_nickname<T: Send + 'static, Q: Load<T>>(
         &self,
-        account: &UserAccount,
+        account: &AccountScope,
         nickname: &str,
         statement: impl FnOnce(&str, &str) -> Q,
     ) -> Result<Option<T>> {
@@ -424,12 +437,12 @@ impl<E: Executor> Core<E> {
         })
     }
 
-    pub async fn find_one_by_type(
+    pub async fn credential_by_type(
         &self,
-        account: &UserAccount,
+        account: &AccountScope,
         credential_type: &str,
     ) -> Result<Option<UserCredential>> {
-        traced(self.span("find_one_by_type", Some(account.id)), async {
+        traced(self.span("credential_by_type", Some(account.id)), async {
             let credential_type = validation::lookup_type(credential_type)?;
             let statement = vec![query::credentials_by_type(account, credential_type)];
             let found = self
@@ -450,7 +463,7 @@ impl<E: Executor> Core<E> {
     async fn load_credentials<Q: Load<UserCredential>>(
         &self,
         operation: &'static str,
-        account: &UserAccount,
+        account: &AccountScope,
         statement: impl FnOnce() -> Result<Q>,
     ) -> Result<Vec<UserCredential>> {
         traced(self.span(operation, Some(account.id)), async {
@@ -467,7 +480,7 @@ impl<E: Executor> Core<E> {
 
     pub async fn update_credential(
         &self,
-        account: &UserAccount,
+        account: &AccountScope,
         credential_id: Uuid,
         update: &CredentialUpdate,
     ) -> Result<UserCredential> {
@@ -490,7 +503,7 @@ impl<E: Executor> Core<E> {
 
     pub async fn delete_credential(
         &self,
-        account: &UserAccount,
+        account: &AccountScope,
         credential_id: Uuid,
     ) -> Result<()> {
         traced(self.span("delete_credential", Some(account.id)), async {
@@ -508,12 +521,12 @@ impl<E: Executor> Core<E> {
         .await
     }
 
-    pub async fn credential_keys(
+    pub async fn keys(
         &self,
-        account: &UserAccount,
+        account: &AccountScope,
         credential_id: Uuid,
     ) -> Result<CredentialKeys> {
-        traced(self.span("credential_keys", Some(account.id)), async {
+        traced(self.span("keys", Some(account.id)), async {
             let statement = vec![query::credential_with_ciphertexts(account, credential_id)];
             let found = first(
                 self.exec

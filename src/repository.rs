@@ -4,7 +4,7 @@ use crate::connection::Database;
 use crate::crypto::CredentialKeys;
 use crate::error::Result;
 use crate::models::{
-    CredentialUpdate, NewUserAccount, NewUserCredential, UserAccount, UserCredential,
+    AccountScope, CredentialUpdate, NewUserAccount, NewUserCredential, UserAccount, UserCredential,
 };
 use crate::ops::Core;
 use std::future::Future;
@@ -13,129 +13,148 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use uuid::Uuid;
 
-/// Accounts and their named credentials.
-///
-/// Every credential method takes the account it acts for, and reads or changes only
-/// rows whose `user_account_id` **and** `user_id` are that account's: an account
-/// value built by hand with another user's id sees nothing. On PostgreSQL the
-/// account's `user_id` is also the row-level-security context of the transaction.
-///
-/// Inputs are validated before anything is written; a refused input changes nothing.
-pub trait CredentialRepository {
-    /// Creates an account. [`Error::AccountExists`](crate::Error::AccountExists) if the user already has one.
-    fn create_account(&self, new: &NewUserAccount<'_>) -> Result<UserAccount>;
+/// The per-user operations, listed once: both stores' inherent methods, the two
+/// traits and the stores' implementations of them are generated from this list by
+/// the macro named (`$m`), so the sync and async APIs cannot drift apart. A scope
+/// parameter is marked `@scope`: the traits take it as `&AccountScope`, the stores'
+/// inherent methods as anything that is `AsRef<AccountScope>` (a [`UserAccount`], an
+/// [`AccountScope`]).
+macro_rules! operations {
+    ($m:ident) => {
+        $m! {
+            /// Creates an account. [`Error::AccountExists`](crate::Error::AccountExists) if the
+            /// user already has one.
+            fn create_account(new: &NewUserAccount<'_>) -> UserAccount;
 
-    /// The account with this id, if it belongs to `user_id`.
-    fn account(&self, user_id: &str, account_id: Uuid) -> Result<Option<UserAccount>>;
+            /// The account with this id, if it belongs to `user_id`.
+            fn account(user_id: &str, account_id: Uuid) -> Option<UserAccount>;
 
-    /// The account of an external user.
-    fn account_by_user_id(&self, user_id: &str) -> Result<Option<UserAccount>>;
+            /// The account of an external user.
+            fn account_by_user_id(user_id: &str) -> Option<UserAccount>;
 
-    /// Stores a credential, its keys encrypted with the keyring's primary key.
-    ///
-    /// A missing or blank nickname becomes the credential type. `user_id` is copied
-    /// from the stored account; [`Error::UnknownAccount`](crate::Error::UnknownAccount) if there is none with that
-    /// id, [`Error::AccountUserMismatch`](crate::Error::AccountUserMismatch) if it belongs to another user. (On
-    /// PostgreSQL, under a role that row-level security applies to, another user's
-    /// account is invisible to the transaction, so that case is `UnknownAccount` too.)
-    fn insert_credential(
-        &self,
-        account: &UserAccount,
-        new: &NewUserCredential<'_>,
-    ) -> Result<UserCredential>;
+            /// Stores a credential, its keys sealed by the store's key provider (its
+            /// keyring's primary key by default).
+            ///
+            /// A missing or blank nickname becomes the credential type. `user_id` is
+            /// the scope's; [`Error::UnknownAccount`](crate::Error::UnknownAccount) if the
+            /// scope's user has no account with that id (another user's account is
+            /// answered the same way). With a caller-chosen id
+            /// ([`NewUserCredential::with_id`]) the insert is idempotent on it.
+            fn insert_credential(@scope account, new: &NewUserCredential<'_>) -> UserCredential;
 
-    /// Stores several credentials under one account in one transaction: all of them,
-    /// or (on any refusal) none. Same rules as
-    /// [`insert_credential`](Self::insert_credential); returned in input order.
-    /// Written with multi-row `INSERT`s of at most 1000 rows.
-    fn insert_credentials(
-        &self,
-        account: &UserAccount,
-        new: &[NewUserCredential<'_>],
-    ) -> Result<Vec<UserCredential>>;
+            /// Stores several credentials under one account in one transaction: all of
+            /// them, or (on any refusal) none. Same rules as `insert_credential`;
+            /// returned in input order. Written with multi-row `INSERT`s of at most
+            /// 1000 rows.
+            fn insert_credentials(@scope account, new: &[NewUserCredential<'_>]) -> Vec<UserCredential>;
 
-    /// One credential of the account.
-    fn credential(
-        &self,
-        account: &UserAccount,
-        credential_id: Uuid,
-    ) -> Result<Option<UserCredential>>;
+            /// One credential of the account.
+            fn credential(@scope account, credential_id: Uuid) -> Option<UserCredential>;
 
-    /// All credentials of the account, newest first.
-    fn list_credentials(&self, account: &UserAccount) -> Result<Vec<UserCredential>>;
+            /// All credentials of the account, newest first.
+            fn credentials(@scope account) -> Vec<UserCredential>;
 
-    /// The account's credentials of one type, newest first. The type is compared
-    /// exactly, and a lookup accepts any 1 to 50 characters without control
-    /// characters, so a type the existing system stored outside today's rules
-    /// (`Alpaca_Paper`) is still found by that value; writes take only valid types.
-    fn find_by_type(
-        &self,
-        account: &UserAccount,
-        credential_type: &str,
-    ) -> Result<Vec<UserCredential>>;
+            /// The account's credentials of one type, newest first. The type is
+            /// compared exactly, and a lookup accepts any 1 to 50 characters without
+            /// control characters, so a type the existing system stored outside
+            /// today's rules (`Alpaca_Paper`) is still found by that value; writes take
+            /// only valid types.
+            fn credentials_by_type(@scope account, credential_type: &str) -> Vec<UserCredential>;
 
-    /// The one credential of this type: `None` if there is none,
-    /// [`Error::AmbiguousType`](crate::Error::AmbiguousType) (with the count) if there
-    /// are several. For code written when an account held one credential per type:
-    /// it never picks one of two.
-    fn find_one_by_type(
-        &self,
-        account: &UserAccount,
-        credential_type: &str,
-    ) -> Result<Option<UserCredential>>;
+            /// The one credential of this type: `None` if there is none,
+            /// [`Error::AmbiguousType`](crate::Error::AmbiguousType) (with the count) if
+            /// there are several. For code written when an account held one
+            /// credential per type: it never picks one of two.
+            fn credential_by_type(@scope account, credential_type: &str) -> Option<UserCredential>;
 
-    /// The account's credentials with this nickname, newest first. Nicknames are not
-    /// unique. The nickname is trimmed and NFC-normalised as on insert, and a row
-    /// whose nickname is exactly the input as given also matches: what the existing
-    /// system stored untrimmed or in another normal form (`" Swing "`, `"Cafe\u{301}"`)
-    /// is found by the value it used.
-    fn find_by_nickname(
-        &self,
-        account: &UserAccount,
-        nickname: &str,
-    ) -> Result<Vec<UserCredential>>;
+            /// The account's credentials with this nickname, newest first. Nicknames
+            /// are not unique. The nickname is trimmed and NFC-normalised as on
+            /// insert, and a row whose nickname is exactly the input as given also
+            /// matches: what the existing system stored untrimmed or in another normal
+            /// form (`" Swing "`, `"Cafe\u{301}"`) is found by the value it used.
+            fn credentials_by_nickname(@scope account, nickname: &str) -> Vec<UserCredential>;
 
-    /// The one credential with this nickname: `None` if there is none,
-    /// [`Error::AmbiguousNickname`](crate::Error::AmbiguousNickname) (with the count) if there are several. It never
-    /// picks one for you.
-    fn find_one_by_nickname(
-        &self,
-        account: &UserAccount,
-        nickname: &str,
-    ) -> Result<Option<UserCredential>>;
+            /// The one credential with this nickname: `None` if there is none,
+            /// [`Error::AmbiguousNickname`](crate::Error::AmbiguousNickname) (with the
+            /// count) if there are several. It never picks one for you.
+            fn credential_by_nickname(@scope account, nickname: &str) -> Option<UserCredential>;
 
-    /// The one credential with this nickname and its decrypted keys, in one
-    /// statement: `None` if there is none,
-    /// [`Error::AmbiguousNickname`](crate::Error::AmbiguousNickname) if there are
-    /// several, and the refusals of [`credential_keys`](Self::credential_keys).
-    fn keys_by_nickname(
-        &self,
-        account: &UserAccount,
-        nickname: &str,
-    ) -> Result<Option<(UserCredential, CredentialKeys)>>;
+            /// The one credential with this nickname and its decrypted keys, in one
+            /// statement: `None` if there is none,
+            /// [`Error::AmbiguousNickname`](crate::Error::AmbiguousNickname) if there are
+            /// several, and the refusals of `keys`.
+            fn keys_by_nickname(@scope account, nickname: &str) -> Option<(UserCredential, CredentialKeys)>;
 
-    /// Changes a credential and returns it as stored. [`Error::CredentialNotFound`](crate::Error::CredentialNotFound)
-    /// if the account has no such credential.
-    fn update_credential(
-        &self,
-        account: &UserAccount,
-        credential_id: Uuid,
-        update: &CredentialUpdate,
-    ) -> Result<UserCredential>;
+            /// The decrypted keys of a credential, for use now.
+            ///
+            /// Refuses a credential of an inactive account
+            /// ([`Error::AccountInactive`](crate::Error::AccountInactive)), an inactive
+            /// credential ([`Error::CredentialInactive`](crate::Error::CredentialInactive))
+            /// and an expired one ([`Error::CredentialExpired`](crate::Error::CredentialExpired))
+            /// before decrypting anything. A ciphertext that no key opens is
+            /// [`Error::Decryption`](crate::Error::Decryption), naming the credential and
+            /// the field.
+            fn keys(@scope account, credential_id: Uuid) -> CredentialKeys;
 
-    /// Deletes a credential. [`Error::CredentialNotFound`](crate::Error::CredentialNotFound) if the account has no such
-    /// credential.
-    fn delete_credential(&self, account: &UserAccount, credential_id: Uuid) -> Result<()>;
+            /// Changes a credential and returns it as stored.
+            /// [`Error::CredentialNotFound`](crate::Error::CredentialNotFound) if the
+            /// account has no such credential.
+            fn update_credential(@scope account, credential_id: Uuid, update: &CredentialUpdate) -> UserCredential;
 
-    /// The decrypted keys of a credential, for use now.
-    ///
-    /// Refuses a credential of an inactive account
-    /// ([`Error::AccountInactive`](crate::Error::AccountInactive)), an inactive credential ([`Error::CredentialInactive`](crate::Error::CredentialInactive)) and an expired one
-    /// ([`Error::CredentialExpired`](crate::Error::CredentialExpired)) before decrypting anything. A ciphertext that no
-    /// key opens is [`Error::Decryption`](crate::Error::Decryption), naming the credential and the field.
-    fn credential_keys(&self, account: &UserAccount, credential_id: Uuid)
-        -> Result<CredentialKeys>;
+            /// Deletes a credential.
+            /// [`Error::CredentialNotFound`](crate::Error::CredentialNotFound) if the
+            /// account has no such credential.
+            fn delete_credential(@scope account, credential_id: Uuid) -> ();
+        }
+    };
 }
+pub(crate) use operations;
+
+macro_rules! sync_trait {
+    ($(
+        $(#[$doc:meta])*
+        fn $op:ident($(@scope $scope:ident)? $(,)? $($arg:ident : $ty:ty),* $(,)?) -> $ret:ty;
+    )*) => {
+        /// Accounts and their named credentials, blocking: what [`CredentialStore`]
+        /// does, as a trait for code that abstracts over it or mocks it.
+        ///
+        /// Every credential method takes the [`AccountScope`] it acts for, and reads
+        /// or changes only rows whose `user_account_id` **and** `user_id` are the
+        /// scope's. On PostgreSQL the scope's user is also the row-level-security
+        /// context of the transaction. Inputs are validated before anything is
+        /// written; a refused input changes nothing.
+        ///
+        /// The store's inherent methods are the same operations (no import needed)
+        /// and also take a `&UserAccount`. New operations may be added to this trait
+        /// in any 0.x release: an implementation outside this crate (a mock) then
+        /// adds them. The trait is object safe (`&dyn CredentialRepository`).
+        pub trait CredentialRepository {
+            $(
+                $(#[$doc])*
+                fn $op(&self $(, $scope: &AccountScope)? $(, $arg: $ty)*) -> Result<$ret>;
+            )*
+        }
+
+        impl CredentialRepository for CredentialStore {
+            $(
+                fn $op(&self $(, $scope: &AccountScope)? $(, $arg: $ty)*) -> Result<$ret> {
+                    block_on(self.core.$op($($scope,)? $($arg),*))
+                }
+            )*
+        }
+
+        impl CredentialStore {
+            $(
+                $(#[$doc])*
+                pub fn $op(&self $(, $scope: &impl AsRef<AccountScope>)? $(, $arg: $ty)*) -> Result<$ret> {
+                    block_on(self.core.$op($($scope.as_ref(),)? $($arg),*))
+                }
+            )*
+        }
+    };
+}
+
+operations!(sync_trait);
 
 /// The diesel implementation of [`CredentialRepository`], on PostgreSQL, SQLite or MariaDB.
 ///
@@ -149,14 +168,14 @@ pub trait CredentialRepository {
 /// db.run_migrations().unwrap();
 /// let store = CredentialStore::new(db, Keyring::from_fernet_keys([Keyring::generate_key().expose_secret()]).unwrap());
 ///
-/// let account = store.create_account(&NewUserAccount { user_id: "auth0|42", account_name: "Ada" }).unwrap();
+/// let account = store.create_account(&NewUserAccount::new("auth0|42", "Ada")).unwrap();
 /// store.insert_credential(&account, &NewUserCredential::new("alpaca_paper", "PK1", "s1").nickname("Momentum")).unwrap();
 /// store.insert_credential(&account, &NewUserCredential::new("alpaca_paper", "PK2", "s2").nickname("Swing")).unwrap();
 ///
-/// let swing = store.find_one_by_nickname(&account, "Swing").unwrap().unwrap();
-/// let keys = store.credential_keys(&account, swing.id).unwrap();
+/// let swing = store.credential_by_nickname(&account, "Swing").unwrap().unwrap();
+/// let keys = store.keys(&account, swing.id).unwrap();
 /// assert_eq!(keys.api_key().expose_secret(), "PK2");
-/// assert_eq!(store.find_by_type(&account, "alpaca_paper").unwrap().len(), 2);
+/// assert_eq!(store.credentials_by_type(&account, "alpaca_paper").unwrap().len(), 2);
 /// ```
 #[derive(Debug, Clone)]
 pub struct CredentialStore {
@@ -193,113 +212,6 @@ fn block_on<T>(future: impl Future<Output = T>) -> T {
             // return only polls again.
             Poll::Pending => thread::park(),
         }
-    }
-}
-
-impl CredentialRepository for CredentialStore {
-    fn create_account(&self, new: &NewUserAccount<'_>) -> Result<UserAccount> {
-        block_on(self.core.create_account(new))
-    }
-
-    fn account(&self, user_id: &str, account_id: Uuid) -> Result<Option<UserAccount>> {
-        block_on(self.core.account(user_id, account_id))
-    }
-
-    fn account_by_user_id(&self, user_id: &str) -> Result<Option<UserAccount>> {
-        block_on(self.core.account_by_user_id(user_id))
-    }
-
-    fn insert_credential(
-        &self,
-        account: &UserAccount,
-        new: &NewUserCredential<'_>,
-    ) -> Result<UserCredential> {
-        let stored = block_on(
-            self.core
-                .insert_credentials(account, std::slice::from_ref(new)),
-        )?;
-        Ok(stored.into_iter().next().expect("one row in, one row out"))
-    }
-
-    fn insert_credentials(
-        &self,
-        account: &UserAccount,
-        new: &[NewUserCredential<'_>],
-    ) -> Result<Vec<UserCredential>> {
-        block_on(self.core.insert_credentials(account, new))
-    }
-
-    fn credential(
-        &self,
-        account: &UserAccount,
-        credential_id: Uuid,
-    ) -> Result<Option<UserCredential>> {
-        block_on(self.core.credential(account, credential_id))
-    }
-
-    fn list_credentials(&self, account: &UserAccount) -> Result<Vec<UserCredential>> {
-        block_on(self.core.list_credentials(account))
-    }
-
-    fn find_by_type(
-        &self,
-        account: &UserAccount,
-        credential_type: &str,
-    ) -> Result<Vec<UserCredential>> {
-        block_on(self.core.find_by_type(account, credential_type))
-    }
-
-    fn keys_by_nickname(
-        &self,
-        account: &UserAccount,
-        nickname: &str,
-    ) -> Result<Option<(UserCredential, CredentialKeys)>> {
-        block_on(self.core.keys_by_nickname(account, nickname))
-    }
-
-    fn find_one_by_type(
-        &self,
-        account: &UserAccount,
-        credential_type: &str,
-    ) -> Result<Option<UserCredential>> {
-        block_on(self.core.find_one_by_type(account, credential_type))
-    }
-
-    fn find_by_nickname(
-        &self,
-        account: &UserAccount,
-        nickname: &str,
-    ) -> Result<Vec<UserCredential>> {
-        block_on(self.core.find_by_nickname(account, nickname))
-    }
-
-    fn find_one_by_nickname(
-        &self,
-        account: &UserAccount,
-        nickname: &str,
-    ) -> Result<Option<UserCredential>> {
-        block_on(self.core.find_one_by_nickname(account, nickname))
-    }
-
-    fn update_credential(
-        &self,
-        account: &UserAccount,
-        credential_id: Uuid,
-        update: &CredentialUpdate,
-    ) -> Result<UserCredential> {
-        block_on(self.core.update_credential(account, credential_id, update))
-    }
-
-    fn delete_credential(&self, account: &UserAccount, credential_id: Uuid) -> Result<()> {
-        block_on(self.core.delete_credential(account, credential_id))
-    }
-
-    fn credential_keys(
-        &self,
-        account: &UserAccount,
-        credential_id: Uuid,
-    ) -> Result<CredentialKeys> {
-        block_on(self.core.credential_keys(account, credential_id))
     }
 }
 

@@ -8,7 +8,7 @@
 use crate::crypto::{Binding, CredentialKeys, Keyring, OpenRequest, SealRequest};
 use crate::error::{Error, Field, Result};
 use crate::models::{
-    AccountRow, CredentialChanges, CredentialRow, CredentialUpdate, NewUserAccount,
+    AccountRow, AccountScope, CredentialChanges, CredentialRow, CredentialUpdate, NewUserAccount,
     NewUserCredential, Patch, UserAccount, UserCredential,
 };
 use crate::sql_types::{to_stored_precision, LossyText, SqlTime, SqlUuid};
@@ -93,7 +93,7 @@ pub(crate) struct ToSeal<'a, T> {
 /// keys are sealed. Nothing is returned (and so nothing sealed or written) unless
 /// every credential passes.
 pub(crate) fn new_credentials<'a>(
-    account: &'a UserAccount,
+    account: &'a AccountScope,
     new: &'a [NewUserCredential<'_>],
 ) -> Result<ToSeal<'a, Vec<CredentialRow>>> {
     let now = SqlTime(now());
@@ -224,7 +224,7 @@ pub(crate) fn single_row(
 
 /// Why an insert under `account` met the owner check, from the account's owner as
 /// the caller's role sees it; `err` when the owner is the account's user after all.
-pub(crate) fn owner_error(account: &UserAccount, owner: Option<String>, err: Error) -> Error {
+pub(crate) fn owner_error(account: &AccountScope, owner: Option<String>, err: Error) -> Error {
     match owner {
         None => Error::UnknownAccount {
             account_id: account.id,
@@ -240,7 +240,7 @@ pub(crate) fn owner_error(account: &UserAccount, owner: Option<String>, err: Err
 /// The columns an update sets, validated, and the requests that seal its new keys
 /// (the API key's first).
 pub(crate) fn credential_changes<'a>(
-    account: &'a UserAccount,
+    account: &'a AccountScope,
     credential_id: Uuid,
     update: &'a CredentialUpdate,
 ) -> Result<ToSeal<'a, CredentialChanges>> {
@@ -296,7 +296,7 @@ impl ToSeal<'_, CredentialChanges> {
 }
 
 /// The error for a credential the account does not have.
-pub(crate) fn not_found(account: &UserAccount, credential_id: Uuid) -> Error {
+pub(crate) fn not_found(account: &AccountScope, credential_id: Uuid) -> Error {
     Error::CredentialNotFound {
         account_id: account.id,
         credential_id,
@@ -357,7 +357,7 @@ impl Revealable {
 /// The checks before a credential's keys are revealed: refused when it is missing,
 /// inactive or expired, or its account is inactive, before anything is decrypted.
 pub(crate) fn revealable(
-    account: &UserAccount,
+    account: &AccountScope,
     credential_id: Uuid,
     found: Option<(UserCredential, bool, LossyText, LossyText)>,
 ) -> Result<Revealable> {
@@ -390,7 +390,7 @@ pub(crate) fn revealable(
 /// stores open through their key provider.
 pub(crate) fn reveal(
     keyring: &Keyring,
-    account: &UserAccount,
+    account: &AccountScope,
     credential_id: Uuid,
     found: Option<(UserCredential, bool, LossyText, LossyText)>,
 ) -> Result<CredentialKeys> {

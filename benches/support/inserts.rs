@@ -55,8 +55,8 @@ pub fn insert_rows(
             };
             InsertRow {
                 id,
-                user_account_id: account.id,
-                user_id: account.user_id.clone(),
+                user_account_id: account.id(),
+                user_id: account.user_id().to_owned(),
                 credential_type: "alpaca_paper".to_owned(),
                 nickname: Some("inserted".to_owned()),
                 api_key: seal(Field::ApiKey, &keys.api_key),

@@ -238,10 +238,7 @@ pub fn sqlite_dataset(rows: usize) -> PathBuf {
         let started = Instant::now();
         let db = Database::open_with(
             path.to_str().expect("UTF-8 path"),
-            &DatabaseOptions {
-                max_connections: 4,
-                ..Default::default()
-            },
+            &DatabaseOptions::default().max_connections(4),
         )
         .expect("open dataset");
         db.run_migrations().expect("migrations");
@@ -506,7 +503,7 @@ macro_rules! load_accounts_fn {
                 .load(conn)
                 .expect("load accounts");
             all.into_iter()
-                .partition(|a| a.user_id.starts_with("bench-user-"))
+                .partition(|a| a.user_id().starts_with("bench-user-"))
         }
     };
 }
@@ -528,20 +525,21 @@ pub fn credential_from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Use
     fn time(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<DateTime<Utc>> {
         internals::parse_sqlite_timestamp(row.get_ref(i)?.as_str()?).map_err(|e| failed(i, e))
     }
-    Ok(UserCredential {
-        id: uuid(row, 0)?,
-        user_account_id: uuid(row, 1)?,
-        user_id: row.get(2)?,
-        credential_type: row.get(3)?,
-        nickname: row.get(4)?,
-        is_active: row.get(5)?,
-        expires_at: match row.get_ref(6)? {
-            rusqlite::types::ValueRef::Null => None,
-            _ => Some(time(row, 6)?),
-        },
-        created_at: time(row, 7)?,
-        updated_at: time(row, 8)?,
-    })
+    let expires_at = match row.get_ref(6)? {
+        rusqlite::types::ValueRef::Null => None,
+        _ => Some(time(row, 6)?),
+    };
+    Ok(internals::user_credential(
+        uuid(row, 0)?,
+        uuid(row, 1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        expires_at,
+        time(row, 7)?,
+        time(row, 8)?,
+    ))
 }
 
 /// A SQLite row of the crate's `credential_with_ciphertexts` columns: the
@@ -562,17 +560,17 @@ pub fn sqlite_id(id: Uuid) -> String {
 
 /// A PostgreSQL row of the crate's `UserCredential` columns, in `as_select` order.
 pub fn credential_from_pg(row: &postgres::Row) -> UserCredential {
-    UserCredential {
-        id: row.get(0),
-        user_account_id: row.get(1),
-        user_id: row.get(2),
-        credential_type: row.get(3),
-        nickname: row.get(4),
-        is_active: row.get(5),
-        expires_at: row.get(6),
-        created_at: row.get(7),
-        updated_at: row.get(8),
-    }
+    internals::user_credential(
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+        row.get(6),
+        row.get(7),
+        row.get(8),
+    )
 }
 
 /// A PostgreSQL row of the crate's `credential_with_ciphertexts` columns.

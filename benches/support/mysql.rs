@@ -203,14 +203,8 @@ impl Drop for Databases {
 /// [`keyring`]), on two threads; then the [`INSERT_ACCOUNTS`] and `ANALYZE TABLE`.
 pub fn build_dataset(url: &str, rows: usize) {
     let started = Instant::now();
-    let db = Database::open_with(
-        url,
-        &DatabaseOptions {
-            max_connections: 4,
-            ..Default::default()
-        },
-    )
-    .expect("open the dataset");
+    let db = Database::open_with(url, &DatabaseOptions::default().max_connections(4))
+        .expect("open the dataset");
     db.run_migrations().expect("migrations");
     let store = CredentialStore::new(db, keyring());
     let accounts = rows / CREDENTIALS_PER_ACCOUNT;
@@ -255,19 +249,21 @@ pub fn load_accounts(conn: &mut mysql::Conn) -> (Vec<UserAccount>, Vec<UserAccou
             (),
             |row: mysql::Row| {
                 let mut c = Cols::new(row);
-                UserAccount {
-                    id: c.uuid(),
-                    user_id: c.text(),
-                    account_name: c.text(),
-                    is_active: c.flag(),
-                    created_at: c.time(),
-                    updated_at: c.time(),
-                }
+                let (id, user_id, account_name) = (c.uuid(), c.text(), c.text());
+                let (is_active, created_at, updated_at) = (c.flag(), c.time(), c.time());
+                internals::user_account(
+                    id,
+                    user_id,
+                    account_name,
+                    is_active,
+                    created_at,
+                    updated_at,
+                )
             },
         )
         .expect("accounts");
     all.into_iter()
-        .partition(|a| a.user_id.starts_with("bench-user-"))
+        .partition(|a| a.user_id().starts_with("bench-user-"))
 }
 
 // ---------------------------------------------------------------------------
@@ -278,7 +274,7 @@ pub fn load_accounts(conn: &mut mysql::Conn) -> (Vec<UserAccount>, Vec<UserAccou
 /// statements (`credential_store::internals`) run on a `MysqlConnection`.
 #[derive(Debug, Clone)]
 pub struct MysqlSql {
-    /// `find_by_nickname` / `find_one_by_nickname`: account id, user id, nickname,
+    /// `credentials_by_nickname` / `credential_by_nickname`: account id, user id, nickname,
     /// exact input.
     pub by_nickname: String,
     /// `keys_by_nickname`: the same parameters.
@@ -461,17 +457,17 @@ impl Cols {
 
     /// The crate's credential columns, in the order it selects them.
     fn credential(&mut self) -> UserCredential {
-        UserCredential {
-            id: self.uuid(),
-            user_account_id: self.uuid(),
-            user_id: self.text(),
-            credential_type: self.text(),
-            nickname: self.opt_text(),
-            is_active: self.flag(),
-            expires_at: self.opt_time(),
-            created_at: self.time(),
-            updated_at: self.time(),
-        }
+        internals::user_credential(
+            self.uuid(),
+            self.uuid(),
+            self.text(),
+            self.text(),
+            self.opt_text(),
+            self.flag(),
+            self.opt_time(),
+            self.time(),
+            self.time(),
+        )
     }
 }
 
@@ -531,8 +527,8 @@ impl Raw {
             .exec_map(
                 &st.prepared,
                 Params::Positional(vec![
-                    uuid_value(a.id),
-                    text_value(&a.user_id),
+                    uuid_value(a.id()),
+                    text_value(&a.user_id()),
                     text_value(nickname),
                     text_value(nickname),
                 ]),
@@ -550,8 +546,8 @@ impl Raw {
             .exec_map(
                 &st.prepared,
                 Params::Positional(vec![
-                    uuid_value(a.id),
-                    text_value(&a.user_id),
+                    uuid_value(a.id()),
+                    text_value(&a.user_id()),
                     text_value(nickname),
                     text_value(nickname),
                 ]),

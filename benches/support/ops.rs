@@ -17,8 +17,7 @@ use credential_store::internals::{
     self, DieselConnection, InsertRow, StatementSql, StoredCredential,
 };
 use credential_store::{
-    CredentialKeys, CredentialRepository, CredentialStore, Database, Keyring, UserAccount,
-    UserCredential,
+    CredentialKeys, CredentialStore, Database, Keyring, UserAccount, UserCredential,
 };
 use diesel::prelude::*;
 use secrecy::ExposeSecret;
@@ -99,7 +98,7 @@ pub fn implementations(backend: &str, op: Op) -> &'static [&'static str] {
 mod inserts;
 pub use inserts::*;
 
-/// What `credential_keys` does with the row it read, by the crate's code.
+/// What `keys` does with the row it read, by the crate's code.
 pub fn reveal(
     keyring: &Keyring,
     account: &UserAccount,
@@ -186,11 +185,11 @@ pub fn rusqlite_by_nickname(
     nickname: &str,
 ) -> Vec<UserCredential> {
     let mut buf = Uuid::encode_buffer();
-    let id: &str = a.id.hyphenated().encode_lower(&mut buf);
+    let id: &str = a.id().hyphenated().encode_lower(&mut buf);
     rusqlite_query(
         raw,
         &sql.credentials_by_nickname,
-        &[&id, &a.user_id, &nickname, &nickname],
+        &[&id, &a.user_id(), &nickname, &nickname],
         credential_from_rusqlite,
     )
 }
@@ -203,11 +202,11 @@ pub fn rusqlite_by_type(
     credential_type: &str,
 ) -> Vec<UserCredential> {
     let mut buf = Uuid::encode_buffer();
-    let id: &str = a.id.hyphenated().encode_lower(&mut buf);
+    let id: &str = a.id().hyphenated().encode_lower(&mut buf);
     rusqlite_query(
         raw,
         &sql.credentials_by_type,
-        &[&id, &a.user_id, &credential_type],
+        &[&id, &a.user_id(), &credential_type],
         credential_from_rusqlite,
     )
 }
@@ -219,16 +218,16 @@ pub fn rusqlite_list(
     a: &UserAccount,
 ) -> Vec<UserCredential> {
     let mut buf = Uuid::encode_buffer();
-    let id: &str = a.id.hyphenated().encode_lower(&mut buf);
+    let id: &str = a.id().hyphenated().encode_lower(&mut buf);
     rusqlite_query(
         raw,
         &sql.credentials,
-        &[&id, &a.user_id],
+        &[&id, &a.user_id()],
         credential_from_rusqlite,
     )
 }
 
-/// The crate's `credential_keys` read (account id, user id, credential id).
+/// The crate's `keys` read (account id, user id, credential id).
 pub fn rusqlite_keys(
     raw: &rusqlite::Connection,
     sql: &StatementSql,
@@ -236,13 +235,13 @@ pub fn rusqlite_keys(
     credential: Uuid,
 ) -> Option<StoredCredential> {
     let mut account_buf = Uuid::encode_buffer();
-    let account: &str = a.id.hyphenated().encode_lower(&mut account_buf);
+    let account: &str = a.id().hyphenated().encode_lower(&mut account_buf);
     let mut id_buf = Uuid::encode_buffer();
     let id: &str = credential.hyphenated().encode_lower(&mut id_buf);
     single(rusqlite_query(
         raw,
         &sql.credential_with_ciphertexts,
-        &[&account, &a.user_id, &id],
+        &[&account, &a.user_id(), &id],
         stored_from_rusqlite,
     ))
 }
@@ -389,7 +388,7 @@ pub fn pg_by_nickname(
 ) -> Vec<UserCredential> {
     pg_rows(
         st.by_nickname
-            .query(client, &[&a.id, &a.user_id, &nickname, &nickname]),
+            .query(client, &[&a.id(), &a.user_id(), &nickname, &nickname]),
     )
 }
 
@@ -401,7 +400,7 @@ pub fn pg_keys(
 ) -> Option<StoredCredential> {
     single(
         st.keys
-            .query(client, &[&a.id, &a.user_id, &credential])
+            .query(client, &[&a.id(), &a.user_id(), &credential])
             .iter()
             .map(stored_from_pg)
             .collect(),
@@ -566,7 +565,7 @@ pub fn sqlite_op<'a>(
     match (op, implementation) {
         (Op::Lookup, "crate") => Box::new(move || {
             let (a, nick) = pick(rng, accounts);
-            black_box(store.find_one_by_nickname(a, nick).expect("lookup"));
+            black_box(store.credential_by_nickname(a, nick).expect("lookup"));
         }),
         (Op::Lookup, "diesel") => Box::new(move || {
             let (a, nick) = pick(rng, accounts);
@@ -579,10 +578,10 @@ pub fn sqlite_op<'a>(
         (Op::LookupDecrypt, "crate") => Box::new(move || {
             let (a, nick) = pick(rng, accounts);
             let found = store
-                .find_one_by_nickname(a, nick)
+                .credential_by_nickname(a, nick)
                 .expect("lookup")
                 .expect("found");
-            black_box(store.credential_keys(a, found.id).expect("keys"));
+            black_box(store.keys(a, found.id).expect("keys"));
         }),
         (Op::LookupDecrypt, "diesel") => Box::new(move || {
             let (a, nick) = pick(rng, accounts);
@@ -601,7 +600,7 @@ pub fn sqlite_op<'a>(
             let a = &accounts[rng.below(accounts.len())];
             black_box(
                 store
-                    .find_by_nickname(a, SHARED_NICKNAME)
+                    .credentials_by_nickname(a, SHARED_NICKNAME)
                     .expect("find all"),
             );
         }),
@@ -615,7 +614,11 @@ pub fn sqlite_op<'a>(
         }),
         (Op::ByType, "crate") => Box::new(move || {
             let a = &accounts[rng.below(accounts.len())];
-            black_box(store.find_by_type(a, pick_type(rng)).expect("by type"));
+            black_box(
+                store
+                    .credentials_by_type(a, pick_type(rng))
+                    .expect("by type"),
+            );
         }),
         (Op::ByType, "diesel") => Box::new(move || {
             let a = &accounts[rng.below(accounts.len())];
@@ -627,7 +630,7 @@ pub fn sqlite_op<'a>(
         }),
         (Op::List, "crate") => Box::new(move || {
             let a = &accounts[rng.below(accounts.len())];
-            black_box(store.list_credentials(a).expect("list"));
+            black_box(store.credentials(a).expect("list"));
         }),
         (Op::List, "diesel") => Box::new(move || {
             let a = &accounts[rng.below(accounts.len())];
@@ -688,11 +691,11 @@ pub fn pg_op<'a>(
     match (op, implementation) {
         (Op::Lookup, "crate") => Box::new(move || {
             let (a, nick) = pick(rng, accounts);
-            black_box(store.find_one_by_nickname(a, nick).expect("lookup"));
+            black_box(store.credential_by_nickname(a, nick).expect("lookup"));
         }),
         (Op::Lookup, "diesel") => Box::new(move || {
             let (a, nick) = pick(rng, accounts);
-            black_box(single(diesel_in_context(diesel, &a.user_id, |c| {
+            black_box(single(diesel_in_context(diesel, &a.user_id(), |c| {
                 diesel_by_nickname(c, a, nick)
             })));
         }),
@@ -702,7 +705,7 @@ pub fn pg_op<'a>(
         }),
         (Op::Lookup, "postgres") => Box::new(move || {
             let (a, nick) = pick(rng, accounts);
-            black_box(single(pg_in_context(raw, st, &a.user_id, |c| {
+            black_box(single(pg_in_context(raw, st, &a.user_id(), |c| {
                 pg_by_nickname(c, st, a, nick)
             })));
         }),
@@ -713,83 +716,87 @@ pub fn pg_op<'a>(
         (Op::LookupDecrypt, "crate") => Box::new(move || {
             let (a, nick) = pick(rng, accounts);
             let found = store
-                .find_one_by_nickname(a, nick)
+                .credential_by_nickname(a, nick)
                 .expect("lookup")
                 .expect("found");
-            black_box(store.credential_keys(a, found.id).expect("keys"));
+            black_box(store.keys(a, found.id).expect("keys"));
         }),
         (Op::LookupDecrypt, "diesel") => Box::new(move || {
             let (a, nick) = pick(rng, accounts);
-            let found = single(diesel_in_context(diesel, &a.user_id, |c| {
+            let found = single(diesel_in_context(diesel, &a.user_id(), |c| {
                 diesel_by_nickname(c, a, nick)
             }))
             .expect("found");
-            let stored = diesel_in_context(diesel, &a.user_id, |c| {
+            let stored = diesel_in_context(diesel, &a.user_id(), |c| {
                 internals::credential_with_ciphertexts(c, a, found.id)
             });
             black_box(reveal(keyring, a, found.id, stored));
         }),
         (Op::LookupDecrypt, "postgres") => Box::new(move || {
             let (a, nick) = pick(rng, accounts);
-            let found = single(pg_in_context(raw, st, &a.user_id, |c| {
+            let found = single(pg_in_context(raw, st, &a.user_id(), |c| {
                 pg_by_nickname(c, st, a, nick)
             }))
             .expect("found");
-            let stored = pg_in_context(raw, st, &a.user_id, |c| pg_keys(c, st, a, found.id));
+            let stored = pg_in_context(raw, st, &a.user_id(), |c| pg_keys(c, st, a, found.id));
             black_box(reveal(keyring, a, found.id, stored));
         }),
         (Op::FindAll, "crate") => Box::new(move || {
             let a = &accounts[rng.below(accounts.len())];
             black_box(
                 store
-                    .find_by_nickname(a, SHARED_NICKNAME)
+                    .credentials_by_nickname(a, SHARED_NICKNAME)
                     .expect("find all"),
             );
         }),
         (Op::FindAll, "diesel") => Box::new(move || {
             let a = &accounts[rng.below(accounts.len())];
-            black_box(diesel_in_context(diesel, &a.user_id, |c| {
+            black_box(diesel_in_context(diesel, &a.user_id(), |c| {
                 diesel_by_nickname(c, a, SHARED_NICKNAME)
             }));
         }),
         (Op::FindAll, "postgres") => Box::new(move || {
             let a = &accounts[rng.below(accounts.len())];
-            black_box(pg_in_context(raw, st, &a.user_id, |c| {
+            black_box(pg_in_context(raw, st, &a.user_id(), |c| {
                 pg_by_nickname(c, st, a, SHARED_NICKNAME)
             }));
         }),
         (Op::ByType, "crate") => Box::new(move || {
             let a = &accounts[rng.below(accounts.len())];
-            black_box(store.find_by_type(a, pick_type(rng)).expect("by type"));
+            black_box(
+                store
+                    .credentials_by_type(a, pick_type(rng))
+                    .expect("by type"),
+            );
         }),
         (Op::ByType, "diesel") => Box::new(move || {
             let a = &accounts[rng.below(accounts.len())];
             let t = pick_type(rng);
-            black_box(diesel_in_context(diesel, &a.user_id, |c| {
+            black_box(diesel_in_context(diesel, &a.user_id(), |c| {
                 internals::credentials_by_type(c, a, t)
             }));
         }),
         (Op::ByType, "postgres") => Box::new(move || {
             let a = &accounts[rng.below(accounts.len())];
             let t = pick_type(rng);
-            black_box(pg_in_context(raw, st, &a.user_id, |c| {
-                pg_rows(st.by_type.query(c, &[&a.id, &a.user_id, &t]))
+            black_box(pg_in_context(raw, st, &a.user_id(), |c| {
+                pg_rows(st.by_type.query(c, &[&a.id(), &a.user_id(), &t]))
             }));
         }),
         (Op::List, "crate") => Box::new(move || {
             let a = &accounts[rng.below(accounts.len())];
-            black_box(store.list_credentials(a).expect("list"));
+            black_box(store.credentials(a).expect("list"));
         }),
         (Op::List, "diesel") => Box::new(move || {
             let a = &accounts[rng.below(accounts.len())];
-            black_box(diesel_in_context(diesel, &a.user_id, |c| {
+            black_box(diesel_in_context(diesel, &a.user_id(), |c| {
                 internals::credentials(c, a)
             }));
         }),
         (Op::List, "postgres") => Box::new(move || {
             let a = &accounts[rng.below(accounts.len())];
-            black_box(pg_in_context(raw, st, &a.user_id, |c| {
-                pg_rows(st.list.query(c, &[&a.id, &a.user_id]))
+            black_box(pg_in_context(raw, st, &a.user_id(), |c| {
+                pg_rows(st.list.query(c, &[&a.id(), &a.user_id()]))
             }));
         }),
         (Op::InsertOne | Op::InsertBatch, "crate") => {
@@ -804,7 +811,7 @@ pub fn pg_op<'a>(
             Box::new(move || {
                 let a = &inserters[rng.below(inserters.len())];
                 let rows = insert_rows(keyring, a, &keys, op.batch());
-                black_box(diesel_in_context(diesel, &a.user_id, |c| {
+                black_box(diesel_in_context(diesel, &a.user_id(), |c| {
                     diesel_insert(c, rows)
                 }));
             })
@@ -814,7 +821,7 @@ pub fn pg_op<'a>(
             Box::new(move || {
                 let a = &inserters[rng.below(inserters.len())];
                 let rows = insert_rows(keyring, a, &keys, op.batch());
-                black_box(pg_in_context(raw, st, &a.user_id, |c| {
+                black_box(pg_in_context(raw, st, &a.user_id(), |c| {
                     pg_insert(c, st, &rows)
                 }));
             })
@@ -912,7 +919,7 @@ pub fn check_same_sql_pg(fx: &mut PgFixture, url: &str) {
 /// A store of the crate on `url` whose connection records, made by a first call.
 fn recording_store(url: &str, account: &UserAccount) -> (CredentialStore, Vec<String>) {
     trace::recording_store(url, keyring(), |store| {
-        store.list_credentials(account).expect("first call");
+        store.credentials(account).expect("first call");
     })
 }
 
@@ -923,14 +930,14 @@ pub fn check_sqlite(fx: &mut SqliteFixture) {
     let mut rng = Rng::new(1);
     for _ in 0..20 {
         let (a, nick) = pick(&mut rng, &fx.accounts);
-        let by_crate = fx.store.find_one_by_nickname(a, nick).expect("lookup");
+        let by_crate = fx.store.credential_by_nickname(a, nick).expect("lookup");
         let by_diesel = single(diesel_by_nickname(&mut fx.diesel, a, nick).expect("lookup"));
         let by_raw = single(rusqlite_by_nickname(&fx.raw, &fx.sql, a, nick));
         assert!(by_crate.is_some());
         assert_eq!(by_crate, by_diesel);
         assert_eq!(by_crate, by_raw);
         let c = by_crate.expect("found");
-        let keys = fx.store.credential_keys(a, c.id).expect("keys");
+        let keys = fx.store.keys(a, c.id).expect("keys");
         for stored in [
             rusqlite_keys(&fx.raw, &fx.sql, a, c.id),
             internals::credential_with_ciphertexts(&mut fx.diesel, a, c.id).expect("keys"),
@@ -945,15 +952,18 @@ pub fn check_sqlite(fx: &mut SqliteFixture) {
                 raw_keys.secret_key().expose_secret()
             );
         }
-        let listed = fx.store.list_credentials(a).expect("list");
+        let listed = fx.store.credentials(a).expect("list");
         assert_eq!(
             listed,
             internals::credentials(&mut fx.diesel, a).expect("list")
         );
         assert_eq!(listed, rusqlite_list(&fx.raw, &fx.sql, a));
-        let polygon = fx.store.find_by_type(a, "polygon").expect("type");
+        let polygon = fx.store.credentials_by_type(a, "polygon").expect("type");
         assert_eq!(polygon, rusqlite_by_type(&fx.raw, &fx.sql, a, "polygon"));
-        let shared = fx.store.find_by_nickname(a, SHARED_NICKNAME).expect("all");
+        let shared = fx
+            .store
+            .credentials_by_nickname(a, SHARED_NICKNAME)
+            .expect("all");
         assert_eq!(shared.len(), 2);
         assert_eq!(
             shared,
@@ -966,10 +976,7 @@ pub fn check_sqlite(fx: &mut SqliteFixture) {
     for n in [1, BATCH] {
         let stored = rusqlite_insert(&fx.raw, &fx.sql, &insert_rows(&fx.keyring, &a, &keys, n));
         assert_eq!(stored.len(), n);
-        let read = fx
-            .store
-            .credential_keys(&a, stored[n - 1].id)
-            .expect("keys");
+        let read = fx.store.keys(&a, stored[n - 1].id).expect("keys");
         assert_eq!(read.api_key().expose_secret(), INSERT_API_KEY);
         assert_eq!(read.secret_key().expose_secret(), INSERT_SECRET);
     }
@@ -980,23 +987,23 @@ pub fn check_pg(fx: &mut PgFixture) {
     let mut rng = Rng::new(1);
     for _ in 0..20 {
         let (a, nick) = pick(&mut rng, &fx.accounts);
-        let by_crate = fx.store.find_one_by_nickname(a, nick).expect("lookup");
-        let by_diesel = single(diesel_in_context(&mut fx.diesel, &a.user_id, |c| {
+        let by_crate = fx.store.credential_by_nickname(a, nick).expect("lookup");
+        let by_diesel = single(diesel_in_context(&mut fx.diesel, &a.user_id(), |c| {
             diesel_by_nickname(c, a, nick)
         }));
-        let by_raw = single(pg_in_context(&mut fx.raw, &fx.st, &a.user_id, |c| {
+        let by_raw = single(pg_in_context(&mut fx.raw, &fx.st, &a.user_id(), |c| {
             pg_by_nickname(c, &fx.st, a, nick)
         }));
         assert!(by_crate.is_some());
         assert_eq!(by_crate, by_diesel);
         assert_eq!(by_crate, by_raw);
         let c = by_crate.expect("found");
-        let keys = fx.store.credential_keys(a, c.id).expect("keys");
+        let keys = fx.store.keys(a, c.id).expect("keys");
         for stored in [
-            diesel_in_context(&mut fx.diesel, &a.user_id, |conn| {
+            diesel_in_context(&mut fx.diesel, &a.user_id(), |conn| {
                 internals::credential_with_ciphertexts(conn, a, c.id)
             }),
-            pg_in_context(&mut fx.raw, &fx.st, &a.user_id, |conn| {
+            pg_in_context(&mut fx.raw, &fx.st, &a.user_id(), |conn| {
                 pg_keys(conn, &fx.st, a, c.id)
             }),
         ] {
@@ -1011,8 +1018,8 @@ pub fn check_pg(fx: &mut PgFixture) {
             );
         }
         assert_eq!(
-            fx.store.list_credentials(a).expect("list"),
-            diesel_in_context(&mut fx.diesel, &a.user_id, |conn| internals::credentials(
+            fx.store.credentials(a).expect("list"),
+            diesel_in_context(&mut fx.diesel, &a.user_id(), |conn| internals::credentials(
                 conn, a
             ))
         );
@@ -1022,14 +1029,11 @@ pub fn check_pg(fx: &mut PgFixture) {
     let keys = InsertKeys::new();
     for n in [1, BATCH] {
         let rows = insert_rows(&fx.keyring, &a, &keys, n);
-        let stored = pg_in_context(&mut fx.raw, &fx.st, &a.user_id, |c| {
+        let stored = pg_in_context(&mut fx.raw, &fx.st, &a.user_id(), |c| {
             pg_insert(c, &fx.st, &rows)
         });
         assert_eq!(stored.len(), n);
-        let read = fx
-            .store
-            .credential_keys(&a, stored[n - 1].id)
-            .expect("keys");
+        let read = fx.store.keys(&a, stored[n - 1].id).expect("keys");
         assert_eq!(read.secret_key().expose_secret(), INSERT_SECRET);
     }
     fx.cleanup();

@@ -4,9 +4,7 @@
 // Each benchmark uses part of it.
 #![allow(dead_code)]
 
-use credential_store::{
-    CredentialRepository, CredentialStore, Keyring, NewUserAccount, NewUserCredential,
-};
+use credential_store::{CredentialStore, Keyring, NewUserAccount, NewUserCredential};
 
 /// Credentials per account in every dataset.
 pub const CREDENTIALS_PER_ACCOUNT: usize = 10;
@@ -75,10 +73,7 @@ pub fn secret_key(account: usize, n: usize) -> String {
 pub fn write_account(store: &CredentialStore, i: usize) {
     let user_id = user_id(i);
     let account = store
-        .create_account(&NewUserAccount {
-            user_id: &user_id,
-            account_name: "bench",
-        })
+        .create_account(&NewUserAccount::new(&user_id, "bench"))
         .expect("create_account");
     let keys: Vec<(String, String)> = (0..CREDENTIALS_PER_ACCOUNT)
         .map(|n| (api_key(i, n), secret_key(i, n)))
@@ -100,10 +95,7 @@ pub fn write_account(store: &CredentialStore, i: usize) {
 pub fn write_insert_accounts(store: &CredentialStore) {
     for k in 0..INSERT_ACCOUNTS {
         store
-            .create_account(&NewUserAccount {
-                user_id: &insert_user_id(k),
-                account_name: "bench inserts",
-            })
+            .create_account(&NewUserAccount::new(&insert_user_id(k), "bench inserts"))
             .expect("create an insert account");
     }
 }

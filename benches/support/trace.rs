@@ -92,14 +92,8 @@ pub fn recording_store(
 ) -> (CredentialStore, Vec<String>) {
     with_recording(|| {
         let (db, opened) = record(|| {
-            Database::open_with(
-                url,
-                &DatabaseOptions {
-                    max_connections: 1,
-                    ..Default::default()
-                },
-            )
-            .expect("open the recording store")
+            Database::open_with(url, &DatabaseOptions::default().max_connections(1))
+                .expect("open the recording store")
         });
         let store = CredentialStore::new(db, keyring);
         warm(&store);

@@ -70,8 +70,19 @@ impl std::fmt::Display for Backend {
 }
 
 /// Pool and connection settings for [`Database::open_with`](crate::Database::open_with)
-/// (and the async `AsyncDatabase::open_with`).
+/// (and the async `AsyncDatabase::open_with`): the defaults, changed with the
+/// setters.
+///
+/// ```
+/// use credential_store::DatabaseOptions;
+/// use std::time::Duration;
+/// let options = DatabaseOptions::default()
+///     .max_connections(4)
+///     .connection_timeout(Duration::from_secs(5));
+/// assert_eq!(options.max_connections, 4);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DatabaseOptions {
     /// The most connections the pool keeps open. Default 10.
     pub max_connections: u32,
@@ -89,6 +100,36 @@ pub struct DatabaseOptions {
     /// ([`Error::UnsupportedUrl`](crate::Error::UnsupportedUrl)): see the README's
     /// "Behind PgBouncer". Default `false`.
     pub transaction_pooler: bool,
+}
+
+impl DatabaseOptions {
+    /// Sets [`max_connections`](Self::max_connections).
+    #[must_use]
+    pub fn max_connections(mut self, max_connections: u32) -> Self {
+        self.max_connections = max_connections;
+        self
+    }
+
+    /// Sets [`connection_timeout`](Self::connection_timeout).
+    #[must_use]
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// Sets [`busy_timeout`](Self::busy_timeout).
+    #[must_use]
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Sets [`transaction_pooler`](Self::transaction_pooler).
+    #[must_use]
+    pub fn transaction_pooler(mut self, transaction_pooler: bool) -> Self {
+        self.transaction_pooler = transaction_pooler;
+        self
+    }
 }
 
 impl Default for DatabaseOptions {
@@ -338,6 +379,7 @@ pub(crate) trait BackendConnection: diesel::Connection + Send + 'static {
 
 /// Row-level security as PostgreSQL applies it to the current role.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct RowSecurityStatus {
     /// The current role (`current_user`).
     pub role: String,
@@ -353,6 +395,7 @@ pub struct RowSecurityStatus {
 
 /// Row-level security on one table.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct TableRowSecurity {
     /// The table.
     pub table: String,
@@ -370,7 +413,7 @@ pub(crate) trait Stored {
 
 impl Stored for UserAccount {
     fn stored_id(&self) -> uuid::Uuid {
-        self.id
+        self.id()
     }
 }
 

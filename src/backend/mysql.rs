@@ -194,8 +194,10 @@ mod tests {
     fn rows_read_back_come_in_the_order_written() {
         let now = chrono::Utc::now();
         let account = |id: Uuid| UserAccount {
-            id,
-            user_id: "auth0|a".into(),
+            scope: crate::models::AccountScope {
+                id,
+                user_id: "auth0|a".into(),
+            },
             account_name: "A".into(),
             is_active: true,
             created_at: now,
@@ -205,9 +207,9 @@ mod tests {
         let mut ids: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
         ids.reverse();
         let mut read_back: Vec<UserAccount> = ids.iter().copied().map(account).collect();
-        read_back.sort_by_key(|row| row.id);
-        assert_ne!(read_back.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
+        read_back.sort_by_key(|row| row.id());
+        assert_ne!(read_back.iter().map(|r| r.id()).collect::<Vec<_>>(), ids);
         let ordered = in_written_order(&ids, read_back);
-        assert_eq!(ordered.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
+        assert_eq!(ordered.iter().map(|r| r.id()).collect::<Vec<_>>(), ids);
     }
 }

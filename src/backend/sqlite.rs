@@ -216,10 +216,7 @@ mod tests {
             secure_delete: i64,
         }
         let dir = tempfile::tempdir().unwrap();
-        let options = DatabaseOptions {
-            busy_timeout: Duration::from_millis(1234),
-            ..Default::default()
-        };
+        let options = DatabaseOptions::default().busy_timeout(Duration::from_millis(1234));
         let pool = SqlitePool::open(dir.path().join("p.db").to_str().unwrap(), &options).unwrap();
         // Several connections at once: each one, not only the first, is configured.
         let mut held = Vec::new();

@@ -93,13 +93,13 @@
 //! db.run_migrations().unwrap();
 //! let store = CredentialStore::new(db, keyring()).with_key_provider(provider.clone());
 //!
-//! let account = store.create_account(&NewUserAccount { user_id: "auth0|42", account_name: "Ada" }).unwrap();
+//! let account = store.create_account(&NewUserAccount::new("auth0|42", "Ada")).unwrap();
 //! let new = [
 //!     NewUserCredential::new("alpaca_paper", "PK1", "s1").nickname("Momentum"),
 //!     NewUserCredential::new("alpaca_paper", "PK2", "s2").nickname("Swing"),
 //! ];
 //! let stored = store.insert_credentials(&account, &new).unwrap();
-//! let keys = store.credential_keys(&account, stored[1].id).unwrap();
+//! let keys = store.keys(&account, stored[1].id).unwrap();
 //! assert_eq!(keys.api_key().expose_secret(), "PK2");
 //! // One call seals the four keys of the insert, one opens the two of the reveal.
 //! assert_eq!(provider.calls.load(Ordering::Relaxed), 2);
@@ -155,6 +155,7 @@ const MAX_KEY_ID_CHARS: usize = 32;
     serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CipherFormat {
     /// XChaCha20-Poly1305 bound to its row and field, with a key id. The default.
     #[default]

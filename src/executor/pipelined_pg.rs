@@ -10,7 +10,7 @@
 use crate::backend::postgres::user_context;
 use crate::backend::{classify, DatabaseOptions, Execute, Load, LoadReturning};
 use crate::error::{Error, Result};
-use crate::models::UserAccount;
+use crate::models::AccountScope;
 use crate::query;
 use deadpool::managed::{Metrics, Object, Pool, RecycleError, RecycleResult};
 use diesel::pg::Pg;
@@ -38,13 +38,9 @@ impl PgSession {
     /// context, the statement and COMMIT in one round trip. A statement the role
     /// may not run is left to be prepared on first use.
     async fn prepare_hot_statements(&mut self) -> QueryResult<()> {
-        let nobody = UserAccount {
+        let nobody = AccountScope {
             id: Uuid::nil(),
             user_id: String::new(),
-            account_name: String::new(),
-            is_active: false,
-            created_at: chrono::DateTime::UNIX_EPOCH,
-            updated_at: chrono::DateTime::UNIX_EPOCH,
         };
         let (id, user) = (Uuid::nil(), "");
         let statements = [

@@ -50,6 +50,7 @@ impl<P> Outcome<P> {
 /// How far a [`backfill_nicknames_with`](Maintenance::backfill_nicknames_with) run
 /// has got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[non_exhaustive]
 pub struct BackfillProgress {
     /// Credentials without a nickname looked at so far.
     pub scanned: u64,

@@ -41,6 +41,7 @@ impl Default for CopyOptions {
 /// How far a [`copy_to`](Maintenance::copy_to) run has got. Accounts are copied
 /// first, then credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[non_exhaustive]
 pub struct CopyProgress {
     /// Accounts and credentials in the source when the run started.
     pub total: u64,
@@ -68,6 +69,7 @@ impl CopyProgress {
 
 /// What a [`copy_to`](Maintenance::copy_to) run did and found.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[non_exhaustive]
 pub struct CopyReport {
     /// The counts (flattened into the report when serialized).
     #[serde(flatten)]
@@ -103,8 +105,8 @@ fn count<Q: Load<i64>>(db: &Database, statement: Q) -> Result<u64> {
 
 fn account_row(account: UserAccount) -> AccountRow {
     AccountRow {
-        id: SqlUuid(account.id),
-        user_id: account.user_id,
+        id: SqlUuid(account.scope.id),
+        user_id: account.scope.user_id,
         account_name: account.account_name,
         is_active: account.is_active,
         created_at: SqlTime(account.created_at),
@@ -183,7 +185,7 @@ impl Maintenance {
     /// source.run_migrations().unwrap();
     /// let keyring = Keyring::from_fernet_keys([Keyring::generate_key().expose_secret()]).unwrap();
     /// let store = CredentialStore::new(source, keyring);
-    /// let account = store.create_account(&NewUserAccount { user_id: "u1", account_name: "Ada" }).unwrap();
+    /// let account = store.create_account(&NewUserAccount::new("u1", "Ada")).unwrap();
     /// store.insert_credential(&account, &NewUserCredential::new("polygon", "PK1", "s1")).unwrap();
     ///
     /// let target = open("target.db");
@@ -253,7 +255,7 @@ impl Maintenance {
     ) -> Result<ControlFlow<()>> {
         let batches = Walk {
             after: operator::accounts_after,
-            id: |account: &UserAccount| account.id,
+            id: |account: &UserAccount| account.id(),
             existing: operator::existing_account_ids,
         };
         self.walk(
@@ -265,7 +267,7 @@ impl Maintenance {
             |batch, _, existing, report| {
                 let rows: Vec<AccountRow> = batch
                     .into_iter()
-                    .filter(|a| !existing.contains(&a.id))
+                    .filter(|a| !existing.contains(&a.id()))
                     .map(account_row)
                     .collect();
                 let state = &mut report.progress;

@@ -12,6 +12,7 @@ use uuid::Uuid;
 /// One value of a stored credential that today's rules refuse. Carries no value,
 /// only where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct LegacyValue {
     /// The credential.
     pub credential_id: Uuid,
@@ -26,6 +27,7 @@ pub struct LegacyValue {
 
 /// What a legacy-row check or normalisation found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct LegacyReport {
     /// Credentials looked at.
     pub scanned: u64,

@@ -34,6 +34,7 @@ use uuid::Uuid;
 
 /// How far a [`rotate_keys`](Maintenance::rotate_keys) run has got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[non_exhaustive]
 pub struct RotationProgress {
     /// Credentials looked at so far.
     pub scanned: u64,
@@ -53,6 +54,7 @@ impl RotationProgress {
 
 /// How many credentials one key protects in one format.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[non_exhaustive]
 pub struct KeyUsage {
     /// The ciphertext format.
     pub format: CipherFormat,

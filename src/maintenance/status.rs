@@ -12,6 +12,7 @@ use serde::Serialize;
 /// row-level security. From [`Database::status`] (without keys) or
 /// [`Maintenance::status`] (with key usage).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct StoreStatus {
     /// The backend.
     pub backend: Backend,

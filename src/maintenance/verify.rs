@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 /// How far a [`verify`](Maintenance::verify) run has got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[non_exhaustive]
 pub struct VerifyProgress {
     /// Credentials looked at so far.
     pub scanned: u64,
@@ -32,6 +33,7 @@ impl VerifyProgress {
 /// One field of one credential that the keyring does not open. Names the row and
 /// the reason, never the ciphertext or anything decrypted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct UnreadableCredential {
     /// The credential.
     pub credential_id: Uuid,
@@ -79,6 +81,7 @@ impl UnreadableCredential {
 
 /// What a [`verify`](Maintenance::verify) run found.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[non_exhaustive]
 pub struct VerifyReport {
     /// Credentials looked at.
     pub scanned: u64,
@@ -143,7 +146,7 @@ impl Maintenance {
     /// db.run_migrations().unwrap();
     /// let keyring = Keyring::from_fernet_keys([Keyring::generate_key().expose_secret()]).unwrap();
     /// let store = CredentialStore::new(db, keyring);
-    /// let account = store.create_account(&NewUserAccount { user_id: "u1", account_name: "Ada" }).unwrap();
+    /// let account = store.create_account(&NewUserAccount::new("u1", "Ada")).unwrap();
     /// store.insert_credential(&account, &NewUserCredential::new("polygon", "PK1", "s1")).unwrap();
     /// let report = store.maintenance().verify(100, &mut |_| ControlFlow::Continue(())).unwrap();
     /// assert_eq!((report.scanned, report.readable, report.complete), (1, 1, true));

@@ -18,8 +18,8 @@ pub(crate) mod operator;
 
 use crate::backend::{Execute, Load, LoadReturning, LoadWritten, MysqlExecute, MysqlLoad};
 use crate::models::{
-    account_columns, credential_columns, AccountColumns, AccountRow, CredentialChanges,
-    CredentialColumns, CredentialRow, UserAccount, UserCredential,
+    account_columns, credential_columns, AccountColumns, AccountRow, AccountScope,
+    CredentialChanges, CredentialColumns, CredentialRow, UserAccount, UserCredential,
 };
 use crate::schema::{user_accounts, user_credentials};
 use crate::sql_types::{LossyText, SqlUuid};
@@ -36,7 +36,7 @@ fn owned_by(account_id: SqlUuid, user_id: String) -> _ {
         .filter(user_credentials::user_id.eq(user_id))
 }
 
-fn owned(account: &UserAccount) -> owned_by {
+fn owned(account: &AccountScope) -> owned_by {
     owned_by(SqlUuid(account.id), account.user_id.clone())
 }
 
@@ -47,7 +47,7 @@ fn owned_credential(account_id: SqlUuid, user_id: String, credential_id: SqlUuid
     base.filter(user_credentials::id.eq(credential_id))
 }
 
-fn one_owned(account: &UserAccount, credential_id: Uuid) -> owned_credential {
+fn one_owned(account: &AccountScope, credential_id: Uuid) -> owned_credential {
     owned_credential(
         SqlUuid(account.id),
         account.user_id.clone(),
@@ -193,14 +193,14 @@ fn credentials_by_id(ids: &[Uuid]) -> impl Load<UserCredential> {
 }
 
 /// One credential of the account.
-pub(crate) fn credential(account: &UserAccount, credential_id: Uuid) -> impl Load<UserCredential> {
+pub(crate) fn credential(account: &AccountScope, credential_id: Uuid) -> impl Load<UserCredential> {
     one_owned(account, credential_id).select(credential_columns())
 }
 
 /// One credential of the account with its two ciphertexts and whether its account
 /// is active.
 pub(crate) fn credential_with_ciphertexts(
-    account: &UserAccount,
+    account: &AccountScope,
     credential_id: Uuid,
 ) -> impl Load<(UserCredential, bool, LossyText, LossyText)> {
     one_owned(account, credential_id)
@@ -214,7 +214,7 @@ pub(crate) fn credential_with_ciphertexts(
 }
 
 /// All credentials of the account, newest first.
-pub(crate) fn credentials(account: &UserAccount) -> impl Load<UserCredential> {
+pub(crate) fn credentials(account: &AccountScope) -> impl Load<UserCredential> {
     owned(account)
         .order(newest_first())
         .select(credential_columns())
@@ -222,7 +222,7 @@ pub(crate) fn credentials(account: &UserAccount) -> impl Load<UserCredential> {
 
 /// The account's credentials of one type, newest first.
 pub(crate) fn credentials_by_type(
-    account: &UserAccount,
+    account: &AccountScope,
     credential_type: &str,
 ) -> impl Load<UserCredential> {
     owned(account)
@@ -243,7 +243,7 @@ fn nickname_matches(account_id: SqlUuid, user_id: String, nickname: String, exac
     )
 }
 
-fn with_nickname(account: &UserAccount, nickname: &str, exact: &str) -> nickname_matches {
+fn with_nickname(account: &AccountScope, nickname: &str, exact: &str) -> nickname_matches {
     nickname_matches(
         SqlUuid(account.id),
         account.user_id.clone(),
@@ -255,7 +255,7 @@ fn with_nickname(account: &UserAccount, nickname: &str, exact: &str) -> nickname
 /// The account's credentials whose nickname is `nickname` or `exact` (the
 /// lookup's input as given, for legacy rows), newest first.
 pub(crate) fn credentials_by_nickname(
-    account: &UserAccount,
+    account: &AccountScope,
     nickname: &str,
     exact: &str,
 ) -> impl Load<UserCredential> {
@@ -267,7 +267,7 @@ pub(crate) fn credentials_by_nickname(
 /// The same, with each credential's ciphertexts and whether its account is active:
 /// a decrypted lookup in one statement.
 pub(crate) fn credentials_by_nickname_with_ciphertexts(
-    account: &UserAccount,
+    account: &AccountScope,
     nickname: &str,
     exact: &str,
 ) -> impl Load<(UserCredential, bool, LossyText, LossyText)> {
@@ -285,7 +285,7 @@ pub(crate) fn credentials_by_nickname_with_ciphertexts(
 /// Changes one credential of the account and returns it as stored (no row: not
 /// the account's).
 pub(crate) fn update_credential(
-    account: &UserAccount,
+    account: &AccountScope,
     credential_id: Uuid,
     changes: CredentialChanges,
 ) -> impl LoadWritten<UserCredential> {
@@ -299,7 +299,7 @@ pub(crate) fn update_credential(
 }
 
 /// Deletes one credential of the account.
-pub(crate) fn delete_credential(account: &UserAccount, credential_id: Uuid) -> impl Execute {
+pub(crate) fn delete_credential(account: &AccountScope, credential_id: Uuid) -> impl Execute {
     diesel::delete(one_owned(account, credential_id))
 }
 
