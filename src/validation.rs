@@ -199,8 +199,24 @@ pub(crate) fn batch_size(size: usize) -> Result<i64> {
     Ok(size as i64)
 }
 
+/// The most bytes a text of `max` characters takes in UTF-8 (4 per character): a
+/// longer input is refused before it is normalised, so that no caller makes the
+/// crate normalise megabytes to learn that they are too long.
+fn max_input_bytes(max: usize) -> usize {
+    4 * max
+}
+
 fn display_text(field: Field, input: &str, max: usize) -> Result<String> {
-    let text: String = input.trim().nfc().collect();
+    let input = input.trim();
+    if input.len() > max_input_bytes(max) {
+        return Err(too_long(
+            field,
+            max_input_bytes(max),
+            input.len(),
+            Unit::Bytes,
+        ));
+    }
+    let text: String = input.nfc().collect();
     let count = text.chars().count();
     if count == 0 {
         return Err(Error::invalid(field, Rule::Empty));

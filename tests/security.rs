@@ -6,7 +6,10 @@
 
 mod common;
 
-use credential_store::{AsyncDatabase, Database, Error};
+use credential_store::error::{Field, Rule, Unit};
+use credential_store::{
+    AsyncDatabase, CredentialRepository, Database, Error, NewUserAccount, NewUserCredential,
+};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
@@ -168,4 +171,70 @@ fn a_key_value_connection_string_is_refused_not_made_a_sqlite_file() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["error"]["kind"], "unsupported_url");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+/// The rule a refused input broke, or a panic.
+fn broken_rule<T: std::fmt::Debug>(result: Result<T, Error>) -> (Field, Rule) {
+    match result {
+        Err(Error::Invalid { field, rule }) => (field, rule),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn over_long_names_are_refused_by_their_bytes_before_they_are_normalised() {
+    let db = common::TestDb::sqlite();
+    let store = db.store();
+    let huge = "e\u{301}".repeat(2_000_000); // 6 MB, 4 million characters before NFC
+    let bytes_rule = |actual| Rule::TooLong {
+        max: 1020,
+        actual,
+        unit: Unit::Bytes,
+    };
+    assert_eq!(
+        broken_rule(store.create_account(&NewUserAccount {
+            user_id: "auth0|huge",
+            account_name: &huge,
+        })),
+        (Field::AccountName, bytes_rule(huge.len()))
+    );
+    let account = store
+        .create_account(&NewUserAccount {
+            user_id: "auth0|ada",
+            account_name: "Ada",
+        })
+        .unwrap();
+    let new = || NewUserCredential::new("alpaca_paper", "PK", "sk");
+    assert_eq!(
+        broken_rule(store.insert_credential(&account, &new().nickname(&huge))),
+        (Field::Nickname, bytes_rule(huge.len()))
+    );
+    assert_eq!(
+        broken_rule(store.find_by_nickname(&account, &huge)),
+        (Field::Nickname, bytes_rule(huge.len()))
+    );
+    // Surrounding whitespace is trimmed first, and the bound refuses nothing that
+    // fits: 255 four-byte characters (1,020 bytes), or 255 characters that NFC
+    // makes of 510 (765 bytes).
+    let widest = format!("  {}  ", "\u{1F600}".repeat(255));
+    store
+        .insert_credential(&account, &new().nickname(&widest))
+        .unwrap();
+    let composed = "e\u{301}".repeat(255);
+    let stored = store
+        .insert_credential(&account, &new().nickname(&composed))
+        .unwrap();
+    assert_eq!(stored.nickname.unwrap().chars().count(), 255);
+    // One character more is still refused by its characters.
+    assert_eq!(
+        broken_rule(store.insert_credential(&account, &new().nickname(&"é".repeat(256)))),
+        (
+            Field::Nickname,
+            Rule::TooLong {
+                max: 255,
+                actual: 256,
+                unit: Unit::Characters
+            }
+        )
+    );
 }
