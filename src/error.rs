@@ -31,7 +31,10 @@ pub enum Error {
         account_id: Uuid,
     },
 
-    /// The account exists, but belongs to another user than the one named.
+    /// The account exists, but belongs to another user than the one named. The
+    /// stores never return it: to a caller who does not own an account, another
+    /// user's account is [`Error::UnknownAccount`], so that the answer does not
+    /// tell whether the id exists. Kept for callers that match on it.
     #[error("account `{account_id}` does not belong to user `{user_id}`")]
     AccountUserMismatch {
         /// The account id that was asked for.

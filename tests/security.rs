@@ -9,6 +9,7 @@ mod common;
 use credential_store::error::{Field, Rule, Unit};
 use credential_store::{
     AsyncDatabase, CredentialRepository, Database, Error, NewUserAccount, NewUserCredential,
+    UserAccount,
 };
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -238,3 +239,42 @@ fn over_long_names_are_refused_by_their_bytes_before_they_are_normalised() {
         )
     );
 }
+
+on_both_backends!(another_users_account_is_answered_as_an_unknown_one, |db| {
+    let store = db.store();
+    let ada = store
+        .create_account(&NewUserAccount {
+            user_id: "auth0|ada",
+            account_name: "Ada",
+        })
+        .unwrap();
+    let eve = store
+        .create_account(&NewUserAccount {
+            user_id: "auth0|eve",
+            account_name: "Eve",
+        })
+        .unwrap();
+    let new = || NewUserCredential::new("polygon", "PK", "sk");
+    // Eve names Ada's account id as hers, and then an id that exists nowhere.
+    let forged = UserAccount {
+        user_id: eve.user_id.clone(),
+        ..ada.clone()
+    };
+    let missing = UserAccount {
+        id: uuid::Uuid::now_v7(),
+        ..eve.clone()
+    };
+    let answer = |account: &UserAccount| match store.insert_credential(account, &new()) {
+        Err(err) => (
+            err.kind(),
+            err.to_string().replace(&account.id.to_string(), "ID"),
+        ),
+        Ok(stored) => panic!("stored under {account:?}: {stored:?}"),
+    };
+    let (existing, absent) = (answer(&forged), answer(&missing));
+    assert_eq!(existing, absent, "the answers tell an existing id apart");
+    assert_eq!(existing.0, credential_store::ErrorKind::UnknownAccount);
+    // Every other call under the forged account sees nothing either.
+    assert_eq!(store.list_credentials(&forged).unwrap(), vec![]);
+    assert_eq!(db.count("user_credentials"), 0, "nothing written");
+});
