@@ -75,7 +75,7 @@ fn sigterm_stops_a_rotation_after_a_batch_and_a_rerun_finishes() {
     assert_eq!(r["result"]["outcome"], "stopped");
     let scanned = r["result"]["progress"]["scanned"].as_u64().unwrap();
     assert!(
-        scanned > 0 && scanned < ROWS as u64 && scanned % 25 == 0,
+        scanned > 0 && scanned < ROWS as u64 && scanned.is_multiple_of(25),
         "{r}"
     );
     // The stop came after a committed batch: exactly the rows looked at are rotated.
