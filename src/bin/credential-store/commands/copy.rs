@@ -108,9 +108,15 @@ pub fn exec(global: &Global, args: &Args) -> Run {
     }
     if !report.verified() {
         let mismatched: String = report
-            .mismatched
+            .mismatched_accounts
             .iter()
-            .map(|id| format!("  {id}: differs from the source\n"))
+            .map(|id| format!("  account {id}: differs from the source\n"))
+            .chain(
+                report
+                    .mismatched
+                    .iter()
+                    .map(|id| format!("  {id}: differs from the source\n")),
+            )
             .collect();
         return Err(Failure::Found(
             "copy_not_verified",
@@ -120,7 +126,8 @@ pub fn exec(global: &Global, args: &Args) -> Run {
                 unreadable_text(&report.unreadable)
             ),
             format!(
-                "{} credential(s) differ from the source and {} field(s) do not decrypt on the target",
+                "{} account(s) and {} credential(s) differ from the source and {} field(s) do not decrypt on the target",
+                report.mismatched_accounts.len(),
                 report.mismatched.len(),
                 report.unreadable.len(),
             ),
