@@ -199,11 +199,17 @@ pub(crate) fn batch_size(size: usize) -> Result<i64> {
     Ok(size as i64)
 }
 
-/// The most bytes a text of `max` characters takes in UTF-8 (4 per character): a
+/// The most bytes an input that NFC makes `max` characters or fewer can take: a
 /// longer input is refused before it is normalised, so that no caller makes the
-/// crate normalise megabytes to learn that they are too long.
+/// crate normalise megabytes to learn that they are too long. NFC composes at most
+/// 4 code points into one character (the longest canonical decomposition, such as
+/// U+1F82's), of at most 4 bytes each: 16 bytes per character, so the bound never
+/// refuses an input that fits (255 Hangul syllables typed as conjoining jamo, NFD
+/// as macOS gives it, are 2,295 bytes).
+pub const MAX_INPUT_BYTES_PER_CHAR: usize = 16;
+
 fn max_input_bytes(max: usize) -> usize {
-    4 * max
+    MAX_INPUT_BYTES_PER_CHAR * max
 }
 
 fn display_text(field: Field, input: &str, max: usize) -> Result<String> {

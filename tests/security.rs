@@ -188,7 +188,7 @@ fn over_long_names_are_refused_by_their_bytes_before_they_are_normalised() {
     let store = db.store();
     let huge = "e\u{301}".repeat(2_000_000); // 6 MB, 4 million characters before NFC
     let bytes_rule = |actual| Rule::TooLong {
-        max: 1020,
+        max: 4080,
         actual,
         unit: Unit::Bytes,
     };
@@ -215,9 +215,14 @@ fn over_long_names_are_refused_by_their_bytes_before_they_are_normalised() {
         (Field::Nickname, bytes_rule(huge.len()))
     );
     // Surrounding whitespace is trimmed first, and the bound refuses nothing that
-    // fits: 255 four-byte characters (1,020 bytes), or 255 characters that NFC
-    // makes of 510 (765 bytes).
+    // fits: 255 four-byte characters (1,020 bytes), 255 characters that NFC makes
+    // of 510 (765 bytes), or 255 Hangul syllables as conjoining jamo (2,295 bytes).
     let widest = format!("  {}  ", "\u{1F600}".repeat(255));
+    let jamo = "\u{1100}\u{1161}\u{11A8}".repeat(255);
+    let stored = store
+        .insert_credential(&account, &new().nickname(&jamo))
+        .unwrap();
+    assert_eq!(stored.nickname.unwrap().chars().count(), 255);
     store
         .insert_credential(&account, &new().nickname(&widest))
         .unwrap();
