@@ -35,9 +35,8 @@ pub trait CredentialRepository {
     ///
     /// A missing or blank nickname becomes the credential type. `user_id` is copied
     /// from the stored account; [`Error::UnknownAccount`](crate::Error::UnknownAccount) if there is none with that
-    /// id, [`Error::AccountUserMismatch`](crate::Error::AccountUserMismatch) if it belongs to another user. (On
-    /// PostgreSQL, under a role that row-level security applies to, another user's
-    /// account is invisible to the transaction, so that case is `UnknownAccount` too.)
+    /// id or if it belongs to another user: the two are answered alike on every
+    /// backend, so a caller learns nothing of another user's account ids.
     fn insert_credential(
         &self,
         account: &UserAccount,
