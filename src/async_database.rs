@@ -88,8 +88,8 @@ impl AsyncDatabase {
                 })
             }
             #[cfg(feature = "postgres")]
-            Target::Postgres(url) => {
-                AsyncPool::Postgres(Arc::new(PgPool::open(url, options).await?))
+            Target::Postgres(location) => {
+                AsyncPool::Postgres(Arc::new(PgPool::open(location, options).await?))
             }
             // Every other backend (and one this build lacks, which `Database`
             // refuses by name): the blocking store on tokio's blocking pool.

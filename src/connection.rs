@@ -22,8 +22,19 @@ pub use crate::backend::{Backend, DatabaseOptions};
 /// |---|---|
 /// | `postgres://…`, `postgresql://…` | PostgreSQL |
 /// | `sqlite://path/to/file.db`, `sqlite:///absolute/path.db`, `sqlite:file.db` | SQLite |
-/// | `path/to/file.db` (no scheme) | SQLite |
+/// | `path/to/file.db` (no scheme, and no `=`, whitespace or control character) | SQLite |
 /// | `mysql://user:password@host:3306/db` | MariaDB/MySQL (feature `mysql`) |
+///
+/// Anything else is [`Error::UnsupportedUrl`](crate::Error::UnsupportedUrl), whose
+/// reason never quotes the URL: a libpq `key=value` connection string
+/// (`host=… password=…`) is refused rather than taken for a file name (a SQLite
+/// file whose name holds `=` or spaces is named `sqlite://PATH`). The form of a
+/// server URL is checked before its driver sees it: a password's `%`, `/`, `@`,
+/// `?`, `#`, `&`, `=`, spaces and other reserved characters must be
+/// percent-encoded, ports numeric, each query parameter one `key=value`. A
+/// driver's connection error that repeats any three characters in a row of the
+/// password (as written or decoded, or of a `password=` parameter) is replaced by
+/// one that names the host and the database only, and the user name by `[user]`.
 ///
 /// Every SQLite connection gets `foreign_keys = ON`, `journal_mode = WAL`,
 /// `synchronous = NORMAL`, a `busy_timeout`, a 64 MiB page cache and 1 GiB of

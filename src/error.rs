@@ -31,7 +31,10 @@ pub enum Error {
         account_id: Uuid,
     },
 
-    /// The account exists, but belongs to another user than the one named.
+    /// The account exists, but belongs to another user than the one named. The
+    /// stores never return it: to a caller who does not own an account, another
+    /// user's account is [`Error::UnknownAccount`], so that the answer does not
+    /// tell whether the id exists. Kept for callers that match on it.
     #[error("account `{account_id}` does not belong to user `{user_id}`")]
     AccountUserMismatch {
         /// The account id that was asked for.
@@ -227,6 +230,17 @@ pub enum Error {
         mode: u32,
     },
 
+    /// A keys file that is not a regular file owned by the user the process runs as
+    /// (a symbolic link, a directory or FIFO, another user's file) is refused: its
+    /// keys could not be trusted to be the operator's.
+    #[error("refusing the keys file `{}`: {reason}", path.display())]
+    KeysFileUntrusted {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why: what the file is, or who owns it.
+        reason: String,
+    },
+
     /// An operator named a migration that is not applied.
     #[error("migration {version} is not applied")]
     MigrationNotApplied {
@@ -407,6 +421,9 @@ pub enum ErrorKind {
     /// A keys file others may read or write was refused ([`Error::KeysFileExposed`]):
     /// `keys_file_exposed`.
     KeysFileExposed,
+    /// A keys file that is a link, not a regular file, or another user's was
+    /// refused ([`Error::KeysFileUntrusted`]): `keys_file_untrusted`.
+    KeysFileUntrusted,
     /// The migration named is not applied ([`Error::MigrationNotApplied`]):
     /// `migration_not_applied`.
     MigrationNotApplied,
@@ -487,6 +504,7 @@ impl ErrorKind {
             ErrorKind::RowSecurityActive => "row_security_active",
             ErrorKind::KeysFile => "keys_file",
             ErrorKind::KeysFileExposed => "keys_file_exposed",
+            ErrorKind::KeysFileUntrusted => "keys_file_untrusted",
             ErrorKind::MigrationNotApplied => "migration_not_applied",
             ErrorKind::TargetNotEmpty => "target_not_empty",
             ErrorKind::UnsupportedUrl => "unsupported_url",
@@ -720,6 +738,7 @@ impl Error {
             Error::RowSecurityActive { .. } => ErrorKind::RowSecurityActive,
             Error::KeysFile { .. } => ErrorKind::KeysFile,
             Error::KeysFileExposed { .. } => ErrorKind::KeysFileExposed,
+            Error::KeysFileUntrusted { .. } => ErrorKind::KeysFileUntrusted,
             Error::MigrationNotApplied { .. } => ErrorKind::MigrationNotApplied,
             Error::TargetNotEmpty { .. } => ErrorKind::TargetNotEmpty,
             Error::UnsupportedUrl { .. } => ErrorKind::UnsupportedUrl,
@@ -812,6 +831,7 @@ mod tests {
         ErrorKind::RowSecurityActive,
         ErrorKind::KeysFile,
         ErrorKind::KeysFileExposed,
+        ErrorKind::KeysFileUntrusted,
         ErrorKind::MigrationNotApplied,
         ErrorKind::TargetNotEmpty,
         ErrorKind::UnsupportedUrl,
@@ -853,6 +873,7 @@ mod tests {
             | ErrorKind::RowSecurityActive
             | ErrorKind::KeysFile
             | ErrorKind::KeysFileExposed
+            | ErrorKind::KeysFileUntrusted
             | ErrorKind::MigrationNotApplied
             | ErrorKind::TargetNotEmpty
             | ErrorKind::UnsupportedUrl

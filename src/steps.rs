@@ -224,16 +224,16 @@ pub(crate) fn single_row(
 
 /// Why an insert under `account` met the owner check, from the account's owner as
 /// the caller's role sees it; `err` when the owner is the account's user after all.
+/// An account that is missing and one that belongs to another user get the same
+/// answer, [`Error::UnknownAccount`], on every backend.
 pub(crate) fn owner_error(account: &AccountScope, owner: Option<String>, err: Error) -> Error {
     match owner {
-        None => Error::UnknownAccount {
+        Some(owner) if owner == account.user_id => err,
+        // Another user's account is answered as a missing one: a caller who does
+        // not own an id learns nothing of whether it exists.
+        _ => Error::UnknownAccount {
             account_id: account.id,
         },
-        Some(owner) if owner != account.user_id => Error::AccountUserMismatch {
-            account_id: account.id,
-            user_id: account.user_id.clone(),
-        },
-        Some(_) => err,
     }
 }
 

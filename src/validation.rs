@@ -199,8 +199,30 @@ pub(crate) fn batch_size(size: usize) -> Result<i64> {
     Ok(size as i64)
 }
 
+/// The most bytes an input that NFC makes `max` characters or fewer can take: a
+/// longer input is refused before it is normalised, so that no caller makes the
+/// crate normalise megabytes to learn that they are too long. NFC composes at most
+/// 4 code points into one character (the longest canonical decomposition, such as
+/// U+1F82's), of at most 4 bytes each: 16 bytes per character, so the bound never
+/// refuses an input that fits (255 Hangul syllables typed as conjoining jamo, NFD
+/// as macOS gives it, are 2,295 bytes).
+pub const MAX_INPUT_BYTES_PER_CHAR: usize = 16;
+
+fn max_input_bytes(max: usize) -> usize {
+    MAX_INPUT_BYTES_PER_CHAR * max
+}
+
 fn display_text(field: Field, input: &str, max: usize) -> Result<String> {
-    let text: String = input.trim().nfc().collect();
+    let input = input.trim();
+    if input.len() > max_input_bytes(max) {
+        return Err(too_long(
+            field,
+            max_input_bytes(max),
+            input.len(),
+            Unit::Bytes,
+        ));
+    }
+    let text: String = input.nfc().collect();
     let count = text.chars().count();
     if count == 0 {
         return Err(Error::invalid(field, Rule::Empty));

@@ -264,7 +264,7 @@ async_on_both_backends!(bad_input_is_refused_and_changes_nothing, |db| {
         store
             .insert_credential(&forged, &NewUserCredential::new("polygon", "PK", "s"))
             .await,
-        Err(Error::AccountUserMismatch { .. })
+        Err(Error::UnknownAccount { .. })
     ));
     assert_eq!(store.list_credentials(&forged).await.unwrap(), vec![]);
     assert_eq!(db.count("user_credentials"), 0, "nothing written");

@@ -959,10 +959,8 @@ impl Model {
     fn owner(&self, account: &UserAccount) -> Result<(), Failure> {
         match self.accounts.iter().find(|a| a.id == account.id) {
             None => Err(Failure::UnknownAccount(account.id)),
-            Some(a) if a.user_id != account.user_id => Err(Failure::AccountUserMismatch(
-                account.id,
-                account.user_id.clone(),
-            )),
+            // Another user's account is answered as an unknown one.
+            Some(a) if a.user_id != account.user_id => Err(Failure::UnknownAccount(account.id)),
             Some(_) => Ok(()),
         }
     }

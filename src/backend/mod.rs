@@ -30,6 +30,9 @@ pub(crate) mod mysql;
 pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
+pub(crate) mod url;
+
+pub(crate) use url::{Location, Redactor};
 
 #[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
 compile_error!(
@@ -144,9 +147,9 @@ impl Default for DatabaseOptions {
 }
 
 /// An r2d2 pool builder with the crate's settings.
-pub(crate) fn pool_builder<C: diesel::r2d2::R2D2Connection + 'static>(
+pub(crate) fn pool_builder<M: diesel::r2d2::ManageConnection>(
     options: &DatabaseOptions,
-) -> diesel::r2d2::Builder<diesel::r2d2::ConnectionManager<C>> {
+) -> diesel::r2d2::Builder<M> {
     diesel::r2d2::Pool::builder()
         .max_size(options.max_connections.max(1))
         // No connection is opened in the background: a short program that exits while
@@ -159,32 +162,100 @@ pub(crate) fn pool_builder<C: diesel::r2d2::R2D2Connection + 'static>(
         .test_on_check_out(false)
 }
 
+/// An r2d2 connection manager whose connection errors are scrubbed of the URL's
+/// credentials ([`Redactor`]): r2d2 keeps the last one for its timeout error, and
+/// logs each.
+pub(crate) struct Manager<C: diesel::r2d2::R2D2Connection + 'static> {
+    inner: diesel::r2d2::ConnectionManager<C>,
+    redactor: Redactor,
+}
+
+impl<C: diesel::r2d2::R2D2Connection + 'static> Manager<C> {
+    pub(crate) fn new(location: &Location<'_>) -> Self {
+        Manager {
+            inner: diesel::r2d2::ConnectionManager::new(location.text),
+            redactor: location.redactor.clone(),
+        }
+    }
+}
+
+impl<C: diesel::r2d2::R2D2Connection + 'static> diesel::r2d2::ManageConnection for Manager<C> {
+    type Connection = C;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> std::result::Result<C, diesel::r2d2::Error> {
+        self.inner.connect().map_err(|err| match err {
+            diesel::r2d2::Error::ConnectionError(err) => {
+                diesel::r2d2::Error::ConnectionError(self.redactor.connection(err))
+            }
+            other => other,
+        })
+    }
+
+    fn is_valid(&self, conn: &mut C) -> std::result::Result<(), diesel::r2d2::Error> {
+        self.inner.is_valid(conn)
+    }
+
+    fn has_broken(&self, conn: &mut C) -> bool {
+        self.inner.has_broken(conn)
+    }
+}
+
 /// The backend and location a URL names.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Target<'a> {
-    Postgres(&'a str),
-    Sqlite(&'a str),
-    Mysql(&'a str),
+    Postgres(Location<'a>),
+    Sqlite(Location<'a>),
+    Mysql(Location<'a>),
 }
 
-/// Reads the scheme of a database URL. A backend this build leaves out is still
-/// recognised, so that its error says which feature to enable.
+/// Reads the scheme of a database URL, and checks its form before any driver sees
+/// it. A backend this build leaves out is still recognised, so that its error says
+/// which feature to enable. No refusal quotes the URL: it may hold a password.
+///
+/// A text without a scheme is a SQLite path, unless it holds `=`, whitespace or a
+/// control character (a libpq `key=value` connection string is not a path); such
+/// a file is named `sqlite://PATH`.
 pub(crate) fn parse_url(url: &str) -> Result<Target<'_>> {
     let url = url.trim();
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Target::Postgres(url))
-    } else if url.starts_with("mysql://") {
-        Ok(Target::Mysql(url))
+    for (scheme, many_hosts) in [("postgres://", true), ("postgresql://", true)] {
+        if url.starts_with(scheme) {
+            return self::url::check_server_url(url, scheme.len(), "PostgreSQL", many_hosts)
+                .map(Target::Postgres);
+        }
+    }
+    if url.starts_with("mysql://") {
+        self::url::check_server_url(url, "mysql://".len(), "MariaDB/MySQL", false)
+            .map(Target::Mysql)
     } else if let Some(path) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
     {
         sqlite_path(path)
     } else if let Some((scheme, _)) = url.split_once("://") {
+        let named = !scheme.is_empty()
+            && scheme.len() <= 20
+            && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
         Err(Error::UnsupportedUrl {
             reason: format!(
-                "scheme `{scheme}` is not supported (use postgres://, mysql://, sqlite:// or a file path)"
+                "{} is not supported (use postgres://, mysql://, sqlite:// or a file path)",
+                if named {
+                    format!("scheme `{scheme}`")
+                } else {
+                    "the URL's scheme".to_owned()
+                }
             ),
+        })
+    } else if url.contains('=') || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err(Error::UnsupportedUrl {
+            reason: "not a URL: a database URL starts with postgres://, mysql:// or sqlite://, \
+                     and a path without a scheme must not hold `=`, whitespace or control \
+                     characters (a libpq key=value connection string is not supported; name \
+                     such a SQLite file sqlite://PATH)"
+                .into(),
         })
     } else {
         sqlite_path(url)
@@ -214,7 +285,7 @@ fn sqlite_path(path: &str) -> Result<Target<'_>> {
             "in-memory SQLite is not supported: each pooled connection would see its own database",
         );
     }
-    Ok(Target::Sqlite(path))
+    Ok(Target::Sqlite(Location::path(path)))
 }
 
 impl Target<'_> {
@@ -302,9 +373,10 @@ pub(crate) trait BackendPool: Clone + Send + Sync + Sized + 'static {
     /// The backend's blocking connection.
     type Connection: BackendConnection;
 
-    /// Opens a pool on `location` (a URL, or a SQLite path), making one connection at
-    /// once so that a wrong URL or an unreachable server is reported by `open`.
-    fn open(location: &str, options: &DatabaseOptions) -> Result<Self>;
+    /// Opens a pool on `location` (a checked URL, or a SQLite path), making one
+    /// connection at once so that a wrong URL or an unreachable server is reported
+    /// by `open`. Connection errors go through the location's [`Redactor`].
+    fn open(location: Location<'_>, options: &DatabaseOptions) -> Result<Self>;
 
     /// Runs `f` in one transaction (or, for a read where the backend allows it, on
     /// its own) on a pooled connection, for `scope`.
@@ -698,32 +770,66 @@ mod tests {
 
     #[test]
     fn urls_are_dispatched_by_scheme() {
+        let path = Location::path;
         assert_eq!(
             parse_url("postgres://u@h/db").unwrap(),
-            Target::Postgres("postgres://u@h/db")
+            Target::Postgres(path("postgres://u@h/db"))
         );
         assert_eq!(
             parse_url("postgresql://u@h/db").unwrap(),
-            Target::Postgres("postgresql://u@h/db")
+            Target::Postgres(path("postgresql://u@h/db"))
         );
         assert_eq!(
             parse_url("sqlite://data/x.db").unwrap(),
-            Target::Sqlite("data/x.db")
+            Target::Sqlite(path("data/x.db"))
         );
         assert_eq!(
             parse_url("sqlite:///abs/x.db").unwrap(),
-            Target::Sqlite("/abs/x.db")
+            Target::Sqlite(path("/abs/x.db"))
         );
-        assert_eq!(parse_url("sqlite:x.db").unwrap(), Target::Sqlite("x.db"));
+        assert_eq!(
+            parse_url("sqlite:x.db").unwrap(),
+            Target::Sqlite(path("x.db"))
+        );
         assert_eq!(
             parse_url("mysql://u@h:3306/db").unwrap(),
-            Target::Mysql("mysql://u@h:3306/db")
+            Target::Mysql(path("mysql://u@h:3306/db"))
         );
-        assert_eq!(parse_url("x.db").unwrap(), Target::Sqlite("x.db"));
+        assert_eq!(parse_url("x.db").unwrap(), Target::Sqlite(path("x.db")));
         assert_eq!(
             parse_url("/var/lib/x.db").unwrap(),
-            Target::Sqlite("/var/lib/x.db")
+            Target::Sqlite(path("/var/lib/x.db"))
         );
+        // An explicit scheme allows what a bare path may not hold.
+        assert_eq!(
+            parse_url("sqlite://dir/a=b c.db").unwrap(),
+            Target::Sqlite(path("dir/a=b c.db"))
+        );
+    }
+
+    #[test]
+    fn key_value_connection_strings_are_not_sqlite_files() {
+        for url in [
+            "host=db.internal user=svc password=Zq9secret dbname=app",
+            "dbname=app",
+            "password=Zq9secret",
+            "my file.db",
+            "file\tname.db",
+        ] {
+            match parse_url(url) {
+                Err(Error::UnsupportedUrl { reason }) => {
+                    assert!(
+                        !reason.contains("Zq9") && !reason.contains("app"),
+                        "{reason}"
+                    )
+                }
+                other => panic!("{url:?} gave {other:?}"),
+            }
+        }
+        match parse_url("pass=Zq9secret://x") {
+            Err(Error::UnsupportedUrl { reason }) => assert!(!reason.contains("Zq9"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -5,10 +5,11 @@
 //! security: every statement filters by the account's owner.
 
 use super::{
-    pool_builder, BackendConnection, BackendPool, DatabaseOptions, LoadWritten, Scope, Stored,
+    pool_builder, BackendConnection, BackendPool, DatabaseOptions, LoadWritten, Location, Manager,
+    Scope, Stored,
 };
 use crate::error::{Error, Result};
-use diesel::r2d2::{ConnectionManager, Pool};
+use diesel::r2d2::Pool;
 use diesel::{Connection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -83,17 +84,18 @@ impl diesel_async::async_connection_wrapper::BlockOn for OwnRuntime {
 
 /// A pool of blocking MariaDB/MySQL connections.
 #[derive(Clone)]
-pub(crate) struct MysqlPool(Pool<ConnectionManager<MysqlConnection>>);
+pub(crate) struct MysqlPool(Pool<Manager<MysqlConnection>>);
 
 impl BackendPool for MysqlPool {
     type Connection = MysqlConnection;
 
-    fn open(url: &str, options: &DatabaseOptions) -> Result<Self> {
+    fn open(location: Location<'_>, options: &DatabaseOptions) -> Result<Self> {
         // One connection at once: a wrong URL or an unreachable server is reported
         // here.
-        MysqlConnection::establish(url)?;
+        MysqlConnection::establish(location.text)
+            .map_err(|err| Error::Connection(location.redactor.connection(err)))?;
         Ok(MysqlPool(
-            pool_builder(options).build_unchecked(ConnectionManager::new(url)),
+            pool_builder(options).build_unchecked(Manager::new(&location)),
         ))
     }
 

@@ -4,12 +4,12 @@
 //! of `status`.
 
 use super::{
-    pool_builder, BackendConnection, BackendPool, DatabaseOptions, LoadWritten, RowSecurityStatus,
-    Scope, Stored, TableRowSecurity,
+    pool_builder, BackendConnection, BackendPool, DatabaseOptions, LoadWritten, Location, Manager,
+    RowSecurityStatus, Scope, Stored, TableRowSecurity,
 };
 use crate::error::{Error, Result};
 use diesel::pg::PgConnection;
-use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use diesel::r2d2::{Pool, PooledConnection};
 use diesel::{Connection, RunQueryDsl};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,8 +48,8 @@ pub(crate) fn user_context(
     diesel::select(set_config(USER_SETTING, user.to_owned(), true))
 }
 
-type PgPool = Pool<ConnectionManager<PgConnection>>;
-type PgPooled = PooledConnection<ConnectionManager<PgConnection>>;
+type PgPool = Pool<Manager<PgConnection>>;
+type PgPooled = PooledConnection<Manager<PgConnection>>;
 
 /// The primary's pool, and the replica that per-user reads go to, if any.
 #[derive(Clone)]
@@ -62,8 +62,9 @@ pub(crate) struct PgPools {
 /// unreachable server is reported by `open`. Behind a transaction pooler the
 /// connections keep no prepared statements (see
 /// [`DatabaseOptions::transaction_pooler`]).
-fn pool(url: &str, options: &DatabaseOptions) -> Result<PgPool> {
-    let mut first = PgConnection::establish(url)?;
+fn pool(location: &Location<'_>, options: &DatabaseOptions) -> Result<PgPool> {
+    let mut first = PgConnection::establish(location.text)
+        .map_err(|err| Error::Connection(location.redactor.connection(err)))?;
     let statements = PgStatements {
         transaction_pooler: options.transaction_pooler,
     };
@@ -71,7 +72,7 @@ fn pool(url: &str, options: &DatabaseOptions) -> Result<PgPool> {
         .map_err(|err| Error::Database(diesel::result::Error::QueryBuilderError(err.into())))?;
     Ok(pool_builder(options)
         .connection_customizer(Box::new(statements))
-        .build_unchecked(ConnectionManager::new(url)))
+        .build_unchecked(Manager::new(location)))
 }
 
 /// Whether a PostgreSQL connection caches prepared statements: not behind a
@@ -93,9 +94,9 @@ impl diesel::r2d2::CustomizeConnection<PgConnection, diesel::r2d2::Error> for Pg
 impl BackendPool for PgPools {
     type Connection = PgConnection;
 
-    fn open(url: &str, options: &DatabaseOptions) -> Result<Self> {
+    fn open(location: Location<'_>, options: &DatabaseOptions) -> Result<Self> {
         Ok(PgPools {
-            primary: pool(url, options)?,
+            primary: pool(&location, options)?,
             replica: None,
         })
     }
@@ -137,8 +138,8 @@ impl BackendPool for PgPools {
 
     fn with_read_replica(self, url: &str, options: &DatabaseOptions) -> Result<Self> {
         match super::parse_url(url)? {
-            super::Target::Postgres(url) => Ok(PgPools {
-                replica: Some(Arc::new(Replica::new(pool(url, options)?))),
+            super::Target::Postgres(location) => Ok(PgPools {
+                replica: Some(Arc::new(Replica::new(pool(&location, options)?))),
                 ..self
             }),
             _ => Err(Error::UnsupportedUrl {

@@ -3,7 +3,8 @@
 //! checkpoints that move removed ciphertexts out of the write-ahead log.
 
 use super::{
-    pool_builder, BackendConnection, BackendPool, DatabaseOptions, LoadWritten, Scope, Stored,
+    pool_builder, BackendConnection, BackendPool, DatabaseOptions, LoadWritten, Location, Scope,
+    Stored,
 };
 use crate::error::{Error, Result};
 use diesel::connection::SimpleConnection;
@@ -44,8 +45,8 @@ impl BackendPool for SqlitePool {
     type Connection = SqliteConnection;
 
     /// Every connection gets its pragmas ([`SqlitePragmas`]).
-    fn open(path: &str, options: &DatabaseOptions) -> Result<Self> {
-        let path = absolute_path(path)?;
+    fn open(location: Location<'_>, options: &DatabaseOptions) -> Result<Self> {
+        let path = absolute_path(location.text)?;
         let pragmas = SqlitePragmas {
             busy_timeout: options.busy_timeout,
         };
@@ -217,7 +218,11 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let options = DatabaseOptions::default().busy_timeout(Duration::from_millis(1234));
-        let pool = SqlitePool::open(dir.path().join("p.db").to_str().unwrap(), &options).unwrap();
+        let pool = SqlitePool::open(
+            Location::path(dir.path().join("p.db").to_str().unwrap()),
+            &options,
+        )
+        .unwrap();
         // Several connections at once: each one, not only the first, is configured.
         let mut held = Vec::new();
         for _ in 0..3 {

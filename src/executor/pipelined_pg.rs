@@ -8,7 +8,7 @@
 //! transaction reaches another call; its write may still have committed if its
 //! `COMMIT` reached the server first (the caller retries by id).
 use crate::backend::postgres::user_context;
-use crate::backend::{classify, DatabaseOptions, Execute, Load, LoadReturning};
+use crate::backend::{classify, DatabaseOptions, Execute, Load, LoadReturning, Location, Redactor};
 use crate::error::{Error, Result};
 use crate::models::AccountScope;
 use crate::query;
@@ -113,6 +113,8 @@ fn hot<Q: Load<T>, T: Send + 'static>(statement: Q) -> HotStatement {
 
 pub(crate) struct PgManager {
     url: String,
+    /// Scrubs the driver's connection errors of the URL's credentials.
+    redactor: Redactor,
 }
 
 impl deadpool::managed::Manager for PgManager {
@@ -121,14 +123,16 @@ impl deadpool::managed::Manager for PgManager {
 
     async fn create(&self) -> Result<PgSession, diesel::ConnectionError> {
         let mut session = PgSession {
-            conn: AsyncPgConnection::establish(&self.url).await?,
+            conn: AsyncPgConnection::establish(&self.url)
+                .await
+                .map_err(|err| self.redactor.connection(err))?,
             prepared: HashSet::new(),
             clean: true,
         };
-        session
-            .prepare_hot_statements()
-            .await
-            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+        session.prepare_hot_statements().await.map_err(|err| {
+            self.redactor
+                .connection(diesel::ConnectionError::CouldntSetupConfiguration(err))
+        })?;
         Ok(session)
     }
 
@@ -186,9 +190,10 @@ fn pool_error(err: deadpool::managed::PoolError<diesel::ConnectionError>) -> Err
 }
 
 impl PgPool {
-    pub(crate) async fn open(url: &str, options: &DatabaseOptions) -> Result<Self> {
+    pub(crate) async fn open(location: Location<'_>, options: &DatabaseOptions) -> Result<Self> {
         let pool = Pool::builder(PgManager {
-            url: url.to_owned(),
+            url: location.text.to_owned(),
+            redactor: location.redactor,
         })
         .max_size(options.max_connections.max(1) as usize)
         .wait_timeout(Some(options.connection_timeout))

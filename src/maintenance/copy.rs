@@ -78,20 +78,45 @@ pub struct CopyReport {
     pub migrated: Vec<String>,
     /// Credentials of the target that do not decrypt there, by field.
     pub unreadable: Vec<UnreadableCredential>,
-    /// Credentials whose target row differs from the source's (a row the target
-    /// already had, with other ciphertexts or another account), or is missing.
+    /// Credentials whose target row differs from the source's in any column (a
+    /// row the target already had, since deactivated, expired, renamed or re-keyed
+    /// on the source; other ciphertexts or another account), or is missing.
     pub mismatched: Vec<Uuid>,
+    /// Accounts whose target row differs from the source's in any column, or is
+    /// missing.
+    pub mismatched_accounts: Vec<Uuid>,
     /// Whether the run went through both tables (false: stopped by its progress
     /// callback; run again with [`CopyOptions::resume`]).
     pub complete: bool,
 }
 
 impl CopyReport {
-    /// Whether every credential copied or skipped is identical on the target and
-    /// decrypts there.
+    /// Whether every account and credential copied or skipped is identical on the
+    /// target, every column of it, and every credential decrypts there.
     pub fn verified(&self) -> bool {
-        self.unreadable.is_empty() && self.mismatched.is_empty()
+        self.unreadable.is_empty()
+            && self.mismatched.is_empty()
+            && self.mismatched_accounts.is_empty()
     }
+}
+
+/// The ids of the rows of `source` that `target` lacks or holds otherwise (any
+/// column), and of rows `target` holds that `source` lacks, sorted.
+fn differing<T: PartialEq>(
+    mut source: HashMap<Uuid, T>,
+    target: Vec<T>,
+    id: impl Fn(&T) -> Uuid,
+) -> Vec<Uuid> {
+    let mut differ = Vec::new();
+    for row in target {
+        match source.remove(&id(&row)) {
+            Some(expected) if expected == row => {}
+            _ => differ.push(id(&row)),
+        }
+    }
+    differ.extend(source.into_keys());
+    differ.sort();
+    differ
 }
 
 /// A credential's account id and ciphertexts, as the target must hold them.
@@ -161,11 +186,15 @@ impl Maintenance {
     ///
     /// `target` is migrated first. A target that holds any row is refused with
     /// [`Error::TargetNotEmpty`] unless [`CopyOptions::resume`] is set; then rows the
-    /// target already has (by id) are skipped. Both tables are walked by id,
+    /// target already has (by id) are not written. Both tables are walked by id,
     /// `batch_size` rows at a time, each batch written in one transaction; every
-    /// credential is then read back from the target, compared with the source and
-    /// decrypted there with this keyring, and the report lists what does not match
-    /// or does not open. `progress` is called after each batch; when it returns
+    /// account and credential of the batch, written or skipped, is then read back
+    /// from the target and compared with the source in every column (a skipped one
+    /// with the source as it is now, so a credential deactivated, expired or renamed
+    /// since an earlier pass is a mismatch), every credential is decrypted there
+    /// with this keyring, and the report lists what does not match
+    /// ([`CopyReport::mismatched`], [`CopyReport::mismatched_accounts`]) or does not
+    /// open. `progress` is called after each batch; when it returns
     /// [`ControlFlow::Break`] the copy stops there (`complete` false) and a run with
     /// `resume` finishes it.
     ///
@@ -264,7 +293,9 @@ impl Maintenance {
             report,
             progress,
             batches,
-            |batch, _, existing, report| {
+            |batch, ids, existing, report| {
+                let source: HashMap<Uuid, UserAccount> =
+                    batch.iter().map(|a| (a.id(), a.clone())).collect();
                 let rows: Vec<AccountRow> = batch
                     .into_iter()
                     .filter(|a| !existing.contains(&a.id()))
@@ -280,6 +311,15 @@ impl Maintenance {
                         .collect();
                     target.execute_now(Scope::maintenance(), statements)?;
                 }
+                // Every account of the batch, written or skipped, is compared
+                // column by column with the source's.
+                let stored = target.load_now(
+                    Scope::maintenance_read(),
+                    vec![operator::accounts_by_ids(ids)],
+                )?;
+                report
+                    .mismatched_accounts
+                    .extend(differing(source, stored, |a: &UserAccount| a.id()));
                 Ok(())
             },
         )
@@ -306,6 +346,7 @@ impl Maintenance {
             progress,
             batches,
             |batch, ids, existing, report| {
+                let models: Vec<UserCredential> = batch.iter().map(|(c, ..)| c.clone()).collect();
                 let rows: Vec<CredentialRow> = batch
                     .into_iter()
                     .filter(|(c, ..)| !existing.contains(&c.id))
@@ -335,7 +376,7 @@ impl Maintenance {
                 if !statements.is_empty() {
                     target.load_written_now(Scope::maintenance(), statements)?;
                 }
-                self.check_copied(target, ids, &existing, expected, report)
+                self.check_copied(target, ids, &existing, expected, models, report)
             },
         )
     }
@@ -387,8 +428,32 @@ impl Maintenance {
         ids: &[Uuid],
         skipped: &HashSet<Uuid>,
         mut expected: HashMap<Uuid, Expected>,
+        models: Vec<UserCredential>,
         report: &mut CopyReport,
     ) -> Result<()> {
+        // Every column besides the ciphertexts (type, nickname, is_active,
+        // expires_at, owner, times): a skipped row as the source holds it now, a
+        // written one as it was read.
+        let mut source: HashMap<Uuid, UserCredential> =
+            models.into_iter().map(|c| (c.id, c)).collect();
+        if !skipped.is_empty() {
+            let skipped: Vec<Uuid> = skipped.iter().copied().collect();
+            let now = self.db.load_now(
+                Scope::maintenance_read(),
+                vec![operator::credentials_by_ids(&skipped)],
+            )?;
+            for id in &skipped {
+                source.remove(id);
+            }
+            source.extend(now.into_iter().map(|c| (c.id, c)));
+        }
+        let target_models = target.load_now(
+            Scope::maintenance_read(),
+            vec![operator::credentials_by_ids(ids)],
+        )?;
+        let differ: HashSet<Uuid> = differing(source, target_models, |c: &UserCredential| c.id)
+            .into_iter()
+            .collect();
         if !skipped.is_empty() {
             // A skipped row is compared with the source as it is now.
             let skipped: Vec<Uuid> = skipped.iter().copied().collect();
@@ -409,7 +474,8 @@ impl Maintenance {
         for row in stored.into_iter().map(StoredRow::from) {
             match expected.remove(&row.id) {
                 Some((account_id, api_key, secret_key))
-                    if account_id == row.account_id
+                    if !differ.contains(&row.id)
+                        && account_id == row.account_id
                         && api_key == row.api_key
                         && secret_key == row.secret_key =>
                 {

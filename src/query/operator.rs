@@ -50,6 +50,23 @@ pub(crate) fn credentials_after(
         .limit(limit)
 }
 
+/// These accounts, whole (a copy compares every column with the source's).
+pub(crate) fn accounts_by_ids(ids: &[Uuid]) -> impl Load<UserAccount> {
+    let ids: Vec<SqlUuid> = ids.iter().copied().map(SqlUuid).collect();
+    user_accounts::table
+        .filter(user_accounts::id.eq_any(ids))
+        .select(account_columns())
+}
+
+/// These credentials' read models, whole (a copy compares every column with the
+/// source's).
+pub(crate) fn credentials_by_ids(ids: &[Uuid]) -> impl Load<UserCredential> {
+    let ids: Vec<SqlUuid> = ids.iter().copied().map(SqlUuid).collect();
+    user_credentials::table
+        .filter(user_credentials::id.eq_any(ids))
+        .select(credential_columns())
+}
+
 /// Which of these account ids exist.
 pub(crate) fn existing_account_ids(ids: &[Uuid]) -> impl Load<Uuid> {
     let ids: Vec<SqlUuid> = ids.iter().copied().map(SqlUuid).collect();

@@ -178,6 +178,7 @@ fn exit_code(kind: ErrorKind) -> u8 {
         | ErrorKind::DuplicateKeyId
         | ErrorKind::KeysFile
         | ErrorKind::KeysFileExposed
+        | ErrorKind::KeysFileUntrusted
         | ErrorKind::InvalidArgument
         | ErrorKind::RowSecurityActive => USAGE,
         ErrorKind::Connection

@@ -115,15 +115,18 @@ pub fn batched<P, T>(
     result
 }
 
-/// Stops batched runs after the current batch on the first Ctrl-C; exits at once
-/// on the second.
+/// Stops batched runs after the current batch on the first Ctrl-C (SIGINT), SIGTERM
+/// or SIGHUP (ctrlc's `termination` feature), as a service manager or `kill` sends
+/// them; exits at once on the second.
 fn stop_on_ctrl_c() {
     let _ = ctrlc::set_handler(|| {
         if STOP.swap(true, Ordering::SeqCst) {
             eprintln!("\ninterrupted again: exiting now (the current batch is rolled back)");
             std::process::exit(i32::from(INTERRUPTED));
         }
-        eprintln!("\ninterrupted: finishing the current batch (Ctrl-C again to exit now)");
+        eprintln!(
+            "\ninterrupted: finishing the current batch (Ctrl-C or SIGTERM again to exit now)"
+        );
     });
 }
 
