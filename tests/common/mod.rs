@@ -13,6 +13,8 @@
 
 #![allow(dead_code)]
 
+pub mod trials;
+
 use credential_store::{Backend, CredentialStore, Database, DatabaseOptions, Keyring};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
