@@ -37,14 +37,18 @@
 //! `#[test]` does nothing there: without libtest, rustc drops such a function without
 //! a word. A test function left out of the list is dead code, which clippy refuses.
 //! libtest-mimic understands libtest's arguments (filters, `--skip`, `--exact`,
-//! `--ignored`, `--include-ignored`, `--list`, `--test-threads`, `-q`), but does not
-//! capture a test's output: it always runs as with `--nocapture`.
+//! `--ignored`, `--include-ignored`, `--list`, `--test-threads`, `-q`), but cannot
+//! capture what a test prints: it always runs as with `--nocapture`. Panic messages
+//! of a test's own thread are kept, as libtest keeps them: shown when the test fails,
+//! dropped when it passes (a panic it caught on purpose).
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use std::backtrace::{Backtrace, BacktraceStatus};
+use std::cell::RefCell;
 use std::fmt;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 /// What a test needs besides the machine it runs on.
@@ -323,19 +327,67 @@ impl Test {
             }
             // In a thread named after the test, as libtest does: a panic message
             // names the test.
+            let panics = Panics::default();
+            let recorder = panics.clone();
             let outcome = std::thread::Builder::new()
                 .name(thread_name)
-                .spawn(body)
+                .spawn(move || {
+                    PANICS.with(|p| *p.borrow_mut() = Some(recorder));
+                    body()
+                })
                 .expect("spawn the test's thread")
                 .join();
             match outcome {
                 Ok(()) => Ok(Completion::Completed),
-                Err(panic) => std::panic::resume_unwind(panic),
+                Err(_) => {
+                    let messages = panics.lock().unwrap_or_else(PoisonError::into_inner);
+                    Err(Failed::from(messages.join("\n")))
+                }
             }
         })
         .with_ignored_flag(ignored);
         (trial, needs)
     }
+}
+
+/// The panic messages of one test's thread.
+type Panics = Arc<Mutex<Vec<String>>>;
+
+thread_local! {
+    /// On a test's own thread: where its panic messages go.
+    static PANICS: RefCell<Option<Panics>> = const { RefCell::new(None) };
+}
+
+/// Keeps the panic messages of a test's own thread for its failure report, instead
+/// of printing them at once (other threads' go to stderr as before).
+fn keep_test_panics() {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let Some(panics) = PANICS.with(|p| p.borrow().clone()) else {
+            return print(info);
+        };
+        let payload = info.payload();
+        let payload = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("Box<dyn Any>");
+        let thread = std::thread::current();
+        let mut message = format!(
+            "thread '{}' panicked at {}:\n{payload}",
+            thread.name().unwrap_or("<unnamed>"),
+            info.location()
+                .map_or_else(String::new, ToString::to_string)
+        );
+        let backtrace = Backtrace::capture();
+        if backtrace.status() == BacktraceStatus::Captured {
+            message.push_str(&format!("\nstack backtrace:\n{backtrace}"));
+        }
+        panics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(message);
+    }));
 }
 
 /// `tests`, each needing `services` besides what it needs already.
@@ -374,6 +426,7 @@ pub fn run(groups: impl IntoIterator<Item = Vec<Test>>) -> ! {
     wanted.sort();
     wanted.dedup();
     announce(&wanted);
+    keep_test_panics();
     libtest_mimic::run(&args, trials).exit()
 }
 
