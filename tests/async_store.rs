@@ -16,39 +16,26 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
+fn main() {
+    common::trials::run(vec![
+        every_operation_matches_the_blocking_store::tests(),
+        bad_input_is_refused_and_changes_nothing::tests(),
+        trial!(a_cancellation_storm_on_sqlite_leaves_every_connection_clean),
+        trial!(
+            a_cancellation_storm_on_postgres_leaves_every_connection_clean,
+            [Postgres]
+        ),
+    ]);
+}
+
 /// Runs an async test body on a multi-threaded runtime, once per backend.
 macro_rules! async_on_both_backends {
     ($name:ident, |$db:ident| $body:block) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
+        on_both_backends!($name, |db| {
+            async fn run($db: &TestDb) $body
 
-            async fn body($db: &TestDb) $body
-
-            fn run(db: &TestDb) {
-                runtime().block_on(body(db));
-            }
-
-            #[test]
-            fn sqlite() {
-                run(&TestDb::sqlite());
-            }
-
-            #[test]
-            fn postgres() {
-                if let Some(db) = TestDb::postgres() {
-                    run(&db);
-                }
-            }
-
-            #[cfg(feature = "mysql")]
-            #[test]
-            fn mysql() {
-                if let Some(db) = TestDb::mysql() {
-                    run(&db);
-                }
-            }
-        }
+            runtime().block_on(run(db));
+        });
     };
 }
 
@@ -452,7 +439,6 @@ fn rows_under_another_user(db: &TestDb) -> i64 {
     )
 }
 
-#[test]
 fn a_cancellation_storm_on_sqlite_leaves_every_connection_clean() {
     let db = TestDb::sqlite();
     runtime().block_on(async {
@@ -466,9 +452,8 @@ fn a_cancellation_storm_on_sqlite_leaves_every_connection_clean() {
     );
 }
 
-#[test]
 fn a_cancellation_storm_on_postgres_leaves_every_connection_clean() {
-    let Some(db) = TestDb::postgres() else { return };
+    let db = TestDb::postgres();
     let service = RoleGuard::new(&db, "svc");
     Database::open(&db.url).unwrap().run_migrations().unwrap();
     let (admin, database) = db.pg_admin().unwrap();

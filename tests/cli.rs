@@ -15,6 +15,26 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 
+fn main() {
+    common::trials::run(vec![
+        migrate_status_and_revert::tests(),
+        backfill_rotate_and_verify::tests(),
+        ctrl_c_stops_a_rotation_after_a_batch_and_a_rerun_finishes::tests(),
+        a_progress_bar_in_a_terminal::tests(),
+        trial!(copy_from_sqlite_to_postgres_and_back, [Postgres]),
+        #[cfg(feature = "mysql")]
+        trial!(copy_from_postgres_to_mariadb_and_verify, [Postgres, Mysql]),
+        trial!(keygen_prints_a_usable_key),
+        #[cfg(unix)]
+        trial!(a_keys_file_readable_by_others_is_refused),
+        trial!(usage_and_configuration_errors_exit_2),
+        trial!(
+            maintenance_needs_a_role_that_bypasses_row_security,
+            [Postgres]
+        ),
+    ]);
+}
+
 const BIN: &str = env!("CARGO_BIN_EXE_credential-store");
 
 /// Every plaintext the tests store starts with this: no output may contain it.
@@ -477,11 +497,8 @@ on_both_backends!(a_progress_bar_in_a_terminal, |db| {
     assert!(!screen.contains(PLAINTEXT_MARK) && !screen.contains(&key));
 });
 
-#[test]
 fn copy_from_sqlite_to_postgres_and_back() {
-    let Some(pg) = TestDb::postgres() else {
-        return;
-    };
+    let pg = TestDb::postgres();
     let (sqlite, back) = (TestDb::sqlite(), TestDb::sqlite());
     sqlite.database().run_migrations().unwrap();
     let (fernet, sealed) = (format!("f:{}", test_key()), format!("s:{}", test_key()));
@@ -635,11 +652,8 @@ fn copy_from_sqlite_to_postgres_and_back() {
 /// (Fernet and sealed ciphertexts, NULL nicknames, expiry times to the microsecond),
 /// `verify` on the target reads every one, and the target's rows equal the source's.
 #[cfg(feature = "mysql")]
-#[test]
 fn copy_from_postgres_to_mariadb_and_verify() {
-    let (Some(pg), Some(maria)) = (TestDb::postgres(), TestDb::mysql()) else {
-        return;
-    };
+    let (pg, maria) = (TestDb::postgres(), TestDb::mysql());
     pg.database().run_migrations().unwrap();
     let (fernet, sealed) = (format!("f:{}", test_key()), format!("s:{}", test_key()));
     let mut rows = populate(
@@ -752,7 +766,6 @@ fn copy_from_postgres_to_mariadb_and_verify() {
     );
 }
 
-#[test]
 fn keygen_prints_a_usable_key() {
     let out = Command::new(BIN).args(["keygen"]).output().unwrap();
     assert_eq!(code(&out), 0);
@@ -782,7 +795,6 @@ fn keygen_prints_a_usable_key() {
 }
 
 #[cfg(unix)]
-#[test]
 fn a_keys_file_readable_by_others_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     let db = TestDb::sqlite();
@@ -825,7 +837,6 @@ fn a_keys_file_readable_by_others_is_refused() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
 
-#[test]
 fn usage_and_configuration_errors_exit_2() {
     // No database.
     let out = Command::new(BIN)
@@ -869,11 +880,8 @@ fn usage_and_configuration_errors_exit_2() {
     assert!(String::from_utf8_lossy(&help.stdout).contains("rotate"));
 }
 
-#[test]
 fn maintenance_needs_a_role_that_bypasses_row_security() {
-    let Some(db) = TestDb::postgres() else {
-        return;
-    };
+    let db = TestDb::postgres();
     db.database().run_migrations().unwrap();
     let (_, database) = db.pg_admin().unwrap();
     // A role that may read everything and create in the schema (diesel's migration

@@ -67,6 +67,28 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
+fn main() {
+    common::trials::run(vec![
+        trial!(crash_child, ignored),
+        trial!(sqlite_migration_survives_kills),
+        trial!(sqlite_migration_with_data_survives_kills),
+        trial!(sqlite_backfill_survives_kills),
+        trial!(sqlite_rotation_survives_kills),
+        trial!(postgres_migration_survives_kills, [Postgres]),
+        trial!(postgres_migration_with_data_survives_kills, [Postgres]),
+        trial!(postgres_backfill_survives_kills, [Postgres]),
+        trial!(postgres_rotation_survives_kills, [Postgres]),
+        #[cfg(feature = "mysql")]
+        trial!(mysql_migration_survives_kills, [Mysql]),
+        #[cfg(feature = "mysql")]
+        trial!(mysql_migration_with_data_survives_kills, [Mysql]),
+        #[cfg(feature = "mysql")]
+        trial!(mysql_backfill_survives_kills, [Mysql]),
+        #[cfg(feature = "mysql")]
+        trial!(mysql_rotation_survives_kills, [Mysql]),
+    ]);
+}
+
 const CHILD_OP: &str = "CREDENTIAL_STORE_CRASH_OP";
 const CHILD_URL: &str = "CREDENTIAL_STORE_CRASH_URL";
 const CHILD_KEYS: &str = "CREDENTIAL_STORE_CRASH_KEYS";
@@ -114,8 +136,6 @@ fn rotation_rows() -> usize {
 /// Run by the crash tests: say `START`, open the database, say `OPENED <microseconds>`,
 /// run the operation, say `DONE <microseconds> <result>`. The parent kills it
 /// somewhere in between.
-#[test]
-#[ignore = "a child process of the crash tests below"]
 fn crash_child() {
     let (Ok(op), Ok(url)) = (std::env::var(CHILD_OP), std::env::var(CHILD_URL)) else {
         eprintln!("crash_child is run by the crash-safety tests, not by hand");
@@ -1058,7 +1078,7 @@ struct CreateTable {
 
 /// A copy of `template` (which nothing may be connected to).
 fn copy_of(template: &TestDb) -> TestDb {
-    let copy = TestDb::for_backend(template.backend).expect("a database");
+    let copy = TestDb::for_backend(template.backend);
     match template.backend {
         Backend::Mysql => {
             // MariaDB has no template databases: each table is made again in the
@@ -1349,9 +1369,6 @@ fn seeded(name: &str, body: impl FnOnce(&mut Rng, u64)) {
 
 /// Migrating a fresh, empty database.
 fn migrate(backend: Backend) {
-    if TestDb::for_backend(backend).is_none() {
-        return;
-    }
     seeded(&format!("migrate/{backend:?}"), |rng, seed| {
         let all = all_versions();
         let verify = |ctx: &str, db: &TestDb, outcome: Outcome| {
@@ -1368,7 +1385,7 @@ fn migrate(backend: Backend) {
             Scenario {
                 op: Op::Migrate,
                 backend,
-                fresh: Box::new(|| TestDb::for_backend(backend).unwrap()),
+                fresh: Box::new(|| TestDb::for_backend(backend)),
                 child_keys: None,
                 verify: Box::new(verify),
             },
@@ -1381,9 +1398,7 @@ fn migrate(backend: Backend) {
 /// Migrating a database at 000002 that holds 100k credentials: 000003 adds and
 /// fills the nickname column, 000004 and 000005 check every row.
 fn migrate_legacy(backend: Backend) {
-    let Some(template) = TestDb::for_backend(backend) else {
-        return;
-    };
+    let template = TestDb::for_backend(backend);
     seeded(&format!("migrate_legacy/{backend:?}"), |rng, seed| {
         let all = all_versions();
         {
@@ -1468,9 +1483,7 @@ fn migrate_legacy(backend: Backend) {
 
 /// A nickname backfill over 100k credentials, 60% of them with a NULL nickname.
 fn backfill(backend: Backend) {
-    let Some(template) = TestDb::for_backend(backend) else {
-        return;
-    };
+    let template = TestDb::for_backend(backend);
     seeded(&format!("backfill/{backend:?}"), |rng, seed| {
         let all = all_versions();
         template.database().run_migrations().unwrap();
@@ -1556,9 +1569,7 @@ struct Written {
 /// crate wrote (10 per `insert_credentials` call); one account in ten was written
 /// sealed under B already.
 fn rotate(backend: Backend) {
-    let Some(template) = TestDb::for_backend(backend) else {
-        return;
-    };
+    let template = TestDb::for_backend(backend);
     seeded(&format!("rotate/{backend:?}"), |rng, seed| {
         let all = all_versions();
         let key = |id: &str| format!("{id}:{}", Keyring::generate_key().expose_secret());
@@ -1734,66 +1745,54 @@ fn rotate(backend: Backend) {
     });
 }
 
-#[test]
 fn sqlite_migration_survives_kills() {
     migrate(Backend::Sqlite);
 }
 
-#[test]
 fn postgres_migration_survives_kills() {
     migrate(Backend::Postgres);
 }
 
-#[test]
 fn sqlite_migration_with_data_survives_kills() {
     migrate_legacy(Backend::Sqlite);
 }
 
-#[test]
 fn postgres_migration_with_data_survives_kills() {
     migrate_legacy(Backend::Postgres);
 }
 
-#[test]
 fn sqlite_backfill_survives_kills() {
     backfill(Backend::Sqlite);
 }
 
-#[test]
 fn postgres_backfill_survives_kills() {
     backfill(Backend::Postgres);
 }
 
-#[test]
 fn sqlite_rotation_survives_kills() {
     rotate(Backend::Sqlite);
 }
 
-#[test]
 fn postgres_rotation_survives_kills() {
     rotate(Backend::Postgres);
 }
 
 #[cfg(feature = "mysql")]
-#[test]
 fn mysql_migration_survives_kills() {
     migrate(Backend::Mysql);
 }
 
 #[cfg(feature = "mysql")]
-#[test]
 fn mysql_migration_with_data_survives_kills() {
     migrate_legacy(Backend::Mysql);
 }
 
 #[cfg(feature = "mysql")]
-#[test]
 fn mysql_backfill_survives_kills() {
     backfill(Backend::Mysql);
 }
 
 #[cfg(feature = "mysql")]
-#[test]
 fn mysql_rotation_survives_kills() {
     rotate(Backend::Mysql);
 }

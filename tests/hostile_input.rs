@@ -38,6 +38,10 @@ use secrecy::ExposeSecret;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use uuid::Uuid;
 
+fn main() {
+    common::trials::run(vec![hostile_strings_round_trip_or_are_refused::tests()]);
+}
+
 /// What the crate must do with an input in a field.
 #[derive(Debug, Clone, PartialEq)]
 enum Expect {

@@ -18,6 +18,16 @@ use std::sync::{Mutex, OnceLock};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+fn main() {
+    common::trials::run(vec![
+        accounts_credentials_and_nickname_lookups::tests(),
+        bad_input_is_refused_with_the_field_named::tests(),
+        unusable_credentials_list_without_a_mask::tests(),
+        unexpected_errors_are_500_without_details::tests(),
+        trial!(api_keys_are_masked_to_their_first_and_last_two_characters),
+    ]);
+}
+
 // ---------------------------------------------------------------------------------
 // Harness
 
@@ -167,24 +177,34 @@ fn assert_logs_free_of(secrets: &[&str]) {
     }
 }
 
-/// `name::sqlite` and `name::postgres` running `async fn body(&TestDb)`.
+/// `name::sqlite` and `name::postgres` running `async fn body(&TestDb)`, each on a
+/// multi-threaded runtime of its own; `name::tests()` lists them.
 macro_rules! on_both_backends_async {
     ($name:ident, $body:path) => {
         mod $name {
             use super::*;
+            use crate::common::trials::{test_name, Service, Test};
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let db = TestDb::sqlite();
-                $body(&db).await;
+            fn run(db: TestDb) {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("runtime")
+                    .block_on($body(&db));
             }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                let db = tokio::task::spawn_blocking(TestDb::postgres).await.unwrap();
-                let Some(db) = db else { return };
-                $body(&db).await;
-                tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
+            pub fn tests() -> Vec<Test> {
+                vec![
+                    Test::new(
+                        test_name(module_path!(), "sqlite"),
+                        || run(TestDb::sqlite()),
+                    ),
+                    Test::new(test_name(module_path!(), "postgres"), || {
+                        run(TestDb::postgres())
+                    })
+                    .needs(&[Service::Postgres]),
+                ]
             }
         }
     };
@@ -564,7 +584,6 @@ async fn unexpected_error(db: &TestDb) {
     );
 }
 
-#[test]
 fn api_keys_are_masked_to_their_first_and_last_two_characters() {
     use http_service::mask_api_key;
     assert_eq!(mask_api_key(""), "");

@@ -2,6 +2,17 @@
 //! unknown (a timeout, a cancelled async call whose COMMIT may have reached the
 //! server) is retried safely. On SQLite, PostgreSQL and MariaDB.
 
+fn main() {
+    common::trials::run(vec![
+        the_same_id_and_content_returns_the_stored_credential::tests(),
+        the_same_id_with_other_content_is_a_conflict::tests(),
+        trial!(cut_async_writes_are_retried_by_id_sqlite),
+        trial!(cut_async_writes_are_retried_by_id_postgres, [Postgres]),
+        #[cfg(feature = "mysql")]
+        trial!(cut_async_writes_are_retried_by_id_mysql, [Mysql]),
+    ]);
+}
+
 mod common;
 
 use common::{test_keyring, TestDb};
@@ -175,23 +186,20 @@ fn cut_async_writes_are_retried_by_id(db: &TestDb) {
         );
     });
 }
-
-#[test]
 fn cut_async_writes_are_retried_by_id_sqlite() {
     cut_async_writes_are_retried_by_id(&TestDb::sqlite());
 }
-
-#[test]
 fn cut_async_writes_are_retried_by_id_postgres() {
-    if let Some(db) = TestDb::postgres() {
+    {
+        let db = TestDb::postgres();
         cut_async_writes_are_retried_by_id(&db);
     }
 }
 
 #[cfg(feature = "mysql")]
-#[test]
 fn cut_async_writes_are_retried_by_id_mysql() {
-    if let Some(db) = TestDb::mysql() {
+    {
+        let db = TestDb::mysql();
         cut_async_writes_are_retried_by_id(&db);
     }
 }

@@ -3,6 +3,15 @@
 //! whose futures wait works from the blocking store and the async store; a provider
 //! that fails gives its error and writes nothing.
 
+fn main() {
+    common::trials::run(vec![
+        every_seal_and_open_goes_through_the_provider_once_per_call::tests(),
+        a_failing_provider_gives_its_error_and_writes_nothing::tests(),
+        #[cfg(feature = "async")]
+        async_store::tests(),
+    ]);
+}
+
 mod common;
 
 use common::{test_key, TestDb};
@@ -283,6 +292,18 @@ on_both_backends!(
 
 #[cfg(feature = "async")]
 mod async_store {
+    use crate::common::trials::{test_name, Service, Test};
+
+    /// The async store's test on each backend.
+    pub fn tests() -> Vec<Test> {
+        vec![
+            Test::new(test_name(module_path!(), "sqlite"), sqlite),
+            Test::new(test_name(module_path!(), "postgres"), postgres).needs(&[Service::Postgres]),
+            #[cfg(feature = "mysql")]
+            Test::new(test_name(module_path!(), "mysql"), mysql).needs(&[Service::Mysql]),
+        ]
+    }
+
     use super::*;
     use credential_store::{AsyncCredentialStore, AsyncDatabase};
 
@@ -338,23 +359,20 @@ mod async_store {
             .expect("runtime")
             .block_on(body(db));
     }
-
-    #[test]
-    fn sqlite() {
+    pub fn sqlite() {
         run(&TestDb::sqlite());
     }
-
-    #[test]
-    fn postgres() {
-        if let Some(db) = TestDb::postgres() {
+    pub fn postgres() {
+        {
+            let db = TestDb::postgres();
             run(&db);
         }
     }
 
     #[cfg(feature = "mysql")]
-    #[test]
-    fn mysql() {
-        if let Some(db) = TestDb::mysql() {
+    pub fn mysql() {
+        {
+            let db = TestDb::mysql();
             run(&db);
         }
     }

@@ -6,9 +6,9 @@
 //! forced row-level security; and its migrations must be safe to run again on a
 //! database without diesel's bookkeeping table.
 //!
-//! Each test makes its own databases (`TestDb::postgres()`), and returns early when
-//! PostgreSQL (or, where needed, Python with `cryptography`) is unavailable and not
-//! required.
+//! Each test makes its own databases (`TestDb::postgres()`); `main` says what else
+//! each needs (Python with `cryptography`, `pg_dump`): a test whose needs are
+//! unavailable is reported as ignored, or fails when they are required.
 
 mod common;
 
@@ -24,6 +24,18 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use uuid::Uuid;
+
+fn main() {
+    common::trials::run(vec![
+        trial!(three_starting_points_converge, [Postgres, Python, PgDump]),
+        trial!(python_and_crate_read_each_others_tokens, [Postgres, Python]),
+        trial!(crate_works_as_an_ordinary_role_under_forced_rls, [Postgres]),
+        trial!(
+            migrations_are_idempotent_when_rerun_without_bookkeeping,
+            [Postgres, PgDump]
+        ),
+    ]);
+}
 
 // ---------------------------------------------------------------------------
 // The existing system's data
@@ -137,25 +149,16 @@ impl Seen {
 // 1. Three starting points converge
 // ---------------------------------------------------------------------------
 
-#[test]
 fn three_starting_points_converge() {
-    let Some(fresh) = TestDb::postgres() else {
-        return;
-    };
-    let Some(step2) = TestDb::postgres() else {
-        return;
-    };
-    let Some(step3) = TestDb::postgres() else {
-        return;
-    };
+    let fresh = TestDb::postgres();
+    let step2 = TestDb::postgres();
+    let step3 = TestDb::postgres();
     let plaintexts: Vec<&str> = STEP2_CREDENTIALS
         .iter()
         .chain(STEP3_CREDENTIALS)
         .flat_map(|c| [c.api_key, c.secret_key])
         .collect();
-    let Some((python_key, tokens)) = python_encrypt(None, &plaintexts) else {
-        return;
-    };
+    let (python_key, tokens) = python_encrypt(None, &plaintexts);
     let tokens: HashMap<&str, String> = plaintexts.iter().copied().zip(tokens).collect();
     let migration_count = migration_folders().len();
 
@@ -460,11 +463,8 @@ fn assert_design_schema(dump: &[String]) {
 // 2. Fernet tokens read both ways
 // ---------------------------------------------------------------------------
 
-#[test]
 fn python_and_crate_read_each_others_tokens() {
-    let Some(db) = TestDb::postgres() else {
-        return;
-    };
+    let db = TestDb::postgres();
     db.database().run_migrations().expect("migrations");
     let crate_key = common::test_key();
     // Fernet, the format a database shared with the Python system is written in.
@@ -500,9 +500,7 @@ fn python_and_crate_read_each_others_tokens() {
                 "the database holds a Fernet token, not the plaintext: {token}"
             );
         }
-        let Some(decrypted) = python_decrypt(&crate_key, &[&api_token, &secret_token]) else {
-            return;
-        };
+        let decrypted = python_decrypt(&crate_key, &[&api_token, &secret_token]);
         assert_eq!(
             decrypted,
             [api_key, secret_key],
@@ -517,9 +515,7 @@ fn python_and_crate_read_each_others_tokens() {
         "AKPYTHON0002",
         "python-secret-\u{e9}0002",
     ];
-    let Some((python_key, tokens)) = python_encrypt(None, &plaintexts) else {
-        return;
-    };
+    let (python_key, tokens) = python_encrypt(None, &plaintexts);
     let mut python_rows = Vec::new();
     for (pair, credential_type) in tokens.chunks(2).zip(["alpaca_paper", "alpaca_live"]) {
         let id = Uuid::now_v7();
@@ -598,11 +594,8 @@ fn raw_tokens(db: &TestDb, id: Uuid) -> (String, String) {
 // 3. An ordinary role under forced row-level security
 // ---------------------------------------------------------------------------
 
-#[test]
 fn crate_works_as_an_ordinary_role_under_forced_rls() {
-    let Some(db) = TestDb::postgres() else {
-        return;
-    };
+    let db = TestDb::postgres();
     db.database()
         .run_migrations()
         .expect("migrate as superuser");
@@ -795,11 +788,8 @@ fn crate_works_as_an_ordinary_role_under_forced_rls() {
 // 4. Migrations are idempotent
 // ---------------------------------------------------------------------------
 
-#[test]
 fn migrations_are_idempotent_when_rerun_without_bookkeeping() {
-    let Some(db) = TestDb::postgres() else {
-        return;
-    };
+    let db = TestDb::postgres();
     let store = db.store();
     let account = store
         .create_account(&NewUserAccount {
@@ -1014,11 +1004,11 @@ print(json.dumps([fernet.decrypt(t.encode()).decode() for t in sys.argv[2:]]))
 ";
 
 /// Encrypts with Python's `cryptography.fernet`, under `key` or a key Python
-/// generates: `(key, tokens)`, or `None` when Python is unavailable (skipped).
-fn python_encrypt(key: Option<&str>, plaintexts: &[&str]) -> Option<(String, Vec<String>)> {
+/// generates: `(key, tokens)`.
+fn python_encrypt(key: Option<&str>, plaintexts: &[&str]) -> (String, Vec<String>) {
     let mut args = vec![key.unwrap_or("")];
     args.extend_from_slice(plaintexts);
-    let out = common::python(PY_ENCRYPT, &args)?;
+    let out = common::python(PY_ENCRYPT, &args);
     let value: serde_json::Value = serde_json::from_str(&out).expect("Python prints JSON");
     let key = value["key"].as_str().expect("key").to_owned();
     let tokens = value["tokens"]
@@ -1027,14 +1017,13 @@ fn python_encrypt(key: Option<&str>, plaintexts: &[&str]) -> Option<(String, Vec
         .iter()
         .map(|t| t.as_str().expect("token").to_owned())
         .collect();
-    Some((key, tokens))
+    (key, tokens)
 }
 
-/// Decrypts with Python's `cryptography.fernet`, or `None` when Python is
-/// unavailable (skipped).
-fn python_decrypt(key: &str, tokens: &[&str]) -> Option<Vec<String>> {
+/// Decrypts with Python's `cryptography.fernet`.
+fn python_decrypt(key: &str, tokens: &[&str]) -> Vec<String> {
     let mut args = vec![key];
     args.extend_from_slice(tokens);
-    let out = common::python(PY_DECRYPT, &args)?;
-    Some(serde_json::from_str(&out).expect("Python prints a JSON list"))
+    let out = common::python(PY_DECRYPT, &args);
+    serde_json::from_str(&out).expect("Python prints a JSON list")
 }

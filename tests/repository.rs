@@ -12,6 +12,29 @@ use credential_store::{
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
+fn main() {
+    common::trials::run(vec![
+        accounts_are_created_and_found::tests(),
+        account_input_is_validated::tests(),
+        insert_copies_the_user_and_defaults_the_nickname::tests(),
+        serde_output_holds_no_key_material::tests(),
+        lookups_by_type_and_nickname::tests(),
+        a_shared_nickname_is_ambiguous_not_guessed::tests(),
+        nicknames_are_nfc_normalised_on_write_and_lookup::tests(),
+        bad_credential_input_is_refused_and_changes_nothing::tests(),
+        unknown_and_mismatched_accounts_are_refused::tests(),
+        no_call_reaches_another_accounts_rows::tests(),
+        updates_set_keep_or_clear_each_field::tests(),
+        delete_removes_one_credential::tests(),
+        inactive_and_expired_credentials_give_no_keys::tests(),
+        wrong_key_and_corrupted_ciphertext_are_typed_errors::tests(),
+        backfill_sets_missing_nicknames_once::tests(),
+        batch_inserts_are_all_or_nothing::tests(),
+        trial!(a_missing_key_is_an_error_never_plaintext),
+        trial!(the_sqlite_file_holds_no_plaintext),
+    ]);
+}
+
 fn account(store: &CredentialStore, user_id: &str) -> UserAccount {
     store
         .create_account(&NewUserAccount {
@@ -755,7 +778,6 @@ on_both_backends!(backfill_sets_missing_nicknames_once, |db| {
     ));
 });
 
-#[test]
 fn a_missing_key_is_an_error_never_plaintext() {
     let variable = "CREDENTIAL_STORE_TEST_UNSET_KEYS";
     match Keyring::from_env_var(variable) {
@@ -764,7 +786,6 @@ fn a_missing_key_is_an_error_never_plaintext() {
     }
 }
 
-#[test]
 fn the_sqlite_file_holds_no_plaintext() {
     let db = TestDb::sqlite();
     let store = db.store();

@@ -62,6 +62,23 @@ GRANT USAGE, CREATE ON SCHEMA public TO {role};";
 /// What services use; row-level security applies to it (README's statements).
 use common::SERVICE_ROLE;
 
+fn main() {
+    common::trials::run(vec![
+        trial!(every_repository_method_stays_within_its_user, [Postgres]),
+        trial!(
+            without_a_user_context_the_role_sees_and_writes_nothing,
+            [Postgres]
+        ),
+        trial!(
+            the_database_refuses_credentials_under_another_users_account,
+            [Postgres]
+        ),
+        trial!(the_user_context_ends_with_its_transaction, [Postgres]),
+        trial!(backfill_needs_the_maintenance_role, [Postgres]),
+        trial!(key_rotation_and_usage_need_the_maintenance_role, [Postgres]),
+    ]);
+}
+
 /// Maintenance that spans users: `backfill_nicknames`, `rotate_keys`, `key_usage`
 /// (README's statements).
 const MAINTENANCE_ROLE: &str = "
@@ -90,8 +107,8 @@ struct Rls {
 }
 
 impl Rls {
-    fn setup() -> Option<Rls> {
-        let db = TestDb::postgres()?;
+    fn setup() -> Rls {
+        let db = TestDb::postgres();
         let owner = RoleGuard::new(&db, "owner");
         let service = RoleGuard::new(&db, "svc");
         let maintenance = RoleGuard::new(&db, "maint");
@@ -115,12 +132,12 @@ impl Rls {
             2,
             "row-level security is enabled and forced on both tables"
         );
-        Some(Rls {
+        Rls {
             service,
             maintenance,
             owner,
             db,
-        })
+        }
     }
 
     /// The crate, as the service role.
@@ -222,11 +239,8 @@ fn seed(store: &CredentialStore, user_id: &str) -> Seeded {
 // a. Every repository method sees and changes only its own user's rows
 // ---------------------------------------------------------------------------
 
-#[test]
 fn every_repository_method_stays_within_its_user() {
-    let Some(rls) = Rls::setup() else {
-        return;
-    };
+    let rls = Rls::setup();
     let store = rls.service_store();
     let alice = seed(&store, ALICE);
     let bob = seed(&store, BOB);
@@ -477,11 +491,8 @@ fn assert_own_view(store: &CredentialStore, me: &Seeded) {
 // b. Without a user context: no rows, no writes
 // ---------------------------------------------------------------------------
 
-#[test]
 fn without_a_user_context_the_role_sees_and_writes_nothing() {
-    let Some(rls) = Rls::setup() else {
-        return;
-    };
+    let rls = Rls::setup();
     let store = rls.service_store();
     let alice = seed(&store, ALICE);
     let before = rls.all_rows();
@@ -547,11 +558,8 @@ fn without_a_user_context_the_role_sees_and_writes_nothing() {
 // c. The database refuses a credential filed under another user's account
 // ---------------------------------------------------------------------------
 
-#[test]
 fn the_database_refuses_credentials_under_another_users_account() {
-    let Some(rls) = Rls::setup() else {
-        return;
-    };
+    let rls = Rls::setup();
     let store = rls.service_store();
     let victim = seed(&store, ALICE);
     let mallory = seed(&store, MALLORY);
@@ -663,11 +671,8 @@ fn the_database_refuses_credentials_under_another_users_account() {
 // d. The user context never outlives its transaction
 // ---------------------------------------------------------------------------
 
-#[test]
 fn the_user_context_ends_with_its_transaction() {
-    let Some(rls) = Rls::setup() else {
-        return;
-    };
+    let rls = Rls::setup();
     let store = rls.service_store();
     let alice = seed(&store, ALICE);
     let bob = seed(&store, BOB);
@@ -791,11 +796,8 @@ fn wait_for_sessions(rls: &Rls, expected: i64) {
 // e. Backfill: refused under row-level security, done under BYPASSRLS
 // ---------------------------------------------------------------------------
 
-#[test]
 fn backfill_needs_the_maintenance_role() {
-    let Some(rls) = Rls::setup() else {
-        return;
-    };
+    let rls = Rls::setup();
     let store = rls.service_store();
     let alice = seed(&store, ALICE);
     let bob = seed(&store, BOB);
@@ -865,11 +867,8 @@ fn backfill_needs_the_maintenance_role() {
 
 /// README gives the maintenance role `rotate_keys` and `key_usage` too, with the
 /// same grants: both refuse under row-level security and work under `BYPASSRLS`.
-#[test]
 fn key_rotation_and_usage_need_the_maintenance_role() {
-    let Some(rls) = Rls::setup() else {
-        return;
-    };
+    let rls = Rls::setup();
     let (old, new) = (common::test_key(), common::test_key());
     let store_as = |url: &str, keys: &[&String]| {
         CredentialStore::new(

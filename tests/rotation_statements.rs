@@ -9,6 +9,13 @@ use credential_store::{
 use diesel::connection::{set_default_instrumentation, Instrumentation, InstrumentationEvent};
 use std::sync::Mutex;
 
+fn main() {
+    common::trials::run(vec![trial!(
+        a_rotation_batch_is_one_statement_on_postgres,
+        [Postgres]
+    )]);
+}
+
 static UPDATES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 struct Record;
@@ -24,9 +31,8 @@ impl Instrumentation for Record {
     }
 }
 
-#[test]
 fn a_rotation_batch_is_one_statement_on_postgres() {
-    let Some(db) = TestDb::postgres() else { return };
+    let db = TestDb::postgres();
     set_default_instrumentation(|| Some(Box::new(Record))).unwrap();
     let (old, new) = (test_key(), test_key());
     let fernet = CredentialStore::new(db.database(), Keyring::from_fernet_keys([&old]).unwrap())

@@ -15,6 +15,10 @@ use credential_store::{
 };
 use std::time::Duration;
 
+fn main() {
+    common::trials::run(vec![trial!(an_async_lookup_is_one_round_trip, [Postgres])]);
+}
+
 const CALLS: u64 = 20;
 
 /// The test database's URL through the proxy.
@@ -26,9 +30,8 @@ fn through(proxy: &proxy::Proxy, db: &TestDb) -> String {
     )
 }
 
-#[test]
 fn an_async_lookup_is_one_round_trip() {
-    let Some(db) = TestDb::postgres() else { return };
+    let db = TestDb::postgres();
     let key = test_key();
     let keyring = || Keyring::from_fernet_keys([&key]).unwrap();
     let blocking = CredentialStore::new(db.database(), keyring());

@@ -4,6 +4,15 @@
 //! refused before it is normalised; an account id under another user is answered
 //! as an unknown one.
 
+fn main() {
+    common::trials::run(vec![
+        trial!(no_part_of_a_password_reaches_errors_logs_or_the_tool),
+        trial!(a_key_value_connection_string_is_refused_not_made_a_sqlite_file),
+        trial!(over_long_names_are_refused_by_their_bytes_before_they_are_normalised),
+        another_users_account_is_answered_as_an_unknown_one::tests(),
+    ]);
+}
+
 mod common;
 
 use credential_store::error::{Field, Rule, Unit};
@@ -83,8 +92,6 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
         self.clone()
     }
 }
-
-#[test]
 fn no_part_of_a_password_reaches_errors_logs_or_the_tool() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -137,8 +144,6 @@ fn no_part_of_a_password_reaches_errors_logs_or_the_tool() {
     let logged = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
     assert_clean(&logged, "tracing output");
 }
-
-#[test]
 fn a_key_value_connection_string_is_refused_not_made_a_sqlite_file() {
     let dir = tempfile::tempdir().unwrap();
     let conninfo = "host=127.0.0.1 user=svc password=Zq9Xw7Kv dbname=app";
@@ -181,8 +186,6 @@ fn broken_rule<T: std::fmt::Debug>(result: Result<T, Error>) -> (Field, Rule) {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
-
-#[test]
 fn over_long_names_are_refused_by_their_bytes_before_they_are_normalised() {
     let db = common::TestDb::sqlite();
     let store = db.store();

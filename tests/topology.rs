@@ -2,7 +2,7 @@
 //! of the server, and a streaming replica taking the reads. `.ci/pg-topology` starts
 //! both (PgBouncer on 127.0.0.1:6432 with 4 server connections per database and
 //! user, the replica on 127.0.0.1:5433); CI requires them, a laptop without them
-//! skips these tests and says so.
+//! reports these tests as ignored and says why.
 
 mod common;
 // Only the proxy's start and stop are used here.
@@ -11,8 +11,7 @@ mod common;
 mod proxy;
 
 use common::{
-    pgbouncer_url, reachable, replica_url, test_keyring, with_database, RoleGuard, TestDb,
-    SERVICE_ROLE,
+    pgbouncer_url, replica_url, test_keyring, with_database, RoleGuard, TestDb, SERVICE_ROLE,
 };
 use credential_store::{
     CredentialRepository, CredentialStore, Database, DatabaseOptions, Error, NewUserAccount,
@@ -21,6 +20,37 @@ use credential_store::{
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use std::sync::{Arc, Barrier};
+
+fn main() {
+    common::trials::run(vec![
+        trial!(
+            twice_as_many_clients_as_pgbouncer_server_connections,
+            [Postgres, Pgbouncer]
+        ),
+        trial!(
+            without_the_option_pgbouncer_loses_prepared_statements,
+            [Postgres, Pgbouncer]
+        ),
+        #[cfg(feature = "async")]
+        trial!(
+            async_store_refuses_a_transaction_pooler,
+            [Postgres, Pgbouncer]
+        ),
+        trial!(
+            concurrent_migrations_through_pgbouncer,
+            [Postgres, Pgbouncer]
+        ),
+        trial!(
+            replica_reads_keep_row_level_security_and_read_your_writes,
+            [Postgres, Replica]
+        ),
+        trial!(
+            an_unreachable_replica_sends_reads_to_the_primary_at_once,
+            [Postgres, Replica]
+        ),
+        trial!(a_read_replica_needs_postgresql),
+    ]);
+}
 
 /// PgBouncer's server connections per (database, user): `default_pool_size`.
 fn pgbouncer_pool_size() -> usize {
@@ -47,14 +77,6 @@ fn pgbouncer_pool_size() -> usize {
         "PgBouncer must pool transactions"
     );
     get("default_pool_size").parse().expect("a number")
-}
-
-fn pgbouncer_available() -> bool {
-    TestDb::postgres().is_some() && reachable("PgBouncer", &pgbouncer_url())
-}
-
-fn replica_available() -> bool {
-    TestDb::postgres().is_some() && reachable("the streaming replica", &replica_url())
 }
 
 fn through_pgbouncer(db: &TestDb, transaction_pooler: bool, connections: u32) -> Database {
@@ -84,14 +106,10 @@ fn credential<'a>(nickname: &'a str, api_key: &str) -> NewUserCredential<'a> {
     new
 }
 
-#[test]
 fn twice_as_many_clients_as_pgbouncer_server_connections() {
-    if !pgbouncer_available() {
-        return;
-    }
     let servers = pgbouncer_pool_size();
     let clients = 2 * servers;
-    let db = TestDb::postgres().unwrap();
+    let db = TestDb::postgres();
     db.database().run_migrations().unwrap();
     let store = CredentialStore::new(through_pgbouncer(&db, true, clients as u32), test_keyring());
     let barrier = Arc::new(Barrier::new(clients));
@@ -143,13 +161,9 @@ fn twice_as_many_clients_as_pgbouncer_server_connections() {
 /// Without the option, the connections keep named prepared statements, which the
 /// next transaction may not find on the server connection PgBouncer gives it: the
 /// option is what makes the crate work there.
-#[test]
 fn without_the_option_pgbouncer_loses_prepared_statements() {
-    if !pgbouncer_available() {
-        return;
-    }
     let clients = 2 * pgbouncer_pool_size();
-    let db = TestDb::postgres().unwrap();
+    let db = TestDb::postgres();
     db.database().run_migrations().unwrap();
     let store = CredentialStore::new(
         through_pgbouncer(&db, false, clients as u32),
@@ -188,12 +202,8 @@ fn without_the_option_pgbouncer_loses_prepared_statements() {
 /// The async store's driver names its statements, also while it connects: it
 /// refuses a transaction pooler instead of failing later, and says why.
 #[cfg(feature = "async")]
-#[test]
 fn async_store_refuses_a_transaction_pooler() {
-    if !pgbouncer_available() {
-        return;
-    }
-    let db = TestDb::postgres().unwrap();
+    let db = TestDb::postgres();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -219,13 +229,9 @@ fn async_store_refuses_a_transaction_pooler() {
 /// The migration lock is transaction-scoped: migrators racing through PgBouncer
 /// apply each migration once (a session-level lock would be held by whichever
 /// server connection took it, and released by none).
-#[test]
 fn concurrent_migrations_through_pgbouncer() {
-    if !pgbouncer_available() {
-        return;
-    }
     let clients = 2 * pgbouncer_pool_size();
-    let db = TestDb::postgres().unwrap();
+    let db = TestDb::postgres();
     let barrier = Arc::new(Barrier::new(clients));
     let applied: Vec<Vec<String>> = std::thread::scope(|scope| {
         let runs: Vec<_> = (0..clients)
@@ -292,12 +298,8 @@ fn shared_keyring() -> credential_store::Keyring {
     credential_store::Keyring::from_fernet_keys([key.as_str()]).unwrap()
 }
 
-#[test]
 fn replica_reads_keep_row_level_security_and_read_your_writes() {
-    if !replica_available() {
-        return;
-    }
-    let db = TestDb::postgres().unwrap();
+    let db = TestDb::postgres();
     db.database().run_migrations().unwrap();
     let role = RoleGuard::new(&db, "replica");
     let (_, name) = db.pg_admin().unwrap();
@@ -396,12 +398,8 @@ fn replica_reads_keep_row_level_security_and_read_your_writes() {
 
 /// A replica that goes away costs a read at most the short wait for a replica
 /// connection, not the pool's connection timeout: the reads go to the primary.
-#[test]
 fn an_unreachable_replica_sends_reads_to_the_primary_at_once() {
-    if !replica_available() {
-        return;
-    }
-    let db = TestDb::postgres().unwrap();
+    let db = TestDb::postgres();
     db.database().run_migrations().unwrap();
     let on_replica = db.on_replica(&db.url);
     let (host_port, rest) = on_replica
@@ -451,7 +449,6 @@ fn an_unreachable_replica_sends_reads_to_the_primary_at_once() {
     );
 }
 
-#[test]
 fn a_read_replica_needs_postgresql() {
     let db = TestDb::sqlite();
     let refused = db.database().with_read_replica(&replica_url());

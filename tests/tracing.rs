@@ -10,13 +10,17 @@ use credential_store::{
     Keyring, NewUserAccount, NewUserCredential, Patch,
 };
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::LookupSpan;
+
+fn main() {
+    common::trials::run(vec![spans_name_every_call_and_hold_no_key_material::tests()]);
+}
 
 /// Everything every span and event said, as text.
 #[derive(Clone, Default)]
@@ -154,28 +158,38 @@ fn ciphertexts(db: &TestDb) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn spans_name_every_call_and_hold_no_key_material() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(capture.clone())
-        .with(tracing_subscriber::filter::LevelFilter::TRACE);
-    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+/// The capture of every span and event of this binary, installed once.
+fn capture() -> &'static Capture {
+    static CAPTURE: OnceLock<Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(capture.clone())
+            .with(tracing_subscriber::filter::LevelFilter::TRACE);
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+        capture
+    })
+}
+
+/// The backends take turns, so that what a test reads from the capture is its own.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+on_both_backends!(spans_name_every_call_and_hold_no_key_material, |db| {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let capture = capture();
+    let start = capture.0.lock().unwrap().len();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let mut databases = vec![TestDb::sqlite()];
-    databases.extend(TestDb::postgres());
-    #[cfg(feature = "mysql")]
-    databases.extend(TestDb::mysql());
+    let databases = [db];
     let mut stored = Vec::new();
     for db in &databases {
         runtime.block_on(exercise(db));
         stored.extend(ciphertexts(db));
     }
-    let text = capture.0.lock().unwrap().clone();
+    let text = capture.0.lock().unwrap()[start..].to_owned();
     for operation in [
         "create_account",
         "account",
@@ -222,4 +236,4 @@ fn spans_name_every_call_and_hold_no_key_material() {
         let piece = &ciphertext[ciphertext.len() - 24..];
         assert!(!text.contains(piece), "a ciphertext reached tracing");
     }
-}
+});

@@ -2,16 +2,20 @@
 //! database with a random name that is dropped afterwards.
 //!
 //! MariaDB/MySQL comes from `CREDENTIAL_STORE_TEST_MYSQL_URL` (default
-//! `mysql://root@127.0.0.1:3306`), a user allowed to create databases; when it cannot
-//! be reached, a test fails if `CREDENTIAL_STORE_REQUIRE_MYSQL=1` (CI sets it) and is
-//! otherwise skipped with a note on stderr.
+//! `mysql://root@127.0.0.1:3306`), a user allowed to create databases.
 //!
 //! PostgreSQL comes from `CREDENTIAL_STORE_TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`), a role allowed to create databases.
-//! When the server cannot be reached, a test fails if `CREDENTIAL_STORE_REQUIRE_POSTGRES=1`
-//! (CI sets it), and otherwise says on stderr that it was skipped, and why.
+//!
+//! A test says what it needs when it is declared ([`trials`]): one whose server
+//! cannot be reached is reported as ignored, or fails when CI requires the server
+//! (`CREDENTIAL_STORE_REQUIRE_POSTGRES=1`, `CREDENTIAL_STORE_REQUIRE_MYSQL=1`). So
+//! [`TestDb::postgres`] and [`TestDb::mysql`] are only called where the server
+//! answered, and panic if it does not.
 
 #![allow(dead_code)]
+
+pub mod trials;
 
 use credential_store::{Backend, CredentialStore, Database, DatabaseOptions, Keyring};
 use diesel::connection::SimpleConnection;
@@ -49,77 +53,48 @@ impl TestDb {
         }
     }
 
-    /// A fresh MariaDB/MySQL database, or `None` (with a note) when the server is
-    /// unreachable and not required.
+    /// A fresh MariaDB/MySQL database (for a test declared to need
+    /// [`trials::Service::Mysql`]).
     #[cfg(feature = "mysql")]
-    pub fn mysql() -> Option<TestDb> {
+    pub fn mysql() -> TestDb {
         let admin = mysql_admin_url();
-        let mut conn = match MysqlConnection::establish(&admin) {
-            Ok(conn) => conn,
-            Err(err) => {
-                if require_mysql() {
-                    panic!(
-                        "MariaDB/MySQL is required (CREDENTIAL_STORE_REQUIRE_MYSQL=1) but {admin} \
-                         is unreachable: {err}; `.ci/mariadb` starts it"
-                    );
-                }
-                eprintln!(
-                    "SKIPPED: MariaDB/MySQL test not run: cannot connect to {admin} ({err}). \
-                     Set CREDENTIAL_STORE_TEST_MYSQL_URL, or CREDENTIAL_STORE_REQUIRE_MYSQL=1 \
-                     to make this a failure."
-                );
-                return None;
-            }
-        };
+        let mut conn = MysqlConnection::establish(&admin).unwrap_or_else(|err| {
+            panic!("cannot connect to MariaDB/MySQL at {admin}: {err}; `.ci/mariadb` starts it")
+        });
         let name = format!("credential_store_test_{}", uuid::Uuid::now_v7().simple());
         conn.batch_execute(&format!("CREATE DATABASE {name}"))
             .expect("CREATE DATABASE");
-        Some(TestDb {
+        TestDb {
             url: with_database(&admin, &name),
             backend: Backend::Mysql,
             dir: None,
             pg: None,
             mysql: Some((admin, name)),
-        })
+        }
     }
 
-    /// A fresh PostgreSQL database, or `None` (with a note) when the server is
-    /// unreachable and not required.
-    pub fn postgres() -> Option<TestDb> {
+    /// A fresh PostgreSQL database (for a test declared to need
+    /// [`trials::Service::Postgres`]).
+    pub fn postgres() -> TestDb {
         let admin = admin_url();
-        let mut conn = match PgConnection::establish(&admin) {
-            Ok(conn) => conn,
-            Err(err) => {
-                if require_postgres() {
-                    panic!(
-                        "PostgreSQL is required (CREDENTIAL_STORE_REQUIRE_POSTGRES=1) but {admin} \
-                         is unreachable: {err}"
-                    );
-                }
-                eprintln!(
-                    "SKIPPED: PostgreSQL test not run: cannot connect to {admin} ({err}). \
-                     Set CREDENTIAL_STORE_TEST_DATABASE_URL, or CREDENTIAL_STORE_REQUIRE_POSTGRES=1 \
-                     to make this a failure."
-                );
-                return None;
-            }
-        };
+        let mut conn = PgConnection::establish(&admin)
+            .unwrap_or_else(|err| panic!("cannot connect to PostgreSQL at {admin}: {err}"));
         let name = format!("credential_store_test_{}", uuid::Uuid::now_v7().simple());
         conn.batch_execute(&format!("CREATE DATABASE {name}"))
             .expect("CREATE DATABASE");
         let url = with_database(&admin, &name);
-        Some(TestDb {
+        TestDb {
             url,
             backend: Backend::Postgres,
             dir: None,
             pg: Some((admin, name)),
             mysql: None,
-        })
+        }
     }
 
-    pub fn for_backend(backend: Backend) -> Option<TestDb> {
+    pub fn for_backend(backend: Backend) -> TestDb {
         match backend {
-            Backend::Sqlite => Some(TestDb::sqlite()),
+            Backend::Sqlite => TestDb::sqlite(),
             #[cfg(feature = "mysql")]
             Backend::Mysql => TestDb::mysql(),
             _ => TestDb::postgres(),
@@ -368,26 +343,6 @@ pub fn replica_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5433/postgres".into())
 }
 
-/// Whether `url` answers; when it does not, fails under CI
-/// (`CREDENTIAL_STORE_REQUIRE_POSTGRES=1`) and otherwise says on stderr that the
-/// test was skipped, and why.
-pub fn reachable(what: &str, url: &str) -> bool {
-    match PgConnection::establish(url) {
-        Ok(_) => true,
-        Err(err) if require_postgres() => panic!(
-            "{what} is required (CREDENTIAL_STORE_REQUIRE_POSTGRES=1) but {url} is unreachable: \
-             {err}; `.ci/pg-topology` starts it"
-        ),
-        Err(err) => {
-            eprintln!(
-                "SKIPPED: {what} test not run: cannot connect to {url} ({err}); \
-                 `.ci/pg-topology` starts it"
-            );
-            false
-        }
-    }
-}
-
 pub fn admin_url() -> String {
     std::env::var("CREDENTIAL_STORE_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.into())
 }
@@ -406,14 +361,6 @@ pub fn mysql_raw(url: &str) -> MysqlConnection {
 pub fn mysql_admin_url() -> String {
     std::env::var("CREDENTIAL_STORE_TEST_MYSQL_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
-}
-
-pub fn require_mysql() -> bool {
-    std::env::var("CREDENTIAL_STORE_REQUIRE_MYSQL").is_ok_and(|v| v == "1")
-}
-
-pub fn require_postgres() -> bool {
-    std::env::var("CREDENTIAL_STORE_REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
 }
 
 /// `url` with its database name replaced by `name`.
@@ -453,8 +400,10 @@ pub fn test_keyring() -> Keyring {
 }
 
 /// Declares one test body that runs on SQLite, on PostgreSQL and (feature `mysql`)
-/// on MariaDB/MySQL: `on_both_backends!(name, |db: &TestDb| { … });` gives
-/// `name::sqlite`, `name::postgres` and `name::mysql`.
+/// on MariaDB/MySQL: `on_both_backends!(name, |db: &TestDb| { … });` gives the tests
+/// `name::sqlite`, `name::postgres` and `name::mysql`, which `name::tests()` lists
+/// for [`trials::run`] ([`trials::needing`] adds what all three need besides their
+/// database).
 #[macro_export]
 macro_rules! on_both_backends {
     ($name:ident, |$db:ident| $body:block) => {
@@ -464,58 +413,38 @@ macro_rules! on_both_backends {
 
             fn body($db: &$crate::common::TestDb) $body
 
-            #[test]
-            fn sqlite() {
-                body(&$crate::common::TestDb::sqlite());
-            }
-
-            #[test]
-            fn postgres() {
-                if let Some(db) = $crate::common::TestDb::postgres() {
-                    body(&db);
-                }
-            }
-
-            #[cfg(feature = "mysql")]
-            #[test]
-            fn mysql() {
-                if let Some(db) = $crate::common::TestDb::mysql() {
-                    body(&db);
-                }
+            /// The test on each backend.
+            pub fn tests() -> Vec<$crate::common::trials::Test> {
+                use $crate::common::trials::{test_name, Service, Test};
+                use $crate::common::TestDb;
+                vec![
+                    Test::new(test_name(module_path!(), "sqlite"), || body(&TestDb::sqlite())),
+                    Test::new(test_name(module_path!(), "postgres"), || {
+                        body(&TestDb::postgres())
+                    })
+                    .needs(&[Service::Postgres]),
+                    #[cfg(feature = "mysql")]
+                    Test::new(test_name(module_path!(), "mysql"), || body(&TestDb::mysql()))
+                        .needs(&[Service::Mysql]),
+                ]
             }
         }
     };
 }
 
-/// Runs Python with `cryptography` and returns its stdout, or `None` (with a note)
-/// when Python or `cryptography` is missing and CI does not require it.
-pub fn python(script: &str, args: &[&str]) -> Option<String> {
-    let output = std::process::Command::new("python3")
+/// Runs Python with `cryptography` and returns its stdout (for a test declared to
+/// need [`trials::Service::Python`]).
+pub fn python(script: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("python3")
         .arg("-c")
         .arg(script)
         .args(args)
-        .output();
-    let missing = |why: String| {
-        if std::env::var("CI").is_ok() || require_postgres() {
-            panic!("Python with `cryptography` is required under CI: {why}");
-        }
-        eprintln!("SKIPPED: Fernet interoperability check not run: {why}");
-        None
-    };
-    match output {
-        Err(err) => missing(format!("cannot run python3: {err}")),
-        Ok(out) if !out.status.success() => {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            if stderr.contains("No module named 'cryptography'") {
-                missing(
-                    "the `cryptography` package is not installed (pip install cryptography)".into(),
-                )
-            } else {
-                panic!("python failed: {stderr}")
-            }
-        }
-        Ok(out) => Some(String::from_utf8(out.stdout).unwrap()),
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run python3: {err}"));
+    if !out.status.success() {
+        panic!("python failed: {}", String::from_utf8_lossy(&out.stderr));
     }
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The service role of the README's "PostgreSQL" section: row-level security
