@@ -330,7 +330,7 @@ fn runner<'a>(op: Op, imp: Imp, fx: &'a mut Fixture, rng: &'a mut Rng) -> Box<dy
 fn check(fx: &mut Fixture, url: &str) {
     let (store, _) = trace::recording_store(url, keyring(), |store| {
         store
-            .account_by_user_id(&fx.accounts[0].user_id())
+            .account_by_user_id(fx.accounts[0].user_id())
             .expect("warm the recording store");
     });
     let a = fx.accounts[0].clone();

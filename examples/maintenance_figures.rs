@@ -487,7 +487,7 @@ fn roundtrips(variant: &str, n: usize) {
                 .collect(),
             "diesel" => conn
                 .transaction(|c| {
-                    internals::set_user_context(c, &a.user_id())?;
+                    internals::set_user_context(c, a.user_id())?;
                     Ok::<_, diesel::result::Error>(diesel_lookup(c, a, nick))
                 })
                 .expect("transaction"),

@@ -148,7 +148,7 @@ impl AccountScope {
         })
     }
     /// The account's id.
-    pub fn account_id(&self) -> Uuid {
+    pub fn id(&self) -> Uuid {
         self.id
     }
     /// The account's user.

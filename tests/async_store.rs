@@ -6,9 +6,8 @@ mod common;
 
 use common::{test_key, test_keyring, RoleGuard, TestDb};
 use credential_store::{
-    AsyncCredentialStore, AsyncDatabase, CredentialRepository, CredentialStore, CredentialUpdate,
-    Database, DatabaseOptions, Error, Field, Keyring, NewUserAccount, NewUserCredential, Patch,
-    Rule, UserAccount,
+    AccountScope, AsyncCredentialStore, AsyncDatabase, CredentialStore, CredentialUpdate, Database,
+    DatabaseOptions, Error, Field, Keyring, NewUserAccount, NewUserCredential, Rule, UserAccount,
 };
 use secrecy::ExposeSecret;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,10 +50,7 @@ async fn async_store_with(url: &str, key: &str) -> AsyncCredentialStore {
 
 async fn account(store: &AsyncCredentialStore, user_id: &str) -> UserAccount {
     store
-        .create_account(&NewUserAccount {
-            user_id,
-            account_name: "Trading account",
-        })
+        .create_account(&NewUserAccount::new(user_id, "Trading account"))
         .await
         .expect("create account")
 }
@@ -69,12 +65,12 @@ async_on_both_backends!(every_operation_matches_the_blocking_store, |db| {
         Some(ada.clone())
     );
     assert_eq!(
-        store.account("auth0|ada", ada.id).await.unwrap(),
+        store.account("auth0|ada", ada.id()).await.unwrap(),
         Some(ada.clone())
     );
-    assert_eq!(store.account("auth0|eve", ada.id).await.unwrap(), None);
+    assert_eq!(store.account("auth0|eve", ada.id()).await.unwrap(), None);
     assert!(matches!(
-        store.create_account(&NewUserAccount { user_id: "auth0|ada", account_name: "Again" }).await,
+        store.create_account(&NewUserAccount::new("auth0|ada", "Again")).await,
         Err(Error::AccountExists { ref user_id }) if user_id == "auth0|ada"
     ));
 
@@ -106,81 +102,76 @@ async_on_both_backends!(every_operation_matches_the_blocking_store, |db| {
 
     // What one store wrote, the other reads the same.
     assert_eq!(
-        store.list_credentials(&ada).await.unwrap(),
-        blocking.list_credentials(&ada).unwrap()
+        store.credentials(&ada).await.unwrap(),
+        blocking.credentials(&ada).unwrap()
     );
-    assert_eq!(store.list_credentials(&ada).await.unwrap().len(), 4);
+    assert_eq!(store.credentials(&ada).await.unwrap().len(), 4);
     assert_eq!(
         store
-            .find_by_type(&ada, "alpaca_paper")
+            .credentials_by_type(&ada, "alpaca_paper")
             .await
             .unwrap()
             .len(),
         3
     );
     assert_eq!(
-        store.find_by_nickname(&ada, "Swing").await.unwrap().len(),
+        store
+            .credentials_by_nickname(&ada, "Swing")
+            .await
+            .unwrap()
+            .len(),
         2
     );
     let momentum = store
-        .find_one_by_nickname(&ada, "Momentum")
+        .credential_by_nickname(&ada, "Momentum")
         .await
         .unwrap()
         .unwrap();
     assert_eq!(momentum.id, stored[0].id);
     assert_eq!(
-        store.find_one_by_nickname(&ada, "Nope").await.unwrap(),
+        store.credential_by_nickname(&ada, "Nope").await.unwrap(),
         None
     );
-    match store.find_one_by_nickname(&ada, "Swing").await {
+    match store.credential_by_nickname(&ada, "Swing").await {
         Err(Error::AmbiguousNickname { matches: 2, .. }) => {}
         other => panic!("two Swings must be ambiguous: {other:?}"),
     }
 
-    let keys = store.credential_keys(&ada, momentum.id).await.unwrap();
+    let keys = store.keys(&ada, momentum.id).await.unwrap();
     assert_eq!(keys.api_key().expose_secret(), "PK-MOMENTUM");
     assert_eq!(keys.secret_key().expose_secret(), "s-momentum");
     // Keys written by the async store open in the blocking one, and back.
-    let keys = blocking.credential_keys(&ada, live.id).unwrap();
+    let keys = blocking.keys(&ada, live.id).unwrap();
     assert_eq!(keys.api_key().expose_secret(), "AK-LIVE");
 
     let renamed = store
         .update_credential(
             &ada,
             stored[2].id,
-            &CredentialUpdate {
-                nickname: Patch::Set("Swing 2".into()),
-                ..Default::default()
-            }
-            .keys("PK-NEW", "s-new"),
+            &CredentialUpdate::default()
+                .nickname("Swing 2")
+                .keys("PK-NEW", "s-new"),
         )
         .await
         .unwrap();
     assert_eq!(renamed.nickname.as_deref(), Some("Swing 2"));
     assert_eq!(
         store
-            .find_one_by_nickname(&ada, "Swing")
+            .credential_by_nickname(&ada, "Swing")
             .await
             .unwrap()
             .map(|c| c.id),
         Some(stored[1].id)
     );
-    let keys = store.credential_keys(&ada, stored[2].id).await.unwrap();
+    let keys = store.keys(&ada, stored[2].id).await.unwrap();
     assert_eq!(keys.api_key().expose_secret(), "PK-NEW");
 
     store
-        .update_credential(
-            &ada,
-            live.id,
-            &CredentialUpdate {
-                is_active: Some(false),
-                ..Default::default()
-            },
-        )
+        .update_credential(&ada, live.id, &CredentialUpdate::default().active(false))
         .await
         .unwrap();
     assert!(matches!(
-        store.credential_keys(&ada, live.id).await,
+        store.keys(&ada, live.id).await,
         Err(Error::CredentialInactive { credential_id }) if credential_id == live.id
     ));
 
@@ -222,7 +213,7 @@ async_on_both_backends!(bad_input_is_refused_and_changes_nothing, |db| {
             other => panic!("{new:?} must be refused naming {field}: {other:?}"),
         }
     }
-    match store.find_by_nickname(&ada, &long).await {
+    match store.credentials_by_nickname(&ada, &long).await {
         Err(Error::Invalid {
             field: Field::Nickname,
             rule:
@@ -235,25 +226,19 @@ async_on_both_backends!(bad_input_is_refused_and_changes_nothing, |db| {
         other => panic!("an over-long nickname lookup: {other:?}"),
     }
     // A forged account: an unknown id, or Ada's id under Eve's user id.
-    let unknown = UserAccount {
-        id: Uuid::now_v7(),
-        ..ada.clone()
-    };
+    let unknown = AccountScope::new(ada.user_id(), Uuid::now_v7()).unwrap();
     assert!(matches!(
         store.insert_credential(&unknown, &NewUserCredential::new("polygon", "PK", "s")).await,
-        Err(Error::UnknownAccount { account_id }) if account_id == unknown.id
+        Err(Error::UnknownAccount { account_id }) if account_id == unknown.id()
     ));
-    let forged = UserAccount {
-        user_id: eve.user_id.clone(),
-        ..ada.clone()
-    };
+    let forged = AccountScope::new(eve.user_id(), ada.id()).unwrap();
     assert!(matches!(
         store
             .insert_credential(&forged, &NewUserCredential::new("polygon", "PK", "s"))
             .await,
         Err(Error::UnknownAccount { .. })
     ));
-    assert_eq!(store.list_credentials(&forged).await.unwrap(), vec![]);
+    assert_eq!(store.credentials(&forged).await.unwrap(), vec![]);
     assert_eq!(db.count("user_credentials"), 0, "nothing written");
 });
 
@@ -306,10 +291,10 @@ async fn cancellation_storm(store: AsyncCredentialStore, seed: u64) {
             let work = async {
                 let result = match op {
                     0 => store
-                        .find_one_by_nickname(&account, "Swing")
+                        .credential_by_nickname(&account, "Swing")
                         .await
                         .map(drop),
-                    1 => store.list_credentials(&account).await.map(drop),
+                    1 => store.credentials(&account).await.map(drop),
                     2 => store
                         .insert_credential(
                             &account,
@@ -317,17 +302,14 @@ async fn cancellation_storm(store: AsyncCredentialStore, seed: u64) {
                         )
                         .await
                         .map(drop),
-                    _ => match store.find_by_type(&account, "polygon").await {
+                    _ => match store.credentials_by_type(&account, "polygon").await {
                         Err(err) => Err(err),
                         Ok(listed) => match listed.first() {
                             Some(credential) => store
                                 .update_credential(
                                     &account,
                                     credential.id,
-                                    &CredentialUpdate {
-                                        is_active: Some(call % 2 == 0),
-                                        ..Default::default()
-                                    },
+                                    &CredentialUpdate::default().active(call % 2 == 0),
                                 )
                                 .await
                                 .map(drop),
@@ -410,13 +392,13 @@ async fn cancellation_storm(store: AsyncCredentialStore, seed: u64) {
         );
     }
     for account in &accounts {
-        let listed = store.list_credentials(account).await.unwrap();
+        let listed = store.credentials(account).await.unwrap();
         assert!(!listed.is_empty());
         assert!(listed
             .iter()
-            .all(|c| c.user_id == account.user_id && c.user_account_id == account.id));
+            .all(|c| c.user_id == account.user_id() && c.user_account_id == account.id()));
         assert!(store
-            .find_one_by_nickname(account, "Swing")
+            .credential_by_nickname(account, "Swing")
             .await
             .unwrap()
             .is_some());
@@ -465,10 +447,7 @@ fn a_cancellation_storm_on_postgres_leaves_every_connection_clean() {
     );
     let runtime = runtime();
     runtime.block_on(async {
-        let options = DatabaseOptions {
-            max_connections: 8,
-            ..Default::default()
-        };
+        let options = DatabaseOptions::default().max_connections(8);
         let pool = AsyncDatabase::open_with(&service.url(), &options)
             .await
             .unwrap();

@@ -7,8 +7,8 @@ mod common;
 
 use common::{test_key, TestDb};
 use credential_store::{
-    Backend, CipherFormat, CredentialRepository, CredentialStore, Database, Keyring,
-    NewUserAccount, NewUserCredential, UserAccount, UserCredential,
+    Backend, CipherFormat, CredentialStore, Database, Keyring, NewUserAccount, NewUserCredential,
+    UserAccount, UserCredential,
 };
 use secrecy::ExposeSecret;
 use serde_json::Value;
@@ -115,10 +115,7 @@ fn populate(
     let accounts: Vec<UserAccount> = (0..accounts)
         .map(|i| {
             store
-                .create_account(&NewUserAccount {
-                    user_id: &format!("auth0|user-{i}"),
-                    account_name: "Ada",
-                })
+                .create_account(&NewUserAccount::new(&format!("auth0|user-{i}"), "Ada"))
                 .unwrap()
         })
         .collect();
@@ -149,7 +146,7 @@ fn assert_all_decrypt(db: &Database, keyring: Keyring, rows: &[(UserAccount, Use
     let store = CredentialStore::new(db.clone(), keyring);
     for (account, credential) in rows {
         let keys = store
-            .credential_keys(account, credential.id)
+            .keys(account, credential.id)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(keys.api_key().expose_secret().starts_with(PLAINTEXT_MARK));
     }
@@ -515,10 +512,7 @@ fn copy_from_sqlite_to_postgres_and_back() {
         Keyring::from_fernet_keys([&sealed]).unwrap(),
     );
     let account = store
-        .create_account(&NewUserAccount {
-            user_id: "auth0|sealed",
-            account_name: "Bo",
-        })
+        .create_account(&NewUserAccount::new("auth0|sealed", "Bo"))
         .unwrap();
     let extra = NewUserCredential::new(
         "polygon",
@@ -665,10 +659,7 @@ fn copy_from_postgres_to_mariadb_and_verify() {
     );
     let store = CredentialStore::new(pg.database(), Keyring::from_fernet_keys([&sealed]).unwrap());
     let account = store
-        .create_account(&NewUserAccount {
-            user_id: "auth0|sealed",
-            account_name: "Bo",
-        })
+        .create_account(&NewUserAccount::new("auth0|sealed", "Bo"))
         .unwrap();
     for kind in ["polygon", "alpaca_live"] {
         let new = NewUserCredential::new(

@@ -15,9 +15,7 @@ fn main() {
 mod common;
 
 use common::{test_key, TestDb};
-use credential_store::{
-    CredentialRepository, CredentialStore, Keyring, NewUserAccount, NewUserCredential,
-};
+use credential_store::{CredentialStore, Keyring, NewUserAccount, NewUserCredential};
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_credential-store");
@@ -54,10 +52,7 @@ fn source() -> (TestDb, String) {
     store.database().run_migrations().unwrap();
     for user in ["auth0|ada", "auth0|eve"] {
         let account = store
-            .create_account(&NewUserAccount {
-                user_id: user,
-                account_name: "Ada",
-            })
+            .create_account(&NewUserAccount::new(user, "Ada"))
             .unwrap();
         for i in 0..3 {
             store

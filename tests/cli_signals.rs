@@ -5,9 +5,7 @@
 mod common;
 
 use common::{test_key, TestDb};
-use credential_store::{
-    CipherFormat, CredentialRepository, CredentialStore, Keyring, NewUserAccount, NewUserCredential,
-};
+use credential_store::{CipherFormat, CredentialStore, Keyring, NewUserAccount, NewUserCredential};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
@@ -26,10 +24,7 @@ fn sigterm_stops_a_rotation_after_a_batch_and_a_rerun_finishes() {
     let store = CredentialStore::new(database, Keyring::from_fernet_keys([&old]).unwrap())
         .with_format(CipherFormat::Fernet);
     let account = store
-        .create_account(&NewUserAccount {
-            user_id: "auth0|ada",
-            account_name: "Ada",
-        })
+        .create_account(&NewUserAccount::new("auth0|ada", "Ada"))
         .unwrap();
     let rows: Vec<NewUserCredential> = (0..ROWS)
         .map(|i| NewUserCredential::new("alpaca_paper", format!("PK-{i}"), "sk"))

@@ -52,8 +52,8 @@ mod common;
 use common::MysqlConnection;
 use common::TestDb;
 use credential_store::{
-    Backend, CipherFormat, CredentialRepository, CredentialStore, Database, Keyring,
-    NewUserAccount, NewUserCredential, UserAccount,
+    Backend, CipherFormat, CredentialStore, Database, Keyring, NewUserAccount, NewUserCredential,
+    UserAccount,
 };
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -1590,10 +1590,7 @@ fn rotate(backend: Backend) {
                 let store = if rng.below(10) == 0 { &new } else { &old };
                 let user_id = format!("auth0|crash-{n}");
                 let account = store
-                    .create_account(&NewUserAccount {
-                        user_id: &user_id,
-                        account_name: "crash",
-                    })
+                    .create_account(&NewUserAccount::new(&user_id, "crash"))
                     .unwrap();
                 let plain: Vec<(String, String)> = (0..10)
                     .map(|j| {
@@ -1651,7 +1648,7 @@ fn rotate(backend: Backend) {
                 .filter(|w| only.is_none_or(|o| o.contains(&w.id)))
             {
                 let keys = store
-                    .credential_keys(&accounts[w.account], w.id)
+                    .keys(&accounts[w.account], w.id)
                     .unwrap_or_else(|e| panic!("{ctx}: credential {} unreadable: {e}", w.id));
                 assert_eq!(
                     (

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `nickname` | any text to `Nickname::parse` | no panic; accepted values are trimmed, NFC, 1 to 255 characters, free of control characters; `parse(parse(x)) == parse(x)`; a refusal names the field and the rule |
 //! | `credential_type` | any text to `CredentialType::parse` | no panic; accepted values are 1 to 50 of `[a-z0-9_.-]` starting with a letter or digit, unchanged; idempotent; the rule named is the first one broken |
-//! | `ciphertext` | any bytes, and mutated real Fernet and `sealed:v2:` tokens (and `sealed:v1:`/`sealed:v2:` forms), written into a row's `api_key` or `secret_key` with raw SQL on a SQLite store; then `credential_keys`, `key_usage` and `rotate_keys` | no panic; the original plaintext only for a token that opens in that place; otherwise `Error::UnknownKey` (a sealed token naming a key the keyring lacks) or `Error::Decryption`, naming the credential and the field; messages hold no ciphertext of a real token |
+//! | `ciphertext` | any bytes, and mutated real Fernet and `sealed:v2:` tokens (and `sealed:v1:`/`sealed:v2:` forms), written into a row's `api_key` or `secret_key` with raw SQL on a SQLite store; then `keys`, `key_usage` and `rotate_keys` | no panic; the original plaintext only for a token that opens in that place; otherwise `Error::UnknownKey` (a sealed token naming a key the keyring lacks) or `Error::Decryption`, naming the credential and the field; messages hold no ciphertext of a real token |
 //! | `url` | any text to `Database::open` | no panic; only `UnsupportedUrl`, `Connection` or `Database` errors; an unsupported scheme is refused; an opened SQLite database is a file; no message holds the password |
 //! | `keyring` | lists of any text, and mutated keys, to `Keyring::from_fernet_keys` | no panic; the result (ids, or which entry is refused and why) is what the key rules say; no error message and no `Debug` holds key text |
 //!
@@ -31,8 +31,8 @@ use base64::engine::general_purpose::URL_SAFE;
 use base64::Engine;
 use common::TestDb;
 use credential_store::{
-    Backend, CipherFormat, CredentialRepository, CredentialStore, CredentialType, CredentialUpdate,
-    Database, Error, Field, Keyring, Nickname, RotationProgress, Rule, Unit, UserAccount,
+    Backend, CipherFormat, CredentialStore, CredentialType, CredentialUpdate, Database, Error,
+    Field, Keyring, Nickname, Rule, Unit, UserAccount,
 };
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -756,6 +756,7 @@ impl CipherFixture {
             (true, CipherFormat::Sealed) => {
                 self.opens_in.insert((field, token.clone()), plain);
             }
+            (true, other) => panic!("a format the fuzz model does not know: {other}"),
             (false, _) => {}
         }
         self.tokens.push(token);
@@ -784,7 +785,7 @@ impl CipherFixture {
         assert_eq!(written.unwrap(), 1);
     }
 
-    /// What `credential_keys` must give once `text` is in `field`.
+    /// What `keys` must give once `text` is in `field`.
     fn expected(&self, field: usize, text: &str) -> Result<[String; 2], CipherFailure> {
         let opened = self
             .opens_in
@@ -829,7 +830,7 @@ impl CipherFixture {
             Err(CipherFailure::UnknownKey(..)) => "UnknownKey".to_owned(),
             Err(CipherFailure::Other(_)) => "other".to_owned(),
         });
-        let actual = self.store.credential_keys(&self.account, self.id);
+        let actual = self.store.keys(&self.account, self.id);
         if let Err(err) = &actual {
             self.no_ciphertext_in(err)?;
         }
@@ -841,7 +842,7 @@ impl CipherFixture {
                 ]
             })
             .map_err(|e| self.failure(e));
-        prop_assert_eq!(&actual, &expected, "credential_keys");
+        prop_assert_eq!(&actual, &expected, "keys");
 
         // Maintenance reads the same column: no panic, a typed outcome.
         if let Err(err) = self.store.maintenance().key_usage() {
@@ -861,20 +862,13 @@ impl CipherFixture {
                 };
                 let rewritten = u64::from(!(current(api) && current(secret)));
                 match rotated {
-                    Ok(p) => prop_assert_eq!(
-                        p,
-                        RotationProgress {
-                            scanned: 1,
-                            total: 1,
-                            rewritten
-                        }
-                    ),
+                    Ok(p) => prop_assert_eq!((p.scanned, p.total, p.rewritten), (1, 1, rewritten)),
                     Err(e) => return Err(fail(format!("rotate_keys failed: {e:?}"))),
                 }
                 // Rotation kept the plaintext.
                 let again = self
                     .store
-                    .credential_keys(&self.account, self.id)
+                    .keys(&self.account, self.id)
                     .map(|k| {
                         [
                             k.api_key().expose_secret().to_owned(),
@@ -1439,10 +1433,10 @@ fn one_credential(format: CipherFormat) -> (TestDb, CredentialStore, UserAccount
     let db = TestDb::sqlite();
     let store = db.store().with_format(format);
     let account = store
-        .create_account(&credential_store::NewUserAccount {
-            user_id: "auth0|alice",
-            account_name: "Alice",
-        })
+        .create_account(&credential_store::NewUserAccount::new(
+            "auth0|alice",
+            "Alice",
+        ))
         .unwrap();
     let credential = store
         .insert_credential(
@@ -1490,7 +1484,7 @@ fn sqlite_uri_filenames_without_a_shared_file_are_refused() {
 /// Fixed bug 2 (`ciphertext` target; src/repository.rs, `rotate_keys`): the README
 /// says a row that no key opens "is never skipped silently", but a row whose fields
 /// both *named* the primary key in the store's format was taken as current without
-/// being opened, so `rotate_keys` returned `Ok` although `credential_keys` failed
+/// being opened, so `rotate_keys` returned `Ok` although `keys` failed
 /// (here a sealed `api_key` copied into `secret_key`, the very tampering the sealed
 /// format detects). Rotation now opens every row and lists the one that fails.
 #[test]
@@ -1501,7 +1495,7 @@ fn rotation_reports_a_row_whose_sealed_ciphertext_does_not_open() {
         "UPDATE user_credentials SET secret_key = '{api_key}' WHERE id = '{id}'"
     ));
     assert!(matches!(
-        store.credential_keys(&account, id),
+        store.keys(&account, id),
         Err(Error::Decryption { credential_id, field: Field::SecretKey }) if credential_id == id
     ));
     match store.maintenance().rotate_keys(100, &mut |_| {}) {
@@ -1532,7 +1526,7 @@ fn a_ciphertext_that_is_not_utf8_is_a_decryption_error() {
     db.execute(&format!(
         "UPDATE user_credentials SET api_key = X'80' WHERE id = '{id}'"
     ));
-    let keys = store.credential_keys(&account, id);
+    let keys = store.keys(&account, id);
     assert!(
         matches!(keys, Err(Error::Decryption { credential_id, field: Field::ApiKey }) if credential_id == id),
         "{keys:?}"
@@ -1558,7 +1552,7 @@ fn a_fernet_token_with_other_padding_does_not_open() {
         db.execute(&format!(
             "UPDATE user_credentials SET api_key = '{other}' WHERE id = '{id}'"
         ));
-        let keys = store.credential_keys(&account, id);
+        let keys = store.keys(&account, id);
         assert!(
             matches!(
                 keys,
@@ -1586,7 +1580,7 @@ fn unknown_key_errors_quote_only_well_formed_key_ids() {
     db.execute(&format!(
         "UPDATE user_credentials SET api_key = '{forged}' WHERE id = '{id}'"
     ));
-    let keys = store.credential_keys(&account, id);
+    let keys = store.keys(&account, id);
     assert!(
         matches!(keys, Err(Error::Decryption { credential_id, field: Field::ApiKey }) if credential_id == id),
         "{keys:?}"

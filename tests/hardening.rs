@@ -6,8 +6,7 @@ mod common;
 
 use common::{test_keyring, TestDb};
 use credential_store::{
-    CredentialRepository, CredentialStore, Database, Error, NewUserAccount, NewUserCredential,
-    UserAccount,
+    CredentialStore, Database, Error, NewUserAccount, NewUserCredential, UserAccount,
 };
 
 fn main() {
@@ -33,10 +32,7 @@ fn main() {
 
 fn account(store: &CredentialStore, user_id: &str) -> UserAccount {
     store
-        .create_account(&NewUserAccount {
-            user_id,
-            account_name: "Trading",
-        })
+        .create_account(&NewUserAccount::new(user_id, "Trading"))
         .unwrap()
 }
 
@@ -46,10 +42,10 @@ on_both_backends!(an_inactive_account_hands_out_no_keys, |db| {
     let paper = store
         .insert_credential(&ada, &NewUserCredential::new("alpaca_paper", "PK1", "s1"))
         .unwrap();
-    assert!(store.credential_keys(&ada, paper.id).is_ok());
+    assert!(store.keys(&ada, paper.id).is_ok());
     db.execute("UPDATE user_accounts SET is_active = FALSE");
-    match store.credential_keys(&ada, paper.id) {
-        Err(Error::AccountInactive { account_id }) => assert_eq!(account_id, ada.id),
+    match store.keys(&ada, paper.id) {
+        Err(Error::AccountInactive { account_id }) => assert_eq!(account_id, ada.id()),
         other => panic!("an inactive account's keys: {other:?}"),
     }
 });
@@ -57,13 +53,16 @@ on_both_backends!(an_inactive_account_hands_out_no_keys, |db| {
 on_both_backends!(a_single_match_lookup_by_type_never_picks_one_of_two, |db| {
     let store = db.store();
     let ada = account(&store, "auth0|ada");
-    assert_eq!(store.find_one_by_type(&ada, "alpaca_paper").unwrap(), None);
+    assert_eq!(
+        store.credential_by_type(&ada, "alpaca_paper").unwrap(),
+        None
+    );
     let first = store
         .insert_credential(&ada, &NewUserCredential::new("alpaca_paper", "PK1", "s1"))
         .unwrap();
     assert_eq!(
         store
-            .find_one_by_type(&ada, "alpaca_paper")
+            .credential_by_type(&ada, "alpaca_paper")
             .unwrap()
             .map(|c| c.id),
         Some(first.id)
@@ -74,7 +73,7 @@ on_both_backends!(a_single_match_lookup_by_type_never_picks_one_of_two, |db| {
             &NewUserCredential::new("alpaca_paper", "PK2", "s2").nickname("Swing"),
         )
         .unwrap();
-    match store.find_one_by_type(&ada, "alpaca_paper") {
+    match store.credential_by_type(&ada, "alpaca_paper") {
         Err(err @ Error::AmbiguousType { matches: 2, .. }) => {
             assert!(err.to_string().contains("alpaca_paper"), "{err}")
         }
@@ -86,7 +85,7 @@ on_both_backends!(database_errors_say_their_cause, |db| {
     let store = db.store();
     let ada = account(&store, "auth0|ada");
     db.execute("DROP TABLE user_credentials");
-    let err = store.list_credentials(&ada).unwrap_err();
+    let err = store.credentials(&ada).unwrap_err();
     let message = err.to_string();
     assert!(message.starts_with("database error: "), "{message}");
     assert!(
@@ -116,10 +115,7 @@ fn an_adopted_database_names_a_user_its_user_table_lacks() {
              FOREIGN KEY (user_id) REFERENCES \"user\"(id);",
     );
     account(&store, "auth0|known");
-    match store.create_account(&NewUserAccount {
-        user_id: "auth0|stranger",
-        account_name: "X",
-    }) {
+    match store.create_account(&NewUserAccount::new("auth0|stranger", "X")) {
         Err(err @ Error::UnknownUser { .. }) => {
             assert!(err.to_string().contains("auth0|stranger"), "{err}")
         }
@@ -148,7 +144,7 @@ fn short_program() {
         )
         .unwrap();
     assert!(store
-        .find_one_by_nickname(&account, "Swing")
+        .credential_by_nickname(&account, "Swing")
         .unwrap()
         .is_some());
     // Leave at once, as a short program's `main` returns after its last call.
@@ -310,7 +306,7 @@ on_both_backends!(legacy_rows_are_found_reported_and_normalised, |db| {
     // Found by the value the existing system used.
     let found = |nickname: &str| -> Vec<uuid::Uuid> {
         store
-            .find_by_nickname(&ada, nickname)
+            .credentials_by_nickname(&ada, nickname)
             .unwrap()
             .iter()
             .map(|c| c.id)
@@ -320,7 +316,7 @@ on_both_backends!(legacy_rows_are_found_reported_and_normalised, |db| {
     assert_eq!(found("Cafe\u{301}"), [ids[1]]);
     assert_eq!(
         store
-            .find_by_type(&ada, "Alpaca_Paper")
+            .credentials_by_type(&ada, "Alpaca_Paper")
             .unwrap()
             .iter()
             .map(|c| c.id)
@@ -329,7 +325,7 @@ on_both_backends!(legacy_rows_are_found_reported_and_normalised, |db| {
     );
     assert_eq!(
         store
-            .find_one_by_type(&ada, "Bad Type!")
+            .credential_by_type(&ada, "Bad Type!")
             .unwrap()
             .map(|c| c.id),
         Some(ids[4])
@@ -384,7 +380,7 @@ on_both_backends!(legacy_rows_are_found_reported_and_normalised, |db| {
         "a blank nickname becomes the type"
     );
     let paper: Vec<_> = store
-        .find_by_type(&ada, "alpaca_paper")
+        .credentials_by_type(&ada, "alpaca_paper")
         .unwrap()
         .iter()
         .map(|c| c.id)
@@ -392,7 +388,7 @@ on_both_backends!(legacy_rows_are_found_reported_and_normalised, |db| {
     assert!(paper.contains(&ids[2]));
     assert_eq!(
         store
-            .find_one_by_type(&ada, "Bad Type!")
+            .credential_by_type(&ada, "Bad Type!")
             .unwrap()
             .map(|c| c.id),
         Some(ids[4]),
@@ -435,6 +431,6 @@ on_both_backends!(a_decrypted_lookup_by_nickname_is_one_call, |db| {
     db.execute("UPDATE user_accounts SET is_active = FALSE");
     assert!(matches!(
         store.keys_by_nickname(&ada, "Live").map(|_| ()),
-        Err(Error::AccountInactive { account_id }) if account_id == ada.id
+        Err(Error::AccountInactive { account_id }) if account_id == ada.id()
     ));
 });

@@ -30,8 +30,8 @@ mod common;
 
 use common::TestDb;
 use credential_store::{
-    Backend, CredentialRepository, CredentialStore, CredentialUpdate, Error, Field, NewUserAccount,
-    NewUserCredential, Patch, UserAccount,
+    Backend, CredentialStore, CredentialUpdate, Error, Field, NewUserAccount, NewUserCredential,
+    UserAccount,
 };
 use diesel::prelude::*;
 use secrecy::ExposeSecret;
@@ -225,10 +225,7 @@ on_both_backends!(hostile_strings_round_trip_or_are_refused, |db| {
     let mut account = |user_id: &str| {
         accepted.accounts += 1;
         store
-            .create_account(&NewUserAccount {
-                user_id,
-                account_name: "Hostile",
-            })
+            .create_account(&NewUserAccount::new(user_id, "Hostile"))
             .expect("create a plain account")
     };
     let type_account = account("hostile|credential_type");
@@ -293,23 +290,24 @@ on_both_backends!(hostile_strings_round_trip_or_are_refused, |db| {
 
 fn check_user_id(store: &CredentialStore, input: &Hostile, accepted: &mut Accepted) {
     let text = input.text.as_str();
-    let result = store.create_account(&NewUserAccount {
-        user_id: text,
-        account_name: "Hostile",
-    });
+    let result = store.create_account(&NewUserAccount::new(text, "Hostile"));
     match input.user_id.stored(text) {
         Some(expected) => {
             let account = result.unwrap_or_else(|e| panic!("refused: {}", short(&e)));
             accepted.accounts += 1;
-            same(&account.user_id, expected, "the returned user_id");
+            same(account.user_id(), expected, "the returned user_id");
             let found = store
                 .account_by_user_id(text)
                 .unwrap_or_else(|e| panic!("account_by_user_id: {}", short(&e)))
                 .expect("account_by_user_id finds the account");
-            assert_eq!(found.id, account.id, "account_by_user_id finds exactly it");
-            same(&found.user_id, expected, "user_id read back");
+            assert_eq!(
+                found.id(),
+                account.id(),
+                "account_by_user_id finds exactly it"
+            );
+            same(found.user_id(), expected, "user_id read back");
             let by_id = store
-                .account(text, account.id)
+                .account(text, account.id())
                 .unwrap_or_else(|e| panic!("account: {}", short(&e)))
                 .expect("account(user_id, id) finds the account");
             assert_eq!(by_id, found);
@@ -337,20 +335,21 @@ fn check_account_name(
     accepted: &mut Accepted,
 ) {
     let user_id = format!("hostile|account_name|{index}");
-    let result = store.create_account(&NewUserAccount {
-        user_id: &user_id,
-        account_name: &input.text,
-    });
+    let result = store.create_account(&NewUserAccount::new(&user_id, &input.text));
     match input.display.stored(&input.text) {
         Some(expected) => {
             let account = result.unwrap_or_else(|e| panic!("refused: {}", short(&e)));
             accepted.accounts += 1;
-            same(&account.account_name, expected, "the returned account_name");
+            same(
+                account.account_name(),
+                expected,
+                "the returned account_name",
+            );
             let found = store
                 .account_by_user_id(&user_id)
                 .unwrap()
                 .expect("the account");
-            same(&found.account_name, expected, "account_name read back");
+            same(found.account_name(), expected, "account_name read back");
         }
         None => {
             refused(result, Field::AccountName, "create_account");
@@ -381,12 +380,12 @@ fn check_credential_type(
                 "the returned credential_type",
             );
             let found = store
-                .find_by_type(account, text)
-                .unwrap_or_else(|e| panic!("find_by_type: {}", short(&e)));
+                .credentials_by_type(account, text)
+                .unwrap_or_else(|e| panic!("credentials_by_type: {}", short(&e)));
             assert_eq!(
                 found.iter().map(|c| c.id).collect::<Vec<_>>(),
                 [credential.id],
-                "find_by_type finds exactly it"
+                "credentials_by_type finds exactly it"
             );
             same(
                 &found[0].credential_type,
@@ -426,14 +425,14 @@ fn check_insert_nickname(
         None => {
             refused(result, Field::Nickname, "insert_credential");
             refused(
-                store.find_by_nickname(account, text),
+                store.credentials_by_nickname(account, text),
                 Field::Nickname,
-                "find_by_nickname",
+                "credentials_by_nickname",
             );
             refused(
-                store.find_one_by_nickname(account, text),
+                store.credential_by_nickname(account, text),
                 Field::Nickname,
-                "find_one_by_nickname",
+                "credential_by_nickname",
             );
         }
     }
@@ -450,12 +449,12 @@ fn assert_found_by_nickname(
 ) {
     for lookup in [text, expected] {
         let found = store
-            .find_by_nickname(account, lookup)
-            .unwrap_or_else(|e| panic!("find_by_nickname: {}", short(&e)));
+            .credentials_by_nickname(account, lookup)
+            .unwrap_or_else(|e| panic!("credentials_by_nickname: {}", short(&e)));
         assert_eq!(
             found.iter().map(|c| c.id).collect::<Vec<_>>(),
             [id],
-            "find_by_nickname finds exactly it"
+            "credentials_by_nickname finds exactly it"
         );
         same(
             found[0].nickname.as_deref().unwrap(),
@@ -463,9 +462,9 @@ fn assert_found_by_nickname(
             "nickname read back",
         );
         let one = store
-            .find_one_by_nickname(account, lookup)
-            .unwrap_or_else(|e| panic!("find_one_by_nickname: {}", short(&e)))
-            .expect("find_one_by_nickname finds it");
+            .credential_by_nickname(account, lookup)
+            .unwrap_or_else(|e| panic!("credential_by_nickname: {}", short(&e)))
+            .expect("credential_by_nickname finds it");
         assert_eq!(one.id, id);
     }
     let read = store.credential(account, id).unwrap().expect("by id");
@@ -495,8 +494,8 @@ fn check_keys(
                     result.unwrap_or_else(|e| panic!("{field}: refused: {}", short(&e)));
                 accepted.credentials += 1;
                 let keys = store
-                    .credential_keys(account, credential.id)
-                    .unwrap_or_else(|e| panic!("{field}: credential_keys: {}", short(&e)));
+                    .keys(account, credential.id)
+                    .unwrap_or_else(|e| panic!("{field}: keys: {}", short(&e)));
                 let (key, other, other_expected) = match field {
                     Field::ApiKey => (keys.api_key(), keys.secret_key(), "s"),
                     _ => (keys.secret_key(), keys.api_key(), "PK"),
@@ -528,10 +527,7 @@ fn check_update_nickname(
     let result = store.update_credential(
         account,
         before.id,
-        &CredentialUpdate {
-            nickname: Patch::Set(input.text.clone()),
-            ..CredentialUpdate::default()
-        },
+        &CredentialUpdate::default().nickname(input.text.clone()),
     );
     match input.display.stored(text) {
         Some(expected) => {
@@ -544,7 +540,7 @@ fn check_update_nickname(
             assert_found_by_nickname(store, account, text, expected, before.id);
             assert!(
                 store
-                    .find_by_nickname(account, &before_name)
+                    .credentials_by_nickname(account, &before_name)
                     .unwrap()
                     .is_empty(),
                 "the old nickname finds nothing"
@@ -570,28 +566,28 @@ fn check_lookups(store: &CredentialStore, account: &UserAccount, input: &Hostile
     match input.display {
         Refused => {
             refused(
-                store.find_by_nickname(account, text),
+                store.credentials_by_nickname(account, text),
                 Field::Nickname,
-                "find_by_nickname",
+                "credentials_by_nickname",
             );
             refused(
-                store.find_one_by_nickname(account, text),
+                store.credential_by_nickname(account, text),
                 Field::Nickname,
-                "find_one_by_nickname",
+                "credential_by_nickname",
             );
         }
         _ => {
             assert!(
                 store
-                    .find_by_nickname(account, text)
-                    .unwrap_or_else(|e| panic!("find_by_nickname: {}", short(&e)))
+                    .credentials_by_nickname(account, text)
+                    .unwrap_or_else(|e| panic!("credentials_by_nickname: {}", short(&e)))
                     .is_empty(),
-                "find_by_nickname on an account without it"
+                "credentials_by_nickname on an account without it"
             );
             assert_eq!(
                 store
-                    .find_one_by_nickname(account, text)
-                    .unwrap_or_else(|e| panic!("find_one_by_nickname: {}", short(&e))),
+                    .credential_by_nickname(account, text)
+                    .unwrap_or_else(|e| panic!("credential_by_nickname: {}", short(&e))),
                 None
             );
         }
@@ -613,14 +609,14 @@ fn check_lookups(store: &CredentialStore, account: &UserAccount, input: &Hostile
 fn check_type_lookup(store: &CredentialStore, account: &UserAccount, text: &str) {
     let unusable =
         text.is_empty() || text.chars().count() > 50 || text.chars().any(char::is_control);
-    let found = store.find_by_type(account, text);
+    let found = store.credentials_by_type(account, text);
     if unusable {
-        refused(found, Field::CredentialType, "find_by_type");
+        refused(found, Field::CredentialType, "credentials_by_type");
     } else {
-        let found = found.unwrap_or_else(|e| panic!("find_by_type: {}", short(&e)));
+        let found = found.unwrap_or_else(|e| panic!("credentials_by_type: {}", short(&e)));
         assert!(
             found.iter().all(|c| c.credential_type == text),
-            "find_by_type matches exactly"
+            "credentials_by_type matches exactly"
         );
     }
 }

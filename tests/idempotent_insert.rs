@@ -17,18 +17,14 @@ mod common;
 
 use common::{test_keyring, TestDb};
 use credential_store::{
-    AsyncCredentialStore, AsyncDatabase, CredentialRepository, Error, NewUserAccount,
-    NewUserCredential, UserAccount,
+    AsyncCredentialStore, AsyncDatabase, Error, NewUserAccount, NewUserCredential, UserAccount,
 };
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
 fn account(store: &credential_store::CredentialStore, user_id: &str) -> UserAccount {
     store
-        .create_account(&NewUserAccount {
-            user_id,
-            account_name: "Trading account",
-        })
+        .create_account(&NewUserAccount::new(user_id, "Trading account"))
         .expect("create account")
 }
 
@@ -103,13 +99,13 @@ on_both_backends!(the_same_id_with_other_content_is_a_conflict, |db| {
             .with_id(id),
     );
     assert!(
-        matches!(across, Err(Error::CredentialIdConflict { account_id, .. }) if account_id == mallory.id),
+        matches!(across, Err(Error::CredentialIdConflict { account_id, .. }) if account_id == mallory.id()),
         "{across:?}"
     );
     // Nothing changed.
     assert_eq!(db.count("user_credentials"), 1);
     assert_eq!(store.credential(&ada, id).unwrap(), Some(stored));
-    let keys = store.credential_keys(&ada, id).unwrap();
+    let keys = store.keys(&ada, id).unwrap();
     assert_eq!(keys.api_key().expose_secret(), "PKA1");
     assert_eq!(keys.secret_key().expose_secret(), "sa");
 
@@ -144,10 +140,7 @@ fn cut_async_writes_are_retried_by_id(db: &TestDb) {
         async_db.run_migrations().await.expect("migrations");
         let store = AsyncCredentialStore::new(async_db, test_keyring());
         let ada = store
-            .create_account(&NewUserAccount {
-                user_id: "auth0|ada",
-                account_name: "Ada",
-            })
+            .create_account(&NewUserAccount::new("auth0|ada", "Ada"))
             .await
             .expect("account");
         let rounds = 60;
@@ -171,10 +164,10 @@ fn cut_async_writes_are_retried_by_id(db: &TestDb) {
                 .await
                 .expect("the retry by id succeeds whatever the cut call did");
             assert_eq!(retried.id, id);
-            let keys = store.credential_keys(&ada, id).await.expect("keys");
+            let keys = store.keys(&ada, id).await.expect("keys");
             assert_eq!(keys.api_key().expose_secret(), api_key);
         }
-        let listed = store.list_credentials(&ada).await.expect("list");
+        let listed = store.credentials(&ada).await.expect("list");
         assert_eq!(listed.len(), rounds, "each credential stored exactly once");
         assert!(
             cut > 0,

@@ -17,8 +17,8 @@ mod common;
 use common::{test_key, TestDb};
 use credential_store::crypto::{OpenRequest, ProviderFuture, SealRequest};
 use credential_store::{
-    CipherFormat, CredentialRepository, CredentialStore, CredentialUpdate, Error, Field,
-    KeyProvider, Keyring, NewUserAccount, NewUserCredential, Patch,
+    CipherFormat, CredentialStore, CredentialUpdate, Error, Field, KeyProvider, Keyring,
+    NewUserAccount, NewUserCredential,
 };
 use secrecy::{ExposeSecret, SecretString};
 use std::future::Future;
@@ -157,10 +157,7 @@ on_both_backends!(
         let kms = Kms::new(&key);
         let store = store_with(db, &key, &kms);
         let ada = store
-            .create_account(&NewUserAccount {
-                user_id: "auth0|ada",
-                account_name: "Ada",
-            })
+            .create_account(&NewUserAccount::new("auth0|ada", "Ada"))
             .unwrap();
         assert_eq!(kms.counts(), (0, 0, 0, 0));
 
@@ -184,10 +181,13 @@ on_both_backends!(
         assert_eq!(kms.counts(), (2, 8, 0, 0), "nothing to seal, no call");
 
         // Reads without keys never call it; a reveal opens both keys in one call.
-        assert_eq!(store.list_credentials(&ada).unwrap().len(), 4);
-        assert!(store.find_one_by_nickname(&ada, "Swing").unwrap().is_some());
+        assert_eq!(store.credentials(&ada).unwrap().len(), 4);
+        assert!(store
+            .credential_by_nickname(&ada, "Swing")
+            .unwrap()
+            .is_some());
         assert_eq!(kms.counts(), (2, 8, 0, 0));
-        let keys = store.credential_keys(&ada, stored[1].id).unwrap();
+        let keys = store.keys(&ada, stored[1].id).unwrap();
         assert_eq!(keys.api_key().expose_secret(), "PK2");
         assert_eq!(keys.secret_key().expose_secret(), "s2");
         let (found, keys) = store.keys_by_nickname(&ada, "Momentum").unwrap().unwrap();
@@ -196,16 +196,10 @@ on_both_backends!(
         assert_eq!(kms.counts(), (2, 8, 2, 4));
 
         // An update seals only the keys it replaces, and nothing without new keys.
-        let update = CredentialUpdate {
-            nickname: Patch::Set("Main".into()),
-            ..CredentialUpdate::default()
-        };
+        let update = CredentialUpdate::default().nickname("Main");
         store.update_credential(&ada, one.id, &update).unwrap();
         assert_eq!(kms.counts(), (2, 8, 2, 4));
-        let update = CredentialUpdate {
-            secret_key: Some("s4-new".into()),
-            ..CredentialUpdate::default()
-        };
+        let update = CredentialUpdate::default().secret_key("s4-new");
         store.update_credential(&ada, one.id, &update).unwrap();
         assert_eq!(kms.counts(), (3, 9, 2, 4));
 
@@ -214,7 +208,7 @@ on_both_backends!(
             store.database().clone(),
             Keyring::from_fernet_keys([&key]).unwrap(),
         );
-        let keys = plain.credential_keys(&ada, one.id).unwrap();
+        let keys = plain.keys(&ada, one.id).unwrap();
         assert_eq!(keys.api_key().expose_secret(), "PK4");
         assert_eq!(keys.secret_key().expose_secret(), "s4-new");
         assert_eq!(
@@ -231,10 +225,7 @@ on_both_backends!(
         let kms = Kms::new(&key);
         let store = store_with(db, &key, &kms);
         let ada = store
-            .create_account(&NewUserAccount {
-                user_id: "auth0|ada",
-                account_name: "Ada",
-            })
+            .create_account(&NewUserAccount::new("auth0|ada", "Ada"))
             .unwrap();
         let kept = store
             .insert_credential(&ada, &NewUserCredential::new("alpaca_paper", "PK1", "s1"))
@@ -266,7 +257,7 @@ on_both_backends!(
                 )
                 .map(drop)
         ));
-        assert!(refused(store.credential_keys(&ada, kept.id).map(drop)));
+        assert!(refused(store.keys(&ada, kept.id).map(drop)));
         assert!(refused(
             store.keys_by_nickname(&ada, "alpaca_paper").map(drop)
         ));
@@ -284,7 +275,7 @@ on_both_backends!(
         // Nothing was written or changed.
         assert_eq!(db.count("user_credentials"), 1);
         kms.down.store(false, Ordering::SeqCst);
-        let keys = store.credential_keys(&ada, kept.id).unwrap();
+        let keys = store.keys(&ada, kept.id).unwrap();
         assert_eq!(keys.api_key().expose_secret(), "PK1");
         assert_eq!(keys.secret_key().expose_secret(), "s1");
     }
@@ -315,10 +306,7 @@ mod async_store {
         let store = AsyncCredentialStore::new(async_db, Keyring::from_fernet_keys([&key]).unwrap())
             .with_key_provider(Arc::clone(&kms) as Arc<dyn KeyProvider>);
         let ada = store
-            .create_account(&NewUserAccount {
-                user_id: "auth0|ada",
-                account_name: "Ada",
-            })
+            .create_account(&NewUserAccount::new("auth0|ada", "Ada"))
             .await
             .unwrap();
         let new = [
@@ -334,7 +322,7 @@ mod async_store {
         .unwrap()
         .unwrap();
         assert_eq!(kms.counts(), (1, 4, 0, 0));
-        let keys = store.credential_keys(&ada, stored[1].id).await.unwrap();
+        let keys = store.keys(&ada, stored[1].id).await.unwrap();
         assert_eq!(keys.api_key().expose_secret(), "PK2");
         assert_eq!(kms.counts(), (1, 4, 1, 2));
 
@@ -345,7 +333,7 @@ mod async_store {
             Err(Error::NoKeyConfigured { .. })
         ));
         assert!(matches!(
-            store.credential_keys(&ada, stored[0].id).await,
+            store.keys(&ada, stored[0].id).await,
             Err(Error::NoKeyConfigured { .. })
         ));
         assert_eq!(db.count("user_credentials"), 2);

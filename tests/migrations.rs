@@ -3,7 +3,7 @@
 
 mod common;
 
-use credential_store::{CredentialRepository, Error, NewUserAccount, NewUserCredential};
+use credential_store::{Error, NewUserAccount, NewUserCredential};
 use secrecy::ExposeSecret;
 
 fn main() {
@@ -45,10 +45,7 @@ on_both_backends!(every_migration_reverts_and_reapplies, |db| {
     // Redo each migration with data in the tables: nothing is lost.
     let store = db.store();
     let account = store
-        .create_account(&NewUserAccount {
-            user_id: "auth0|alice",
-            account_name: "Alice",
-        })
+        .create_account(&NewUserAccount::new("auth0|alice", "Alice"))
         .unwrap();
     for kind in ["alpaca_paper", "alpaca_live", "polygon"] {
         store
@@ -78,7 +75,7 @@ on_both_backends!(every_migration_reverts_and_reapplies, |db| {
             3,
             "rows lost redoing {depth} migration(s)"
         );
-        for credential in store.list_credentials(&account).unwrap() {
+        for credential in store.credentials(&account).unwrap() {
             // Reverting the nickname migration drops the column; re-applying it
             // backfills the type.
             assert_eq!(
@@ -87,7 +84,7 @@ on_both_backends!(every_migration_reverts_and_reapplies, |db| {
             );
             assert_eq!(
                 store
-                    .credential_keys(&account, credential.id)
+                    .keys(&account, credential.id)
                     .unwrap()
                     .api_key()
                     .expose_secret(),
@@ -103,10 +100,7 @@ on_both_backends!(
         let store = db.store();
         let database = store.database();
         let account = store
-            .create_account(&NewUserAccount {
-                user_id: "auth0|alice",
-                account_name: "Alice",
-            })
+            .create_account(&NewUserAccount::new("auth0|alice", "Alice"))
             .unwrap();
         let first = NewUserCredential::new("alpaca_paper", "PK1", "s").nickname("Momentum");
         let second = NewUserCredential::new("alpaca_paper", "PK2", "s").nickname("Swing");
@@ -119,10 +113,7 @@ on_both_backends!(
         }
         // A second pair sharing a type, under another account.
         let bob = store
-            .create_account(&NewUserAccount {
-                user_id: "auth0|bob",
-                account_name: "Bob",
-            })
+            .create_account(&NewUserAccount::new("auth0|bob", "Bob"))
             .unwrap();
         for key in ["PG1", "PG2"] {
             store
@@ -150,7 +141,7 @@ on_both_backends!(
         assert_eq!(db.count("user_credentials"), 4);
         assert_eq!(
             store
-                .find_one_by_nickname(&account, "Swing")
+                .credential_by_nickname(&account, "Swing")
                 .unwrap()
                 .unwrap()
                 .credential_type,
@@ -158,7 +149,7 @@ on_both_backends!(
         );
         assert_eq!(
             store
-                .find_one_by_nickname(&account, "Momentum")
+                .credential_by_nickname(&account, "Momentum")
                 .unwrap()
                 .unwrap()
                 .credential_type,
@@ -186,16 +177,10 @@ fn owner_mismatch_refusal(backend: credential_store::Backend) -> &'static str {
 on_both_backends!(the_database_refuses_a_credential_of_another_user, |db| {
     let store = db.store();
     let alice = store
-        .create_account(&NewUserAccount {
-            user_id: "auth0|alice",
-            account_name: "Alice",
-        })
+        .create_account(&NewUserAccount::new("auth0|alice", "Alice"))
         .unwrap();
     let bob = store
-        .create_account(&NewUserAccount {
-            user_id: "auth0|bob",
-            account_name: "Bob",
-        })
+        .create_account(&NewUserAccount::new("auth0|bob", "Bob"))
         .unwrap();
     let credential = store
         .insert_credential(&alice, &NewUserCredential::new("alpaca_paper", "PK", "s"))
@@ -215,17 +200,18 @@ on_both_backends!(the_database_refuses_a_credential_of_another_user, |db| {
     for (what, sql) in [
         (
             "an insert under Bob's account with Alice's user_id",
-            insert(bob.id, "auth0|alice"),
+            insert(bob.id(), "auth0|alice"),
         ),
         (
             "an insert under Alice's account with Bob's user_id",
-            insert(alice.id, "auth0|bob"),
+            insert(alice.id(), "auth0|bob"),
         ),
         (
             "moving Alice's credential under Bob's account",
             format!(
                 "UPDATE user_credentials SET user_account_id = '{}' WHERE id = '{}'",
-                bob.id, credential.id
+                bob.id(),
+                credential.id
             ),
         ),
         (
@@ -249,19 +235,19 @@ on_both_backends!(the_database_refuses_a_credential_of_another_user, |db| {
     );
 
     // A consistent row is accepted; moving both columns together is too.
-    db.execute(&insert(alice.id, "auth0|alice"));
+    db.execute(&insert(alice.id(), "auth0|alice"));
     db.execute(&format!(
         "UPDATE user_credentials SET user_account_id = '{}', user_id = 'auth0|bob' \
          WHERE nickname = 'raw'",
-        bob.id
+        bob.id()
     ));
-    assert_eq!(store.list_credentials(&bob).unwrap().len(), 1);
+    assert_eq!(store.credentials(&bob).unwrap().len(), 1);
 
     // A change of an account's user_id carries over to its credentials
     // (ON UPDATE CASCADE on PostgreSQL, a trigger on SQLite).
     db.execute(&format!(
         "UPDATE user_accounts SET user_id = 'auth0|alice-renamed' WHERE id = '{}'",
-        alice.id
+        alice.id()
     ));
     assert_eq!(
         db.scalar(
@@ -273,15 +259,12 @@ on_both_backends!(the_database_refuses_a_credential_of_another_user, |db| {
         .account_by_user_id("auth0|alice-renamed")
         .unwrap()
         .expect("the renamed account");
-    assert_eq!(
-        store.list_credentials(&renamed).unwrap()[0].id,
-        credential.id
-    );
+    assert_eq!(store.credentials(&renamed).unwrap()[0].id, credential.id);
 
     // Deleting an account still deletes its credentials.
     db.execute(&format!(
         "DELETE FROM user_accounts WHERE id = '{}'",
-        alice.id
+        alice.id()
     ));
     assert_eq!(db.count("user_credentials"), 1, "only Bob's is left");
 });

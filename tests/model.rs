@@ -34,9 +34,9 @@ mod common;
 use chrono::{DateTime, TimeZone, Utc};
 use common::TestDb;
 use credential_store::{
-    CipherFormat, CredentialRepository, CredentialStore, CredentialUpdate, Database, Error, Field,
-    KeyUsage, Keyring, NewUserAccount, NewUserCredential, Patch, RotationProgress, Rule, Unit,
-    UserAccount, UserCredential,
+    AccountScope, CipherFormat, CredentialStore, CredentialUpdate, Database, Error, Field,
+    KeyUsage, Keyring, NewUserAccount, NewUserCredential, Patch, Rule, Unit, UserAccount,
+    UserCredential,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
@@ -846,10 +846,10 @@ struct Row {
 }
 
 impl Row {
-    fn owned_by(&self, account: &UserAccount) -> bool {
+    fn owned_by(&self, account: &AccountScope) -> bool {
         !self.deleted
-            && self.stored.user_account_id == account.id
-            && self.stored.user_id == account.user_id
+            && self.stored.user_account_id == account.id()
+            && self.stored.user_id == account.user_id()
     }
 }
 
@@ -896,26 +896,18 @@ impl Model {
         }
     }
 
-    fn account(&self, acct: Acct) -> UserAccount {
+    fn account(&self, acct: Acct) -> AccountScope {
         let n = self.accounts.len();
         match acct {
-            Acct::Nth(i) if n > 0 => self.accounts[i as usize % n].clone(),
-            Acct::Forged(i) if n > 0 => UserAccount {
-                user_id: FORGED_USER.into(),
-                ..self.accounts[i as usize % n].clone()
-            },
-            _ => UserAccount {
-                id: GHOST_ACCOUNT,
-                user_id: "auth0|ghost".into(),
-                account_name: "Ghost".into(),
-                is_active: true,
-                created_at: Exp::Past.at().unwrap(),
-                updated_at: Exp::Past.at().unwrap(),
-            },
+            Acct::Nth(i) if n > 0 => self.accounts[i as usize % n].scope().clone(),
+            Acct::Forged(i) if n > 0 => {
+                AccountScope::new(FORGED_USER, self.accounts[i as usize % n].id()).unwrap()
+            }
+            _ => AccountScope::new("auth0|ghost", GHOST_ACCOUNT).unwrap(),
         }
     }
 
-    fn credential_id(&self, account: &UserAccount, cred: Cred) -> Uuid {
+    fn credential_id(&self, account: &AccountScope, cred: Cred) -> Uuid {
         let pick = |ids: Vec<Uuid>, i: u8| match ids.len() {
             0 => UNKNOWN_CREDENTIAL,
             n => ids[i as usize % n],
@@ -924,7 +916,7 @@ impl Model {
             Cred::Own(i) => pick(
                 self.rows
                     .iter()
-                    .filter(|r| r.stored.user_account_id == account.id)
+                    .filter(|r| r.stored.user_account_id == account.id())
                     .map(|r| r.stored.id)
                     .collect(),
                 i,
@@ -935,7 +927,7 @@ impl Model {
     }
 
     /// The account's credentials, newest first.
-    fn visible(&self, account: &UserAccount) -> Vec<UserCredential> {
+    fn visible(&self, account: &AccountScope) -> Vec<UserCredential> {
         self.rows
             .iter()
             .rev()
@@ -944,17 +936,17 @@ impl Model {
             .collect()
     }
 
-    fn row_index(&self, account: &UserAccount, id: Uuid) -> Result<usize, Failure> {
+    fn row_index(&self, account: &AccountScope, id: Uuid) -> Result<usize, Failure> {
         self.rows
             .iter()
             .position(|r| r.stored.id == id && r.owned_by(account))
             .ok_or(Failure::CredentialNotFound {
-                account: account.id,
+                account: account.id(),
                 credential: id,
             })
     }
 
-    /// Whether the keyring opens a ciphertext; the error `credential_keys` gives if not.
+    /// Whether the keyring opens a ciphertext; the error `keys` gives if not.
     fn open(&self, id: Uuid, field: Field, origin: Origin) -> Result<(), Failure> {
         if self.ring.contains(&origin.key) {
             Ok(())
@@ -966,17 +958,19 @@ impl Model {
     }
 
     /// The insert's account check: the store reads the account by id.
-    fn owner(&self, account: &UserAccount) -> Result<(), Failure> {
-        match self.accounts.iter().find(|a| a.id == account.id) {
-            None => Err(Failure::UnknownAccount(account.id)),
+    fn owner(&self, account: &AccountScope) -> Result<(), Failure> {
+        match self.accounts.iter().find(|a| a.id() == account.id()) {
+            None => Err(Failure::UnknownAccount(account.id())),
             // Another user's account is answered as an unknown one.
-            Some(a) if a.user_id != account.user_id => Err(Failure::UnknownAccount(account.id)),
+            Some(a) if a.user_id() != account.user_id() => {
+                Err(Failure::UnknownAccount(account.id()))
+            }
             Some(_) => Ok(()),
         }
     }
 
-    /// What `key_usage` reports.
-    fn key_usage(&self) -> Vec<KeyUsage> {
+    /// What `key_usage` reports, as [`usage`] gives it.
+    fn key_usage(&self) -> Vec<Usage> {
         // The store writes sealed version 2; Fernet has no version.
         let mut counts: BTreeMap<(CipherFormat, Option<u8>, Option<String>), u64> = BTreeMap::new();
         let entry = |o: Origin| match o.format {
@@ -986,6 +980,7 @@ impl Model {
                 None,
                 self.ring.contains(&o.key).then(|| key_id(o.key)),
             ),
+            other => panic!("a format the model does not write: {other}"),
         };
         for row in self.rows.iter().filter(|r| !r.deleted) {
             let (api, secret) = (entry(row.api_origin), entry(row.secret_origin));
@@ -996,17 +991,26 @@ impl Model {
         }
         counts
             .into_iter()
-            .map(|((format, version, key_id), credentials)| KeyUsage {
-                in_keyring: key_id
+            .map(|((format, version, key_id), credentials)| {
+                let in_keyring = key_id
                     .as_deref()
-                    .is_some_and(|id| self.ring.iter().any(|&k| self::key_id(k) == id)),
-                format,
-                version,
-                key_id,
-                credentials,
+                    .is_some_and(|id| self.ring.iter().any(|&k| self::key_id(k) == id));
+                (format, version, key_id, in_keyring, credentials)
             })
             .collect()
     }
+}
+
+/// One row of `key_usage`, field by field (the report is `#[non_exhaustive]`).
+type Usage = (CipherFormat, Option<u8>, Option<String>, bool, u64);
+
+/// The fields of the store's key usage report that the model predicts.
+fn usage(report: credential_store::Result<Vec<KeyUsage>>) -> credential_store::Result<Vec<Usage>> {
+    report.map(|rows| {
+        rows.into_iter()
+            .map(|k| (k.format, k.version, k.key_id, k.in_keyring, k.credentials))
+            .collect()
+    })
 }
 
 /// A validated credential to insert, as the model expects it stored.
@@ -1062,23 +1066,20 @@ impl Case {
             Op::CreateAccount { user, name } => {
                 let expected = user.check().and_then(|user_id| {
                     let account_name = name.check()?;
-                    if model.accounts.iter().any(|a| a.user_id == user_id) {
+                    if model.accounts.iter().any(|a| a.user_id() == user_id) {
                         return Err(Failure::AccountExists(user_id.into()));
                     }
                     Ok((user_id, account_name))
                 });
-                let actual = store.create_account(&NewUserAccount {
-                    user_id: user.text(),
-                    account_name: name.text(),
-                });
+                let actual = store.create_account(&NewUserAccount::new(user.text(), name.text()));
                 match (actual, expected) {
                     (Ok(account), Ok((user_id, account_name))) => {
                         OUTCOME.with(|o| o.set("Ok"));
-                        prop_assert_eq!(&account.user_id, user_id);
-                        prop_assert_eq!(&account.account_name, account_name);
-                        prop_assert!(account.is_active);
-                        prop_assert_eq!(account.created_at, account.updated_at);
-                        prop_assert!(model.accounts.iter().all(|a| a.id != account.id));
+                        prop_assert_eq!(account.user_id(), user_id);
+                        prop_assert_eq!(account.account_name(), account_name);
+                        prop_assert!(account.is_active());
+                        prop_assert_eq!(account.created_at(), account.updated_at());
+                        prop_assert!(model.accounts.iter().all(|a| a.id() != account.id()));
                         self.model.accounts.push(account);
                     }
                     (actual, expected) => same(actual.map(|_| ()), expected.map(|_| ()))?,
@@ -1090,17 +1091,17 @@ impl Case {
                     model
                         .accounts
                         .iter()
-                        .find(|a| a.id == account.id && a.user_id == user_id)
+                        .find(|a| a.id() == account.id() && a.user_id() == user_id)
                         .cloned()
                 });
-                same(store.account(user.text(), account.id), expected)?;
+                same(store.account(user.text(), account.id()), expected)?;
             }
             Op::AccountByUserId { user } => {
                 let expected = user.check().map(|user_id| {
                     model
                         .accounts
                         .iter()
-                        .find(|a| a.user_id == user_id)
+                        .find(|a| a.user_id() == user_id)
                         .cloned()
                 });
                 same(store.account_by_user_id(user.text()), expected)?;
@@ -1150,10 +1151,7 @@ impl Case {
             }
             Op::List { acct } => {
                 let account = model.account(*acct);
-                same(
-                    store.list_credentials(&account),
-                    Ok(model.visible(&account)),
-                )?;
+                same(store.credentials(&account), Ok(model.visible(&account)))?;
             }
             Op::FindByType { acct, ty } => {
                 let account = model.account(*acct);
@@ -1164,12 +1162,15 @@ impl Case {
                         .filter(|c| c.credential_type == t)
                         .collect::<Vec<_>>()
                 });
-                same(store.find_by_type(&account, ty.text()), expected)?;
+                same(store.credentials_by_type(&account, ty.text()), expected)?;
             }
             Op::FindByNickname { acct, nick } => {
                 let account = model.account(*acct);
                 let expected = nick.check().map(|n| with_nickname(model, &account, &n));
-                same(store.find_by_nickname(&account, &nick.text()), expected)?;
+                same(
+                    store.credentials_by_nickname(&account, &nick.text()),
+                    expected,
+                )?;
             }
             Op::FindOneByNickname { acct, nick } => {
                 let account = model.account(*acct);
@@ -1178,13 +1179,16 @@ impl Case {
                     match found.len() {
                         0 | 1 => Ok(found.pop()),
                         matches => Err(Failure::AmbiguousNickname {
-                            account: account.id,
+                            account: account.id(),
                             nickname: n,
                             matches,
                         }),
                     }
                 });
-                same(store.find_one_by_nickname(&account, &nick.text()), expected)?;
+                same(
+                    store.credential_by_nickname(&account, &nick.text()),
+                    expected,
+                )?;
             }
             Op::Update {
                 acct,
@@ -1219,7 +1223,7 @@ impl Case {
                     model.open(id, Field::SecretKey, row.secret_origin)?;
                     Ok((row.api.clone(), row.secret.clone()))
                 });
-                let actual = store.credential_keys(&account, id).map(|k| {
+                let actual = store.keys(&account, id).map(|k| {
                     (
                         k.api_key().expose_secret().to_owned(),
                         k.secret_key().expose_secret().to_owned(),
@@ -1276,7 +1280,10 @@ impl Case {
                     CredentialStore::new(self.db.clone(), model.keyring()).with_format(*format);
             }
             Op::Rotate { batch } => self.rotate(*batch)?,
-            Op::KeyUsage => same(store.maintenance().key_usage(), Ok(model.key_usage()))?,
+            Op::KeyUsage => same(
+                usage(store.maintenance().key_usage()),
+                Ok(model.key_usage()),
+            )?,
         }
         Ok(())
     }
@@ -1284,7 +1291,7 @@ impl Case {
     /// Checks an insert's result against the model, and records the new rows.
     fn inserted(
         &mut self,
-        account: &UserAccount,
+        account: &AccountScope,
         actual: Result<Vec<UserCredential>, Error>,
         expected: Result<Vec<Pending>, Failure>,
     ) -> Result<(), TestCaseError> {
@@ -1305,18 +1312,24 @@ impl Case {
                 self.model.rows.iter().all(|r| r.stored.id != row.id),
                 "a new credential got an existing id"
             );
-            let expected = UserCredential {
-                id: row.id,
-                user_account_id: account.id,
-                user_id: account.user_id.clone(),
-                credential_type: p.credential_type,
-                nickname: Some(p.nickname),
-                is_active: p.active,
-                expires_at: p.expires_at,
-                created_at: row.created_at,
-                updated_at: row.updated_at,
-            };
-            prop_assert_eq!(&row, &expected);
+            prop_assert_eq!(
+                (
+                    row.user_account_id,
+                    row.user_id.as_str(),
+                    row.credential_type.as_str(),
+                    row.nickname.as_deref(),
+                    row.is_active,
+                    row.expires_at,
+                ),
+                (
+                    account.id(),
+                    account.user_id(),
+                    p.credential_type.as_str(),
+                    Some(p.nickname.as_str()),
+                    p.active,
+                    p.expires_at,
+                )
+            );
             self.model.rows.push(Row {
                 stored: row,
                 api: p.api,
@@ -1359,23 +1372,22 @@ impl Case {
             let index = model.row_index(&account, id)?;
             Ok((index, nickname, api, secret))
         })();
-        let update = CredentialUpdate {
-            nickname: match nick {
-                Change::Keep => Patch::Keep,
-                Change::Set(n) => Patch::Set(n.text()),
-                Change::Clear => Patch::Clear,
+        let mut update = CredentialUpdate::default();
+        update.nickname = match nick {
+            Change::Keep => Patch::Keep,
+            Change::Set(n) => Patch::Set(n.text()),
+            Change::Clear => Patch::Clear,
+        };
+        update.api_key = api.map(|k| k.secret(Field::ApiKey));
+        update.secret_key = secret.map(|k| k.secret(Field::SecretKey));
+        update.is_active = active;
+        update.expires_at = match expires {
+            Change::Keep => Patch::Keep,
+            Change::Set(e) => match e.at() {
+                Some(at) => Patch::Set(at),
+                None => Patch::Clear,
             },
-            api_key: api.map(|k| k.secret(Field::ApiKey)),
-            secret_key: secret.map(|k| k.secret(Field::SecretKey)),
-            is_active: active,
-            expires_at: match expires {
-                Change::Keep => Patch::Keep,
-                Change::Set(e) => match e.at() {
-                    Some(at) => Patch::Set(at),
-                    None => Patch::Clear,
-                },
-                Change::Clear => Patch::Clear,
-            },
+            Change::Clear => Patch::Clear,
         };
         let actual = self.store.update_credential(&account, id, &update);
         let (updated, (index, nickname, api, secret)) = match (actual, expected) {
@@ -1422,7 +1434,10 @@ impl Case {
         let actual = self
             .store
             .maintenance()
-            .rotate_keys(batch.size(), &mut |p| progress.push(*p));
+            .rotate_keys(batch.size(), &mut |p| {
+                progress.push((p.scanned, p.total, p.rewritten))
+            })
+            .map(|p| (p.scanned, p.total, p.rewritten));
         let model = &self.model;
         let size = match batch.check() {
             Ok(size) => size,
@@ -1459,25 +1474,17 @@ impl Case {
                 }
             }
             scanned += chunk.len() as u64;
-            reports.push(RotationProgress {
-                scanned,
-                total,
-                rewritten,
-            });
+            reports.push((scanned, total, rewritten));
         }
         let expected = if failures.is_empty() {
-            Ok(RotationProgress {
-                scanned,
-                total,
-                rewritten,
-            })
+            Ok((scanned, total, rewritten))
         } else {
             Err(Failure::RotationIncomplete {
                 rewritten,
                 failures,
             })
         };
-        let rewrote = matches!(&expected, Ok(p) if p.rewritten > 0);
+        let rewrote = matches!(&expected, Ok((_, _, rewritten)) if *rewritten > 0);
         same(actual, expected)?;
         if rewrote {
             OUTCOME.with(|o| o.set("Ok (rows rewritten)"));
@@ -1494,12 +1501,12 @@ impl Case {
     fn final_check(&self) -> Result<(), TestCaseError> {
         for account in &self.model.accounts {
             same(
-                self.store.list_credentials(account),
-                Ok(self.model.visible(account)),
+                self.store.credentials(account),
+                Ok(self.model.visible(account.scope())),
             )?;
         }
         same(
-            self.store.maintenance().key_usage(),
+            usage(self.store.maintenance().key_usage()),
             Ok(self.model.key_usage()),
         )
     }
@@ -1517,7 +1524,7 @@ fn to_new<'a>(new: &'a New, nickname: Option<&'a str>) -> NewUserCredential<'a> 
     credential
 }
 
-fn with_nickname(model: &Model, account: &UserAccount, nickname: &str) -> Vec<UserCredential> {
+fn with_nickname(model: &Model, account: &AccountScope, nickname: &str) -> Vec<UserCredential> {
     model
         .visible(account)
         .into_iter()

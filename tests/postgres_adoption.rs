@@ -14,7 +14,7 @@ mod common;
 
 use common::{RoleGuard, TestDb};
 use credential_store::{
-    CipherFormat, CredentialRepository, CredentialStore, Database, Error, Keyring, NewUserAccount,
+    AccountScope, CipherFormat, CredentialStore, Database, Error, Keyring, NewUserAccount,
     NewUserCredential, UserAccount,
 };
 use diesel::connection::SimpleConnection;
@@ -270,28 +270,26 @@ fn three_starting_points_converge() {
         .expect("look up Alice")
         .expect("Alice's account survived adoption");
     let paper = store
-        .find_by_type(&alice, "alpaca_paper")
-        .expect("find_by_type");
+        .credentials_by_type(&alice, "alpaca_paper")
+        .expect("credentials_by_type");
     assert_eq!(
         paper.len(),
         2,
         "step-3 database: both of Alice's alpaca_paper credentials are kept: {paper:?}"
     );
     let swing = store
-        .find_one_by_nickname(&alice, "Swing (caf\u{e9})")
+        .credential_by_nickname(&alice, "Swing (caf\u{e9})")
         .expect("a custom nickname is not ambiguous")
         .expect("the custom nickname written by the existing system is found");
-    let keys = store
-        .credential_keys(&alice, swing.id)
-        .expect("decrypt Swing");
+    let keys = store.keys(&alice, swing.id).expect("decrypt Swing");
     assert_eq!(keys.api_key().expose_secret(), "PKALICEPAPER0002");
     let momentum = store
-        .find_one_by_nickname(&alice, "Momentum")
+        .credential_by_nickname(&alice, "Momentum")
         .expect("lookup by a renamed nickname")
         .expect("the renamed credential is found by its new nickname");
     assert_eq!(
         store
-            .credential_keys(&alice, momentum.id)
+            .keys(&alice, momentum.id)
             .expect("decrypt Momentum")
             .api_key()
             .expose_secret(),
@@ -299,7 +297,7 @@ fn three_starting_points_converge() {
     );
     assert!(
         store
-            .find_by_nickname(&alice, "alpaca_paper")
+            .credentials_by_nickname(&alice, "alpaca_paper")
             .expect("lookup")
             .is_empty(),
         "the renamed credential no longer answers to its old, backfilled nickname"
@@ -380,15 +378,13 @@ fn assert_adopted(label: &str, db: &TestDb, python_key: &str, expected: &[Seen])
             .account_by_user_id(user_id)
             .unwrap_or_else(|e| panic!("{label}: look up {user_id}: {e}"))
             .unwrap_or_else(|| panic!("{label}: the account of {user_id} is visible to the crate"));
-        for credential in store.list_credentials(&account).expect("list_credentials") {
-            let keys = store
-                .credential_keys(&account, credential.id)
-                .unwrap_or_else(|e| {
-                    panic!(
+        for credential in store.credentials(&account).expect("credentials") {
+            let keys = store.keys(&account, credential.id).unwrap_or_else(|e| {
+                panic!(
                     "{label}: credential {} ({}) of {user_id} decrypts with the Python key: {e}",
                     credential.id, credential.credential_type
                 )
-                });
+            });
             seen.push(Seen {
                 user_id: credential.user_id.clone(),
                 credential_type: credential.credential_type.clone(),
@@ -471,10 +467,7 @@ fn python_and_crate_read_each_others_tokens() {
     let store = CredentialStore::new(db.database(), python_keyring(&crate_key))
         .with_format(CipherFormat::Fernet);
     let account = store
-        .create_account(&NewUserAccount {
-            user_id: ALICE,
-            account_name: "Alice",
-        })
+        .create_account(&NewUserAccount::new(ALICE, "Alice"))
         .expect("create account");
 
     // Crate → Python.
@@ -523,8 +516,8 @@ fn python_and_crate_read_each_others_tokens() {
             "INSERT INTO user_credentials \
                  (id, user_account_id, user_id, credential_type, nickname, api_key, secret_key) \
              VALUES ('{id}', '{}', {}, '{credential_type}', 'from python', {}, {})",
-            account.id,
-            literal(&account.user_id),
+            account.id(),
+            literal(account.user_id()),
             literal(&pair[0]),
             literal(&pair[1]),
         ));
@@ -547,7 +540,7 @@ fn python_and_crate_read_each_others_tokens() {
     ] {
         for (id, (api_key, secret_key)) in python_rows.iter().zip(expected) {
             let keys = store
-                .credential_keys(&account, *id)
+                .keys(&account, *id)
                 .unwrap_or_else(|e| panic!("a keyring of {label} reads Python's token: {e}"));
             assert_eq!(
                 keys.api_key().expose_secret(),
@@ -566,7 +559,7 @@ fn python_and_crate_read_each_others_tokens() {
         db.database(),
         Keyring::from_fernet_keys([new_key]).expect("keyring"),
     );
-    match new_only.credential_keys(&account, python_rows[0]) {
+    match new_only.keys(&account, python_rows[0]) {
         Err(Error::Decryption { credential_id, .. }) => assert_eq!(credential_id, python_rows[0]),
         other => panic!("a keyring without the Python key must refuse its token, got {other:?}"),
     }
@@ -619,10 +612,7 @@ fn crate_works_as_an_ordinary_role_under_forced_rls() {
     let mut accounts: Vec<(UserAccount, Vec<Uuid>)> = Vec::new();
     for (user_id, prefix) in [(ALICE, "ALICE"), (BOB, "BOB")] {
         let account = store
-            .create_account(&NewUserAccount {
-                user_id,
-                account_name: prefix,
-            })
+            .create_account(&NewUserAccount::new(user_id, prefix))
             .unwrap_or_else(|e| panic!("create_account for {user_id} as the service role: {e}"));
         let mut ids = Vec::new();
         for (credential_type, nickname) in [("alpaca_paper", "Main"), ("alpaca_live", "Live")] {
@@ -646,15 +636,15 @@ fn crate_works_as_an_ordinary_role_under_forced_rls() {
     );
 
     for (account, ids) in &accounts {
-        let user = account.user_id.as_str();
+        let user = account.user_id();
         let found = store
             .account_by_user_id(user)
             .expect("account_by_user_id")
             .unwrap_or_else(|| panic!("{user} sees their own account"));
         assert_eq!(&found, account);
         let listed: BTreeSet<Uuid> = store
-            .list_credentials(account)
-            .expect("list_credentials")
+            .credentials(account)
+            .expect("credentials")
             .iter()
             .map(|c| c.id)
             .collect();
@@ -664,30 +654,28 @@ fn crate_works_as_an_ordinary_role_under_forced_rls() {
             "{user} lists exactly their own credentials"
         );
         let main = store
-            .find_one_by_nickname(account, "Main")
+            .credential_by_nickname(account, "Main")
             .expect("\"Main\" is not ambiguous within one account, though both users use it")
             .unwrap_or_else(|| panic!("{user} finds their \"Main\" credential"));
         assert_eq!(main.id, ids[0], "{user}'s \"Main\" is their own");
         assert_eq!(
             store
-                .find_by_nickname(account, "Main")
-                .expect("find_by_nickname")
+                .credentials_by_nickname(account, "Main")
+                .expect("credentials_by_nickname")
                 .len(),
             1
         );
         assert_eq!(
             store
-                .find_by_type(account, "alpaca_live")
-                .expect("find_by_type")
+                .credentials_by_type(account, "alpaca_live")
+                .expect("credentials_by_type")
                 .len(),
             1
         );
-        let keys = store
-            .credential_keys(account, main.id)
-            .expect("credential_keys");
+        let keys = store.keys(account, main.id).expect("keys");
         assert_eq!(
             keys.api_key().expose_secret(),
-            format!("PK{}alpaca_paper", account.account_name),
+            format!("PK{}alpaca_paper", account.account_name()),
             "{user} decrypts their own key"
         );
     }
@@ -695,17 +683,14 @@ fn crate_works_as_an_ordinary_role_under_forced_rls() {
     // One user's calls never reach the other's rows, even with the other's ids.
     let (alice, alice_ids) = &accounts[0];
     let (bob, bob_ids) = &accounts[1];
-    match store.credential_keys(alice, bob_ids[0]) {
+    match store.keys(alice, bob_ids[0]) {
         Err(Error::CredentialNotFound { .. }) => {}
         other => panic!("Alice must not read Bob's credential by id, got {other:?}"),
     }
-    let forged = UserAccount {
-        id: bob.id,
-        ..alice.clone()
-    };
+    let forged = AccountScope::new(alice.user_id(), bob.id()).unwrap();
     assert!(
         store
-            .list_credentials(&forged)
+            .credentials(&forged)
             .expect("list with a forged account")
             .is_empty(),
         "Bob's account id under Alice's user id shows nothing"
@@ -738,7 +723,7 @@ fn crate_works_as_an_ordinary_role_under_forced_rls() {
     );
     raw.batch_execute(&format!(
         "SELECT set_config('app.current_user_id', {}, false)",
-        literal(&alice.user_id)
+        literal(alice.user_id())
     ))
     .expect("set the context");
     assert_eq!(
@@ -792,10 +777,7 @@ fn migrations_are_idempotent_when_rerun_without_bookkeeping() {
     let db = TestDb::postgres();
     let store = db.store();
     let account = store
-        .create_account(&NewUserAccount {
-            user_id: ALICE,
-            account_name: "Alice",
-        })
+        .create_account(&NewUserAccount::new(ALICE, "Alice"))
         .expect("create account");
     let credential = store
         .insert_credential(
@@ -819,11 +801,11 @@ fn migrations_are_idempotent_when_rerun_without_bookkeeping() {
         &schema_dump(&db),
     );
     let keys = store
-        .credential_keys(&account, credential.id)
+        .keys(&account, credential.id)
         .expect("the credential survived");
     assert_eq!(keys.api_key().expose_secret(), "PKRERUN");
     assert_eq!(
-        store.list_credentials(&account).expect("list")[0]
+        store.credentials(&account).expect("list")[0]
             .nickname
             .as_deref(),
         Some("alpaca_paper")

@@ -4,9 +4,7 @@
 mod common;
 
 use common::TestDb;
-use credential_store::{
-    Backend, CredentialRepository, CredentialStore, Database, DatabaseOptions, UserAccount,
-};
+use credential_store::{Backend, CredentialStore, Database, DatabaseOptions, UserAccount};
 use diesel::connection::SimpleConnection;
 use diesel::connection::{set_default_instrumentation, Instrumentation, InstrumentationEvent};
 use diesel::prelude::*;
@@ -145,10 +143,7 @@ fn check(db: &TestDb) {
     db.database().run_migrations().unwrap();
     populate(db);
     // One pooled connection, so "prepared once per connection" is "prepared once".
-    let options = DatabaseOptions {
-        max_connections: 1,
-        ..Default::default()
-    };
+    let options = DatabaseOptions::default().max_connections(1);
     let store = CredentialStore::new(
         Database::open_with(&db.url, &options).unwrap(),
         common::test_keyring(),
@@ -165,11 +160,14 @@ fn check(db: &TestDb) {
         .collect();
     for (i, account) in accounts.iter().enumerate() {
         let found = store
-            .find_one_by_nickname(account, &format!("bot-{}", i % PER_ACCOUNT))
+            .credential_by_nickname(account, &format!("bot-{}", i % PER_ACCOUNT))
             .unwrap();
-        assert_eq!(found.map(|c| c.user_account_id), Some(account.id));
-        assert_eq!(store.find_by_type(account, "type_1").unwrap().len(), 3);
-        assert_eq!(store.list_credentials(account).unwrap().len(), PER_ACCOUNT);
+        assert_eq!(found.map(|c| c.user_account_id), Some(account.id()));
+        assert_eq!(
+            store.credentials_by_type(account, "type_1").unwrap().len(),
+            3
+        );
+        assert_eq!(store.credentials(account).unwrap().len(), PER_ACCOUNT);
     }
 
     let events = EVENTS.lock().unwrap().clone();

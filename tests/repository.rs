@@ -6,8 +6,8 @@ mod common;
 use chrono::{Duration, Utc};
 use common::{test_key, test_keyring, TestDb};
 use credential_store::{
-    CipherFormat, CredentialRepository, CredentialStore, CredentialUpdate, Error, Field, Keyring,
-    NewUserAccount, NewUserCredential, Patch, Rule, UserAccount,
+    AccountScope, CipherFormat, CredentialStore, CredentialUpdate, Error, Field, Keyring,
+    NewUserAccount, NewUserCredential, Rule, UserAccount,
 };
 use secrecy::ExposeSecret;
 use uuid::Uuid;
@@ -37,10 +37,7 @@ fn main() {
 
 fn account(store: &CredentialStore, user_id: &str) -> UserAccount {
     store
-        .create_account(&NewUserAccount {
-            user_id,
-            account_name: "Trading account",
-        })
+        .create_account(&NewUserAccount::new(user_id, "Trading account"))
         .expect("create account")
 }
 
@@ -53,24 +50,21 @@ fn paper<'a>(nickname: Option<&'a str>, api_key: &str) -> NewUserCredential<'a> 
 on_both_backends!(accounts_are_created_and_found, |db| {
     let store = db.store();
     let created = account(&store, "auth0|alice");
-    assert_eq!(created.user_id, "auth0|alice");
-    assert!(created.is_active);
+    assert_eq!(created.user_id(), "auth0|alice");
+    assert!(created.is_active());
     assert_eq!(
         store.account_by_user_id("auth0|alice").unwrap(),
         Some(created.clone())
     );
     assert_eq!(
-        store.account("auth0|alice", created.id).unwrap(),
+        store.account("auth0|alice", created.id()).unwrap(),
         Some(created.clone())
     );
     // The id alone is not enough: the account must belong to the user named.
-    assert_eq!(store.account("auth0|mallory", created.id).unwrap(), None);
+    assert_eq!(store.account("auth0|mallory", created.id()).unwrap(), None);
     assert_eq!(store.account_by_user_id("auth0|nobody").unwrap(), None);
 
-    let again = store.create_account(&NewUserAccount {
-        user_id: "auth0|alice",
-        account_name: "Second",
-    });
+    let again = store.create_account(&NewUserAccount::new("auth0|alice", "Second"));
     assert!(
         matches!(again, Err(Error::AccountExists { ref user_id }) if user_id == "auth0|alice"),
         "{again:?}"
@@ -80,35 +74,12 @@ on_both_backends!(accounts_are_created_and_found, |db| {
 
 on_both_backends!(account_input_is_validated, |db| {
     let store = db.store();
+    let long_name = "n".repeat(256);
     let refused = [
-        (
-            NewUserAccount {
-                user_id: "",
-                account_name: "x",
-            },
-            Field::UserId,
-        ),
-        (
-            NewUserAccount {
-                user_id: "a\0b",
-                account_name: "x",
-            },
-            Field::UserId,
-        ),
-        (
-            NewUserAccount {
-                user_id: "ok",
-                account_name: "   ",
-            },
-            Field::AccountName,
-        ),
-        (
-            NewUserAccount {
-                user_id: "ok",
-                account_name: &"n".repeat(256),
-            },
-            Field::AccountName,
-        ),
+        (NewUserAccount::new("", "x"), Field::UserId),
+        (NewUserAccount::new("a\0b", "x"), Field::UserId),
+        (NewUserAccount::new("ok", "   "), Field::AccountName),
+        (NewUserAccount::new("ok", &long_name), Field::AccountName),
     ];
     for (new, expected) in refused {
         match store.create_account(&new) {
@@ -118,12 +89,9 @@ on_both_backends!(account_input_is_validated, |db| {
     }
     assert_eq!(db.count("user_accounts"), 0);
     let name = store
-        .create_account(&NewUserAccount {
-            user_id: "ok",
-            account_name: "  Cafe\u{301} ",
-        })
+        .create_account(&NewUserAccount::new("ok", "  Cafe\u{301} "))
         .unwrap();
-    assert_eq!(name.account_name, "Caf\u{e9}");
+    assert_eq!(name.account_name(), "Caf\u{e9}");
 });
 
 on_both_backends!(insert_copies_the_user_and_defaults_the_nickname, |db| {
@@ -140,15 +108,15 @@ on_both_backends!(insert_copies_the_user_and_defaults_the_nickname, |db| {
     assert_eq!(unnamed.nickname.as_deref(), Some("alpaca_paper"));
     assert_eq!(blank.nickname.as_deref(), Some("alpaca_paper"));
     for credential in [&named, &unnamed, &blank] {
-        assert_eq!(credential.user_id, acct.user_id);
-        assert_eq!(credential.user_account_id, acct.id);
+        assert_eq!(credential.user_id, acct.user_id());
+        assert_eq!(credential.user_account_id, acct.id());
         assert!(credential.is_active);
         assert_eq!(
             store.credential(&acct, credential.id).unwrap().as_ref(),
             Some(credential)
         );
     }
-    let keys = store.credential_keys(&acct, named.id).unwrap();
+    let keys = store.keys(&acct, named.id).unwrap();
     assert_eq!(keys.api_key().expose_secret(), "PK1");
     assert_eq!(keys.secret_key().expose_secret(), "secret-PK1");
 });
@@ -195,7 +163,7 @@ on_both_backends!(lookups_by_type_and_nickname, |db| {
         .unwrap();
 
     let listed: Vec<Uuid> = store
-        .list_credentials(&acct)
+        .credentials(&acct)
         .unwrap()
         .iter()
         .map(|c| c.id)
@@ -203,43 +171,46 @@ on_both_backends!(lookups_by_type_and_nickname, |db| {
     assert_eq!(listed, [live.id, swing.id, momentum.id], "newest first");
 
     let papers: Vec<Uuid> = store
-        .find_by_type(&acct, "alpaca_paper")
+        .credentials_by_type(&acct, "alpaca_paper")
         .unwrap()
         .iter()
         .map(|c| c.id)
         .collect();
     assert_eq!(papers, [swing.id, momentum.id]);
-    assert!(store.find_by_type(&acct, "polygon").unwrap().is_empty());
+    assert!(store
+        .credentials_by_type(&acct, "polygon")
+        .unwrap()
+        .is_empty());
 
     assert_eq!(
         store
-            .find_one_by_nickname(&acct, "Swing")
+            .credential_by_nickname(&acct, "Swing")
             .unwrap()
             .map(|c| c.id),
         Some(swing.id)
     );
     assert_eq!(
         store
-            .find_one_by_nickname(&acct, " Swing ")
+            .credential_by_nickname(&acct, " Swing ")
             .unwrap()
             .map(|c| c.id),
         Some(swing.id)
     );
     assert_eq!(
         store
-            .find_one_by_nickname(&acct, "alpaca_live")
+            .credential_by_nickname(&acct, "alpaca_live")
             .unwrap()
             .map(|c| c.id),
         Some(live.id)
     );
     assert_eq!(
-        store.find_one_by_nickname(&acct, "swing").unwrap(),
+        store.credential_by_nickname(&acct, "swing").unwrap(),
         None,
         "nicknames are case-sensitive"
     );
-    assert_eq!(store.find_one_by_nickname(&acct, "Nope").unwrap(), None);
+    assert_eq!(store.credential_by_nickname(&acct, "Nope").unwrap(), None);
     assert!(matches!(
-        store.find_by_nickname(&acct, "bad\nname"),
+        store.credentials_by_nickname(&acct, "bad\nname"),
         Err(Error::Invalid {
             field: Field::Nickname,
             rule: Rule::ControlCharacter { position: 3 }
@@ -264,14 +235,14 @@ on_both_backends!(a_shared_nickname_is_ambiguous_not_guessed, |db| {
         .unwrap();
 
     let all: Vec<Uuid> = store
-        .find_by_nickname(&acct, "Bot")
+        .credentials_by_nickname(&acct, "Bot")
         .unwrap()
         .iter()
         .map(|c| c.id)
         .collect();
     assert_eq!(all.len(), 3);
     assert!(all.contains(&first.id) && all.contains(&second.id));
-    match store.find_one_by_nickname(&acct, "Bot") {
+    match store.credential_by_nickname(&acct, "Bot") {
         Err(Error::AmbiguousNickname {
             nickname,
             matches,
@@ -279,13 +250,13 @@ on_both_backends!(a_shared_nickname_is_ambiguous_not_guessed, |db| {
         }) => {
             assert_eq!(
                 (nickname.as_str(), matches, account_id),
-                ("Bot", 3, acct.id)
+                ("Bot", 3, acct.id())
             );
         }
         other => panic!("expected ambiguity, got {other:?}"),
     }
     let message = store
-        .find_one_by_nickname(&acct, "Bot")
+        .credential_by_nickname(&acct, "Bot")
         .unwrap_err()
         .to_string();
     assert!(
@@ -304,14 +275,14 @@ on_both_backends!(nicknames_are_nfc_normalised_on_write_and_lookup, |db| {
     assert_eq!(stored.nickname.as_deref(), Some("Caf\u{e9}"));
     assert_eq!(
         store
-            .find_one_by_nickname(&acct, "Caf\u{e9}")
+            .credential_by_nickname(&acct, "Caf\u{e9}")
             .unwrap()
             .map(|c| c.id),
         Some(stored.id)
     );
     assert_eq!(
         store
-            .find_one_by_nickname(&acct, "Cafe\u{301}")
+            .credential_by_nickname(&acct, "Cafe\u{301}")
             .unwrap()
             .map(|c| c.id),
         Some(stored.id)
@@ -390,18 +361,12 @@ on_both_backends!(bad_credential_input_is_refused_and_changes_nothing, |db| {
 on_both_backends!(unknown_and_mismatched_accounts_are_refused, |db| {
     let store = db.store();
     let alice = account(&store, "auth0|alice");
-    let ghost = UserAccount {
-        id: Uuid::now_v7(),
-        ..alice.clone()
-    };
+    let ghost = AccountScope::new(alice.user_id(), Uuid::now_v7()).unwrap();
     assert!(matches!(
         store.insert_credential(&ghost, &paper(None, "PK")),
-        Err(Error::UnknownAccount { account_id }) if account_id == ghost.id
+        Err(Error::UnknownAccount { account_id }) if account_id == ghost.id()
     ));
-    let impostor = UserAccount {
-        user_id: "auth0|mallory".into(),
-        ..alice.clone()
-    };
+    let impostor = AccountScope::new("auth0|mallory", alice.id()).unwrap();
     match store.insert_credential(&impostor, &paper(None, "PK")) {
         // SQLite sees the account and names the mismatch; PostgreSQL's row-level
         // security already hides another user's account from this transaction.
@@ -409,9 +374,12 @@ on_both_backends!(unknown_and_mismatched_accounts_are_refused, |db| {
             account_id,
             user_id,
         }) => {
-            assert_eq!((account_id, user_id.as_str()), (alice.id, "auth0|mallory"));
+            assert_eq!(
+                (account_id, user_id.as_str()),
+                (alice.id(), "auth0|mallory")
+            );
         }
-        Err(Error::UnknownAccount { account_id }) => assert_eq!(account_id, alice.id),
+        Err(Error::UnknownAccount { account_id }) => assert_eq!(account_id, alice.id()),
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert_eq!(db.count("user_credentials"), 0);
@@ -429,21 +397,24 @@ on_both_backends!(no_call_reaches_another_accounts_rows, |db| {
         .unwrap();
 
     assert_eq!(store.credential(&bob, secret.id).unwrap(), None);
-    assert_eq!(store.list_credentials(&bob).unwrap().len(), 1);
-    assert_eq!(store.find_by_type(&bob, "alpaca_paper").unwrap().len(), 1);
+    assert_eq!(store.credentials(&bob).unwrap().len(), 1);
+    assert_eq!(
+        store
+            .credentials_by_type(&bob, "alpaca_paper")
+            .unwrap()
+            .len(),
+        1
+    );
     let bobs = store
-        .find_one_by_nickname(&bob, "Shared name")
+        .credential_by_nickname(&bob, "Shared name")
         .unwrap()
         .unwrap();
     assert_eq!(bobs.user_id, "auth0|bob");
     assert!(matches!(
-        store.credential_keys(&bob, secret.id),
+        store.keys(&bob, secret.id),
         Err(Error::CredentialNotFound { credential_id, .. }) if credential_id == secret.id
     ));
-    let steal = CredentialUpdate {
-        nickname: Patch::Set("mine now".into()),
-        ..Default::default()
-    };
+    let steal = CredentialUpdate::default().nickname("mine now");
     assert!(matches!(
         store.update_credential(&bob, secret.id, &steal),
         Err(Error::CredentialNotFound { .. })
@@ -454,18 +425,15 @@ on_both_backends!(no_call_reaches_another_accounts_rows, |db| {
     ));
 
     // A hand-built account value with Alice's id but Bob's user id sees nothing either.
-    let forged = UserAccount {
-        user_id: "auth0|bob".into(),
-        ..alice.clone()
-    };
-    assert!(store.list_credentials(&forged).unwrap().is_empty());
+    let forged = AccountScope::new("auth0|bob", alice.id()).unwrap();
+    assert!(store.credentials(&forged).unwrap().is_empty());
     assert_eq!(store.credential(&forged, secret.id).unwrap(), None);
 
     let untouched = store.credential(&alice, secret.id).unwrap().unwrap();
     assert_eq!(untouched, secret);
     assert_eq!(
         store
-            .credential_keys(&alice, secret.id)
+            .keys(&alice, secret.id)
             .unwrap()
             .api_key()
             .expose_secret(),
@@ -485,12 +453,10 @@ on_both_backends!(updates_set_keep_or_clear_each_field, |db| {
         .update_credential(
             &acct,
             original.id,
-            &CredentialUpdate {
-                nickname: Patch::Set(" Momentum v2 ".into()),
-                is_active: Some(false),
-                expires_at: Patch::Set(expiry),
-                ..Default::default()
-            },
+            &CredentialUpdate::default()
+                .nickname(" Momentum v2 ")
+                .active(false)
+                .expires_at(expiry),
         )
         .unwrap();
     assert_eq!(changed.nickname.as_deref(), Some("Momentum v2"));
@@ -522,19 +488,17 @@ on_both_backends!(updates_set_keep_or_clear_each_field, |db| {
         .update_credential(
             &acct,
             original.id,
-            &CredentialUpdate {
-                nickname: Patch::Clear,
-                expires_at: Patch::Clear,
-                is_active: Some(true),
-                ..Default::default()
-            },
+            &CredentialUpdate::default()
+                .clear_nickname()
+                .clear_expiry()
+                .active(true),
         )
         .unwrap();
     assert_eq!(
         (cleared.nickname, cleared.expires_at, cleared.is_active),
         (None, None, true)
     );
-    let keys = store.credential_keys(&acct, original.id).unwrap();
+    let keys = store.keys(&acct, original.id).unwrap();
     assert_eq!(
         (
             keys.api_key().expose_secret(),
@@ -545,19 +509,9 @@ on_both_backends!(updates_set_keep_or_clear_each_field, |db| {
 
     // Bad input is refused and changes nothing.
     for update in [
-        CredentialUpdate {
-            nickname: Patch::Set("  ".into()),
-            ..Default::default()
-        },
-        CredentialUpdate {
-            nickname: Patch::Set("x".repeat(256)),
-            ..Default::default()
-        },
-        CredentialUpdate {
-            is_active: Some(false),
-            ..Default::default()
-        }
-        .keys("", "s"),
+        CredentialUpdate::default().nickname("  "),
+        CredentialUpdate::default().nickname("x".repeat(256)),
+        CredentialUpdate::default().active(false).keys("", "s"),
     ] {
         assert!(matches!(
             store.update_credential(&acct, original.id, &update),
@@ -593,7 +547,7 @@ on_both_backends!(delete_removes_one_credential, |db| {
         .unwrap();
     store.delete_credential(&acct, gone.id).unwrap();
     assert_eq!(store.credential(&acct, gone.id).unwrap(), None);
-    assert_eq!(store.list_credentials(&acct).unwrap(), vec![kept]);
+    assert_eq!(store.credentials(&acct).unwrap(), vec![kept]);
     assert!(matches!(
         store.delete_credential(&acct, gone.id),
         Err(Error::CredentialNotFound { .. })
@@ -619,10 +573,10 @@ on_both_backends!(inactive_and_expired_credentials_give_no_keys, |db| {
         )
         .unwrap();
     assert!(matches!(
-        store.credential_keys(&acct, inactive.id),
+        store.keys(&acct, inactive.id),
         Err(Error::CredentialInactive { credential_id }) if credential_id == inactive.id
     ));
-    match store.credential_keys(&acct, expired.id) {
+    match store.keys(&acct, expired.id) {
         Err(Error::CredentialExpired {
             credential_id,
             expired_at,
@@ -634,7 +588,7 @@ on_both_backends!(inactive_and_expired_credentials_give_no_keys, |db| {
     }
     assert_eq!(
         store
-            .credential_keys(&acct, future.id)
+            .keys(&acct, future.id)
             .unwrap()
             .api_key()
             .expose_secret(),
@@ -658,7 +612,7 @@ on_both_backends!(wrong_key_and_corrupted_ciphertext_are_typed_errors, |db| {
 
         // The same key id over another key: nothing opens.
         let impostor = CredentialStore::new(db.database(), ring(&[format!("main:{}", test_key())]));
-        match impostor.credential_keys(&acct, credential.id) {
+        match impostor.keys(&acct, credential.id) {
             Err(Error::Decryption {
                 credential_id,
                 field,
@@ -670,7 +624,7 @@ on_both_backends!(wrong_key_and_corrupted_ciphertext_are_typed_errors, |db| {
         // Another key id: a sealed ciphertext names the key it needs.
         let stranger =
             CredentialStore::new(db.database(), ring(&[format!("other:{}", test_key())]));
-        match (format, stranger.credential_keys(&acct, credential.id)) {
+        match (format, stranger.keys(&acct, credential.id)) {
             (
                 CipherFormat::Sealed,
                 Err(Error::UnknownKey {
@@ -696,7 +650,7 @@ on_both_backends!(wrong_key_and_corrupted_ciphertext_are_typed_errors, |db| {
              || CASE WHEN substr(secret_key, 41, 1) = 'A' THEN 'B' ELSE 'A' END \
              || substr(secret_key, 42) WHERE user_id = '{user_id}'"
         ));
-        match store.credential_keys(&acct, credential.id) {
+        match store.keys(&acct, credential.id) {
             Err(
                 err @ Error::Decryption {
                     field: Field::SecretKey,
@@ -738,7 +692,7 @@ on_both_backends!(backfill_sets_missing_nicknames_once, |db| {
     db.execute("UPDATE user_credentials SET nickname = NULL WHERE nickname <> 'Keep me'");
     assert!(
         store
-            .list_credentials(&alice)
+            .credentials(&alice)
             .unwrap()
             .iter()
             .filter(|c| c.nickname.is_none())
@@ -821,7 +775,7 @@ fn the_sqlite_file_holds_no_plaintext() {
     assert!(found.is_empty(), "plaintext found: {found:?}");
     // The row is there, readable with the key: the search did look at real data.
     let store = CredentialStore::new(db.database(), test_keyring());
-    assert_eq!(store.list_credentials(&acct).unwrap().len(), 1);
+    assert_eq!(store.credentials(&acct).unwrap().len(), 1);
 }
 
 on_both_backends!(batch_inserts_are_all_or_nothing, |db| {
@@ -842,10 +796,13 @@ on_both_backends!(batch_inserts_are_all_or_nothing, |db| {
         );
     }
     let last = &stored[1499];
-    let keys = store.credential_keys(&acct, last.id).unwrap();
+    let keys = store.keys(&acct, last.id).unwrap();
     assert_eq!(keys.api_key().expose_secret(), "PKbot 1499");
     assert_eq!(
-        store.find_by_type(&acct, "alpaca_paper").unwrap().len(),
+        store
+            .credentials_by_type(&acct, "alpaca_paper")
+            .unwrap()
+            .len(),
         1500
     );
 
@@ -861,7 +818,10 @@ on_both_backends!(batch_inserts_are_all_or_nothing, |db| {
         })
     ));
     assert!(
-        store.find_by_type(&acct, "polygon").unwrap().is_empty(),
+        store
+            .credentials_by_type(&acct, "polygon")
+            .unwrap()
+            .is_empty(),
         "none of the batch"
     );
     assert!(store.insert_credentials(&acct, &[]).unwrap().is_empty());

@@ -17,8 +17,8 @@ mod common;
 
 use common::{RoleGuard, TestDb};
 use credential_store::{
-    CredentialRepository, CredentialStore, CredentialUpdate, Database, DatabaseOptions, Error,
-    Keyring, NewUserAccount, NewUserCredential, Patch, UserAccount, UserCredential,
+    AccountScope, CredentialStore, CredentialUpdate, Database, DatabaseOptions, Error, Keyring,
+    NewUserAccount, NewUserCredential, UserAccount, UserCredential,
 };
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -209,11 +209,11 @@ impl Seeded {
 
 fn seed(store: &CredentialStore, user_id: &str) -> Seeded {
     let account = store
-        .create_account(&NewUserAccount {
+        .create_account(&NewUserAccount::new(
             user_id,
             // The same display name for everyone: nothing may tell users apart by it.
-            account_name: "Trading",
-        })
+            "Trading",
+        ))
         .unwrap_or_else(|e| panic!("create_account for {user_id} as the service role: {e}"));
     let credentials = SEEDED
         .iter()
@@ -247,8 +247,8 @@ fn every_repository_method_stays_within_its_user() {
     assert_eq!(rls.all_rows().len(), 2 + 2 * SEEDED.len());
 
     for (me, victim) in [(&alice, &bob), (&bob, &alice)] {
-        let user = me.account.user_id.as_str();
-        let victim_user = victim.account.user_id.as_str();
+        let user = me.account.user_id();
+        let victim_user = victim.account.user_id();
         let victim_rows = rls.rows_of(victim_user);
         assert_eq!(victim_rows.len(), 1 + SEEDED.len());
 
@@ -259,30 +259,21 @@ fn every_repository_method_stays_within_its_user() {
         // and with forged accounts that mix my user id and the victim's account id
         // (and the reverse).
         let mine = &me.account;
-        let forged_id = UserAccount {
-            id: victim.account.id,
-            ..mine.clone()
-        };
-        let forged_user = UserAccount {
-            user_id: victim_user.to_owned(),
-            ..mine.clone()
-        };
+        let forged_id = AccountScope::new(mine.user_id(), victim.account.id()).unwrap();
+        let forged_user = AccountScope::new(victim_user, mine.id()).unwrap();
         let victim_ids: Vec<Uuid> = victim.credentials.iter().map(|c| c.id).collect();
 
-        match store.create_account(&NewUserAccount {
-            user_id: victim_user,
-            account_name: "Hijack",
-        }) {
+        match store.create_account(&NewUserAccount::new(victim_user, "Hijack")) {
             Err(Error::AccountExists { user_id }) => assert_eq!(user_id, victim_user),
             other => panic!("{user}: a second account for {victim_user}: {other:?}"),
         }
         assert_eq!(
-            store.account(user, victim.account.id).expect("account"),
+            store.account(user, victim.account.id()).expect("account"),
             None,
             "{user}: the victim's account id under my user id"
         );
         assert_eq!(
-            store.account(victim_user, mine.id).expect("account"),
+            store.account(victim_user, mine.id()).expect("account"),
             None,
             "{user}: my account id under the victim's user id"
         );
@@ -301,8 +292,8 @@ fn every_repository_method_stays_within_its_user() {
             );
         }
 
-        for account in [mine, &forged_id, &forged_user] {
-            let label = format!("{user} as {}/{}", account.user_id, account.id);
+        for account in [mine.scope(), &forged_id, &forged_user] {
+            let label = format!("{user} as {}/{}", account.user_id(), account.id());
             for &id in &victim_ids {
                 assert_eq!(
                     store.credential(account, id).expect("credential"),
@@ -311,17 +302,15 @@ fn every_repository_method_stays_within_its_user() {
                 );
                 assert!(
                     matches!(
-                        store.credential_keys(account, id),
+                        store.keys(account, id),
                         Err(Error::CredentialNotFound { credential_id, .. }) if credential_id == id
                     ),
-                    "{label}: credential_keys"
+                    "{label}: keys"
                 );
-                let update = CredentialUpdate {
-                    nickname: Patch::Set("Stolen".into()),
-                    is_active: Some(false),
-                    ..CredentialUpdate::default()
-                }
-                .keys("PKEVIL", "evil");
+                let update = CredentialUpdate::default()
+                    .nickname("Stolen")
+                    .active(false)
+                    .keys("PKEVIL", "evil");
                 assert!(
                     matches!(
                         store.update_credential(account, id, &update),
@@ -339,32 +328,32 @@ fn every_repository_method_stays_within_its_user() {
             }
         }
         for account in [&forged_id, &forged_user] {
-            let label = format!("{user} as {}/{}", account.user_id, account.id);
+            let label = format!("{user} as {}/{}", account.user_id(), account.id());
             assert!(
-                store.list_credentials(account).expect("list").is_empty(),
-                "{label}: list_credentials"
+                store.credentials(account).expect("list").is_empty(),
+                "{label}: credentials"
             );
             for (credential_type, nickname) in SEEDED {
                 assert!(
                     store
-                        .find_by_type(account, credential_type)
-                        .expect("find_by_type")
+                        .credentials_by_type(account, credential_type)
+                        .expect("credentials_by_type")
                         .is_empty(),
-                    "{label}: find_by_type"
+                    "{label}: credentials_by_type"
                 );
                 assert!(
                     store
-                        .find_by_nickname(account, nickname)
-                        .expect("find_by_nickname")
+                        .credentials_by_nickname(account, nickname)
+                        .expect("credentials_by_nickname")
                         .is_empty(),
-                    "{label}: find_by_nickname"
+                    "{label}: credentials_by_nickname"
                 );
                 assert_eq!(
                     store
-                        .find_one_by_nickname(account, nickname)
-                        .expect("find_one_by_nickname"),
+                        .credential_by_nickname(account, nickname)
+                        .expect("credential_by_nickname"),
                     None,
-                    "{label}: find_one_by_nickname"
+                    "{label}: credential_by_nickname"
                 );
             }
             let planted =
@@ -372,7 +361,7 @@ fn every_repository_method_stays_within_its_user() {
             assert!(
                 matches!(
                     store.insert_credential(account, &planted),
-                    Err(Error::UnknownAccount { account_id }) if account_id == account.id
+                    Err(Error::UnknownAccount { account_id }) if account_id == account.id()
                 ),
                 "{label}: insert_credential"
             );
@@ -384,15 +373,12 @@ fn every_repository_method_stays_within_its_user() {
             .update_credential(
                 mine,
                 swing.id,
-                &CredentialUpdate {
-                    nickname: Patch::Set("Main".into()),
-                    ..CredentialUpdate::default()
-                },
+                &CredentialUpdate::default().nickname("Main"),
             )
             .expect("update my own credential");
         assert_eq!(renamed.nickname.as_deref(), Some("Main"));
         assert!(matches!(
-            store.find_one_by_nickname(mine, "Main"),
+            store.credential_by_nickname(mine, "Main"),
             Err(Error::AmbiguousNickname { matches: 2, .. })
         ));
         let extra = store
@@ -405,10 +391,7 @@ fn every_repository_method_stays_within_its_user() {
             .update_credential(
                 mine,
                 swing.id,
-                &CredentialUpdate {
-                    nickname: Patch::Set("Swing".into()),
-                    ..CredentialUpdate::default()
-                },
+                &CredentialUpdate::default().nickname("Swing"),
             )
             .expect("rename it back");
 
@@ -429,18 +412,18 @@ fn every_repository_method_stays_within_its_user() {
 /// A user sees exactly their own account and credentials, through every read.
 fn assert_own_view(store: &CredentialStore, me: &Seeded) {
     let account = &me.account;
-    let user = account.user_id.as_str();
+    let user = account.user_id();
     assert_eq!(
         store.account_by_user_id(user).expect("account_by_user_id"),
         Some(account.clone())
     );
     assert_eq!(
-        store.account(user, account.id).expect("account"),
+        store.account(user, account.id()).expect("account"),
         Some(account.clone())
     );
     let listed: BTreeSet<Uuid> = store
-        .list_credentials(account)
-        .expect("list_credentials")
+        .credentials(account)
+        .expect("credentials")
         .iter()
         .map(|c| c.id)
         .collect();
@@ -458,28 +441,26 @@ fn assert_own_view(store: &CredentialStore, me: &Seeded) {
         );
         let nickname = credential.nickname.as_deref().unwrap();
         let found = store
-            .find_one_by_nickname(account, nickname)
+            .credential_by_nickname(account, nickname)
             .expect("the nickname is unique within the account, though every user has it")
             .expect("found");
         assert_eq!(found.id, credential.id);
         assert_eq!(
             store
-                .find_by_nickname(account, nickname)
-                .expect("find_by_nickname")
+                .credentials_by_nickname(account, nickname)
+                .expect("credentials_by_nickname")
                 .len(),
             1
         );
-        let keys = store
-            .credential_keys(account, credential.id)
-            .expect("credential_keys");
+        let keys = store.keys(account, credential.id).expect("keys");
         assert_eq!(
             keys.api_key().expose_secret(),
             format!("PK-{user}-{nickname}")
         );
     }
     let paper: BTreeSet<Uuid> = store
-        .find_by_type(account, "alpaca_paper")
-        .expect("find_by_type")
+        .credentials_by_type(account, "alpaca_paper")
+        .expect("credentials_by_type")
         .iter()
         .map(|c| c.id)
         .collect();
@@ -515,7 +496,7 @@ fn without_a_user_context_the_role_sees_and_writes_nothing() {
                 "INSERT INTO user_credentials \
                      (user_account_id, user_id, credential_type, nickname, api_key, secret_key) \
                  VALUES ('{}', {}, 'alpaca_paper', 'Planted', 'ct', 'ct')",
-                alice.account.id,
+                alice.account.id(),
                 literal(ALICE)
             ),
             "user_credentials",
@@ -563,7 +544,7 @@ fn the_database_refuses_credentials_under_another_users_account() {
     let store = rls.service_store();
     let victim = seed(&store, ALICE);
     let mallory = seed(&store, MALLORY);
-    let victim_account = victim.account.id;
+    let victim_account = victim.account.id();
     let own = mallory.nicknamed("Main").id;
     let before = rls.all_rows();
     let mut conn = rls.service_connection();
@@ -712,21 +693,18 @@ fn the_user_context_ends_with_its_transaction() {
     let single = CredentialStore::new(
         Database::open_with(
             &rls.service.url(),
-            &DatabaseOptions {
-                max_connections: 1,
-                ..Default::default()
-            },
+            &DatabaseOptions::default().max_connections(1),
         )
         .expect("open a one-connection pool as the service role"),
         common::test_keyring(),
     );
     assert_eq!(
-        single.list_credentials(&alice.account).unwrap().len(),
+        single.credentials(&alice.account).unwrap().len(),
         SEEDED.len()
     );
     wait_for_sessions(&rls, 1);
     let bob_sees: BTreeSet<Uuid> = single
-        .list_credentials(&bob.account)
+        .credentials(&bob.account)
         .unwrap()
         .iter()
         .map(|c| c.id)
@@ -738,24 +716,18 @@ fn the_user_context_ends_with_its_transaction() {
     );
     // With Alice's account id under Bob's user id, the connection Alice just used
     // shows nothing of hers.
-    let forged = UserAccount {
-        id: alice.account.id,
-        ..bob.account.clone()
-    };
-    assert!(single.list_credentials(&forged).unwrap().is_empty());
+    let forged = AccountScope::new(bob.account.user_id(), alice.account.id()).unwrap();
+    assert!(single.credentials(&forged).unwrap().is_empty());
     // A failed call (its transaction rolled back) leaves no context either.
     assert!(matches!(
         single.insert_credential(
-            &UserAccount {
-                id: bob.account.id,
-                ..alice.account.clone()
-            },
+            &AccountScope::new(alice.account.user_id(), bob.account.id()).unwrap(),
             &NewUserCredential::new("polygon", "PK", "s")
         ),
         Err(Error::UnknownAccount { .. })
     ));
     assert_eq!(
-        single.list_credentials(&bob.account).unwrap().len(),
+        single.credentials(&bob.account).unwrap().len(),
         SEEDED.len()
     );
     assert_eq!(
@@ -764,7 +736,7 @@ fn the_user_context_ends_with_its_transaction() {
         "a user without an account sees none, after Alice and Bob on the same connection"
     );
     assert_eq!(
-        single.account(BOB, alice.account.id).unwrap(),
+        single.account(BOB, alice.account.id()).unwrap(),
         None,
         "Alice's account under Bob's context"
     );
@@ -923,11 +895,11 @@ fn key_rotation_and_usage_need_the_maintenance_role() {
     // Both users' keys read with the new key alone, as the service role.
     let new_only = store_as(&rls.service.url(), &[&new]);
     for user in [&alice, &bob] {
-        let user_id = user.account.user_id.as_str();
+        let user_id = user.account.user_id();
         for credential in &user.credentials {
             let nickname = credential.nickname.as_deref().unwrap();
             let keys = new_only
-                .credential_keys(&user.account, credential.id)
+                .keys(&user.account, credential.id)
                 .expect("decrypt with the new key");
             assert_eq!(
                 keys.api_key().expose_secret(),

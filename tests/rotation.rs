@@ -4,8 +4,8 @@ mod common;
 
 use common::{python, test_key};
 use credential_store::{
-    CipherFormat, CredentialRepository, CredentialStore, Error, Field, KeyUsage, Keyring,
-    NewUserAccount, NewUserCredential, RotationProgress, UserAccount, UserCredential,
+    CipherFormat, CredentialStore, Error, Field, KeyUsage, Keyring, NewUserAccount,
+    NewUserCredential, RotationProgress, UserAccount, UserCredential,
 };
 use secrecy::ExposeSecret;
 
@@ -54,10 +54,7 @@ fn populate(store: &CredentialStore, count: usize) -> Vec<(UserAccount, UserCred
         .iter()
         .map(|user_id| {
             store
-                .create_account(&NewUserAccount {
-                    user_id,
-                    account_name: "x",
-                })
+                .create_account(&NewUserAccount::new(user_id, "x"))
                 .unwrap()
         })
         .collect();
@@ -77,7 +74,7 @@ fn populate(store: &CredentialStore, count: usize) -> Vec<(UserAccount, UserCred
 fn assert_all_readable(store: &CredentialStore, rows: &[(UserAccount, UserCredential, String)]) {
     for (account, credential, api_key) in rows {
         let keys = store
-            .credential_keys(account, credential.id)
+            .keys(account, credential.id)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(keys.api_key().expose_secret(), api_key);
     }
@@ -100,14 +97,7 @@ on_both_backends!(fernet_rows_rotate_to_sealed_under_a_new_key, |db| {
         .maintenance()
         .rotate_keys(3, &mut |p: &RotationProgress| seen.push(*p))
         .unwrap();
-    assert_eq!(
-        done,
-        RotationProgress {
-            scanned: 7,
-            total: 7,
-            rewritten: 7
-        }
-    );
+    assert_eq!((done.scanned, done.total, done.rewritten), (7, 7, 7));
     let remaining: Vec<u64> = seen.iter().map(RotationProgress::remaining).collect();
     assert_eq!(remaining, [4, 1, 0], "one report per batch of three");
     assert_eq!(
@@ -244,7 +234,7 @@ on_both_backends!(a_row_whose_key_is_missing_is_reported_not_skipped, |db| {
     }
     assert_eq!(
         store
-            .credential_keys(&account, fine.id)
+            .keys(&account, fine.id)
             .unwrap()
             .api_key()
             .expose_secret(),
@@ -270,10 +260,7 @@ on_both_backends!(python_tokens_survive_a_rotation_to_sealed_and_back, |db| {
 
     let store = CredentialStore::new(db.database(), ring(&[&key]));
     let account = store
-        .create_account(&NewUserAccount {
-            user_id: "auth0|py",
-            account_name: "Py",
-        })
+        .create_account(&NewUserAccount::new("auth0|py", "Py"))
         .unwrap();
     let credential = store
         .insert_credential(
@@ -299,7 +286,7 @@ on_both_backends!(python_tokens_survive_a_rotation_to_sealed_and_back, |db| {
     let fernet = store.clone().with_format(CipherFormat::Fernet);
     fernet.maintenance().rotate_keys(10, &mut |_| {}).unwrap();
     assert_eq!(usage(&fernet)[0].0, CipherFormat::Fernet);
-    let keys = fernet.credential_keys(&account, credential.id).unwrap();
+    let keys = fernet.keys(&account, credential.id).unwrap();
     assert_eq!(
         (
             keys.api_key().expose_secret(),
@@ -366,16 +353,10 @@ on_both_backends!(
         let sealed = CredentialStore::new(db.database(), ring(&[&key]));
         let fernet = sealed.clone().with_format(CipherFormat::Fernet);
         let alice = sealed
-            .create_account(&NewUserAccount {
-                user_id: "auth0|alice",
-                account_name: "A",
-            })
+            .create_account(&NewUserAccount::new("auth0|alice", "A"))
             .unwrap();
         let mallory = sealed
-            .create_account(&NewUserAccount {
-                user_id: "auth0|mallory",
-                account_name: "M",
-            })
+            .create_account(&NewUserAccount::new("auth0|mallory", "M"))
             .unwrap();
         for (store, format) in [(&sealed, "sealed"), (&fernet, "fernet")] {
             let victim = store
@@ -401,8 +382,8 @@ on_both_backends!(
             v = victim.id,
             o = own.id
         ));
-            let stolen = store.credential_keys(&mallory, own.id);
-            let swapped = store.credential_keys(&alice, victim.id);
+            let stolen = store.keys(&mallory, own.id);
+            let swapped = store.keys(&alice, victim.id);
             if format == "sealed" {
                 assert!(
                     matches!(stolen, Err(Error::Decryption { credential_id, .. }) if credential_id == own.id)
@@ -460,13 +441,10 @@ on_both_backends!(
         db.database().run_migrations().unwrap();
         let store = CredentialStore::new(db.database(), ring(&[VECTOR_KEY]));
         let account = |user_id: &str| store.account_by_user_id(user_id).unwrap().unwrap();
-        let keys = |user_id: &str, id| store.credential_keys(&account(user_id), id);
+        let keys = |user_id: &str, id| store.keys(&account(user_id), id);
         for user_id in ["auth0|alice", "auth0|bob", "auth0|carol", "auth0|mallory"] {
             store
-                .create_account(&NewUserAccount {
-                    user_id,
-                    account_name: "x",
-                })
+                .create_account(&NewUserAccount::new(user_id, "x"))
                 .unwrap();
         }
         let insert = |user_id: &str, api_key: &str| {
@@ -511,7 +489,7 @@ on_both_backends!(
         // v2: Bob's credential is now under Alice's login, and does not open there.
         swap_user_ids(db, "auth0|alice", "auth0|bob");
         let listed: Vec<_> = store
-            .list_credentials(&account("auth0|alice"))
+            .credentials(&account("auth0|alice"))
             .unwrap()
             .into_iter()
             .map(|c| c.id)

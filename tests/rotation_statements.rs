@@ -3,9 +3,7 @@
 mod common;
 
 use common::{test_key, TestDb};
-use credential_store::{
-    CipherFormat, CredentialRepository, CredentialStore, Keyring, NewUserAccount, NewUserCredential,
-};
+use credential_store::{CipherFormat, CredentialStore, Keyring, NewUserAccount, NewUserCredential};
 use diesel::connection::{set_default_instrumentation, Instrumentation, InstrumentationEvent};
 use std::sync::Mutex;
 
@@ -39,10 +37,7 @@ fn a_rotation_batch_is_one_statement_on_postgres() {
         .with_format(CipherFormat::Fernet);
     fernet.database().run_migrations().unwrap();
     let account = fernet
-        .create_account(&NewUserAccount {
-            user_id: "auth0|ada",
-            account_name: "Ada",
-        })
+        .create_account(&NewUserAccount::new("auth0|ada", "Ada"))
         .unwrap();
     let rows: Vec<NewUserCredential> = (0..250)
         .map(|n| NewUserCredential::new("polygon", format!("PK{n}"), "s"))
@@ -62,8 +57,8 @@ fn a_rotation_batch_is_one_statement_on_postgres() {
         3,
         "one UPDATE per batch of 100: {updates:#?}"
     );
-    for credential in rotated.list_credentials(&account).unwrap() {
-        rotated.credential_keys(&account, credential.id).unwrap();
+    for credential in rotated.credentials(&account).unwrap() {
+        rotated.keys(&account, credential.id).unwrap();
     }
     assert_eq!(
         rotated

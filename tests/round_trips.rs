@@ -10,8 +10,8 @@ mod common;
 
 use common::{test_key, with_database, TestDb};
 use credential_store::{
-    AsyncCredentialStore, AsyncDatabase, CredentialRepository, CredentialStore, Database,
-    DatabaseOptions, Keyring, NewUserAccount, NewUserCredential,
+    AsyncCredentialStore, AsyncDatabase, CredentialStore, Database, DatabaseOptions, Keyring,
+    NewUserAccount, NewUserCredential,
 };
 use std::time::Duration;
 
@@ -37,10 +37,7 @@ fn an_async_lookup_is_one_round_trip() {
     let blocking = CredentialStore::new(db.database(), keyring());
     blocking.database().run_migrations().unwrap();
     let account = blocking
-        .create_account(&NewUserAccount {
-            user_id: "auth0|ada",
-            account_name: "Ada",
-        })
+        .create_account(&NewUserAccount::new("auth0|ada", "Ada"))
         .unwrap();
     blocking
         .insert_credential(
@@ -59,10 +56,7 @@ fn an_async_lookup_is_one_round_trip() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let options = DatabaseOptions {
-            max_connections: 1,
-            ..Default::default()
-        };
+        let options = DatabaseOptions::default().max_connections(1);
         let store = AsyncCredentialStore::new(
             AsyncDatabase::open_with(&url, &options).await.unwrap(),
             keyring(),
@@ -71,7 +65,7 @@ fn an_async_lookup_is_one_round_trip() {
         // call on it is one round trip.
         proxy.reset();
         assert!(store
-            .find_one_by_nickname(&account, "Swing")
+            .credential_by_nickname(&account, "Swing")
             .await
             .unwrap()
             .is_some());
@@ -80,7 +74,7 @@ fn an_async_lookup_is_one_round_trip() {
         proxy.reset();
         for _ in 0..CALLS {
             assert!(store
-                .find_one_by_nickname(&account, "Swing")
+                .credential_by_nickname(&account, "Swing")
                 .await
                 .unwrap()
                 .is_some());
@@ -105,9 +99,12 @@ fn an_async_lookup_is_one_round_trip() {
         // Every other read is one round trip too, its first call included.
         proxy.reset();
         for _ in 0..CALLS {
-            assert_eq!(store.list_credentials(&account).await.unwrap().len(), 1);
-            let paper = store.find_by_type(&account, "alpaca_paper").await.unwrap();
-            store.credential_keys(&account, paper[0].id).await.unwrap();
+            assert_eq!(store.credentials(&account).await.unwrap().len(), 1);
+            let paper = store
+                .credentials_by_type(&account, "alpaca_paper")
+                .await
+                .unwrap();
+            store.keys(&account, paper[0].id).await.unwrap();
         }
         assert_eq!(proxy.round_trips(), 3 * CALLS, "one round trip per read");
 
@@ -138,15 +135,12 @@ fn an_async_lookup_is_one_round_trip() {
     });
 
     // The blocking store: BEGIN, set_config, the SELECT and COMMIT, one after another.
-    let options = DatabaseOptions {
-        max_connections: 1,
-        ..Default::default()
-    };
+    let options = DatabaseOptions::default().max_connections(1);
     let sync = CredentialStore::new(Database::open_with(&url, &options).unwrap(), keyring());
-    sync.find_one_by_nickname(&account, "Swing").unwrap();
+    sync.credential_by_nickname(&account, "Swing").unwrap();
     proxy.reset();
     for _ in 0..CALLS {
-        sync.find_one_by_nickname(&account, "Swing").unwrap();
+        sync.credential_by_nickname(&account, "Swing").unwrap();
     }
     assert_eq!(
         proxy.round_trips(),

@@ -17,8 +17,7 @@ mod common;
 
 use credential_store::error::{Field, Rule, Unit};
 use credential_store::{
-    AsyncDatabase, CredentialRepository, Database, Error, NewUserAccount, NewUserCredential,
-    UserAccount,
+    AccountScope, AsyncDatabase, Database, Error, NewUserAccount, NewUserCredential,
 };
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -103,10 +102,8 @@ fn no_part_of_a_password_reaches_errors_logs_or_the_tool() {
         .with_max_level(tracing::Level::TRACE)
         .with_writer(captured.clone())
         .finish();
-    let options = credential_store::DatabaseOptions {
-        connection_timeout: std::time::Duration::from_secs(2),
-        ..Default::default()
-    };
+    let options = credential_store::DatabaseOptions::default()
+        .connection_timeout(std::time::Duration::from_secs(2));
     let mut checked = 0;
     tracing::subscriber::with_default(subscriber, || {
         for password in passwords() {
@@ -196,17 +193,11 @@ fn over_long_names_are_refused_by_their_bytes_before_they_are_normalised() {
         unit: Unit::Bytes,
     };
     assert_eq!(
-        broken_rule(store.create_account(&NewUserAccount {
-            user_id: "auth0|huge",
-            account_name: &huge,
-        })),
+        broken_rule(store.create_account(&NewUserAccount::new("auth0|huge", &huge))),
         (Field::AccountName, bytes_rule(huge.len()))
     );
     let account = store
-        .create_account(&NewUserAccount {
-            user_id: "auth0|ada",
-            account_name: "Ada",
-        })
+        .create_account(&NewUserAccount::new("auth0|ada", "Ada"))
         .unwrap();
     let new = || NewUserCredential::new("alpaca_paper", "PK", "sk");
     assert_eq!(
@@ -214,7 +205,7 @@ fn over_long_names_are_refused_by_their_bytes_before_they_are_normalised() {
         (Field::Nickname, bytes_rule(huge.len()))
     );
     assert_eq!(
-        broken_rule(store.find_by_nickname(&account, &huge)),
+        broken_rule(store.credentials_by_nickname(&account, &huge)),
         (Field::Nickname, bytes_rule(huge.len()))
     );
     // Surrounding whitespace is trimmed first, and the bound refuses nothing that
@@ -251,31 +242,19 @@ fn over_long_names_are_refused_by_their_bytes_before_they_are_normalised() {
 on_both_backends!(another_users_account_is_answered_as_an_unknown_one, |db| {
     let store = db.store();
     let ada = store
-        .create_account(&NewUserAccount {
-            user_id: "auth0|ada",
-            account_name: "Ada",
-        })
+        .create_account(&NewUserAccount::new("auth0|ada", "Ada"))
         .unwrap();
     let eve = store
-        .create_account(&NewUserAccount {
-            user_id: "auth0|eve",
-            account_name: "Eve",
-        })
+        .create_account(&NewUserAccount::new("auth0|eve", "Eve"))
         .unwrap();
     let new = || NewUserCredential::new("polygon", "PK", "sk");
     // Eve names Ada's account id as hers, and then an id that exists nowhere.
-    let forged = UserAccount {
-        user_id: eve.user_id.clone(),
-        ..ada.clone()
-    };
-    let missing = UserAccount {
-        id: uuid::Uuid::now_v7(),
-        ..eve.clone()
-    };
-    let answer = |account: &UserAccount| match store.insert_credential(account, &new()) {
+    let forged = AccountScope::new(eve.user_id(), ada.id()).unwrap();
+    let missing = AccountScope::new(eve.user_id(), uuid::Uuid::now_v7()).unwrap();
+    let answer = |account: &AccountScope| match store.insert_credential(account, &new()) {
         Err(err) => (
             err.kind(),
-            err.to_string().replace(&account.id.to_string(), "ID"),
+            err.to_string().replace(&account.id().to_string(), "ID"),
         ),
         Ok(stored) => panic!("stored under {account:?}: {stored:?}"),
     };
@@ -283,6 +262,6 @@ on_both_backends!(another_users_account_is_answered_as_an_unknown_one, |db| {
     assert_eq!(existing, absent, "the answers tell an existing id apart");
     assert_eq!(existing.0, credential_store::ErrorKind::UnknownAccount);
     // Every other call under the forged account sees nothing either.
-    assert_eq!(store.list_credentials(&forged).unwrap(), vec![]);
+    assert_eq!(store.credentials(&forged).unwrap(), vec![]);
     assert_eq!(db.count("user_credentials"), 0, "nothing written");
 });

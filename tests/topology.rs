@@ -14,7 +14,7 @@ use common::{
     pgbouncer_url, replica_url, test_keyring, with_database, RoleGuard, TestDb, SERVICE_ROLE,
 };
 use credential_store::{
-    CredentialRepository, CredentialStore, Database, DatabaseOptions, Error, NewUserAccount,
+    AccountScope, CredentialStore, Database, DatabaseOptions, Error, NewUserAccount,
     NewUserCredential, UserAccount,
 };
 use diesel::connection::SimpleConnection;
@@ -82,21 +82,16 @@ fn pgbouncer_pool_size() -> usize {
 fn through_pgbouncer(db: &TestDb, transaction_pooler: bool, connections: u32) -> Database {
     Database::open_with(
         &db.through(&pgbouncer_url()),
-        &DatabaseOptions {
-            transaction_pooler,
-            max_connections: connections,
-            ..DatabaseOptions::default()
-        },
+        &DatabaseOptions::default()
+            .transaction_pooler(transaction_pooler)
+            .max_connections(connections),
     )
     .expect("open through PgBouncer")
 }
 
 fn account(store: &CredentialStore, user: &str) -> UserAccount {
     store
-        .create_account(&NewUserAccount {
-            user_id: user,
-            account_name: user,
-        })
+        .create_account(&NewUserAccount::new(user, user))
         .expect("create account")
 }
 
@@ -130,11 +125,11 @@ fn twice_as_many_clients_as_pgbouncer_server_connections() {
                         )
                         .expect("insert through PgBouncer");
                     let found = store
-                        .find_one_by_nickname(&account, &nickname)
+                        .credential_by_nickname(&account, &nickname)
                         .expect("lookup through PgBouncer")
                         .expect("the credential just stored");
                     assert_eq!(found.id, stored.id);
-                    let keys = store.credential_keys(&account, stored.id).unwrap();
+                    let keys = store.keys(&account, stored.id).unwrap();
                     assert_eq!(
                         secrecy::ExposeSecret::expose_secret(keys.api_key()),
                         format!("PK{client}x{round}")
@@ -143,7 +138,7 @@ fn twice_as_many_clients_as_pgbouncer_server_connections() {
                         store.delete_credential(&account, stored.id).unwrap();
                     }
                 }
-                let mine = store.list_credentials(&account).unwrap();
+                let mine = store.credentials(&account).unwrap();
                 assert_eq!(mine.len(), rounds - rounds / 5);
                 assert!(
                     mine.iter().all(|c| c.user_id == user),
@@ -174,16 +169,16 @@ fn without_the_option_pgbouncer_loses_prepared_statements() {
         for client in 0..clients {
             let (store, failures) = (store.clone(), &failures);
             scope.spawn(move || {
-                let Ok(account) = store.create_account(&NewUserAccount {
-                    user_id: &format!("auth0|plain-{client}"),
-                    account_name: "plain",
-                }) else {
+                let Ok(account) = store.create_account(&NewUserAccount::new(
+                    &format!("auth0|plain-{client}"),
+                    "plain",
+                )) else {
                     failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return;
                 };
                 for round in 0..40 {
                     if store
-                        .find_one_by_nickname(&account, &format!("bot-{round}"))
+                        .credential_by_nickname(&account, &format!("bot-{round}"))
                         .is_err()
                     {
                         failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -210,10 +205,7 @@ fn async_store_refuses_a_transaction_pooler() {
         .unwrap();
     let refused = runtime.block_on(credential_store::AsyncDatabase::open_with(
         &db.through(&pgbouncer_url()),
-        &DatabaseOptions {
-            transaction_pooler: true,
-            ..DatabaseOptions::default()
-        },
+        &DatabaseOptions::default().transaction_pooler(true),
     ));
     match refused {
         Err(Error::UnsupportedUrl { reason }) => {
@@ -323,7 +315,7 @@ fn replica_reads_keep_row_level_security_and_read_your_writes() {
     // there: each user sees their own rows only.
     let reader = service_store(&db, &role);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while reader.list_credentials(&bob).unwrap().is_empty() {
+    while reader.credentials(&bob).unwrap().is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "the replica never caught up"
@@ -331,18 +323,15 @@ fn replica_reads_keep_row_level_security_and_read_your_writes() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     for (account, key) in [(&alice, "PKALICE1"), (&bob, "PKBOB1")] {
-        let seen = reader.list_credentials(account).unwrap();
+        let seen = reader.credentials(account).unwrap();
         assert_eq!(seen.len(), 1);
-        assert!(seen.iter().all(|c| c.user_id == account.user_id));
+        assert!(seen.iter().all(|c| c.user_id == account.user_id()));
         let (_, keys) = reader.keys_by_nickname(account, "main").unwrap().unwrap();
         assert_eq!(secrecy::ExposeSecret::expose_secret(keys.api_key()), key);
     }
     // Another user's account, forged with its id: nothing on the replica either.
-    let forged = UserAccount {
-        user_id: "auth0|mallory".into(),
-        ..alice.clone()
-    };
-    match reader.list_credentials(&forged) {
+    let forged = AccountScope::new("auth0|mallory", alice.id()).unwrap();
+    match reader.credentials(&forged) {
         Ok(rows) => assert!(
             rows.is_empty(),
             "a forged account read {} row(s)",
@@ -368,21 +357,21 @@ fn replica_reads_keep_row_level_security_and_read_your_writes() {
     let written = writer
         .insert_credential(&alice, &credential("second", "PKALICE2"))
         .unwrap();
-    let own = writer.find_one_by_nickname(&alice, "second").unwrap();
+    let own = writer.credential_by_nickname(&alice, "second").unwrap();
     assert_eq!(
         own.map(|c| c.id),
         Some(written.id),
         "a handle reads its own writes"
     );
     assert_eq!(
-        reader.find_one_by_nickname(&alice, "second").unwrap(),
+        reader.credential_by_nickname(&alice, "second").unwrap(),
         None,
         "the other handle read the paused replica"
     );
     drop(paused);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while reader
-        .find_one_by_nickname(&alice, "second")
+        .credential_by_nickname(&alice, "second")
         .unwrap()
         .is_none()
     {
@@ -393,7 +382,7 @@ fn replica_reads_keep_row_level_security_and_read_your_writes() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // Once the replica has replayed the write, the writer reads it there again.
-    assert_eq!(writer.list_credentials(&alice).unwrap().len(), 2);
+    assert_eq!(writer.credentials(&alice).unwrap().len(), 2);
 }
 
 /// A replica that goes away costs a read at most the short wait for a replica
@@ -412,10 +401,7 @@ fn an_unreachable_replica_sends_reads_to_the_primary_at_once() {
         .unwrap();
     let proxy = proxy::Proxy::start(upstream, std::time::Duration::ZERO);
     let through_proxy = format!("postgres://postgres@{}/{rest}", proxy.addr());
-    let options = DatabaseOptions {
-        connection_timeout: std::time::Duration::from_secs(10),
-        ..DatabaseOptions::default()
-    };
+    let options = DatabaseOptions::default().connection_timeout(std::time::Duration::from_secs(10));
     let database = Database::open_with(&db.url, &options)
         .unwrap()
         .with_read_replica(&through_proxy)
@@ -425,12 +411,12 @@ fn an_unreachable_replica_sends_reads_to_the_primary_at_once() {
     store
         .insert_credential(&alice, &credential("main", "PKALICE1"))
         .unwrap();
-    assert!(store.list_credentials(&alice).is_ok());
+    assert!(store.credentials(&alice).is_ok());
 
     drop(proxy);
     let started = std::time::Instant::now();
     let answered = (0..5)
-        .filter_map(|_| store.list_credentials(&alice).ok())
+        .filter_map(|_| store.credentials(&alice).ok())
         .collect::<Vec<_>>();
     let took = started.elapsed();
     // The one pooled replica connection may be met closed (ConnectionLost) once.

@@ -6,8 +6,8 @@ mod common;
 
 use common::{test_key, TestDb};
 use credential_store::{
-    AsyncCredentialStore, AsyncDatabase, CredentialRepository, CredentialStore, CredentialUpdate,
-    Keyring, NewUserAccount, NewUserCredential, Patch,
+    AsyncCredentialStore, AsyncDatabase, CredentialStore, CredentialUpdate, Keyring,
+    NewUserAccount, NewUserCredential,
 };
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -78,17 +78,17 @@ async fn exercise(db: &TestDb) {
     let store = AsyncCredentialStore::new(pool, keyring());
 
     let account = store
-        .create_account(&NewUserAccount {
-            user_id: "auth0|trace",
-            account_name: "Trace",
-        })
+        .create_account(&NewUserAccount::new("auth0|trace", "Trace"))
         .await
         .unwrap();
     let new = NewUserCredential::new("alpaca_paper", API_KEY, SECRET_KEY).nickname("Swing");
     let first = store.insert_credential(&account, &new).await.unwrap();
     let second = blocking.insert_credential(&account, &new).unwrap();
     assert!(
-        store.find_one_by_nickname(&account, "Swing").await.is_err(),
+        store
+            .credential_by_nickname(&account, "Swing")
+            .await
+            .is_err(),
         "ambiguous"
     );
     assert!(store
@@ -98,26 +98,29 @@ async fn exercise(db: &TestDb) {
         )
         .await
         .is_err());
-    store.credential_keys(&account, first.id).await.unwrap();
-    blocking.credential_keys(&account, second.id).unwrap();
+    store.keys(&account, first.id).await.unwrap();
+    blocking.keys(&account, second.id).unwrap();
     store
         .update_credential(
             &account,
             first.id,
-            &CredentialUpdate {
-                nickname: Patch::Set("Momentum".into()),
-                ..Default::default()
-            }
-            .keys(NEW_API_KEY, SECRET_KEY),
+            &CredentialUpdate::default()
+                .nickname("Momentum")
+                .keys(NEW_API_KEY, SECRET_KEY),
         )
         .await
         .unwrap();
-    store.list_credentials(&account).await.unwrap();
-    blocking.find_by_type(&account, "alpaca_paper").unwrap();
-    store.find_by_nickname(&account, "Momentum").await.unwrap();
+    store.credentials(&account).await.unwrap();
+    blocking
+        .credentials_by_type(&account, "alpaca_paper")
+        .unwrap();
+    store
+        .credentials_by_nickname(&account, "Momentum")
+        .await
+        .unwrap();
     store.credential(&account, first.id).await.unwrap();
     store.account_by_user_id("auth0|trace").await.unwrap();
-    store.account("auth0|trace", account.id).await.unwrap();
+    store.account("auth0|trace", account.id()).await.unwrap();
     blocking.maintenance().backfill_nicknames(100).unwrap();
     blocking
         .maintenance()
@@ -196,13 +199,13 @@ on_both_backends!(spans_name_every_call_and_hold_no_key_material, |db| {
         "account_by_user_id",
         "insert_credentials",
         "credential",
-        "list_credentials",
-        "find_by_type",
-        "find_by_nickname",
-        "find_one_by_nickname",
+        "credentials",
+        "credentials_by_type",
+        "credentials_by_nickname",
+        "credential_by_nickname",
         "update_credential",
         "delete_credential",
-        "credential_keys",
+        "keys",
         "backfill_nicknames",
         "rotate_keys",
         "key_usage",

@@ -528,7 +528,7 @@ impl Raw {
                 &st.prepared,
                 Params::Positional(vec![
                     uuid_value(a.id()),
-                    text_value(&a.user_id()),
+                    text_value(a.user_id()),
                     text_value(nickname),
                     text_value(nickname),
                 ]),
@@ -547,7 +547,7 @@ impl Raw {
                 &st.prepared,
                 Params::Positional(vec![
                     uuid_value(a.id()),
-                    text_value(&a.user_id()),
+                    text_value(a.user_id()),
                     text_value(nickname),
                     text_value(nickname),
                 ]),

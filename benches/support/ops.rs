@@ -695,7 +695,7 @@ pub fn pg_op<'a>(
         }),
         (Op::Lookup, "diesel") => Box::new(move || {
             let (a, nick) = pick(rng, accounts);
-            black_box(single(diesel_in_context(diesel, &a.user_id(), |c| {
+            black_box(single(diesel_in_context(diesel, a.user_id(), |c| {
                 diesel_by_nickname(c, a, nick)
             })));
         }),
@@ -705,7 +705,7 @@ pub fn pg_op<'a>(
         }),
         (Op::Lookup, "postgres") => Box::new(move || {
             let (a, nick) = pick(rng, accounts);
-            black_box(single(pg_in_context(raw, st, &a.user_id(), |c| {
+            black_box(single(pg_in_context(raw, st, a.user_id(), |c| {
                 pg_by_nickname(c, st, a, nick)
             })));
         }),
@@ -723,22 +723,22 @@ pub fn pg_op<'a>(
         }),
         (Op::LookupDecrypt, "diesel") => Box::new(move || {
             let (a, nick) = pick(rng, accounts);
-            let found = single(diesel_in_context(diesel, &a.user_id(), |c| {
+            let found = single(diesel_in_context(diesel, a.user_id(), |c| {
                 diesel_by_nickname(c, a, nick)
             }))
             .expect("found");
-            let stored = diesel_in_context(diesel, &a.user_id(), |c| {
+            let stored = diesel_in_context(diesel, a.user_id(), |c| {
                 internals::credential_with_ciphertexts(c, a, found.id)
             });
             black_box(reveal(keyring, a, found.id, stored));
         }),
         (Op::LookupDecrypt, "postgres") => Box::new(move || {
             let (a, nick) = pick(rng, accounts);
-            let found = single(pg_in_context(raw, st, &a.user_id(), |c| {
+            let found = single(pg_in_context(raw, st, a.user_id(), |c| {
                 pg_by_nickname(c, st, a, nick)
             }))
             .expect("found");
-            let stored = pg_in_context(raw, st, &a.user_id(), |c| pg_keys(c, st, a, found.id));
+            let stored = pg_in_context(raw, st, a.user_id(), |c| pg_keys(c, st, a, found.id));
             black_box(reveal(keyring, a, found.id, stored));
         }),
         (Op::FindAll, "crate") => Box::new(move || {
@@ -751,13 +751,13 @@ pub fn pg_op<'a>(
         }),
         (Op::FindAll, "diesel") => Box::new(move || {
             let a = &accounts[rng.below(accounts.len())];
-            black_box(diesel_in_context(diesel, &a.user_id(), |c| {
+            black_box(diesel_in_context(diesel, a.user_id(), |c| {
                 diesel_by_nickname(c, a, SHARED_NICKNAME)
             }));
         }),
         (Op::FindAll, "postgres") => Box::new(move || {
             let a = &accounts[rng.below(accounts.len())];
-            black_box(pg_in_context(raw, st, &a.user_id(), |c| {
+            black_box(pg_in_context(raw, st, a.user_id(), |c| {
                 pg_by_nickname(c, st, a, SHARED_NICKNAME)
             }));
         }),
@@ -772,14 +772,14 @@ pub fn pg_op<'a>(
         (Op::ByType, "diesel") => Box::new(move || {
             let a = &accounts[rng.below(accounts.len())];
             let t = pick_type(rng);
-            black_box(diesel_in_context(diesel, &a.user_id(), |c| {
+            black_box(diesel_in_context(diesel, a.user_id(), |c| {
                 internals::credentials_by_type(c, a, t)
             }));
         }),
         (Op::ByType, "postgres") => Box::new(move || {
             let a = &accounts[rng.below(accounts.len())];
             let t = pick_type(rng);
-            black_box(pg_in_context(raw, st, &a.user_id(), |c| {
+            black_box(pg_in_context(raw, st, a.user_id(), |c| {
                 pg_rows(st.by_type.query(c, &[&a.id(), &a.user_id(), &t]))
             }));
         }),
@@ -789,13 +789,13 @@ pub fn pg_op<'a>(
         }),
         (Op::List, "diesel") => Box::new(move || {
             let a = &accounts[rng.below(accounts.len())];
-            black_box(diesel_in_context(diesel, &a.user_id(), |c| {
+            black_box(diesel_in_context(diesel, a.user_id(), |c| {
                 internals::credentials(c, a)
             }));
         }),
         (Op::List, "postgres") => Box::new(move || {
             let a = &accounts[rng.below(accounts.len())];
-            black_box(pg_in_context(raw, st, &a.user_id(), |c| {
+            black_box(pg_in_context(raw, st, a.user_id(), |c| {
                 pg_rows(st.list.query(c, &[&a.id(), &a.user_id()]))
             }));
         }),
@@ -811,7 +811,7 @@ pub fn pg_op<'a>(
             Box::new(move || {
                 let a = &inserters[rng.below(inserters.len())];
                 let rows = insert_rows(keyring, a, &keys, op.batch());
-                black_box(diesel_in_context(diesel, &a.user_id(), |c| {
+                black_box(diesel_in_context(diesel, a.user_id(), |c| {
                     diesel_insert(c, rows)
                 }));
             })
@@ -821,7 +821,7 @@ pub fn pg_op<'a>(
             Box::new(move || {
                 let a = &inserters[rng.below(inserters.len())];
                 let rows = insert_rows(keyring, a, &keys, op.batch());
-                black_box(pg_in_context(raw, st, &a.user_id(), |c| {
+                black_box(pg_in_context(raw, st, a.user_id(), |c| {
                     pg_insert(c, st, &rows)
                 }));
             })
@@ -988,10 +988,10 @@ pub fn check_pg(fx: &mut PgFixture) {
     for _ in 0..20 {
         let (a, nick) = pick(&mut rng, &fx.accounts);
         let by_crate = fx.store.credential_by_nickname(a, nick).expect("lookup");
-        let by_diesel = single(diesel_in_context(&mut fx.diesel, &a.user_id(), |c| {
+        let by_diesel = single(diesel_in_context(&mut fx.diesel, a.user_id(), |c| {
             diesel_by_nickname(c, a, nick)
         }));
-        let by_raw = single(pg_in_context(&mut fx.raw, &fx.st, &a.user_id(), |c| {
+        let by_raw = single(pg_in_context(&mut fx.raw, &fx.st, a.user_id(), |c| {
             pg_by_nickname(c, &fx.st, a, nick)
         }));
         assert!(by_crate.is_some());
@@ -1000,10 +1000,10 @@ pub fn check_pg(fx: &mut PgFixture) {
         let c = by_crate.expect("found");
         let keys = fx.store.keys(a, c.id).expect("keys");
         for stored in [
-            diesel_in_context(&mut fx.diesel, &a.user_id(), |conn| {
+            diesel_in_context(&mut fx.diesel, a.user_id(), |conn| {
                 internals::credential_with_ciphertexts(conn, a, c.id)
             }),
-            pg_in_context(&mut fx.raw, &fx.st, &a.user_id(), |conn| {
+            pg_in_context(&mut fx.raw, &fx.st, a.user_id(), |conn| {
                 pg_keys(conn, &fx.st, a, c.id)
             }),
         ] {
@@ -1019,7 +1019,7 @@ pub fn check_pg(fx: &mut PgFixture) {
         }
         assert_eq!(
             fx.store.credentials(a).expect("list"),
-            diesel_in_context(&mut fx.diesel, &a.user_id(), |conn| internals::credentials(
+            diesel_in_context(&mut fx.diesel, a.user_id(), |conn| internals::credentials(
                 conn, a
             ))
         );
@@ -1029,7 +1029,7 @@ pub fn check_pg(fx: &mut PgFixture) {
     let keys = InsertKeys::new();
     for n in [1, BATCH] {
         let rows = insert_rows(&fx.keyring, &a, &keys, n);
-        let stored = pg_in_context(&mut fx.raw, &fx.st, &a.user_id(), |c| {
+        let stored = pg_in_context(&mut fx.raw, &fx.st, a.user_id(), |c| {
             pg_insert(c, &fx.st, &rows)
         });
         assert_eq!(stored.len(), n);

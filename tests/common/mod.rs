@@ -109,10 +109,7 @@ impl TestDb {
         match (self.backend, Route::from_env()) {
             (Backend::Postgres, Route::Pgbouncer) => Database::open_with(
                 &self.through(&pgbouncer_url()),
-                &DatabaseOptions {
-                    transaction_pooler: true,
-                    ..DatabaseOptions::default()
-                },
+                &DatabaseOptions::default().transaction_pooler(true),
             )
             .expect("open database through PgBouncer"),
             (Backend::Postgres, Route::Replica) => Database::open(&self.url)
