@@ -26,12 +26,10 @@ pub mod models;
 mod ops;
 mod query;
 pub mod repository;
-/// The diesel `table!`s, for raw queries beside the crate. Not covered by semver:
-/// a migration may change them in any release (see the README's "Stability").
+// `schema` and `sql_types` are for raw diesel queries beside the crate; hidden from
+// the docs and not covered by semver: a migration may change them in any release.
 #[doc(hidden)]
 pub mod schema;
-/// The SQL types of the schema's portable columns. Not covered by semver, as
-/// `schema`.
 #[doc(hidden)]
 pub mod sql_types;
 mod steps;

@@ -7,6 +7,9 @@
 //! (`nickname` after `credential_type`); the crate selects columns by name, so the
 //! physical order in a database (where `ALTER TABLE … ADD COLUMN` put `nickname` last)
 //! does not matter.
+//!
+//! Not covered by semver (hidden from the docs): a migration may change these
+//! tables in any release.
 
 diesel::table! {
     use diesel::sql_types::*;

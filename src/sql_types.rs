@@ -14,6 +14,8 @@
 //!   `time_zone = '+00:00'`).
 //!
 //! Rust code sees [`uuid::Uuid`] and [`chrono::DateTime<Utc>`] on every backend.
+//!
+//! Not covered by semver (hidden from the docs), as `schema`.
 
 use chrono::{DateTime, Utc};
 use diesel::deserialize::{self, FromSql};
