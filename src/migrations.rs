@@ -116,11 +116,12 @@ impl Database {
     ///
     /// - undoing the multiple-credentials migration while `(account, credential_type)`
     ///   pairs hold more than one credential is [`Error::RevertRefused`] (its
-    ///   `down.sql` checks again), and while credentials
-    ///   carry a nickname other than their type (the revert drops the column) it is
+    ///   `down.sql` checks again), and while credentials carry a nickname other
+    ///   than their type (the revert drops the column) it is
     ///   [`Error::RevertWouldDropNicknames`];
-    /// - undoing row-level security or the tables themselves while any account or
-    ///   credential is stored is [`Error::RevertWouldExpose`], naming the counts.
+    /// - undoing the owner foreign key (`000005`), row-level security or the tables
+    ///   themselves while any account or credential is stored is
+    ///   [`Error::RevertWouldExpose`], naming the counts.
     ///
     /// The counts see every row even for an owner role that row-level security
     /// applies to (FORCE is lifted inside a savepoint that is rolled back). A guarded
@@ -217,7 +218,8 @@ impl<DB: diesel::backend::Backend> MigrationMetadata for WithoutTransaction<'_, 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RevertGuard {
     None,
-    /// Removes the tables or row-level security: refused while any row is stored.
+    /// Removes the tables, row-level security or the owner foreign key: refused
+    /// while any row is stored.
     Rows,
     /// Restores the one-credential-per-type index and drops `nickname`.
     Nicknames,
@@ -226,7 +228,7 @@ enum RevertGuard {
 impl RevertGuard {
     fn for_version(version: &str) -> Self {
         match version {
-            CREATE_TABLES | ROW_LEVEL_SECURITY => RevertGuard::Rows,
+            CREATE_TABLES | ROW_LEVEL_SECURITY | OWNER_MATCHES_ACCOUNT => RevertGuard::Rows,
             MULTIPLE_CREDENTIALS => RevertGuard::Nicknames,
             _ => RevertGuard::None,
         }
@@ -298,6 +300,10 @@ const ROW_LEVEL_SECURITY: &str = "20240115000002";
 
 /// The multiple-credentials migration, whose revert restores a unique index.
 const MULTIPLE_CREDENTIALS: &str = "20240601000003";
+
+/// The migration whose composite foreign key makes a credential's user its
+/// account's (on MariaDB/MySQL the only owner check the database enforces).
+const OWNER_MATCHES_ACCOUNT: &str = "20261125000005";
 
 /// The migration set of a connection's backend.
 fn migrations_for<C: BackendConnection>(_: &C) -> EmbeddedMigrations {

@@ -1,7 +1,8 @@
 //! A guarded revert holds what it counts until its down migration has run: a row
 //! another session writes while the revert runs is either counted (the revert
 //! refuses, the row stays) or refused (the insert fails once the tables are gone),
-//! never committed and then dropped.
+//! never committed and then dropped. And reverting migration 000005 (the composite
+//! owner foreign key) is guarded like the tables and row-level security.
 //!
 //! The races revert migration 000001 (`DROP TABLE`) of an empty store while a
 //! second session inserts an account:
@@ -23,7 +24,9 @@
 mod common;
 
 use common::TestDb;
-use credential_store::{Backend, Database, Error};
+use credential_store::{
+    Backend, CredentialRepository, Database, Error, NewUserAccount, NewUserCredential,
+};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use std::thread::JoinHandle;
@@ -176,3 +179,60 @@ on_both_backends!(an_insert_sent_while_the_revert_counts_is_not_lost, |db| {
     let inserted = insert.join().unwrap().map_err(|e| e.to_string());
     assert_nothing_lost(db, revert.join().unwrap(), inserted);
 });
+
+on_both_backends!(
+    reverting_the_owner_foreign_key_refuses_while_rows_are_stored,
+    |db| {
+        let store = db.store();
+        let database = store.database();
+        let ada = store
+            .create_account(&NewUserAccount {
+                user_id: "auth0|ada",
+                account_name: "Ada",
+            })
+            .unwrap();
+        store
+            .insert_credential(&ada, &NewUserCredential::new("polygon", "PK", "s"))
+            .unwrap();
+        match database.revert_last_migration() {
+            Err(
+                err @ Error::RevertWouldExpose {
+                    accounts: 1,
+                    credentials: 1,
+                    ..
+                },
+            ) => {
+                assert!(
+                    matches!(&err, Error::RevertWouldExpose { version, .. } if version == "20261125000005"),
+                    "{err:?}"
+                );
+                let message = err.to_string();
+                assert!(
+                    message.contains("owner foreign key")
+                        && message.contains("1 account(s) and 1 credential(s)"),
+                    "{message}"
+                );
+            }
+            other => panic!("reverting the owner foreign key with rows stored: {other:?}"),
+        }
+        // Nothing changed: still applied, and the database still refuses a
+        // credential whose user is not its account's.
+        assert!(database.pending_migrations().unwrap().is_empty());
+        let planted = format!(
+            "INSERT INTO user_credentials \
+                 (id, user_account_id, user_id, credential_type, nickname, api_key, secret_key) \
+             VALUES ('{}', '{}', 'auth0|mallory', 'polygon', 'planted', 'ct', 'ct')",
+            uuid::Uuid::now_v7(),
+            ada.id
+        );
+        assert!(
+            db.try_execute(&planted).is_err(),
+            "the foreign key is in force"
+        );
+        assert_eq!(db.count("user_credentials"), 1);
+
+        // With no row stored, it reverts.
+        db.execute("DELETE FROM user_credentials; DELETE FROM user_accounts;");
+        assert_eq!(database.revert_last_migration().unwrap(), "20261125000005");
+    }
+);
