@@ -278,10 +278,10 @@ pub enum Error {
         conflicts: usize,
     },
 
-    /// Reverting the migration would drop the credential tables or switch off
-    /// row-level security while accounts or credentials are stored; nothing was
-    /// changed.
-    #[error("cannot revert migration {version}: it would drop the credential tables or row-level security while {accounts} account(s) and {credentials} credential(s) are stored; export and delete them first if that is really meant")]
+    /// Reverting the migration would drop the credential tables, switch off
+    /// row-level security or drop the owner foreign key (a credential's user is its
+    /// account's) while accounts or credentials are stored; nothing was changed.
+    #[error("cannot revert migration {version}: it would drop the credential tables, row-level security or the owner foreign key while {accounts} account(s) and {credentials} credential(s) are stored; export and delete them first if that is really meant")]
     RevertWouldExpose {
         /// The migration that was to be reverted.
         version: String,
@@ -438,8 +438,8 @@ pub enum ErrorKind {
     /// A revert would break the restored unique index ([`Error::RevertRefused`]):
     /// `revert_refused`.
     RevertRefused,
-    /// A revert would drop the tables or row-level security with rows stored
-    /// ([`Error::RevertWouldExpose`]): `revert_would_expose`.
+    /// A revert would drop the tables, row-level security or the owner foreign key
+    /// with rows stored ([`Error::RevertWouldExpose`]): `revert_would_expose`.
     RevertWouldExpose,
     /// A revert would drop nicknames ([`Error::RevertWouldDropNicknames`]):
     /// `revert_would_drop_nicknames`.

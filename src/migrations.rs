@@ -18,7 +18,11 @@
 use crate::backend::{on_backend, BackendConnection, Conn};
 use crate::connection::Database;
 use crate::error::{Error, Result};
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+use diesel::connection::BoxableConnection;
+use diesel::migration::{
+    Migration, MigrationMetadata, MigrationName, MigrationSource, MigrationVersion,
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationError, MigrationHarness};
 
 /// The PostgreSQL migrations, embedded at build time.
 #[cfg(feature = "postgres")]
@@ -112,14 +116,21 @@ impl Database {
     ///
     /// - undoing the multiple-credentials migration while `(account, credential_type)`
     ///   pairs hold more than one credential is [`Error::RevertRefused`] (its
-    ///   `down.sql` checks again, inside its own transaction), and while credentials
-    ///   carry a nickname other than their type (the revert drops the column) it is
+    ///   `down.sql` checks again), and while credentials carry a nickname other
+    ///   than their type (the revert drops the column) it is
     ///   [`Error::RevertWouldDropNicknames`];
-    /// - undoing row-level security or the tables themselves while any account or
-    ///   credential is stored is [`Error::RevertWouldExpose`], naming the counts.
+    /// - undoing the owner foreign key (`000005`), row-level security or the tables
+    ///   themselves while any account or credential is stored is
+    ///   [`Error::RevertWouldExpose`], naming the counts.
     ///
     /// The counts see every row even for an owner role that row-level security
-    /// applies to (FORCE is lifted inside a transaction that is rolled back).
+    /// applies to (FORCE is lifted inside a savepoint that is rolled back). A guarded
+    /// revert holds the tables against other sessions' writes from before it counts
+    /// until its down migration has run, so a row written meanwhile is either counted
+    /// or refused, never dropped: on PostgreSQL `LOCK TABLE … IN ACCESS EXCLUSIVE
+    /// MODE` in the revert's transaction, on MariaDB/MySQL `LOCK TABLES … WRITE` on
+    /// its session (its DDL commits as it goes, so no transaction can span it), on
+    /// SQLite the write lock of its `BEGIN IMMEDIATE` transaction.
     pub fn revert_last_migration(&self) -> Result<String> {
         self.locked_migrations(|conn| {
             let version = on_backend!(conn, c => {
@@ -130,16 +141,76 @@ impl Database {
                     .iter()
                     .map(ToString::to_string)
                     .max();
-                if let Some(version) = last.as_deref() {
-                    let guard = RevertGuard::for_version(version);
-                    if guard != RevertGuard::None {
-                        refuse_unsafe_revert(version, guard, revert_counts(Conn::from(&mut *c), guard)?)?;
-                    }
+                let guard = last.as_deref().map_or(RevertGuard::None, RevertGuard::for_version);
+                match last {
+                    Some(version) if guard != RevertGuard::None => c.holding_tables(|c| {
+                        let counts = revert_counts(Conn::from(&mut *c), guard)?;
+                        refuse_unsafe_revert(&version, guard, counts)?;
+                        revert_without_transaction(c, migrations, &version)
+                    })?,
+                    _ => c.revert_last_migration(migrations).map_err(Error::migration)?.to_string(),
                 }
-                c.revert_last_migration(migrations).map_err(Error::migration)?.to_string()
             });
             Ok(version)
         })
+    }
+}
+
+/// Reverts the migration `version` (its `down.sql`, and its bookkeeping row) on
+/// `conn` as it is, without a transaction of its own: a guarded revert runs inside
+/// [`holding_tables`](BackendConnection::holding_tables), already in the migration
+/// lock's transaction on PostgreSQL and SQLite, and on MariaDB/MySQL under table
+/// locks that `START TRANSACTION` would release.
+fn revert_without_transaction<C, DB>(
+    conn: &mut C,
+    migrations: EmbeddedMigrations,
+    version: &str,
+) -> Result<String>
+where
+    DB: diesel::backend::Backend,
+    C: MigrationHarness<DB>,
+    EmbeddedMigrations: MigrationSource<DB>,
+{
+    let migration = migrations
+        .migrations()
+        .map_err(Error::migration)?
+        .into_iter()
+        .find(|m| m.name().version().to_string() == version)
+        .ok_or_else(|| {
+            Error::migration(MigrationError::UnknownMigrationVersion(
+                MigrationVersion::from(version.to_owned()),
+            ))
+        })?;
+    conn.revert_migration(&WithoutTransaction(&*migration))
+        .map(|reverted| reverted.to_string())
+        .map_err(Error::migration)
+}
+
+/// A migration whose `run_in_transaction` is false, so that diesel's harness
+/// reverts it on the connection as it is.
+struct WithoutTransaction<'a, DB: diesel::backend::Backend>(&'a dyn Migration<DB>);
+
+impl<DB: diesel::backend::Backend> Migration<DB> for WithoutTransaction<'_, DB> {
+    fn run(&self, conn: &mut dyn BoxableConnection<DB>) -> diesel::migration::Result<()> {
+        self.0.run(conn)
+    }
+
+    fn revert(&self, conn: &mut dyn BoxableConnection<DB>) -> diesel::migration::Result<()> {
+        self.0.revert(conn)
+    }
+
+    fn metadata(&self) -> &dyn MigrationMetadata {
+        self
+    }
+
+    fn name(&self) -> &dyn MigrationName {
+        self.0.name()
+    }
+}
+
+impl<DB: diesel::backend::Backend> MigrationMetadata for WithoutTransaction<'_, DB> {
+    fn run_in_transaction(&self) -> bool {
+        false
     }
 }
 
@@ -147,7 +218,8 @@ impl Database {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RevertGuard {
     None,
-    /// Removes the tables or row-level security: refused while any row is stored.
+    /// Removes the tables, row-level security or the owner foreign key: refused
+    /// while any row is stored.
     Rows,
     /// Restores the one-credential-per-type index and drops `nickname`.
     Nicknames,
@@ -156,7 +228,7 @@ enum RevertGuard {
 impl RevertGuard {
     fn for_version(version: &str) -> Self {
         match version {
-            CREATE_TABLES | ROW_LEVEL_SECURITY => RevertGuard::Rows,
+            CREATE_TABLES | ROW_LEVEL_SECURITY | OWNER_MATCHES_ACCOUNT => RevertGuard::Rows,
             MULTIPLE_CREDENTIALS => RevertGuard::Nicknames,
             _ => RevertGuard::None,
         }
@@ -172,25 +244,11 @@ struct RevertCounts {
     renamed_nicknames: i64,
 }
 
-/// Carries the counts out of a transaction that is always rolled back.
-enum Counted {
-    Done(RevertCounts),
-    Failed(Error),
-}
-
-impl From<diesel::result::Error> for Counted {
-    fn from(err: diesel::result::Error) -> Self {
-        Counted::Failed(Error::Database(err))
-    }
-}
-
 fn revert_counts(conn: Conn<'_>, guard: RevertGuard) -> Result<RevertCounts> {
     use crate::query;
-    use diesel::Connection;
     use diesel::RunQueryDsl;
     let first = |rows: Vec<i64>| rows.into_iter().next().unwrap_or(0);
-    let counted = on_backend!(conn, c => c.transaction::<(), Counted, _>(|c| {
-        c.see_every_row()?;
+    on_backend!(conn, c => c.counting_every_row(|c| {
         let mut counts = RevertCounts::default();
         match guard {
             RevertGuard::Rows => {
@@ -206,13 +264,8 @@ fn revert_counts(conn: Conn<'_>, guard: RevertGuard) -> Result<RevertCounts> {
             }
             RevertGuard::None => {}
         }
-        Err(Counted::Done(counts))
-    }));
-    match counted {
-        Err(Counted::Done(counts)) => Ok(counts),
-        Err(Counted::Failed(err)) => Err(err),
-        Ok(()) => Ok(RevertCounts::default()),
-    }
+        Ok(counts)
+    }))
 }
 
 /// Refuses a revert that would lose data or a security control.
@@ -247,6 +300,10 @@ const ROW_LEVEL_SECURITY: &str = "20240115000002";
 
 /// The multiple-credentials migration, whose revert restores a unique index.
 const MULTIPLE_CREDENTIALS: &str = "20240601000003";
+
+/// The migration whose composite foreign key makes a credential's user its
+/// account's (on MariaDB/MySQL the only owner check the database enforces).
+const OWNER_MATCHES_ACCOUNT: &str = "20261125000005";
 
 /// The migration set of a connection's backend.
 fn migrations_for<C: BackendConnection>(_: &C) -> EmbeddedMigrations {

@@ -229,8 +229,32 @@ on_both_backends!(migrate_status_and_revert, |db| {
     assert!(text.contains("credentials: 3"), "{text}");
     assert!(text.contains("key_id=2026-12"), "{text}");
 
+    // With rows stored, the owner foreign key (000005, the newest) refuses first.
+    let exposed = run(&db.url, keys, &["revert", "20240601000003", "--json"]);
+    let e = json(&exposed);
+    assert_eq!(code(&exposed), 1, "{e}");
+    assert_eq!(e["error"]["kind"], "revert_would_expose");
+    assert_eq!(
+        (
+            &e["error"]["details"]["accounts"],
+            &e["error"]["details"]["credentials"]
+        ),
+        (&serde_json::json!(2), &serde_json::json!(3))
+    );
+    assert_eq!(e["result"]["reverted"], serde_json::json!([]));
+    // Emptied, the later migrations revert; then the rows are written again.
+    db.execute("DELETE FROM user_credentials; DELETE FROM user_accounts;");
+    let later = json(&run(&db.url, keys, &["revert", "20261125000004", "--json"]));
+    assert_eq!(
+        later["result"]["reverted"],
+        serde_json::json!(["20261125000005", "20261125000004"]),
+        "{later}"
+    );
+    let keyring = Keyring::from_fernet_keys([&key]).unwrap();
+    let rows = populate(&db.database(), keyring, CipherFormat::Sealed, 2, 3);
+
     // Reverting the multiple-credentials migration while an account holds two
-    // credentials of one type: the later migrations are reverted, then it refuses.
+    // credentials of one type refuses.
     let refused = run(
         &db.url,
         keys,
@@ -244,10 +268,7 @@ on_both_backends!(migrate_status_and_revert, |db| {
     assert_eq!(code(&refused), 1, "{r}");
     assert_eq!(r["error"]["kind"], "revert_refused");
     assert_eq!(r["error"]["details"]["conflicts"], 1);
-    assert_eq!(
-        r["result"]["reverted"],
-        serde_json::json!(["20261125000005", "20261125000004"])
-    );
+    assert_eq!(r["result"]["reverted"], serde_json::json!([]));
     assert_eq!(db.count("user_credentials"), 3, "nothing lost");
 
     let missing = run(&db.url, keys, &["revert", "20261125000005", "--json"]);

@@ -205,6 +205,10 @@ fn guarded_reverts_count_every_row_as_the_owner_role() {
     );
     let as_owner = Database::open(&owner.url()).unwrap();
     as_owner.run_migrations().unwrap();
+    // The owner foreign key reverts only while no row is stored.
+    for later in ["20261125000005", "20261125000004"] {
+        assert_eq!(as_owner.revert_last_migration().unwrap(), later);
+    }
     let store = CredentialStore::new(Database::open(&db.url).unwrap(), test_keyring());
     // Four accounts, each with two credentials of one type: four conflicting pairs.
     for n in 0..4 {
@@ -217,9 +221,6 @@ fn guarded_reverts_count_every_row_as_the_owner_role() {
                 )
                 .unwrap();
         }
-    }
-    for later in ["20261125000005", "20261125000004"] {
-        assert_eq!(as_owner.revert_last_migration().unwrap(), later);
     }
     match as_owner.revert_last_migration() {
         Err(Error::RevertRefused { conflicts: 4, .. }) => {}
@@ -258,15 +259,25 @@ fn guarded_reverts_count_every_row_as_the_owner_role() {
         2,
         "row-level security is still enabled and forced"
     );
+    // Re-applied over the rows, the owner foreign key does not revert either.
+    assert_eq!(as_owner.run_migrations().unwrap().len(), 3);
+    match as_owner.revert_last_migration() {
+        Err(Error::RevertWouldExpose {
+            version,
+            accounts: 4,
+            credentials: 4,
+        }) => assert_eq!(version, "20261125000005"),
+        other => panic!("reverting the owner foreign key with rows, as the owner: {other:?}"),
+    }
 }
 
 on_both_backends!(the_tables_are_never_dropped_with_rows_in_them, |db| {
     let store = db.store();
     let database = store.database();
-    account(&store, "auth0|ada");
     for _ in 0..3 {
         database.revert_last_migration().unwrap();
     }
+    account(&store, "auth0|ada");
     match database.revert_last_migration() {
         Err(Error::RevertWouldExpose {
             version,

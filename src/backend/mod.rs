@@ -429,11 +429,24 @@ pub(crate) trait BackendConnection: diesel::Connection + Send + 'static {
         statement: Q,
     ) -> diesel::QueryResult<Vec<T>>;
 
-    /// Lets the tables' owner see every row for the rest of the current
-    /// transaction, for the counts a guarded revert makes. Nothing by default (no
-    /// row security).
-    fn see_every_row(&mut self) -> diesel::QueryResult<()> {
-        Ok(())
+    /// Runs `f` holding the crate's tables (those that exist) against every other
+    /// session's writes, inside [`with_migration_lock`](Self::with_migration_lock):
+    /// a guarded revert counts their rows and runs its down migration in `f`, so no
+    /// row can be committed between the count and the `DROP` or `ALTER`. A write
+    /// that was under way when `f` began is waited for, and counted; one that comes
+    /// later waits until the revert is done (and fails if the table is gone).
+    /// `f` must not begin a transaction: on MariaDB/MySQL that ends the hold.
+    fn holding_tables<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T>;
+
+    /// Runs `f`, the counts of a guarded revert, seeing every row of the crate's
+    /// tables even as an owner role that row-level security applies to, and undoes
+    /// what made them visible before it returns. By default `f` alone (no row
+    /// security).
+    fn counting_every_row<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> diesel::QueryResult<T>,
+    ) -> Result<T> {
+        Ok(f(self)?)
     }
 
     /// Whether row-level security filters `user_credentials` for the current role.

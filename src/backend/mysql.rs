@@ -160,6 +160,65 @@ impl BackendConnection for MysqlConnection {
         Ok(result)
     }
 
+    /// `LOCK TABLES user_accounts WRITE, user_credentials WRITE,
+    /// __diesel_schema_migrations WRITE` (those that exist) on the migrating session,
+    /// and `UNLOCK TABLES` once `f` returns, whether it succeeded or failed (the
+    /// server releases them if the session dies).
+    ///
+    /// MariaDB commits each DDL statement on its own, so no transaction can span the
+    /// counts and the down migration's `DROP` or `ALTER`: an open transaction's locks
+    /// end at the first DDL statement. A table lock does span them: the session that
+    /// holds a WRITE lock may still `ALTER` and `DROP` the table (MariaDB 10.11; a
+    /// dropped table leaves the locked set, the others stay locked), while every
+    /// other session's reads and writes of it wait. `LOCK TABLES` first waits for the
+    /// metadata locks of the transactions under way, so an uncommitted insert is
+    /// committed, and counted, or rolled back before the counts. What else was tried,
+    /// and why it does not hold:
+    ///
+    /// - READ locks, and `FLUSH TABLES … WITH READ LOCK`, refuse the session's own
+    ///   `DROP`/`ALTER` ("was locked with a READ lock and can't be updated");
+    /// - a named lock (`GET_LOCK`) binds only the sessions that take it, and the
+    ///   writers are other services too.
+    ///
+    /// A session holding table locks may use no other table, hence diesel's
+    /// bookkeeping table in the list (the revert reads and deletes its row). And
+    /// `START TRANSACTION` (diesel's `BEGIN`) releases table locks, so `f` runs the
+    /// down migration without a transaction of its own (it would gain nothing here:
+    /// its DDL commits anyway).
+    fn holding_tables<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        use diesel::connection::SimpleConnection;
+        #[derive(diesel::QueryableByName)]
+        struct Table {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            name: String,
+        }
+        const HELD: [&str; 3] = [
+            "user_accounts",
+            "user_credentials",
+            "__diesel_schema_migrations",
+        ];
+        let existing: Vec<Table> = diesel::sql_query(
+            "SELECT table_name AS name FROM information_schema.tables \
+             WHERE table_schema = DATABASE() \
+               AND table_name IN ('user_accounts', 'user_credentials', '__diesel_schema_migrations')",
+        )
+        .load(self)?;
+        let locks: Vec<String> = HELD
+            .iter()
+            .filter(|table| existing.iter().any(|e| e.name == **table))
+            .map(|table| format!("{table} WRITE"))
+            .collect();
+        if locks.is_empty() {
+            return f(self);
+        }
+        self.batch_execute(&format!("LOCK TABLES {}", locks.join(", ")))?;
+        let result = f(self);
+        let unlocked = self.batch_execute("UNLOCK TABLES");
+        let result = result?;
+        unlocked?;
+        Ok(result)
+    }
+
     /// No `RETURNING`: the write, then a read of the rows by the ids the client
     /// made, in the same transaction, put back in the order written.
     fn load_written<Q: LoadWritten<T>, T: Stored>(

@@ -176,13 +176,77 @@ impl BackendConnection for PgConnection {
         statement.returning().load(self)
     }
 
-    /// `FORCE ROW LEVEL SECURITY` is lifted (undone when the transaction rolls back).
-    fn see_every_row(&mut self) -> diesel::QueryResult<()> {
+    /// `LOCK TABLE user_accounts, user_credentials IN ACCESS EXCLUSIVE MODE` (those
+    /// that exist, by `to_regclass`) in the migration lock's transaction, which holds
+    /// it until it ends, after the down migration. An insert under way is waited for
+    /// and then counted; one sent later waits for the revert's transaction and fails
+    /// if the table is gone. ACCESS EXCLUSIVE is what the down migrations take anyway
+    /// (`DROP TABLE`, `ALTER TABLE`, `DROP POLICY`), taken here before the counts
+    /// instead of after them.
+    fn holding_tables<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         use diesel::connection::SimpleConnection;
-        self.batch_execute(
-            "ALTER TABLE user_accounts NO FORCE ROW LEVEL SECURITY;
-             ALTER TABLE user_credentials NO FORCE ROW LEVEL SECURITY;",
+        use diesel::sql_types::Bool;
+        #[derive(diesel::QueryableByName)]
+        struct Existing {
+            #[diesel(sql_type = Bool)]
+            accounts: bool,
+            #[diesel(sql_type = Bool)]
+            credentials: bool,
+        }
+        let existing: Existing = diesel::sql_query(
+            "SELECT to_regclass('user_accounts') IS NOT NULL AS accounts, \
+                    to_regclass('user_credentials') IS NOT NULL AS credentials",
         )
+        .get_result(self)?;
+        let tables: Vec<&str> = [
+            (existing.accounts, "user_accounts"),
+            (existing.credentials, "user_credentials"),
+        ]
+        .into_iter()
+        .filter_map(|(exists, table)| exists.then_some(table))
+        .collect();
+        if !tables.is_empty() {
+            self.batch_execute(&format!(
+                "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+                tables.join(", ")
+            ))?;
+        }
+        f(self)
+    }
+
+    /// `FORCE ROW LEVEL SECURITY` is lifted in a savepoint that is always rolled
+    /// back, so FORCE is back before the down migration runs. Rolling the savepoint
+    /// back releases only the locks taken inside it: [`holding_tables`]'s belong to
+    /// the enclosing transaction and stay.
+    ///
+    /// [`holding_tables`]: BackendConnection::holding_tables
+    fn counting_every_row<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> diesel::QueryResult<T>,
+    ) -> Result<T> {
+        use diesel::connection::SimpleConnection;
+        /// Carries the counts out of a savepoint that is always rolled back.
+        enum Counted<T> {
+            Done(T),
+            Failed(diesel::result::Error),
+        }
+        impl<T> From<diesel::result::Error> for Counted<T> {
+            fn from(err: diesel::result::Error) -> Self {
+                Counted::Failed(err)
+            }
+        }
+        let counted = self.transaction::<std::convert::Infallible, Counted<T>, _>(|c| {
+            c.batch_execute(
+                "ALTER TABLE user_accounts NO FORCE ROW LEVEL SECURITY;
+                 ALTER TABLE user_credentials NO FORCE ROW LEVEL SECURITY;",
+            )?;
+            Err(Counted::Done(f(c)?))
+        });
+        match counted {
+            Ok(never) => match never {},
+            Err(Counted::Done(counts)) => Ok(counts),
+            Err(Counted::Failed(err)) => Err(err.into()),
+        }
     }
 
     fn row_security_active(&mut self) -> diesel::QueryResult<bool> {

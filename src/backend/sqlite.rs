@@ -115,6 +115,13 @@ impl BackendConnection for SqliteConnection {
         self.immediate_transaction(f)
     }
 
+    /// Nothing more: the migration lock's `BEGIN IMMEDIATE` transaction holds the
+    /// database's write lock from before the counts until the down migration has run
+    /// and it commits, so no other connection commits a row in between.
+    fn holding_tables<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        f(self)
+    }
+
     fn load_written<Q: LoadWritten<T>, T: Stored>(
         &mut self,
         statement: Q,
