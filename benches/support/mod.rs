@@ -1,4 +1,4 @@
-//! What the benchmarks and `examples/maintenance_figures.rs` share: the sizes, the
+//! What the benchmarks and `benches/maintenance_figures.rs` share: the sizes, the
 //! datasets (built once per size and reused), the pseudo-random picks, SQLite
 //! connections configured as the crate configures them, and rows decoded as the
 //! crate decodes them. What the baselines take from the crate itself (its
