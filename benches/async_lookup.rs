@@ -13,10 +13,10 @@
 //! counts round trips), `sqlite` (a file). Operations, each one lookup of one
 //! credential by nickname in one account:
 //!
-//! - `async_store/find_one_by_nickname`: `AsyncCredentialStore`, awaited in a tokio
+//! - `async_store/credential_by_nickname`: `AsyncCredentialStore`, awaited in a tokio
 //!   task (a pool of 8; on PostgreSQL `BEGIN`, `set_config`, the SELECT and `COMMIT`
 //!   pipelined; on SQLite the sync code on tokio's blocking pool);
-//! - `sync_store/find_one_by_nickname`: `CredentialStore`, called on the bench
+//! - `sync_store/credential_by_nickname`: `CredentialStore`, called on the bench
 //!   thread (a pool of 8; on PostgreSQL libpq, one statement after another);
 //! - `raw_pipelined` (PostgreSQL): tokio-postgres doing the store's work by hand,
 //!   the four statements prepared beforehand and their futures joined so they
@@ -129,8 +129,8 @@ impl Op {
 
     fn name(self) -> &'static str {
         match self {
-            Op::AsyncStore => "async_store/find_one_by_nickname",
-            Op::SyncStore => "sync_store/find_one_by_nickname",
+            Op::AsyncStore => "async_store/credential_by_nickname",
+            Op::SyncStore => "sync_store/credential_by_nickname",
             Op::RawPipelined => "raw_pipelined",
             Op::BareSelect => "bare_select",
             Op::SyncOnBlockingPool => "sync_store/spawn_blocking",

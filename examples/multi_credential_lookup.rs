@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo run --example multi_credential_lookup                      # embedded SQLite
-//! DATABASE_URL=postgres://postgres@127.0.0.1/test cargo run --example multi_credential_lookup
+//! DATABASE_URL=postgres://postgres@127.0.0.1/test cargo run --features postgres,bundled-postgres --example multi_credential_lookup
 //! ```
 //!
 //! Keys come from `CREDENTIAL_STORE_KEYS` (comma-separated Fernet keys); without it the

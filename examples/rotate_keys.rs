@@ -4,7 +4,7 @@
 //! DATABASE_URL=postgres://maintenance@db/app \
 //! CREDENTIAL_STORE_KEYS=2026-12:<new key>,2026-11:<old key> \
 //! CREDENTIAL_STORE_FORMAT=sealed \
-//! cargo run --example rotate_keys -- 1000
+//! cargo run --features postgres,bundled-postgres --example rotate_keys -- 1000
 //! ```
 //!
 //! The argument is the batch size (default 1000). `CREDENTIAL_STORE_FORMAT` is

@@ -11,6 +11,7 @@ use crate::executor::Executor;
 /// The blocking MariaDB/MySQL connection the crate uses (diesel-async's
 /// `AsyncMysqlConnection` on a runtime of its own), for raw SQL beside the crate.
 #[cfg(feature = "mysql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
 pub use crate::backend::MysqlConnection;
 pub use crate::backend::{Backend, DatabaseOptions};
 

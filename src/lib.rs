@@ -1,6 +1,11 @@
 #![doc = include_str!("../README.md")]
+//!
+//! ## Cargo features
+//!
+#![doc = document_features::document_features!()]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // A build without every backend leaves code unused that only those backends call.
 #![cfg_attr(
     not(all(feature = "sqlite", feature = "postgres", feature = "mysql")),
@@ -10,6 +15,7 @@
 #[cfg(feature = "async")]
 mod async_database;
 #[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub mod async_store;
 mod backend;
 pub mod connection;
@@ -36,6 +42,7 @@ mod steps;
 pub mod validation;
 
 #[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use async_store::{AsyncCredentialRepository, AsyncCredentialStore, AsyncDatabase};
 pub use connection::{Backend, Database, DatabaseOptions};
 pub use crypto::{CipherFormat, CredentialKeys, KeyProvider, Keyring, KEYS_ENV_VAR};

@@ -26,14 +26,17 @@ use diesel_migrations::{EmbeddedMigrations, MigrationError, MigrationHarness};
 
 /// The PostgreSQL migrations, embedded at build time.
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = crate::backend::postgres::MIGRATIONS;
 
 /// The SQLite migrations, embedded at build time.
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = crate::backend::sqlite::MIGRATIONS;
 
 /// The MariaDB/MySQL migrations, embedded at build time.
 #[cfg(feature = "mysql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
 pub const MYSQL_MIGRATIONS: EmbeddedMigrations = crate::backend::mysql::MIGRATIONS;
 
 impl Database {

@@ -23,10 +23,16 @@
 
 mod common;
 
+fn main() {
+    common::trials::run(vec![
+        an_insert_committed_while_the_revert_waits_is_counted::tests(),
+        an_insert_sent_while_the_revert_counts_is_not_lost::tests(),
+        reverting_the_owner_foreign_key_refuses_while_rows_are_stored::tests(),
+    ]);
+}
+
 use common::TestDb;
-use credential_store::{
-    Backend, CredentialRepository, Database, Error, NewUserAccount, NewUserCredential,
-};
+use credential_store::{Backend, Database, Error, NewUserAccount, NewUserCredential};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use std::thread::JoinHandle;
@@ -186,10 +192,7 @@ on_both_backends!(
         let store = db.store();
         let database = store.database();
         let ada = store
-            .create_account(&NewUserAccount {
-                user_id: "auth0|ada",
-                account_name: "Ada",
-            })
+            .create_account(&NewUserAccount::new("auth0|ada", "Ada"))
             .unwrap();
         store
             .insert_credential(&ada, &NewUserCredential::new("polygon", "PK", "s"))
@@ -223,7 +226,7 @@ on_both_backends!(
                  (id, user_account_id, user_id, credential_type, nickname, api_key, secret_key) \
              VALUES ('{}', '{}', 'auth0|mallory', 'polygon', 'planted', 'ct', 'ct')",
             uuid::Uuid::now_v7(),
-            ada.id
+            ada.id()
         );
         assert!(
             db.try_execute(&planted).is_err(),

@@ -1,4 +1,4 @@
-//! What the benchmarks and `examples/maintenance_figures.rs` share: the sizes, the
+//! What the benchmarks and `benches/maintenance_figures.rs` share: the sizes, the
 //! datasets (built once per size and reused), the pseudo-random picks, SQLite
 //! connections configured as the crate configures them, and rows decoded as the
 //! crate decodes them. What the baselines take from the crate itself (its
@@ -44,8 +44,7 @@ pub fn sizes() -> Vec<usize> {
         assert!(
             sizes
                 .iter()
-                .all(|&r| r >= CREDENTIALS_PER_ACCOUNT * 10
-                    && r.is_multiple_of(CREDENTIALS_PER_ACCOUNT)),
+                .all(|&r| r >= CREDENTIALS_PER_ACCOUNT * 10 && r % CREDENTIALS_PER_ACCOUNT == 0),
             "sizes must be multiples of {CREDENTIALS_PER_ACCOUNT}, at least 100"
         );
         return sizes;
@@ -193,7 +192,7 @@ pub fn fill_through_crate(store: &CredentialStore, rows: usize, threads: usize) 
                 while i < accounts {
                     write_account(store, i);
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    if n.is_multiple_of(20_000) {
+                    if n % 20_000 == 0 {
                         eprintln!(
                             "  {} of {rows} credentials, {:.0?}",
                             n * CREDENTIALS_PER_ACCOUNT,

@@ -4,8 +4,8 @@
 //!
 //! ```sh
 //! bash .ci/pg-topology                               # primary, replica, PgBouncer
-//! cargo run --release --example topology_figures     # 10 s per measurement, ~80 s in all
-//! cargo run --release --example topology_figures 2   # a quick run (~30 s)
+//! cargo bench --features postgres,bundled-postgres --bench topology_figures        # 10 s per measurement, ~80 s in all
+//! cargo bench --features postgres,bundled-postgres --bench topology_figures -- 2   # a quick run (~30 s)
 //! ```
 //!
 //! It makes one fresh database with a random name (`credential_store_topology_…`)
@@ -106,7 +106,8 @@ fn main() -> ExitCode {
 
 /// Checks, sets up, measures, cleans up, prints; the exit status.
 fn run() -> Res<ExitCode> {
-    let seconds: f64 = match std::env::args().nth(1) {
+    // `cargo bench` adds `--bench`.
+    let seconds: f64 = match std::env::args().skip(1).find(|arg| arg != "--bench") {
         None => 10.0,
         Some(arg) => match arg.parse::<f64>() {
             Ok(s) if s > 0.0 && s <= 3600.0 => s,
@@ -967,7 +968,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
             out.push(',');
         }
         out.push(c);

@@ -1,7 +1,7 @@
 //! Backfill and key-rotation figures for BENCHMARKS.md, on SQLite and PostgreSQL.
 //!
 //! ```sh
-//! cargo run --release --example maintenance_figures
+//! cargo bench --features bench-internals,postgres,bundled-postgres --bench maintenance_figures
 //! ```
 //!
 //! For each backend and size (`CREDENTIAL_STORE_FIGURES_SIZES`, default
@@ -27,9 +27,9 @@
 //! `credential_store_bench_legacy_<rows>`, the working copies in `work-*.db` and
 //! `credential_store_bench_work`.
 
-#[path = "../benches/support/mod.rs"]
+#[path = "support/mod.rs"]
 mod support;
-#[path = "../benches/support/trace.rs"]
+#[path = "support/trace.rs"]
 mod trace;
 
 use credential_store::{CredentialStore, Database, Keyring};

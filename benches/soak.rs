@@ -2,8 +2,8 @@
 //! updates and deletes while a backfill runs, then checks that no write was lost.
 //!
 //! ```sh
-//! cargo run --release --example soak -- 60                      # SQLite, 60 s
-//! DATABASE_URL=postgres://postgres@127.0.0.1/soak cargo run --release --example soak -- 60
+//! cargo bench --features postgres,bundled-postgres --bench soak -- 60                      # SQLite, 60 s
+//! DATABASE_URL=postgres://postgres@127.0.0.1/soak cargo bench --features postgres,bundled-postgres --bench soak -- 60
 //! ```
 //!
 //! On PostgreSQL, half-way through, every other connection to the database is killed
@@ -54,7 +54,8 @@ struct Owned {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seconds: u64 = std::env::args()
-        .nth(1)
+        .skip(1)
+        .find(|arg| arg != "--bench") // what `cargo bench` adds
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(60);
