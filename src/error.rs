@@ -1071,11 +1071,11 @@ mod tests {
     /// not-found answers as the code gives them.
     #[test]
     fn the_readme_error_table_matches_the_enum() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../docs/guarantees.md");
         let table = readme
             .split("<!-- error kinds: checked against ErrorKind by a test in src/error.rs -->")
             .nth(1)
-            .expect("the README has the table of error kinds");
+            .expect("docs/guarantees.md has the table of error kinds");
         let rows: Vec<(String, bool, bool)> = table
             .lines()
             .skip(3)

@@ -62,3 +62,18 @@ pub use chrono::{DateTime, Utc};
 pub use secrecy;
 pub use secrecy::{ExposeSecret, SecretString};
 pub use uuid::Uuid;
+
+/// The code in the documentation beside the README, compiled and run as doc tests.
+#[cfg(doctest)]
+mod documentation {
+    #[doc = include_str!("../docs/database.md")]
+    struct Databases;
+    #[doc = include_str!("../docs/keys.md")]
+    struct Keys;
+    #[doc = include_str!("../docs/operators.md")]
+    struct Operators;
+    #[doc = include_str!("../docs/guarantees.md")]
+    struct Guarantees;
+    #[doc = include_str!("../docs/contributing.md")]
+    struct Contributing;
+}
