@@ -108,6 +108,8 @@ macro_rules! operations {
         }
     };
 }
+// The async store generates its half from the same list.
+#[cfg(feature = "async")]
 pub(crate) use operations;
 
 macro_rules! sync_trait {

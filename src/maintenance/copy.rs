@@ -18,8 +18,10 @@ use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 use uuid::Uuid;
 
-/// How [`copy_to`](Maintenance::copy_to) runs.
+/// How [`copy_to`](Maintenance::copy_to) runs: the defaults, changed with the
+/// setters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CopyOptions {
     /// Rows read, written and verified per batch (1 to 100 000). Default 1000.
     pub batch_size: usize,
@@ -27,6 +29,22 @@ pub struct CopyOptions {
     /// (an interrupted copy run again). Without it a non-empty target is refused.
     /// Default false.
     pub resume: bool,
+}
+
+impl CopyOptions {
+    /// Sets [`batch_size`](Self::batch_size).
+    #[must_use]
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size;
+        self
+    }
+
+    /// Sets [`resume`](Self::resume).
+    #[must_use]
+    pub fn resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
+    }
 }
 
 impl Default for CopyOptions {

@@ -80,10 +80,9 @@ pub fn exec(global: &Global, args: &Args) -> Run {
     let to = url(args.to.as_deref(), args.to_file.as_deref(), "--to-file")?;
     let maintenance = Maintenance::new(open_url(&from)?, keyring(global)?);
     let target = open_url(&to)?;
-    let options = CopyOptions {
-        batch_size: args.batch.batch_size,
-        resume: args.resume,
-    };
+    let options = CopyOptions::default()
+        .batch_size(args.batch.batch_size)
+        .resume(args.resume);
     let report: CopyReport = batched(
         global,
         "copy",
