@@ -154,14 +154,12 @@ impl Executor for AsyncDatabase {
         scope: Scope<'_>,
         statements: Vec<Q>,
     ) -> Result<Vec<T>> {
-        {
-            match &self.pool {
-                #[cfg(feature = "postgres")]
-                AsyncPool::Postgres(pool) => pool.load(scope.user, statements).await,
-                AsyncPool::Blocking(db) => {
-                    let (db, scope) = (db.clone(), scope.without_user());
-                    blocking(move || db.load_now(scope, statements)).await
-                }
+        match &self.pool {
+            #[cfg(feature = "postgres")]
+            AsyncPool::Postgres(pool) => pool.load(scope.user, statements).await,
+            AsyncPool::Blocking(db) => {
+                let (db, scope) = (db.clone(), scope.without_user());
+                blocking(move || db.load_now(scope, statements)).await
             }
         }
     }
@@ -185,14 +183,12 @@ impl Executor for AsyncDatabase {
     }
 
     async fn execute<Q: Execute>(&self, scope: Scope<'_>, statements: Vec<Q>) -> Result<usize> {
-        {
-            match &self.pool {
-                #[cfg(feature = "postgres")]
-                AsyncPool::Postgres(pool) => pool.execute(scope.user, statements).await,
-                AsyncPool::Blocking(db) => {
-                    let (db, scope) = (db.clone(), scope.without_user());
-                    blocking(move || db.execute_now(scope, statements)).await
-                }
+        match &self.pool {
+            #[cfg(feature = "postgres")]
+            AsyncPool::Postgres(pool) => pool.execute(scope.user, statements).await,
+            AsyncPool::Blocking(db) => {
+                let (db, scope) = (db.clone(), scope.without_user());
+                blocking(move || db.execute_now(scope, statements)).await
             }
         }
     }

@@ -1067,12 +1067,12 @@ mod tests {
         }
     }
 
-    /// The README's table of error kinds lists every kind once, with its retry and
-    /// not-found answers as the code gives them.
+    /// The documented table of error kinds (docs/guarantees.md) lists every kind
+    /// once, with its retry and not-found answers as the code gives them.
     #[test]
-    fn the_readme_error_table_matches_the_enum() {
-        let readme = include_str!("../docs/guarantees.md");
-        let table = readme
+    fn the_documented_error_table_matches_the_enum() {
+        let doc = include_str!("../docs/guarantees.md");
+        let table = doc
             .split("<!-- error kinds: checked against ErrorKind by a test in src/error.rs -->")
             .nth(1)
             .expect("docs/guarantees.md has the table of error kinds");
