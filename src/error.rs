@@ -91,6 +91,46 @@ pub enum Error {
         reason: String,
     },
 
+    /// The key provider could not be reached, or did not answer in time: a data
+    /// key it holds could not be wrapped or unwrapped. Nothing was written.
+    /// Accounts whose data key the [cache](crate::DataKeyCache) holds keep working;
+    /// retry the others.
+    #[error("key provider `{provider}` is unavailable: {reason}")]
+    KeyProviderUnavailable {
+        /// The provider's name.
+        provider: String,
+        /// What failed (a timeout, a refused connection), never a key.
+        reason: String,
+    },
+
+    /// An account's stored data key does not unwrap: another key-encryption key
+    /// wrapped it, it was copied from another account, or it is damaged; or no
+    /// configured provider has the name it was stored with.
+    #[error("the data key of account `{account_id}` does not unwrap with provider `{provider}`: {reason}")]
+    DataKeyUnreadable {
+        /// The account.
+        account_id: Uuid,
+        /// The provider the data key was stored with.
+        provider: String,
+        /// Why, never a key.
+        reason: String,
+    },
+
+    /// A stored ciphertext is in a format older than the store's
+    /// [minimum format](crate::CredentialStore::with_minimum_format): refused
+    /// before anything is decrypted (`rotate` converts such rows).
+    #[error("{field} of credential `{credential_id}` is in format {format}, older than the minimum {minimum}")]
+    FormatRefused {
+        /// The credential.
+        credential_id: Uuid,
+        /// `api_key` or `secret_key`.
+        field: Field,
+        /// The stored value's format.
+        format: crate::crypto::FormatVersion,
+        /// The oldest format the store reads.
+        minimum: crate::crypto::FormatVersion,
+    },
+
     /// A single-match nickname lookup found more than one credential.
     #[error("nickname `{nickname}` is ambiguous: {matches} credentials of account `{account_id}` carry it")]
     AmbiguousNickname {
@@ -382,6 +422,15 @@ pub enum ErrorKind {
     CredentialIdConflict,
     /// A key provider failed ([`Error::KeyProvider`]): `key_provider`.
     KeyProvider,
+    /// The key provider could not be reached in time
+    /// ([`Error::KeyProviderUnavailable`]): `key_provider_unavailable`.
+    KeyProviderUnavailable,
+    /// An account's data key does not unwrap ([`Error::DataKeyUnreadable`]):
+    /// `data_key_unreadable`.
+    DataKeyUnreadable,
+    /// A ciphertext is older than the minimum format ([`Error::FormatRefused`]):
+    /// `format_refused`.
+    FormatRefused,
     /// A single-match nickname lookup matched several credentials
     /// ([`Error::AmbiguousNickname`]): `ambiguous_nickname`.
     AmbiguousNickname,
@@ -465,7 +514,7 @@ impl ErrorKind {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            ErrorKind::Busy | ErrorKind::ConnectionLost | ErrorKind::Pool
+            ErrorKind::Busy | ErrorKind::ConnectionLost | ErrorKind::Pool | ErrorKind::KeyProviderUnavailable
         )
     }
 
@@ -489,6 +538,9 @@ impl ErrorKind {
             ErrorKind::CredentialNotFound => "credential_not_found",
             ErrorKind::CredentialIdConflict => "credential_id_conflict",
             ErrorKind::KeyProvider => "key_provider",
+            ErrorKind::KeyProviderUnavailable => "key_provider_unavailable",
+            ErrorKind::DataKeyUnreadable => "data_key_unreadable",
+            ErrorKind::FormatRefused => "format_refused",
             ErrorKind::AmbiguousNickname => "ambiguous_nickname",
             ErrorKind::AmbiguousType => "ambiguous_type",
             ErrorKind::CredentialInactive => "credential_inactive",
@@ -723,6 +775,9 @@ impl Error {
             Error::CredentialNotFound { .. } => ErrorKind::CredentialNotFound,
             Error::CredentialIdConflict { .. } => ErrorKind::CredentialIdConflict,
             Error::KeyProvider { .. } => ErrorKind::KeyProvider,
+            Error::KeyProviderUnavailable { .. } => ErrorKind::KeyProviderUnavailable,
+            Error::DataKeyUnreadable { .. } => ErrorKind::DataKeyUnreadable,
+            Error::FormatRefused { .. } => ErrorKind::FormatRefused,
             Error::AmbiguousNickname { .. } => ErrorKind::AmbiguousNickname,
             Error::AmbiguousType { .. } => ErrorKind::AmbiguousType,
             Error::CredentialInactive { .. } => ErrorKind::CredentialInactive,
@@ -757,7 +812,7 @@ impl Error {
     /// Whether the same call, made again a little later, can succeed with nothing
     /// changed: the failure was the moment's, not the request's or the setup's.
     ///
-    /// That is the kinds [`Busy`](ErrorKind::Busy) (a lock held past the timeout, a
+    /// That is the kinds [`KeyProviderUnavailable`](ErrorKind::KeyProviderUnavailable), [`Busy`](ErrorKind::Busy) (a lock held past the timeout, a
     /// deadlock; the transaction was rolled back), [`ConnectionLost`](ErrorKind::ConnectionLost)
     /// (the pool replaces the connection) and [`Pool`](ErrorKind::Pool) (no pooled
     /// connection free in time). Everything else fails the same way until something
@@ -816,6 +871,9 @@ mod tests {
         ErrorKind::CredentialNotFound,
         ErrorKind::CredentialIdConflict,
         ErrorKind::KeyProvider,
+        ErrorKind::KeyProviderUnavailable,
+        ErrorKind::DataKeyUnreadable,
+        ErrorKind::FormatRefused,
         ErrorKind::AmbiguousNickname,
         ErrorKind::AmbiguousType,
         ErrorKind::CredentialInactive,
@@ -858,6 +916,9 @@ mod tests {
             | ErrorKind::CredentialNotFound
             | ErrorKind::CredentialIdConflict
             | ErrorKind::KeyProvider
+            | ErrorKind::KeyProviderUnavailable
+            | ErrorKind::DataKeyUnreadable
+            | ErrorKind::FormatRefused
             | ErrorKind::AmbiguousNickname
             | ErrorKind::AmbiguousType
             | ErrorKind::CredentialInactive

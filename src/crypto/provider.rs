@@ -1,205 +1,177 @@
-//! The [`KeyProvider`] seam and the keyring's implementation of it; the guide to
-//! writing a provider is in [the module documentation](crate::crypto#key-providers).
+//! The [`KeyProvider`] seam: what holds the key-encryption keys (KEKs) that wrap
+//! each account's data key. The guide to writing a provider is in
+//! [the module documentation](crate::crypto#key-providers).
 
-use super::{Binding, CipherFormat, Keyring};
 use crate::error::Result;
-use secrecy::SecretString;
+use chacha20poly1305::aead::{OsRng, rand_core::RngCore};
 use std::fmt;
-use std::future::{ready, Future};
+use std::future::Future;
 use std::pin::Pin;
+use uuid::Uuid;
+use zeroize::Zeroizing;
 
 /// The future a [`KeyProvider`] returns: boxed, so that the trait is object-safe,
 /// and `Send`, so that the async store can await it on any worker thread.
 pub type ProviderFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 
-/// Seals and opens the key fields of credentials: the [`Keyring`], or a key
-/// service. See [the module documentation](crate::crypto#key-providers) for how
-/// to write one.
+/// Holds the key-encryption keys (KEKs) that wrap every account's data key: the
+/// local [`Keyring`](crate::Keyring), or a key service (a KMS). See
+/// [the module documentation](crate::crypto#key-providers) for how to write one.
+///
+/// A provider never sees a credential: the store seals credentials under their
+/// account's [`DataKey`] itself, and asks the provider only to wrap a new data key
+/// (once per account) and to unwrap a stored one (once per account and process,
+/// while the [cache](crate::DataKeyCache) holds it).
 pub trait KeyProvider: Send + Sync + fmt::Debug + 'static {
-    /// A short name for the provider (`keyring`, `aws-kms`), for messages and
-    /// traces.
+    /// A short, stable name for the provider (`keyring`, `aws-kms`): stored with
+    /// every data key it wraps, so that the store knows which provider unwraps it,
+    /// and named in errors and traces. 1 to 32 of `[a-z0-9_.-]`.
     fn name(&self) -> &str;
 
-    /// Encrypts every request's plaintext, bound to its [`Binding`], in `format`:
-    /// one ciphertext per request, in request order, each as the database stores it.
-    fn seal<'a>(
-        &'a self,
-        format: CipherFormat,
-        items: &'a [SealRequest<'a>],
-    ) -> ProviderFuture<'a, Vec<String>>;
+    /// The id of the KEK that [`wrap`](Self::wrap) uses now (a keyring key id, a
+    /// KMS key id or ARN), stored with every data key it wraps. Rotation re-wraps
+    /// every data key whose provider or KEK id differs. At most 255 bytes.
+    fn key_id(&self) -> &str;
 
-    /// Decrypts every request's ciphertext, checking it against its [`Binding`]:
-    /// one plaintext per request, in request order. Any ciphertext that does not
-    /// open fails the whole call, with an error that names its credential and field.
-    fn open<'a>(&'a self, items: &'a [OpenRequest<'a>]) -> ProviderFuture<'a, Vec<SecretString>>;
+    /// Wraps each request's data key under the current KEK, bound to its
+    /// [`KeyContext`]: one wrapped key per request, in request order, as text
+    /// (the database stores it in a `TEXT` column).
+    fn wrap<'a>(&'a self, items: &'a [WrapRequest<'a>]) -> ProviderFuture<'a, Vec<String>>;
+
+    /// Unwraps each request's wrapped key, checking it against its
+    /// [`KeyContext`]: one data key per request, in request order.
+    ///
+    /// A wrapped key that does not open (another KEK, another account's context,
+    /// damaged) is [`Error::DataKeyUnreadable`](crate::Error::DataKeyUnreadable); a
+    /// service that cannot be reached or does not answer in time is
+    /// [`Error::KeyProviderUnavailable`](crate::Error::KeyProviderUnavailable),
+    /// which callers retry.
+    fn unwrap<'a>(&'a self, items: &'a [UnwrapRequest<'a>]) -> ProviderFuture<'a, Vec<DataKey>>;
 }
 
-/// One field to encrypt: its plaintext and where it belongs.
+/// A 256-bit data key (DEK) in memory: zeroed when dropped; `Debug` prints
+/// `[REDACTED]`; no `Display`, no serde.
+pub struct DataKey(Zeroizing<[u8; 32]>);
+
+impl DataKey {
+    /// A new random data key, from the operating system's generator.
+    pub fn generate() -> Self {
+        let mut key = Zeroizing::new([0u8; 32]);
+        OsRng.fill_bytes(&mut *key);
+        DataKey(key)
+    }
+
+    /// A data key from its 32 bytes, as a provider unwraps it; `None` for any
+    /// other length.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let bytes: &[u8; 32] = bytes.try_into().ok()?;
+        Some(DataKey(Zeroizing::new(*bytes)))
+    }
+
+    /// The key's bytes, for a provider to wrap.
+    pub fn expose_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DataKey([REDACTED])")
+    }
+}
+
+/// What a data key belongs to, which its wrapping is bound to (the associated
+/// data of the keyring's wrapping, a KMS's encryption context): a wrapped key
+/// copied to another account does not unwrap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyContext<'a> {
+    account_id: Uuid,
+    user_id: &'a str,
+    version: u32,
+}
+
+impl<'a> KeyContext<'a> {
+    /// The data key of version `version` of the account `account_id` of `user_id`.
+    pub fn new(account_id: Uuid, user_id: &'a str, version: u32) -> Self {
+        KeyContext {
+            account_id,
+            user_id,
+            version,
+        }
+    }
+
+    /// The account's id.
+    pub fn account_id(&self) -> Uuid {
+        self.account_id
+    }
+
+    /// The account's user (its `user_id`).
+    pub fn user_id(&self) -> &'a str {
+        self.user_id
+    }
+
+    /// The data key's version (1 for an account's first data key).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+}
+
+/// One data key to wrap, and what it belongs to.
 #[derive(Debug, Clone, Copy)]
-pub struct SealRequest<'a> {
-    plaintext: &'a SecretString,
-    binding: Binding<'a>,
+pub struct WrapRequest<'a> {
+    key: &'a DataKey,
+    context: KeyContext<'a>,
 }
 
-impl<'a> SealRequest<'a> {
-    /// A request to seal `plaintext` for the field `binding` names.
-    pub fn new(plaintext: &'a SecretString, binding: Binding<'a>) -> Self {
-        SealRequest { plaintext, binding }
+impl<'a> WrapRequest<'a> {
+    /// A request to wrap `key` for `context`.
+    pub fn new(key: &'a DataKey, context: KeyContext<'a>) -> Self {
+        WrapRequest { key, context }
     }
 
-    /// The value to encrypt.
-    pub fn plaintext(&self) -> &'a SecretString {
-        self.plaintext
+    /// The data key to wrap.
+    pub fn key(&self) -> &'a DataKey {
+        self.key
     }
 
-    /// Where the ciphertext belongs, which it must be bound to.
-    pub fn binding(&self) -> &Binding<'a> {
-        &self.binding
+    /// What it belongs to, which the wrapping must be bound to.
+    pub fn context(&self) -> &KeyContext<'a> {
+        &self.context
     }
 }
 
-/// One stored field to decrypt: its ciphertext and where it was read.
+/// One stored data key to unwrap: the wrapped key, the id of the KEK that wrapped
+/// it, and what it belongs to.
 #[derive(Debug, Clone, Copy)]
-pub struct OpenRequest<'a> {
-    ciphertext: &'a str,
-    binding: Binding<'a>,
+pub struct UnwrapRequest<'a> {
+    wrapped: &'a str,
+    key_id: &'a str,
+    context: KeyContext<'a>,
 }
 
-impl<'a> OpenRequest<'a> {
-    /// A request to open `ciphertext`, read from the field `binding` names.
-    pub fn new(ciphertext: &'a str, binding: Binding<'a>) -> Self {
-        OpenRequest {
-            ciphertext,
-            binding,
+impl<'a> UnwrapRequest<'a> {
+    /// A request to unwrap `wrapped`, made by the KEK `key_id`, for `context`.
+    pub fn new(wrapped: &'a str, key_id: &'a str, context: KeyContext<'a>) -> Self {
+        UnwrapRequest {
+            wrapped,
+            key_id,
+            context,
         }
     }
 
-    /// The value as stored.
-    pub fn ciphertext(&self) -> &'a str {
-        self.ciphertext
+    /// The wrapped key as stored.
+    pub fn wrapped(&self) -> &'a str {
+        self.wrapped
     }
 
-    /// Where the value was read, which it must be bound to.
-    pub fn binding(&self) -> &Binding<'a> {
-        &self.binding
-    }
-}
-
-/// The local keyring as a provider: the primary key seals, every key opens; the
-/// futures are ready when they are returned.
-impl KeyProvider for Keyring {
-    fn name(&self) -> &str {
-        "keyring"
+    /// The id of the KEK that wrapped it ([`KeyProvider::key_id`] when it was
+    /// wrapped).
+    pub fn key_id(&self) -> &'a str {
+        self.key_id
     }
 
-    fn seal<'a>(
-        &'a self,
-        format: CipherFormat,
-        items: &'a [SealRequest<'a>],
-    ) -> ProviderFuture<'a, Vec<String>> {
-        let sealed = items
-            .iter()
-            .map(|item| self.encrypt(format, item.plaintext, &item.binding))
-            .collect();
-        Box::pin(ready(Ok(sealed)))
-    }
-
-    fn open<'a>(&'a self, items: &'a [OpenRequest<'a>]) -> ProviderFuture<'a, Vec<SecretString>> {
-        let opened = items
-            .iter()
-            .map(|item| self.decrypt(item.ciphertext, &item.binding))
-            .collect();
-        Box::pin(ready(opened))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::error::{Error, Field};
-    use secrecy::ExposeSecret;
-    use uuid::Uuid;
-
-    /// Polls a future that is ready at once.
-    fn now<T>(future: ProviderFuture<'_, T>) -> Result<T> {
-        let mut future = future;
-        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-        match future.as_mut().poll(&mut context) {
-            std::task::Poll::Ready(value) => value,
-            std::task::Poll::Pending => panic!("the keyring's futures are ready at once"),
-        }
-    }
-
-    fn binding(credential: u128, field: Field) -> Binding<'static> {
-        Binding::new(
-            Uuid::from_u128(credential),
-            Uuid::from_u128(100),
-            "auth0|alice",
-            field,
-        )
-    }
-
-    #[test]
-    fn the_keyring_seals_and_opens_a_batch_in_order_through_the_trait() {
-        let key = Keyring::generate_key();
-        let ring = Keyring::from_fernet_keys([key.expose_secret()]).unwrap();
-        let provider: &dyn KeyProvider = &ring;
-        assert_eq!(provider.name(), "keyring");
-        let plaintexts: Vec<SecretString> = ["PK1", "s1", "PK2", "s2"]
-            .into_iter()
-            .map(SecretString::from)
-            .collect();
-        let bindings = [
-            binding(1, Field::ApiKey),
-            binding(1, Field::SecretKey),
-            binding(2, Field::ApiKey),
-            binding(2, Field::SecretKey),
-        ];
-        for format in [CipherFormat::Sealed, CipherFormat::Fernet] {
-            let requests: Vec<SealRequest<'_>> = plaintexts
-                .iter()
-                .zip(bindings)
-                .map(|(plaintext, binding)| SealRequest::new(plaintext, binding))
-                .collect();
-            let sealed = now(provider.seal(format, &requests)).unwrap();
-            assert_eq!(sealed.len(), 4);
-            for (text, binding) in sealed.iter().zip(&bindings) {
-                // The same ciphertext the keyring makes and reads without the seam.
-                assert!(ring.is_current(format, text), "{text}");
-                assert!(ring.decrypt(text, binding).is_ok());
-            }
-            let requests: Vec<OpenRequest<'_>> = sealed
-                .iter()
-                .zip(bindings)
-                .map(|(text, binding)| OpenRequest::new(text, binding))
-                .collect();
-            let opened = now(provider.open(&requests)).unwrap();
-            let opened: Vec<&str> = opened.iter().map(|s| s.expose_secret()).collect();
-            assert_eq!(opened, ["PK1", "s1", "PK2", "s2"]);
-        }
-    }
-
-    #[test]
-    fn a_value_that_does_not_open_fails_the_batch_naming_its_field() {
-        let ring = Keyring::from_fernet_keys([Keyring::generate_key().expose_secret()]).unwrap();
-        let plaintext = SecretString::from("PK1");
-        let sealed = now(ring.seal(
-            CipherFormat::Sealed,
-            &[SealRequest::new(&plaintext, binding(1, Field::ApiKey))],
-        ))
-        .unwrap();
-        // Read back from the other field: the binding does not match.
-        let requests = [
-            OpenRequest::new(&sealed[0], binding(1, Field::ApiKey)),
-            OpenRequest::new(&sealed[0], binding(1, Field::SecretKey)),
-        ];
-        assert!(matches!(
-            now(ring.open(&requests)),
-            Err(Error::Decryption {
-                field: Field::SecretKey,
-                ..
-            })
-        ));
-        assert!(now(ring.open(&[])).unwrap().is_empty());
+    /// What it belongs to, which it must be bound to.
+    pub fn context(&self) -> &KeyContext<'a> {
+        &self.context
     }
 }
