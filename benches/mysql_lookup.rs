@@ -290,7 +290,7 @@ fn runner<'a>(op: Op, imp: Imp, fx: &'a mut Fixture, rng: &'a mut Rng) -> Box<dy
             let found = single(fx.raw.keys_by_nickname(a, nickname)).expect("found");
             let credential = found.credential.clone();
             let keys =
-                internals::reveal(fx.store.keyring(), a, credential.id, Some(found)).expect("keys");
+                internals::reveal(&fx.store, a, credential.id, Some(found)).expect("keys");
             black_box((credential, keys));
         }),
         (Op::InsertOne, Imp::Crate) => Box::new(move || {
@@ -355,7 +355,7 @@ fn check(fx: &mut Fixture, url: &str) {
     let (credential, keys) = keyed.expect("found");
     let raw: StoredCredential = single(raw).expect("found");
     assert_eq!(raw.credential, credential);
-    let raw_keys = internals::reveal(store.keyring(), &a, credential.id, Some(raw)).expect("keys");
+    let raw_keys = internals::reveal(&store, &a, credential.id, Some(raw)).expect("keys");
     for (k, expected) in [
         (&keys, (api_key(0, 1), secret_key(0, 1))),
         (&raw_keys, (api_key(0, 1), secret_key(0, 1))),

@@ -604,6 +604,8 @@ pub enum Field {
     SecretKey,
     /// A batch size.
     BatchSize,
+    /// The oldest ciphertext format a store reads.
+    MinimumFormat,
 }
 
 impl Field {
@@ -617,6 +619,7 @@ impl Field {
             Field::ApiKey => "api_key",
             Field::SecretKey => "secret_key",
             Field::BatchSize => "batch_size",
+            Field::MinimumFormat => "minimum_format",
         }
     }
 }
@@ -668,6 +671,11 @@ pub enum Rule {
         /// The most accepted.
         max: usize,
     },
+    /// Not one of the accepted names.
+    OneOf(
+        /// The accepted names.
+        &'static str,
+    ),
 }
 
 /// What a length limit counts.
@@ -707,6 +715,7 @@ impl fmt::Display for Rule {
             ),
             Rule::InvalidStart { allowed } => write!(f, "must start with {allowed}"),
             Rule::OutOfRange { min, max } => write!(f, "must be between {min} and {max}"),
+            Rule::OneOf(names) => write!(f, "must be one of {names}"),
         }
     }
 }

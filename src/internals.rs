@@ -82,17 +82,20 @@ pub struct StoredCredential {
     pub api_key: String,
     /// The `secret_key` ciphertext.
     pub secret_key: String,
+    /// The account's stored data key: `(version, provider, kek_id, wrapped_key)`.
+    pub data_key: Option<(i32, String, String, String)>,
 }
 
 /// A row of the crate's `credential_with_ciphertexts` columns.
 fn stored(
-    (credential, account_active, api_key, secret_key): (UserCredential, bool, LossyText, LossyText),
+    (credential, account_active, api_key, secret_key, data_key): crate::query::WithCiphertexts,
 ) -> StoredCredential {
     StoredCredential {
         credential,
         account_active,
         api_key: api_key.0,
         secret_key: secret_key.0,
+        data_key,
     }
 }
 
@@ -320,9 +323,10 @@ pub fn seal(
 
 /// What `keys` does with the row it read: refuses a missing, inactive or
 /// expired credential or an inactive account, then decrypts both keys, each bound to
-/// its row and field.
+/// its row and field, with the account's data key from `store`'s cache (unwrapped
+/// through its key provider on a miss).
 pub fn reveal(
-    keyring: &Keyring,
+    store: &crate::CredentialStore,
     account: &impl AsRef<AccountScope>,
     credential_id: Uuid,
     found: Option<StoredCredential>,
@@ -333,9 +337,10 @@ pub fn reveal(
             row.account_active,
             LossyText(row.api_key),
             LossyText(row.secret_key),
+            row.data_key,
         )
     });
-    steps::reveal(keyring, account.as_ref(), credential_id, found)
+    crate::repository::block_on(store.core.reveal_found(account.as_ref(), credential_id, found))
 }
 
 // ---------------------------------------------------------------------------

@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 #![doc = include_str!("../README.md")]
 //!
 //! ## Cargo features
@@ -45,7 +46,10 @@ pub mod validation;
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use async_store::{AsyncCredentialRepository, AsyncCredentialStore, AsyncDatabase};
 pub use connection::{Backend, Database, DatabaseOptions};
-pub use crypto::{CipherFormat, CredentialKeys, KeyProvider, Keyring, KEYS_ENV_VAR};
+pub use crypto::{
+    CipherFormat, CredentialKeys, DataKey, DataKeyCache, FormatVersion, KeyProvider, Keyring,
+    KEYS_ENV_VAR,
+};
 pub use error::{Error, ErrorKind, Field, Result, Rule, Unit};
 pub use maintenance::{BackfillProgress, KeyUsage, Maintenance, Outcome, RotationProgress};
 pub use models::{

@@ -7,6 +7,7 @@
 //! | `2024-06-01-000003_multiple_credentials_support` | drop the unique index, add `nickname`, backfill it, index `(user_account_id, nickname)` | the same | the same |
 //! | `2026-11-25-000004_not_null_flags_and_timestamps` | repair NULL flags and timestamps, then make them `NOT NULL` | no-op (NOT NULL from the start) | as PostgreSQL |
 //! | `2026-11-25-000005_credential_owner_matches_account` | foreign key `(user_account_id, user_id)` → `user_accounts (id, user_id)`: a credential's user is its account's | triggers to the same effect | as PostgreSQL |
+//! | `2026-12-07-000006_account_data_keys` | `account_keys`: one wrapped data key per account, foreign key `(account_id, user_id)` → `user_accounts (id, user_id)` with `ON DELETE CASCADE`, row-level security | the same, without row security | as PostgreSQL, without row security |
 //!
 //! Every PostgreSQL migration is idempotent, so they also run on a database the
 //! existing system made without diesel's bookkeeping table, at any step. MySQL
@@ -122,7 +123,8 @@ impl Database {
     ///   `down.sql` checks again), and while credentials carry a nickname other
     ///   than their type (the revert drops the column) it is
     ///   [`Error::RevertWouldDropNicknames`];
-    /// - undoing the owner foreign key (`000005`), row-level security or the tables
+    /// - undoing the data keys (`000006`), the owner foreign key (`000005`),
+    ///   row-level security or the tables
     ///   themselves while any account or credential is stored is
     ///   [`Error::RevertWouldExpose`], naming the counts.
     ///
@@ -231,7 +233,9 @@ enum RevertGuard {
 impl RevertGuard {
     fn for_version(version: &str) -> Self {
         match version {
-            CREATE_TABLES | ROW_LEVEL_SECURITY | OWNER_MATCHES_ACCOUNT => RevertGuard::Rows,
+            CREATE_TABLES | ROW_LEVEL_SECURITY | OWNER_MATCHES_ACCOUNT | DATA_KEYS => {
+                RevertGuard::Rows
+            }
             MULTIPLE_CREDENTIALS => RevertGuard::Nicknames,
             _ => RevertGuard::None,
         }
@@ -307,6 +311,10 @@ const MULTIPLE_CREDENTIALS: &str = "20240601000003";
 /// The migration whose composite foreign key makes a credential's user its
 /// account's (on MariaDB/MySQL the only owner check the database enforces).
 const OWNER_MATCHES_ACCOUNT: &str = "20261125000005";
+
+/// The migration that adds the per-account data keys: reverting it while rows
+/// are stored would destroy the keys their sealed-v3 credentials need.
+const DATA_KEYS: &str = "20261207000006";
 
 /// The migration set of a connection's backend.
 fn migrations_for<C: BackendConnection>(_: &C) -> EmbeddedMigrations {

@@ -7,7 +7,10 @@
 //! futures are ready at once; the async store on one that awaits the network.
 
 use crate::backend::{Backend, Load, Scope};
-use crate::crypto::{CipherFormat, CredentialKeys, KeyProvider, Keyring, SealRequest};
+use crate::crypto::{
+    AccountKey, CipherFormat, CredentialKeys, DataKeyCache, FormatVersion, KeyHierarchy,
+    KeyProvider, Keyring, SealRequest, StoredDataKey,
+};
 use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::models::{
@@ -25,11 +28,9 @@ use uuid::Uuid;
 #[derive(Debug, Clone)]
 pub(crate) struct Core<E> {
     pub exec: E,
-    /// The keyring the store was made with, which maintenance uses.
-    pub keyring: Arc<Keyring>,
-    /// What every seal and open of the operations goes through: the keyring,
-    /// unless the store was given another provider.
-    pub keys: Arc<dyn KeyProvider>,
+    /// The keyring, the key provider that wraps data keys (the keyring unless the
+    /// store was given another), the data-key cache and the minimum format.
+    pub keys: KeyHierarchy,
     pub format: CipherFormat,
 }
 
@@ -49,7 +50,8 @@ macro_rules! store_basics {
 
             /// The same store, writing `format`. Use
             /// [`CipherFormat::Fernet`](crate::CipherFormat::Fernet) while the existing
-            /// Python system still reads the database. Both formats are always read.
+            /// Python system still reads the database. Every format at or above the
+            /// [minimum](Self::with_minimum_format) is read.
             #[must_use]
             pub fn with_format(self, format: crate::CipherFormat) -> Self {
                 $store {
@@ -57,13 +59,12 @@ macro_rules! store_basics {
                 }
             }
 
-            /// The same store, sealing and opening keys through `provider` instead
-            /// of the keyring: see [key providers](crate::crypto#key-providers).
-            /// Each call makes at most one call of the provider. The keyring stays
-            /// the store's [`keyring`](Self::keyring), which
-            /// [maintenance](crate::Maintenance) (rotation, verification, copy)
-            /// still uses, so what the provider seals must be what the keyring
-            /// opens until maintenance goes through providers too.
+            /// The same store, wrapping each account's data key with `provider`
+            /// (a KMS) instead of the keyring: see
+            /// [key providers](crate::crypto#key-providers). Data keys the keyring
+            /// wrapped before stay readable (the keyring unwraps them) until
+            /// [rotation](crate::Maintenance::rotate_keys) re-wraps them with the
+            /// provider.
             #[must_use]
             pub fn with_key_provider(
                 self,
@@ -72,6 +73,44 @@ macro_rules! store_basics {
                 $store {
                     core: self.core.with_key_provider(provider),
                 }
+            }
+
+            /// The same store, holding unwrapped data keys in `cache`: give one
+            /// cache to every store of a process so that each account's data key
+            /// is unwrapped once.
+            #[must_use]
+            pub fn with_data_key_cache(
+                self,
+                cache: std::sync::Arc<crate::DataKeyCache>,
+            ) -> Self {
+                $store {
+                    core: self.core.with_data_key_cache(cache),
+                }
+            }
+
+            /// The same store, refusing to open a ciphertext older than `minimum`
+            /// ([`Error::FormatRefused`](crate::Error::FormatRefused)), even one
+            /// pasted into a row from a backup. The default is
+            /// [`FormatVersion::Fernet`](crate::FormatVersion::Fernet): every format
+            /// is read, as the existing Python system needs. Raise it to
+            /// `SealedV3` once [`rotate_keys`](crate::Maintenance::rotate_keys) has
+            /// converted every row; a store that writes Fernet under a higher
+            /// minimum refuses its own writes.
+            #[must_use]
+            pub fn with_minimum_format(self, minimum: crate::FormatVersion) -> Self {
+                $store {
+                    core: self.core.with_minimum_format(minimum),
+                }
+            }
+
+            /// The oldest ciphertext format the store opens.
+            pub fn minimum_format(&self) -> crate::FormatVersion {
+                self.core.keys.minimum
+            }
+
+            /// The cache of unwrapped data keys, to share with another store.
+            pub fn data_key_cache(&self) -> &std::sync::Arc<crate::DataKeyCache> {
+                &self.core.keys.cache
             }
 
             /// The format new ciphertexts are written in.
@@ -87,7 +126,7 @@ macro_rules! store_basics {
             /// The keyring the store was made with (and its
             /// [maintenance](crate::Maintenance) uses).
             pub fn keyring(&self) -> &crate::Keyring {
-                &self.core.keyring
+                &self.core.keys.keyring
             }
         }
     };
@@ -135,11 +174,9 @@ async fn traced<T>(span: tracing::Span, operation: impl Future<Output = Result<T
 impl<E> Core<E> {
     /// A store's operations on `exec`, writing the sealed format.
     pub fn new(exec: E, keyring: impl Into<Arc<Keyring>>) -> Self {
-        let keyring = keyring.into();
         Core {
             exec,
-            keys: Arc::clone(&keyring) as Arc<dyn KeyProvider>,
-            keyring,
+            keys: KeyHierarchy::new(keyring.into()),
             format: CipherFormat::Sealed,
         }
     }
@@ -150,9 +187,21 @@ impl<E> Core<E> {
         self
     }
 
-    /// The same, sealing and opening through `keys`.
-    pub fn with_key_provider(mut self, keys: Arc<dyn KeyProvider>) -> Self {
-        self.keys = keys;
+    /// The same, wrapping data keys with `provider`.
+    pub fn with_key_provider(mut self, provider: Arc<dyn KeyProvider>) -> Self {
+        self.keys.provider = provider;
+        self
+    }
+
+    /// The same, caching data keys in `cache`.
+    pub fn with_data_key_cache(mut self, cache: Arc<DataKeyCache>) -> Self {
+        self.keys.cache = cache;
+        self
+    }
+
+    /// The same, opening nothing older than `minimum`.
+    pub fn with_minimum_format(mut self, minimum: FormatVersion) -> Self {
+        self.keys.minimum = minimum;
         self
     }
 }
@@ -162,40 +211,96 @@ impl<E: Executor> Core<E> {
         span(operation, self.exec.backend(), account_id)
     }
 
-    /// Seals every request in one call of the key provider, in the store's format;
-    /// no call when there is nothing to seal.
-    async fn seal(&self, requests: &[SealRequest<'_>]) -> Result<Vec<String>> {
+    /// Seals every request in the store's format: sealed v3 under the account's
+    /// data key (made and stored on the account's first write), or Fernet. No
+    /// provider call when the data key is cached.
+    async fn seal(&self, account: &AccountScope, requests: &[SealRequest<'_>]) -> Result<Vec<String>> {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
-        let sealed = self.keys.seal(self.format, requests).await?;
-        if sealed.len() != requests.len() {
-            return Err(self.provider_error(format!(
-                "{} ciphertexts for {} requests",
-                sealed.len(),
-                requests.len()
-            )));
-        }
-        Ok(sealed)
+        let data_key = match self.format {
+            CipherFormat::Sealed => Some(self.write_data_key(account).await?),
+            _ => None,
+        };
+        self.keys.seal(self.format, data_key.as_ref(), requests)
     }
 
-    /// The keys of a credential that passed the checks before a reveal, opened in
-    /// one call of the key provider.
+    /// The account's data key for sealing: cached, else read and unwrapped, else
+    /// made, wrapped and stored (the first of two concurrent first writes wins;
+    /// the other uses its key).
+    pub(crate) async fn write_data_key(&self, account: &AccountScope) -> Result<AccountKey> {
+        if let Some((key, (version, _))) = self.keys.cache.get(account.id, None) {
+            return Ok((key, version));
+        }
+        if let Some(stored) = self.stored_data_key(account).await? {
+            return self.keys.data_key(account.id, &account.user_id, &stored).await;
+        }
+        let (key, stored) = self
+            .keys
+            .new_data_key(account.id, &account.user_id, 1)
+            .await?;
+        let statement = vec![query::insert_account_key(account, &stored)];
+        match self
+            .exec
+            .execute(Scope::write(&account.user_id), statement)
+            .await
+        {
+            Ok(_) => {
+                let key = Arc::new(key);
+                self.keys
+                    .cache
+                    .insert(account.id, stored.fingerprint(), Arc::clone(&key));
+                Ok((key, stored.version))
+            }
+            Err(err) if err.is_unique_violation() => {
+                let stored = self
+                    .stored_data_key(account)
+                    .await?
+                    .ok_or(Error::UnknownAccount {
+                        account_id: account.id,
+                    })?;
+                self.keys.data_key(account.id, &account.user_id, &stored).await
+            }
+            // No such account of this user (or another user's).
+            Err(err) if err.is_owner_violation() => Err(Error::UnknownAccount {
+                account_id: account.id,
+            }),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The account's stored data key, if it has one.
+    async fn stored_data_key(&self, account: &AccountScope) -> Result<Option<StoredDataKey>> {
+        let statement = vec![query::account_key(account)];
+        let found = first(
+            self.exec
+                .load(Scope::read(&account.user_id), statement)
+                .await?,
+        );
+        found
+            .map(|columns| StoredDataKey::from_columns(account.id, columns))
+            .transpose()
+    }
+
+    /// The keys of a credential that passed the checks before a reveal: formats
+    /// below the minimum refused first, then the account's data key unwrapped (or
+    /// taken from the cache) if a field is sealed v3, then both fields opened.
     async fn reveal(&self, revealable: &steps::Revealable) -> Result<CredentialKeys> {
         let requests = revealable.open_requests();
-        let opened = self.keys.open(&requests).await?;
-        let [api_key, secret_key] = <[_; 2]>::try_from(opened).map_err(|opened| {
-            self.provider_error(format!("{} plaintexts for 2 requests", opened.len()))
-        })?;
-        Ok(CredentialKeys::new(api_key, secret_key))
-    }
-
-    /// The error for a key provider that answered out of its contract.
-    fn provider_error(&self, reason: String) -> Error {
-        Error::KeyProvider {
-            provider: self.keys.name().to_owned(),
-            reason,
-        }
+        let data_key = match (self.keys.check_formats(&requests)?, revealable.data_key()?) {
+            (true, Some(stored)) => Some(
+                self.keys
+                    .data_key(
+                        revealable.credential.user_account_id,
+                        &revealable.credential.user_id,
+                        &stored,
+                    )
+                    .await?,
+            ),
+            _ => None,
+        };
+        let [api_key, secret_key] = requests.map(|r| self.keys.open(data_key.as_ref(), &r));
+        Ok(CredentialKeys::new(api_key?, secret_key?))
     }
 
     /// After an insert met a unique index: the credentials as stored when every new
@@ -304,7 +409,7 @@ impl<E: Executor> Core<E> {
             // nothing, and the write lock is held only for the INSERTs.
             let rows = steps::new_credentials(account, new)?;
             let expected = rows.expected();
-            let sealed = self.seal(&rows.requests).await?;
+            let sealed = self.seal(account, &rows.requests).await?;
             let chunks = rows.into_chunks(sealed);
             if chunks.is_empty() {
                 return Ok(Vec::new());
@@ -486,7 +591,7 @@ impl<E: Executor> Core<E> {
     ) -> Result<UserCredential> {
         traced(self.span("update_credential", Some(account.id)), async {
             let changes = steps::credential_changes(account, credential_id, update)?;
-            let sealed = self.seal(&changes.requests).await?;
+            let sealed = self.seal(account, &changes.requests).await?;
             let changes = changes.into_changes(sealed);
             // New keys replace ciphertexts: the old ones must leave the file too.
             let mut scope = Scope::write(&account.user_id);
@@ -521,6 +626,26 @@ impl<E: Executor> Core<E> {
         .await
     }
 
+    pub async fn delete_account(&self, account: &AccountScope) -> Result<()> {
+        traced(self.span("delete_account", Some(account.id)), async {
+            let statement = vec![query::delete_account(account)];
+            let deleted = self
+                .exec
+                .execute(Scope::write(&account.user_id).erasing(), statement)
+                .await?;
+            // Its data key is gone from the database; gone from memory too.
+            self.keys.cache.evict(account.id);
+            record_rows(deleted);
+            match deleted {
+                0 => Err(Error::UnknownAccount {
+                    account_id: account.id,
+                }),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
     pub async fn keys(
         &self,
         account: &AccountScope,
@@ -534,9 +659,19 @@ impl<E: Executor> Core<E> {
                     .await?,
             );
             record_rows(found.iter().len());
-            let revealable = steps::revealable(account, credential_id, found)?;
-            self.reveal(&revealable).await
+            self.reveal_found(account, credential_id, found).await
         })
         .await
+    }
+
+    /// The checks before a reveal on a row as read, then the reveal.
+    pub(crate) async fn reveal_found(
+        &self,
+        account: &AccountScope,
+        credential_id: Uuid,
+        found: Option<query::WithCiphertexts>,
+    ) -> Result<CredentialKeys> {
+        let revealable = steps::revealable(account, credential_id, found)?;
+        self.reveal(&revealable).await
     }
 }

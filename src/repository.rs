@@ -105,6 +105,14 @@ macro_rules! operations {
             /// [`Error::CredentialNotFound`](crate::Error::CredentialNotFound) if the
             /// account has no such credential.
             fn delete_credential(@scope account, credential_id: Uuid) -> ();
+
+            /// Deletes the account, its credentials and its data key, in one
+            /// statement, and drops its data key from the store's cache
+            /// (crypto-shredding: a copy of its credentials kept elsewhere, in a
+            /// backup or a dump, no longer decrypts once no wrapped copy of the data
+            /// key survives; see the keys guide). [`Error::UnknownAccount`](crate::Error::UnknownAccount)
+            /// if the scope's user has no such account.
+            fn delete_account(@scope account) -> ();
         }
     };
 }
@@ -190,7 +198,7 @@ crate::ops::store_basics!(CredentialStore, Database);
 /// driving the operations. The database's futures are ready at once; a key
 /// provider's may wait, and the thread sleeps (parked) until the provider wakes it.
 /// No runtime is entered: a provider whose futures need one brings its own.
-fn block_on<T>(future: impl Future<Output = T>) -> T {
+pub(crate) fn block_on<T>(future: impl Future<Output = T>) -> T {
     /// Wakes the parked caller.
     struct Unpark(Thread);
 

@@ -67,4 +67,33 @@ diesel::table! {
 }
 
 diesel::joinable!(user_credentials -> user_accounts (user_account_id));
-diesel::allow_tables_to_appear_in_same_query!(user_accounts, user_credentials);
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::sql_types::{DbTimestamp, DbUuid};
+
+    /// One data key per account, wrapped by a key-encryption key.
+    account_keys (account_id) {
+        /// The account (primary key).
+        account_id -> DbUuid,
+        /// The account's `user_id`, for row-level security without a join.
+        user_id -> Text,
+        /// The data key's version: 1 for an account's first.
+        version -> Integer,
+        /// The key provider that wrapped it (`keyring`, `aws-kms`).
+        #[max_length = 32]
+        provider -> Varchar,
+        /// The key-encryption key that wrapped it.
+        #[max_length = 255]
+        kek_id -> Varchar,
+        /// The wrapped data key, as the provider wrote it.
+        wrapped_key -> Text,
+        /// When the data key was made.
+        created_at -> DbTimestamp,
+        /// When it was last re-wrapped.
+        updated_at -> DbTimestamp,
+    }
+}
+
+diesel::joinable!(account_keys -> user_accounts (account_id));
+diesel::allow_tables_to_appear_in_same_query!(user_accounts, user_credentials, account_keys);

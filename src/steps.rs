@@ -5,12 +5,13 @@
 //! statements they execute (the stores around their key provider's calls too), so
 //! each rule exists once.
 
-use crate::crypto::{Binding, CredentialKeys, Keyring, OpenRequest, SealRequest};
+use crate::crypto::{Binding, CredentialKeys, OpenRequest, SealRequest, StoredDataKey};
 use crate::error::{Error, Field, Result};
 use crate::models::{
     AccountRow, AccountScope, CredentialChanges, CredentialRow, CredentialUpdate, NewUserAccount,
     NewUserCredential, Patch, UserAccount, UserCredential,
 };
+use crate::query::WithCiphertexts;
 use crate::sql_types::{to_stored_precision, LossyText, SqlTime, SqlUuid};
 use crate::validation::{self, CredentialType, Nickname};
 use chrono::{DateTime, Utc};
@@ -111,7 +112,10 @@ pub(crate) fn new_credentials<'a>(
                 (Field::SecretKey, &new.secret_key),
             ] {
                 let bound = binding(id, account.id, &account.user_id, field);
-                requests.push(SealRequest::new(key, bound));
+                requests.push(SealRequest {
+                    plaintext: key,
+                    binding: bound,
+                });
             }
             Ok(CredentialRow {
                 id: SqlUuid(id),
@@ -257,7 +261,10 @@ pub(crate) fn credential_changes<'a>(
             .map(|key| {
                 validation::secret(field, key.expose_secret())?;
                 let bound = binding(credential_id, account.id, &account.user_id, field);
-                requests.push(SealRequest::new(key, bound));
+                requests.push(SealRequest {
+                    plaintext: key,
+                    binding: bound,
+                });
                 Ok(String::new())
             })
             .transpose()
@@ -315,22 +322,25 @@ pub(crate) fn single_match<T>(
     }
 }
 
-/// A stored credential whose keys may be revealed, with its ciphertexts.
+/// A stored credential whose keys may be revealed, with its ciphertexts and its
+/// account's stored data key.
 pub(crate) struct Revealable {
     pub credential: UserCredential,
     api_key: LossyText,
     secret_key: LossyText,
+    data_key: Option<(i32, String, String, String)>,
 }
 
 impl Revealable {
     /// A stored credential's keys to open, without the checks of [`revealable`]:
     /// for comparing what is stored, never for handing keys out.
-    pub(crate) fn stored(found: (UserCredential, bool, LossyText, LossyText)) -> Self {
-        let (credential, _, api_key, secret_key) = found;
+    pub(crate) fn stored(found: WithCiphertexts) -> Self {
+        let (credential, _, api_key, secret_key, data_key) = found;
         Revealable {
             credential,
             api_key,
             secret_key,
+            data_key,
         }
     }
 
@@ -342,15 +352,23 @@ impl Revealable {
             (&self.api_key, Field::ApiKey),
             (&self.secret_key, Field::SecretKey),
         ]
-        .map(|(text, field)| {
-            let bound = binding(
+        .map(|(text, field)| OpenRequest {
+            ciphertext: &text.0,
+            binding: binding(
                 credential.id,
                 credential.user_account_id,
                 &credential.user_id,
                 field,
-            );
-            OpenRequest::new(&text.0, bound)
+            ),
         })
+    }
+
+    /// Its account's stored data key, if the account has one.
+    pub(crate) fn data_key(&self) -> Result<Option<StoredDataKey>> {
+        self.data_key
+            .clone()
+            .map(|columns| StoredDataKey::from_columns(self.credential.user_account_id, columns))
+            .transpose()
     }
 }
 
@@ -359,9 +377,9 @@ impl Revealable {
 pub(crate) fn revealable(
     account: &AccountScope,
     credential_id: Uuid,
-    found: Option<(UserCredential, bool, LossyText, LossyText)>,
+    found: Option<WithCiphertexts>,
 ) -> Result<Revealable> {
-    let (credential, account_active, api_key, secret_key) =
+    let (credential, account_active, api_key, secret_key, data_key) =
         found.ok_or_else(|| not_found(account, credential_id))?;
     if !account_active {
         return Err(Error::AccountInactive {
@@ -381,22 +399,6 @@ pub(crate) fn revealable(
         credential,
         api_key,
         secret_key,
+        data_key,
     })
-}
-
-/// The keys of a stored credential, decrypted with the keyring at once: the checks
-/// of [`revealable`], then both keys opened, each bound to its row and field. For
-/// the benchmarks' baselines ([`internals::reveal`](crate::internals::reveal)); the
-/// stores open through their key provider.
-pub(crate) fn reveal(
-    keyring: &Keyring,
-    account: &AccountScope,
-    credential_id: Uuid,
-    found: Option<(UserCredential, bool, LossyText, LossyText)>,
-) -> Result<CredentialKeys> {
-    let revealable = revealable(account, credential_id, found)?;
-    let [api_key, secret_key] = revealable
-        .open_requests()
-        .map(|request| keyring.decrypt(request.ciphertext(), request.binding()));
-    Ok(CredentialKeys::new(api_key?, secret_key?))
 }

@@ -549,6 +549,10 @@ pub fn stored_from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredC
         account_active: row.get(9)?,
         api_key: row.get(10)?,
         secret_key: row.get(11)?,
+        data_key: match row.get::<_, Option<i32>>(12)? {
+            Some(version) => Some((version, row.get(13)?, row.get(14)?, row.get(15)?)),
+            None => None,
+        },
     })
 }
 
@@ -579,6 +583,9 @@ pub fn stored_from_pg(row: &postgres::Row) -> StoredCredential {
         account_active: row.get(9),
         api_key: row.get(10),
         secret_key: row.get(11),
+        data_key: row
+            .get::<_, Option<i32>>(12)
+            .map(|version| (version, row.get(13), row.get(14), row.get(15))),
     }
 }
 

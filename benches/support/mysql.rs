@@ -430,6 +430,22 @@ impl Cols {
         String::from_utf8_lossy(&self.bytes().expect("text")).into_owned()
     }
 
+    /// The account's data-key columns of a left join: all NULL, or the four.
+    fn data_key(&mut self) -> Option<(i32, String, String, String)> {
+        let version = match self.next() {
+            Value::NULL => None,
+            Value::Int(i) => Some(i as i32),
+            Value::UInt(i) => Some(i as i32),
+            Value::Bytes(b) => Some(String::from_utf8(b).expect("UTF-8").parse().expect("a version")),
+            other => panic!("expected a version, got {other:?}"),
+        };
+        let rest = (self.opt_text(), self.opt_text(), self.opt_text());
+        match (version, rest) {
+            (Some(v), (Some(p), Some(k), Some(w))) => Some((v, p, k, w)),
+            _ => None,
+        }
+    }
+
     fn flag(&mut self) -> bool {
         match self.next() {
             Value::Int(i) => i != 0,
@@ -558,6 +574,7 @@ impl Raw {
                         account_active: c.flag(),
                         api_key: c.lossy(),
                         secret_key: c.lossy(),
+                        data_key: c.data_key(),
                     }
                 },
             )

@@ -100,12 +100,12 @@ pub use inserts::*;
 
 /// What `keys` does with the row it read, by the crate's code.
 pub fn reveal(
-    keyring: &Keyring,
+    store: &CredentialStore,
     account: &UserAccount,
     credential: Uuid,
     found: Option<StoredCredential>,
 ) -> CredentialKeys {
-    internals::reveal(keyring, account, credential, found).expect("keys")
+    internals::reveal(store, account, credential, found).expect("keys")
 }
 
 pub fn pick<'a>(rng: &mut Rng, accounts: &'a [UserAccount]) -> (&'a UserAccount, &'static str) {
@@ -588,13 +588,13 @@ pub fn sqlite_op<'a>(
             let found =
                 single(diesel_by_nickname(diesel, a, nick).expect("lookup")).expect("found");
             let stored = internals::credential_with_ciphertexts(diesel, a, found.id).expect("keys");
-            black_box(reveal(keyring, a, found.id, stored));
+            black_box(reveal(store, a, found.id, stored));
         }),
         (Op::LookupDecrypt, "rusqlite") => Box::new(move || {
             let (a, nick) = pick(rng, accounts);
             let found = single(rusqlite_by_nickname(raw, sql, a, nick)).expect("found");
             let stored = rusqlite_keys(raw, sql, a, found.id);
-            black_box(reveal(keyring, a, found.id, stored));
+            black_box(reveal(store, a, found.id, stored));
         }),
         (Op::FindAll, "crate") => Box::new(move || {
             let a = &accounts[rng.below(accounts.len())];
@@ -730,7 +730,7 @@ pub fn pg_op<'a>(
             let stored = diesel_in_context(diesel, a.user_id(), |c| {
                 internals::credential_with_ciphertexts(c, a, found.id)
             });
-            black_box(reveal(keyring, a, found.id, stored));
+            black_box(reveal(store, a, found.id, stored));
         }),
         (Op::LookupDecrypt, "postgres") => Box::new(move || {
             let (a, nick) = pick(rng, accounts);
@@ -739,7 +739,7 @@ pub fn pg_op<'a>(
             }))
             .expect("found");
             let stored = pg_in_context(raw, st, a.user_id(), |c| pg_keys(c, st, a, found.id));
-            black_box(reveal(keyring, a, found.id, stored));
+            black_box(reveal(store, a, found.id, stored));
         }),
         (Op::FindAll, "crate") => Box::new(move || {
             let a = &accounts[rng.below(accounts.len())];
@@ -942,7 +942,7 @@ pub fn check_sqlite(fx: &mut SqliteFixture) {
             rusqlite_keys(&fx.raw, &fx.sql, a, c.id),
             internals::credential_with_ciphertexts(&mut fx.diesel, a, c.id).expect("keys"),
         ] {
-            let raw_keys = reveal(&fx.keyring, a, c.id, stored);
+            let raw_keys = reveal(&fx.store, a, c.id, stored);
             assert_eq!(
                 keys.api_key().expose_secret(),
                 raw_keys.api_key().expose_secret()
@@ -1007,7 +1007,7 @@ pub fn check_pg(fx: &mut PgFixture) {
                 pg_keys(conn, &fx.st, a, c.id)
             }),
         ] {
-            let raw_keys = reveal(&fx.keyring, a, c.id, stored);
+            let raw_keys = reveal(&fx.store, a, c.id, stored);
             assert_eq!(
                 keys.api_key().expose_secret(),
                 raw_keys.api_key().expose_secret()

@@ -105,9 +105,13 @@
 //! assert_eq!(provider.calls.load(Ordering::Relaxed), 2);
 //! ```
 
+mod cache;
+mod envelope;
 mod provider;
 
-pub use provider::{KeyProvider, OpenRequest, ProviderFuture, SealRequest};
+pub use cache::DataKeyCache;
+pub(crate) use envelope::{AccountKey, KeyHierarchy, OpenRequest, SealRequest, StoredDataKey};
+pub use provider::{DataKey, KeyContext, KeyProvider, ProviderFuture, UnwrapRequest, WrapRequest};
 
 use crate::error::{Error, Field, Result};
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
@@ -130,8 +134,15 @@ pub const KEYS_ENV_VAR: &str = "CREDENTIAL_STORE_KEYS";
 // fixed test vectors at the end of this file fail.
 const SEALED_V1_PREFIX: &str = "sealed:v1:";
 const SEALED_V2_PREFIX: &str = "sealed:v2:";
+const SEALED_V3_PREFIX: &str = "sealed:v3:";
 const SEALED_V1_AAD_DOMAIN: &[u8] = b"credential-store sealed v1\0";
 const SEALED_V2_AAD_DOMAIN: &[u8] = b"credential-store sealed v2\0";
+const SEALED_V3_AAD_DOMAIN: &[u8] = b"credential-store sealed v3\0";
+/// The associated data of a data key wrapped by the keyring.
+const WRAPPED_KEY_AAD_DOMAIN: &[u8] = b"credential-store data key v1\0";
+/// The HKDF info of the subkey that wraps data keys: one per keyring key, never
+/// used to seal a credential.
+const WRAP_HKDF_INFO: &[u8] = b"credential-store data key wrap v1";
 /// The sealed subkey's HKDF info: one subkey per key, for both sealed versions.
 const HKDF_INFO: &[u8] = b"credential-store sealed v1 key";
 const API_KEY_TAG: &[u8] = b"api_key";
@@ -157,7 +168,8 @@ const MAX_KEY_ID_CHARS: usize = 32;
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum CipherFormat {
-    /// XChaCha20-Poly1305 bound to its row and field, with a key id. The default.
+    /// XChaCha20-Poly1305 under the account's data key (sealed v3), bound to its
+    /// row, field, user and data-key version. The default.
     #[default]
     Sealed,
     /// Fernet, readable by Python's `cryptography`; not bound to its row.
@@ -206,6 +218,8 @@ struct Key {
     id: String,
     fernet: fernet::Fernet,
     sealed: XChaCha20Poly1305,
+    /// Wraps data keys: a subkey of its own.
+    wrapping: XChaCha20Poly1305,
 }
 
 /// Where a ciphertext belongs, which it is bound to: the associated data of the
@@ -298,6 +312,8 @@ pub(crate) enum Origin {
     },
     /// `key`: the position of the key that opens it, if any does.
     Fernet { key: Option<usize> },
+    /// Sealed v3, under the account's data key of this version.
+    DataKey { version: u32 },
     /// Neither format can be read.
     Unreadable,
 }
@@ -487,6 +503,12 @@ impl Keyring {
 
     /// Which format and key made a ciphertext, without checking a sealed one.
     pub(crate) fn origin(&self, ciphertext: &str) -> Origin {
+        if ciphertext.starts_with(SEALED_V3_PREFIX) {
+            return match data_key_version(ciphertext) {
+                Some(version) => Origin::DataKey { version },
+                None => Origin::Unreadable,
+            };
+        }
         if let Some((version, rest)) = SealedVersion::parse(ciphertext) {
             return match rest.split_once(':') {
                 Some((key_id, _)) if valid_key_id(key_id) => Origin::Sealed {
@@ -506,13 +528,12 @@ impl Keyring {
         Origin::Fernet { key }
     }
 
-    /// Whether a ciphertext is already in `format` under the primary key (and, if
-    /// sealed, in the version written now).
-    pub(crate) fn is_current(&self, format: CipherFormat, ciphertext: &str) -> bool {
+    /// Whether a ciphertext is already in `format`: sealed v3 under the data-key
+    /// version `data_key` for the sealed format, a Fernet token of the primary key
+    /// for Fernet.
+    pub(crate) fn is_current(&self, format: CipherFormat, data_key: u32, ciphertext: &str) -> bool {
         match (format, self.origin(ciphertext)) {
-            (CipherFormat::Sealed, Origin::Sealed { version, key_id }) => {
-                version == SealedVersion::CURRENT && key_id == self.keys[0].id
-            }
+            (CipherFormat::Sealed, Origin::DataKey { version }) => version == data_key,
             (CipherFormat::Fernet, Origin::Fernet { key }) => key == Some(0),
             _ => false,
         }
@@ -556,7 +577,16 @@ impl Key {
             .expand(HKDF_INFO, &mut *subkey)
             .expect("32 bytes is a valid HKDF-SHA256 output length");
         let sealed = XChaCha20Poly1305::new_from_slice(&*subkey).expect("a 32-byte key");
-        Ok(Key { id, fernet, sealed })
+        hkdf::Hkdf::<Sha256>::new(None, &raw)
+            .expand(WRAP_HKDF_INFO, &mut *subkey)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        let wrapping = XChaCha20Poly1305::new_from_slice(&*subkey).expect("a 32-byte key");
+        Ok(Key {
+            id,
+            fernet,
+            sealed,
+            wrapping,
+        })
     }
 }
 
@@ -595,6 +625,7 @@ fn field_tag(field: Field) -> &'static [u8] {
         Field::AccountName => b"account_name",
         Field::UserId => b"user_id",
         Field::BatchSize => b"batch_size",
+        Field::MinimumFormat => b"minimum_format",
     }
 }
 
@@ -628,6 +659,325 @@ fn associated_data(version: SealedVersion, key_id: &str, binding: &Binding) -> V
         }
     }
     aad
+}
+
+/// The data-key version a sealed-v3 ciphertext names, if it is one.
+pub(crate) fn data_key_version(ciphertext: &str) -> Option<u32> {
+    let rest = ciphertext.strip_prefix(SEALED_V3_PREFIX)?;
+    let (version, _) = rest.split_once(':')?;
+    // Canonical decimal only: one spelling per ciphertext.
+    if version.is_empty() || version.len() > 10 || version.starts_with('0') {
+        return None;
+    }
+    version.parse().ok().filter(|v| *v >= 1)
+}
+
+/// The associated data of a sealed-v3 ciphertext: domain ‖ data-key version
+/// (u32, big-endian) ‖ credential id (16 bytes) ‖ account id (16 bytes) ‖ the field
+/// tag and the owning user id, each preceded by its length in bytes (u32,
+/// big-endian).
+fn associated_data_v3(data_key_version: u32, binding: &Binding) -> Vec<u8> {
+    let tag = field_tag(binding.field);
+    let user_id = binding.user_id.as_bytes();
+    let mut aad = Vec::with_capacity(80 + tag.len() + user_id.len());
+    aad.extend_from_slice(SEALED_V3_AAD_DOMAIN);
+    aad.extend_from_slice(&data_key_version.to_be_bytes());
+    aad.extend_from_slice(binding.credential_id.as_bytes());
+    aad.extend_from_slice(binding.account_id.as_bytes());
+    push_with_length(&mut aad, tag);
+    push_with_length(&mut aad, user_id);
+    aad
+}
+
+fn push_with_length(aad: &mut Vec<u8>, part: &[u8]) {
+    let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+    aad.extend_from_slice(&len.to_be_bytes());
+    aad.extend_from_slice(part);
+}
+
+/// Seals a credential field under its account's data key (version
+/// `data_key_version`), in sealed v3: `sealed:v3:<version>:<base64url(nonce ‖
+/// ciphertext ‖ tag)>`.
+pub(crate) fn seal_v3(
+    data_key: &DataKey,
+    version: u32,
+    plaintext: &SecretString,
+    binding: &Binding,
+) -> String {
+    seal_v3_with_nonce(
+        data_key,
+        version,
+        &XChaCha20Poly1305::generate_nonce(&mut OsRng),
+        plaintext,
+        binding,
+    )
+}
+
+/// [`seal_v3`] with a given nonce: only it (random nonce) and the test vectors.
+fn seal_v3_with_nonce(
+    data_key: &DataKey,
+    version: u32,
+    nonce: &XNonce,
+    plaintext: &SecretString,
+    binding: &Binding,
+) -> String {
+    let cipher = XChaCha20Poly1305::new(data_key.expose_bytes().into());
+    let aad = associated_data_v3(version, binding);
+    let sealed = cipher
+        .encrypt(
+            nonce,
+            Payload {
+                msg: plaintext.expose_secret().as_bytes(),
+                aad: &aad,
+            },
+        )
+        .expect("XChaCha20-Poly1305 encryption of a bounded input cannot fail");
+    let mut body = Vec::with_capacity(NONCE_LEN + sealed.len());
+    body.extend_from_slice(nonce);
+    body.extend_from_slice(&sealed);
+    format!(
+        "{SEALED_V3_PREFIX}{version}:{}",
+        URL_SAFE_NO_PAD.encode(body)
+    )
+}
+
+/// Opens a sealed-v3 ciphertext with its account's data key of version
+/// `data_key_version`: [`Error::Decryption`] when it names another version, is
+/// damaged or was sealed for another row, field or user.
+pub(crate) fn open_v3(
+    data_key: &DataKey,
+    version: u32,
+    ciphertext: &str,
+    binding: &Binding,
+) -> Result<SecretString> {
+    let failed = || Error::Decryption {
+        credential_id: binding.credential_id,
+        field: binding.field,
+    };
+    if data_key_version(ciphertext) != Some(version) {
+        return Err(failed());
+    }
+    let body = ciphertext
+        .strip_prefix(SEALED_V3_PREFIX)
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(_, body)| body)
+        .ok_or_else(failed)?;
+    let body = URL_SAFE_NO_PAD.decode(body).map_err(|_| failed())?;
+    if body.len() < NONCE_LEN + TAG_LEN {
+        return Err(failed());
+    }
+    let (nonce, sealed) = body.split_at(NONCE_LEN);
+    let cipher = XChaCha20Poly1305::new(data_key.expose_bytes().into());
+    let aad = associated_data_v3(version, binding);
+    let plaintext = Zeroizing::new(
+        cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| failed())?,
+    );
+    let text = std::str::from_utf8(&plaintext).map_err(|_| failed())?;
+    Ok(SecretString::from(text))
+}
+
+/// The associated data of a data key wrapped by the keyring: domain ‖ KEK id ‖
+/// 0x00 ‖ account id (16 bytes) ‖ data-key version (u32, big-endian) ‖ the user id,
+/// preceded by its length (u32, big-endian).
+fn wrapped_key_aad(kek_id: &str, context: &KeyContext<'_>) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(64 + kek_id.len() + context.user_id().len());
+    aad.extend_from_slice(WRAPPED_KEY_AAD_DOMAIN);
+    aad.extend_from_slice(kek_id.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(context.account_id().as_bytes());
+    aad.extend_from_slice(&context.version().to_be_bytes());
+    push_with_length(&mut aad, context.user_id().as_bytes());
+    aad
+}
+
+impl Keyring {
+    /// Wraps a data key under the primary key, bound to its context:
+    /// `base64url(nonce ‖ ciphertext ‖ tag)`.
+    fn wrap_key(&self, key: &DataKey, context: &KeyContext<'_>) -> String {
+        let kek = &self.keys[0];
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let aad = wrapped_key_aad(&kek.id, context);
+        let wrapped = kek
+            .wrapping
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: key.expose_bytes(),
+                    aad: &aad,
+                },
+            )
+            .expect("XChaCha20-Poly1305 encryption of 32 bytes cannot fail");
+        let mut body = Vec::with_capacity(NONCE_LEN + wrapped.len());
+        body.extend_from_slice(&nonce);
+        body.extend_from_slice(&wrapped);
+        URL_SAFE_NO_PAD.encode(body)
+    }
+
+    /// Unwraps a data key wrapped by the keyring key `kek_id` for `context`.
+    fn unwrap_key(&self, request: &UnwrapRequest<'_>) -> Result<DataKey> {
+        let context = request.context();
+        let unreadable = |reason: &str| Error::DataKeyUnreadable {
+            account_id: context.account_id(),
+            provider: KEYRING_PROVIDER.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let kek = self
+            .keys
+            .iter()
+            .find(|k| k.id == request.key_id())
+            .ok_or_else(|| unreadable(&format!("key `{}` is not in the keyring", request.key_id())))?;
+        let body = URL_SAFE_NO_PAD
+            .decode(request.wrapped())
+            .map_err(|_| unreadable("damaged"))?;
+        if body.len() != NONCE_LEN + 32 + TAG_LEN {
+            return Err(unreadable("damaged"));
+        }
+        let (nonce, wrapped) = body.split_at(NONCE_LEN);
+        let aad = wrapped_key_aad(&kek.id, context);
+        let key = Zeroizing::new(
+            kek.wrapping
+                .decrypt(
+                    XNonce::from_slice(nonce),
+                    Payload {
+                        msg: wrapped,
+                        aad: &aad,
+                    },
+                )
+                .map_err(|_| unreadable("does not open for this account (wrong key, copied or damaged)"))?,
+        );
+        DataKey::from_bytes(&key).ok_or_else(|| unreadable("not 32 bytes"))
+    }
+}
+
+/// The name the keyring has as a [`KeyProvider`].
+pub(crate) const KEYRING_PROVIDER: &str = "keyring";
+
+/// The local keyring as a key provider: its primary key wraps every new data key,
+/// every key unwraps; the futures are ready when they are returned.
+impl KeyProvider for Keyring {
+    fn name(&self) -> &str {
+        KEYRING_PROVIDER
+    }
+
+    fn key_id(&self) -> &str {
+        self.primary_key_id()
+    }
+
+    fn wrap<'a>(&'a self, items: &'a [WrapRequest<'a>]) -> ProviderFuture<'a, Vec<String>> {
+        let wrapped = items
+            .iter()
+            .map(|item| self.wrap_key(item.key(), item.context()))
+            .collect();
+        Box::pin(std::future::ready(Ok(wrapped)))
+    }
+
+    fn unwrap<'a>(&'a self, items: &'a [UnwrapRequest<'a>]) -> ProviderFuture<'a, Vec<DataKey>> {
+        let keys = items.iter().map(|item| self.unwrap_key(item)).collect();
+        Box::pin(std::future::ready(keys))
+    }
+}
+
+/// A ciphertext format, oldest first: what a store's
+/// [minimum format](crate::CredentialStore::with_minimum_format) names.
+///
+/// Written and parsed as `fernet`, `sealed-v1`, `sealed-v2`, `sealed-v3`.
+///
+/// ```
+/// use credential_store::crypto::FormatVersion;
+/// let minimum: FormatVersion = "sealed-v3".parse().unwrap();
+/// assert!(FormatVersion::Fernet < minimum);
+/// assert_eq!(FormatVersion::of("sealed:v2:k1:AAAA"), Some(FormatVersion::SealedV2));
+/// assert_eq!(minimum.to_string(), "sealed-v3");
+/// ```
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum FormatVersion {
+    /// Fernet tokens (the existing Python system's): bound to nothing. The oldest,
+    /// and the default minimum (every format is read).
+    #[default]
+    Fernet,
+    /// Sealed v1: bound to the row and field, under a keyring key.
+    SealedV1,
+    /// Sealed v2: v1 and the owning user, under a keyring key.
+    SealedV2,
+    /// Sealed v3: v2 and the data-key version, under the account's data key.
+    SealedV3,
+}
+
+impl FormatVersion {
+    /// Every format, oldest first.
+    pub const ALL: [FormatVersion; 4] = [
+        FormatVersion::Fernet,
+        FormatVersion::SealedV1,
+        FormatVersion::SealedV2,
+        FormatVersion::SealedV3,
+    ];
+
+    /// The format a stored value claims by its form, without opening it: `None`
+    /// for a value of no format.
+    pub fn of(ciphertext: &str) -> Option<FormatVersion> {
+        if ciphertext.starts_with(SEALED_V3_PREFIX) {
+            return Some(FormatVersion::SealedV3);
+        }
+        match SealedVersion::parse(ciphertext) {
+            Some((SealedVersion::V1, _)) => Some(FormatVersion::SealedV1),
+            Some((SealedVersion::V2, _)) => Some(FormatVersion::SealedV2),
+            None => canonical_fernet(ciphertext).then_some(FormatVersion::Fernet),
+        }
+    }
+
+    /// Its name: `fernet`, `sealed-v1`, `sealed-v2` or `sealed-v3`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FormatVersion::Fernet => "fernet",
+            FormatVersion::SealedV1 => "sealed-v1",
+            FormatVersion::SealedV2 => "sealed-v2",
+            FormatVersion::SealedV3 => "sealed-v3",
+        }
+    }
+}
+
+impl fmt::Display for FormatVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for FormatVersion {
+    type Err = Error;
+
+    /// One of `fernet`, `sealed-v1`, `sealed-v2`, `sealed-v3`; anything else is
+    /// [`Error::Invalid`] for the field `minimum_format`.
+    fn from_str(text: &str) -> Result<Self> {
+        FormatVersion::ALL
+            .into_iter()
+            .find(|f| f.as_str() == text.trim())
+            .ok_or(Error::Invalid {
+                field: Field::MinimumFormat,
+                rule: crate::error::Rule::OneOf("fernet, sealed-v1, sealed-v2, sealed-v3"),
+            })
+    }
 }
 
 impl fmt::Debug for Keyring {
@@ -724,7 +1074,8 @@ mod tests {
                 rotated.decrypt(&token, &b).unwrap().expose_secret(),
                 "PKTEST"
             );
-            assert!(rotated.is_current(format, &token));
+            // The keyring writes Fernet and sealed v2; only Fernet is current.
+            assert_eq!(rotated.is_current(format, 1, &token), format == CipherFormat::Fernet);
             let old_only = keyring(&[SPEC_KEY]);
             assert!(
                 old_only.decrypt(&token, &b).is_err(),
@@ -879,8 +1230,8 @@ mod tests {
     fn origins_are_recognised() {
         let ring = keyring(&[&format!("new:{}", new_key()), SPEC_KEY]);
         assert_eq!(ring.origin(SPEC_TOKEN), Origin::Fernet { key: Some(1) });
-        assert!(!ring.is_current(CipherFormat::Fernet, SPEC_TOKEN));
-        assert!(!ring.is_current(CipherFormat::Sealed, SPEC_TOKEN));
+        assert!(!ring.is_current(CipherFormat::Fernet, 1, SPEC_TOKEN));
+        assert!(!ring.is_current(CipherFormat::Sealed, 1, SPEC_TOKEN));
         let sealed = ring.encrypt(
             CipherFormat::Sealed,
             &SecretString::from("x"),
@@ -902,7 +1253,7 @@ mod tests {
             }
         );
         assert!(
-            !ring.is_current(CipherFormat::Sealed, &v1),
+            !ring.is_current(CipherFormat::Sealed, 1, &v1),
             "v1 is upgraded by rotation"
         );
         assert_eq!(ring.origin("garbage"), Origin::Unreadable);

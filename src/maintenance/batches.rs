@@ -180,16 +180,26 @@ impl Maintenance {
             )
             .unwrap_or(0);
             let mut state = RotationProgress {
-                scanned: 0,
                 total: total as u64,
-                rewritten: 0,
+                ..RotationProgress::default()
             };
+            // Rotation reads every format, whatever the minimum: it is how old
+            // rows are converted.
+            let mut reader = self.keys.clone();
+            reader.minimum = crate::FormatVersion::Fernet;
+            let mut outcome = self.rewrap_data_keys(limit, &mut state, progress)?;
             let mut failures = Vec::new();
             let mut after = Uuid::nil();
-            let mut outcome = Outcome::Completed(());
-            while let Some(batch) = self.stored_batch(after, limit)? {
+            while outcome.is_completed() {
+                let Some(batch) = self.stored_batch(after, limit)? else {
+                    break;
+                };
                 after = batch.last().map_or(after, |row| row.id);
-                let plan = super::rows::plan_rotation(&self.keyring, self.format, &batch);
+                if self.format == crate::CipherFormat::Sealed {
+                    self.create_missing_data_keys(&batch)?;
+                }
+                let data_keys = self.data_keys(&self.db, &batch)?;
+                let plan = super::rows::plan_rotation(&reader, self.format, &data_keys, &batch);
                 failures.extend(plan.failures);
                 if !plan.rewrites.is_empty() {
                     let rewrites: Vec<query::CiphertextRewrite> = plan
@@ -208,7 +218,6 @@ impl Maintenance {
                 state.scanned += batch.len() as u64;
                 if progress(&state).is_break() {
                     outcome = Outcome::Stopped(());
-                    break;
                 }
             }
             record_rows(state.rewritten as usize);
@@ -227,6 +236,73 @@ impl Maintenance {
                 }),
             }
         })
+    }
+}
+
+impl Maintenance {
+    /// Re-wraps every stored data key that another provider or KEK wrapped with
+    /// the current one, `limit` accounts per batch: the same data key, so no
+    /// credential changes, and each row only where it still holds what was read.
+    fn rewrap_data_keys(
+        &self,
+        limit: i64,
+        state: &mut RotationProgress,
+        progress: &mut dyn FnMut(&RotationProgress) -> ControlFlow<()>,
+    ) -> Result<Outcome<()>> {
+        let mut after = Uuid::nil();
+        loop {
+            let batch = self.db.load_now(
+                Scope::maintenance_read(),
+                vec![query::account_keys_batch(after, limit)],
+            )?;
+            let Some((last, ..)) = batch.last() else {
+                return Ok(Outcome::Completed(()));
+            };
+            after = *last;
+            let mut statements = Vec::new();
+            for (account_id, user_id, columns) in batch {
+                let stored = crate::crypto::StoredDataKey::from_columns(account_id, columns)?;
+                if self.keys.is_current(&stored) {
+                    continue;
+                }
+                let rewrapped = crate::repository::block_on(self.keys.rewrap(
+                    account_id,
+                    &user_id.0,
+                    &stored,
+                ))?;
+                statements.push(query::replace_wrapped_key(
+                    account_id,
+                    &stored.wrapped,
+                    &rewrapped,
+                ));
+            }
+            if statements.is_empty() {
+                continue;
+            }
+            state.data_keys_rewrapped +=
+                self.db.execute_now(Scope::maintenance(), statements)? as u64;
+            if progress(state).is_break() {
+                return Ok(Outcome::Stopped(()));
+            }
+        }
+    }
+
+    /// Makes and stores a data key for every account of the batch without one
+    /// (accounts from before data keys, or whose rows the existing system wrote).
+    fn create_missing_data_keys(&self, batch: &[super::rows::StoredRow]) -> Result<()> {
+        let core = crate::ops::Core {
+            exec: self.db.clone(),
+            keys: self.keys.clone(),
+            format: self.format,
+        };
+        let mut seen = std::collections::HashSet::new();
+        for row in batch {
+            if seen.insert(row.account_id) {
+                let scope = crate::AccountScope::new(&row.user_id, row.account_id)?;
+                crate::repository::block_on(core.write_data_key(&scope))?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -254,7 +254,7 @@ impl Maintenance {
             let migrated = target.run_migrations()?;
             let target_side = Maintenance {
                 db: target.clone(),
-                keyring: self.keyring.clone(),
+                keys: self.keys.clone(),
                 format: self.format,
             };
             target_side.require_rls_bypass("copy")?;
@@ -335,12 +335,64 @@ impl Maintenance {
                     Scope::maintenance_read(),
                     vec![operator::accounts_by_ids(ids)],
                 )?;
+                let users: HashMap<Uuid, String> = source
+                    .values()
+                    .map(|a| (a.id(), a.user_id().to_owned()))
+                    .collect();
                 report
                     .mismatched_accounts
                     .extend(differing(source, stored, |a: &UserAccount| a.id()));
-                Ok(())
+                self.copy_data_keys(target, ids, &users, report)
             },
         )
+    }
+
+    /// Copies the data keys of a batch of accounts that the target lacks, as they
+    /// are (still wrapped: the target needs the same key provider), then compares
+    /// every one with the source's; an account whose data key differs or is
+    /// missing is a mismatched account.
+    fn copy_data_keys(
+        &self,
+        target: &Database,
+        ids: &[Uuid],
+        users: &HashMap<Uuid, String>,
+        report: &mut CopyReport,
+    ) -> Result<()> {
+        let source: HashMap<Uuid, _> = self
+            .db
+            .load_now(Scope::maintenance_read(), vec![query::account_keys_of(ids)])?
+            .into_iter()
+            .collect();
+        let present: HashSet<Uuid> = target
+            .load_now(Scope::maintenance_read(), vec![query::account_keys_of(ids)])?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let mut statements = Vec::new();
+        for (account_id, columns) in &source {
+            let Some(user_id) = users.get(account_id) else {
+                continue;
+            };
+            if present.contains(account_id) {
+                continue;
+            }
+            let stored = crate::crypto::StoredDataKey::from_columns(*account_id, columns.clone())?;
+            let scope = crate::AccountScope::new(user_id, *account_id)?;
+            statements.push(query::insert_account_key(&scope, &stored));
+        }
+        if !statements.is_empty() {
+            target.execute_now(Scope::maintenance(), statements)?;
+        }
+        let copied: HashMap<Uuid, _> = target
+            .load_now(Scope::maintenance_read(), vec![query::account_keys_of(ids)])?
+            .into_iter()
+            .collect();
+        for (account_id, columns) in source {
+            if copied.get(&account_id) != Some(&columns) {
+                report.mismatched_accounts.push(account_id);
+            }
+        }
+        Ok(())
     }
 
     /// Copies the credentials the target lacks, batch by batch, then reads each
@@ -506,7 +558,9 @@ impl Maintenance {
         let mut missing: Vec<Uuid> = expected.into_keys().collect();
         missing.sort();
         report.mismatched.extend(missing);
-        report.progress.verified += check_rows(&self.keyring, &same, &mut report.unreadable);
+        let data_keys = self.data_keys(target, &same)?;
+        report.progress.verified +=
+            check_rows(&self.keys, &data_keys, &same, &mut report.unreadable);
         Ok(())
     }
 }

@@ -22,12 +22,13 @@ pub use verify::{UnreadableCredential, VerifyProgress, VerifyReport};
 
 use crate::backend::Scope;
 use crate::connection::Database;
-use crate::crypto::{CipherFormat, Keyring};
+use crate::crypto::{AccountKey, CipherFormat, KeyHierarchy, Keyring, StoredDataKey};
 use crate::error::Result;
 use crate::ops::span;
 use crate::query;
 use rows::{StoredRow, UsageCounts};
 use serde::Serialize;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -42,6 +43,9 @@ pub struct RotationProgress {
     pub total: u64,
     /// Credentials re-encrypted so far.
     pub rewritten: u64,
+    /// Account data keys re-wrapped under the provider's current KEK so far (the
+    /// credentials under them untouched).
+    pub data_keys_rewrapped: u64,
 }
 
 impl RotationProgress {
@@ -58,13 +62,17 @@ impl RotationProgress {
 pub struct KeyUsage {
     /// The ciphertext format.
     pub format: CipherFormat,
-    /// The version of the sealed format (`Some(1)` or `Some(2)`; rotation upgrades
-    /// 1 to 2); `None` for Fernet tokens and for ciphertexts no format reads.
+    /// The version of the sealed format (`Some(1)`, `Some(2)` or `Some(3)`;
+    /// rotation converts the older ones to 3); `None` for Fernet tokens and for
+    /// ciphertexts no format reads.
     pub version: Option<u8>,
-    /// The key: for sealed ciphertexts the id they name; for Fernet tokens the id of
-    /// the keyring's key that opens them. `None`: no key of the keyring opens them.
+    /// The key: for sealed v1/v2 the keyring key id they name; for sealed v3 the
+    /// KEK that wraps the account's data key; for Fernet tokens the id of the
+    /// keyring's key that opens them. `None`: no key opens them (or, for v3, the
+    /// account has no data key).
     pub key_id: Option<String>,
-    /// Whether the keyring holds that key.
+    /// Whether the store holds that key: the keyring (or, for a KEK, the
+    /// configured key provider, whose current KEK it is).
     pub in_keyring: bool,
     /// Credentials with at least one field (`api_key`, `secret_key`) under it.
     pub credentials: u64,
@@ -88,16 +96,20 @@ pub struct KeyUsage {
 #[derive(Debug, Clone)]
 pub struct Maintenance {
     db: Database,
-    keyring: Arc<Keyring>,
+    keys: KeyHierarchy,
     format: CipherFormat,
 }
 
 impl crate::CredentialStore {
     /// The cross-user maintenance operations (backfill, key rotation, key usage) on
-    /// the same database and keyring, for a role that bypasses row-level security.
+    /// the same database, keyring, key provider, data-key cache and minimum
+    /// format, for a role that bypasses row-level security.
     pub fn maintenance(&self) -> Maintenance {
-        Maintenance::new(self.core.exec.clone(), Arc::clone(&self.core.keyring))
-            .with_format(self.core.format)
+        Maintenance {
+            db: self.core.exec.clone(),
+            keys: self.core.keys.clone(),
+            format: self.core.format,
+        }
     }
 }
 
@@ -107,7 +119,7 @@ impl Maintenance {
     pub fn new(db: Database, keyring: impl Into<Arc<Keyring>>) -> Self {
         Maintenance {
             db,
-            keyring: keyring.into(),
+            keys: KeyHierarchy::new(keyring.into()),
             format: CipherFormat::Sealed,
         }
     }
@@ -115,6 +127,20 @@ impl Maintenance {
     /// The same, rotating to `format`.
     pub fn with_format(mut self, format: CipherFormat) -> Self {
         self.format = format;
+        self
+    }
+
+    /// The same, wrapping data keys with `provider`: rotation re-wraps every data
+    /// key stored under another provider or KEK with it.
+    pub fn with_key_provider(mut self, provider: Arc<dyn crate::KeyProvider>) -> Self {
+        self.keys.provider = provider;
+        self
+    }
+
+    /// The same, with the oldest format [`verify`](Self::verify) counts as
+    /// readable (rotation reads every format, to convert it).
+    pub fn with_minimum_format(mut self, minimum: crate::FormatVersion) -> Self {
+        self.keys.minimum = minimum;
         self
     }
 
@@ -173,9 +199,10 @@ impl Maintenance {
             let mut after = Uuid::nil();
             while let Some(batch) = self.stored_batch(after, 1000)? {
                 after = batch.last().map_or(after, |row| row.id);
-                rows::count_key_usage(&self.keyring, &batch, &mut counts);
+                let stored = stored_data_keys(&self.db, &batch)?;
+                rows::count_key_usage(&self.keys.keyring, &stored, &batch, &mut counts);
             }
-            Ok(rows::key_usage_report(&self.keyring, counts))
+            Ok(rows::key_usage_report(&self.keys, counts))
         })
     }
 
@@ -190,6 +217,30 @@ impl Maintenance {
         Ok((!rows.is_empty()).then_some(rows))
     }
 
+    /// The data keys of the accounts of `rows` on `db`, unwrapped (through the
+    /// cache). An account whose data key does not unwrap is left out, so its sealed
+    /// v3 rows are reported as not opening; a provider that cannot be reached
+    /// fails the call.
+    fn data_keys(&self, db: &Database, rows: &[StoredRow]) -> Result<HashMap<Uuid, AccountKey>> {
+        let stored = stored_data_keys(db, rows)?;
+        let users: HashMap<Uuid, &str> = rows
+            .iter()
+            .map(|row| (row.account_id, row.user_id.as_str()))
+            .collect();
+        let mut keys = HashMap::with_capacity(stored.len());
+        for (account_id, stored) in stored {
+            let user_id = users.get(&account_id).copied().unwrap_or_default();
+            match crate::repository::block_on(self.keys.data_key(account_id, user_id, &stored)) {
+                Ok(key) => {
+                    keys.insert(account_id, key);
+                }
+                Err(err) if err.is_retryable() => return Err(err),
+                Err(_) => {}
+            }
+        }
+        Ok(keys)
+    }
+
     /// Fails unless the current role sees every row of `user_credentials`.
     fn require_rls_bypass(&self, operation: &'static str) -> Result<()> {
         let active = self.db.raw(|conn| {
@@ -201,4 +252,23 @@ impl Maintenance {
         }
         Ok(())
     }
+}
+
+/// The stored data keys of the accounts of `rows` on `db`, by account.
+fn stored_data_keys(db: &Database, rows: &[StoredRow]) -> Result<HashMap<Uuid, StoredDataKey>> {
+    let accounts: BTreeSet<Uuid> = rows.iter().map(|row| row.account_id).collect();
+    if accounts.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let accounts: Vec<Uuid> = accounts.into_iter().collect();
+    let found = db.load_now(
+        Scope::maintenance_read(),
+        vec![query::account_keys_of(&accounts)],
+    )?;
+    found
+        .into_iter()
+        .map(|(account_id, columns)| {
+            Ok((account_id, StoredDataKey::from_columns(account_id, columns)?))
+        })
+        .collect()
 }

@@ -2,12 +2,15 @@
 //! planning a rotation, counting key usage, and judging legacy values.
 
 use super::KeyUsage;
-use crate::crypto::{Binding, CipherFormat, Keyring, Origin};
+use crate::crypto::{
+    AccountKey, Binding, CipherFormat, KeyHierarchy, Keyring, OpenRequest, Origin, SealRequest,
+    StoredDataKey,
+};
 use crate::error::{Error, Field, Result};
 use crate::sql_types::LossyText;
 use crate::validation::{CredentialType, Nickname};
 use secrecy::SecretString;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
 /// A credential's ciphertexts, as maintenance reads them.
@@ -48,24 +51,34 @@ pub(crate) struct RotationPlan<'a> {
     pub failures: Vec<Error>,
 }
 
-/// Decrypts both fields of a stored credential, each bound to its row and field:
-/// `(api_key, secret_key)`.
+/// Decrypts both fields of a stored credential, each bound to its row and field,
+/// with its account's data key if it has one: `(api_key, secret_key)`.
 pub(crate) fn open_stored(
-    keyring: &Keyring,
+    keys: &KeyHierarchy,
+    data_keys: &HashMap<Uuid, AccountKey>,
     row: &StoredRow,
 ) -> (Result<SecretString>, Result<SecretString>) {
-    let bound = |field| Binding::new(row.id, row.account_id, &row.user_id, field);
+    let data_key = data_keys.get(&row.account_id);
+    let open = |ciphertext: &str, field| {
+        let binding = Binding::new(row.id, row.account_id, &row.user_id, field);
+        keys.open(data_key, &OpenRequest { ciphertext, binding })
+    };
     (
-        keyring.decrypt(&row.api_key, &bound(Field::ApiKey)),
-        keyring.decrypt(&row.secret_key, &bound(Field::SecretKey)),
+        open(&row.api_key, Field::ApiKey),
+        open(&row.secret_key, Field::SecretKey),
     )
 }
 
-/// Plans the rotation of one batch: every row is decrypted, even one already
-/// current, so a ciphertext that does not open is reported, never passed over.
+/// Plans the rotation of one batch: every row is decrypted (in any format: `keys`
+/// reads them all), even one already current, so a ciphertext that does not open
+/// is reported, never passed over. A row is rewritten unless both fields are in
+/// `format` already: sealed v3 under its account's data key (which `data_keys`
+/// holds for every account of the batch when `format` is sealed), or Fernet
+/// under the keyring's primary key.
 pub(crate) fn plan_rotation<'a>(
-    keyring: &Keyring,
+    keys: &KeyHierarchy,
     format: CipherFormat,
+    data_keys: &HashMap<Uuid, AccountKey>,
     batch: &'a [StoredRow],
 ) -> RotationPlan<'a> {
     let mut plan = RotationPlan {
@@ -73,20 +86,29 @@ pub(crate) fn plan_rotation<'a>(
         failures: Vec::new(),
     };
     for row in batch {
-        let bound = |field| Binding::new(row.id, row.account_id, &row.user_id, field);
-        match open_stored(keyring, row) {
+        let data_key = data_keys.get(&row.account_id);
+        match open_stored(keys, data_keys, row) {
             (Ok(api_key), Ok(secret_key)) => {
-                let current = |text: &str| keyring.is_current(format, text);
-                if !(current(&row.api_key) && current(&row.secret_key)) {
-                    let seal =
-                        |key: &SecretString, field| keyring.encrypt(format, key, &bound(field));
-                    plan.rewrites.push((
-                        row,
-                        (
-                            seal(&api_key, Field::ApiKey),
-                            seal(&secret_key, Field::SecretKey),
-                        ),
-                    ));
+                let version = data_key.map_or(0, |(_, version)| *version);
+                let current = |text: &str| keys.keyring.is_current(format, version, text);
+                if current(&row.api_key) && current(&row.secret_key) {
+                    continue;
+                }
+                let bound = |field| Binding::new(row.id, row.account_id, &row.user_id, field);
+                let requests = [
+                    SealRequest {
+                        plaintext: &api_key,
+                        binding: bound(Field::ApiKey),
+                    },
+                    SealRequest {
+                        plaintext: &secret_key,
+                        binding: bound(Field::SecretKey),
+                    },
+                ];
+                match keys.seal(format, data_key, &requests).map(<[String; 2]>::try_from) {
+                    Ok(Ok([api_key, secret_key])) => plan.rewrites.push((row, (api_key, secret_key))),
+                    Ok(Err(_)) => {}
+                    Err(err) => plan.failures.push(err),
                 }
             }
             (api_key, secret_key) => plan
@@ -97,19 +119,39 @@ pub(crate) fn plan_rotation<'a>(
     plan
 }
 
+/// Adds the formats of a batch's fields to `counts`, by format name.
+pub(crate) fn count_formats(batch: &[StoredRow], counts: &mut BTreeMap<String, u64>) {
+    for text in batch.iter().flat_map(|row| [&row.api_key, &row.secret_key]) {
+        let name = crate::FormatVersion::of(text).map_or("unknown", |f| f.as_str());
+        *counts.entry(name.to_owned()).or_default() += 1;
+    }
+}
+
 /// Credentials per (format, sealed version, key id), as [`count_key_usage`] adds
 /// them up.
 pub(crate) type UsageCounts = BTreeMap<(CipherFormat, Option<u8>, Option<String>), u64>;
 
 /// Adds one batch to the key-usage counts: a credential counts once per key that
-/// protects one of its fields.
-pub(crate) fn count_key_usage(keyring: &Keyring, batch: &[StoredRow], counts: &mut UsageCounts) {
+/// protects one of its fields (for sealed v3, the KEK of its account's data key).
+pub(crate) fn count_key_usage(
+    keyring: &Keyring,
+    data_keys: &HashMap<Uuid, StoredDataKey>,
+    batch: &[StoredRow],
+    counts: &mut UsageCounts,
+) {
     for row in batch {
         let [api_key, secret_key] =
             [&row.api_key, &row.secret_key].map(|text| match keyring.origin(text) {
                 Origin::Sealed { version, key_id } => {
                     (CipherFormat::Sealed, Some(version.number()), Some(key_id))
                 }
+                Origin::DataKey { .. } => (
+                    CipherFormat::Sealed,
+                    Some(3),
+                    data_keys
+                        .get(&row.account_id)
+                        .map(|stored| format!("{}:{}", stored.provider, stored.kek_id)),
+                ),
                 Origin::Fernet { key } => (
                     CipherFormat::Fernet,
                     None,
@@ -124,14 +166,25 @@ pub(crate) fn count_key_usage(keyring: &Keyring, batch: &[StoredRow], counts: &m
     }
 }
 
-/// The key-usage report from the counts.
-pub(crate) fn key_usage_report(keyring: &Keyring, counts: UsageCounts) -> Vec<KeyUsage> {
+/// The key-usage report from the counts. A sealed-v3 entry's key is
+/// `<provider>:<kek id>`, held when it is a keyring key or the provider's
+/// current KEK.
+pub(crate) fn key_usage_report(keys: &KeyHierarchy, counts: UsageCounts) -> Vec<KeyUsage> {
+    let keyring = &keys.keyring;
+    let held = |version: Option<u8>, key_id: &str| match version {
+        Some(3) => match key_id.split_once(':') {
+            Some((crate::crypto::KEYRING_PROVIDER, id)) => keyring.key_ids().any(|k| k == id),
+            Some((provider, id)) => {
+                provider == keys.provider.name() && id == keys.provider.key_id()
+            }
+            None => false,
+        },
+        _ => keyring.key_ids().any(|k| k == key_id),
+    };
     counts
         .into_iter()
         .map(|((format, version, key_id), credentials)| KeyUsage {
-            in_keyring: key_id
-                .as_deref()
-                .is_some_and(|id| keyring.key_ids().any(|k| k == id)),
+            in_keyring: key_id.as_deref().is_some_and(|id| held(version, id)),
             format,
             version,
             key_id,

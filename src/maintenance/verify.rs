@@ -6,7 +6,8 @@ use crate::error::{Error, Result};
 use crate::ops::{record_rows, span};
 use crate::steps;
 use crate::validation;
-use crate::Keyring;
+use crate::crypto::{AccountKey, KeyHierarchy};
+use std::collections::HashMap;
 use serde::Serialize;
 use std::ops::ControlFlow;
 use uuid::Uuid;
@@ -41,9 +42,10 @@ pub struct UnreadableCredential {
     pub account_id: Uuid,
     /// `api_key` or `secret_key`.
     pub field: &'static str,
-    /// `unknown_key` (a sealed ciphertext names a key the keyring lacks) or
-    /// `decryption` (no key opens it: wrong key, corrupted, or copied from another
-    /// row or field).
+    /// `unknown_key` (a sealed ciphertext names a key the keyring lacks),
+    /// `decryption` (no key opens it: wrong key, corrupted, copied from another
+    /// row or field, or its account's data key is gone) or `format_refused` (older
+    /// than the minimum format).
     pub reason: &'static str,
     /// The missing key's id, for `unknown_key`.
     pub key_id: Option<String>,
@@ -65,6 +67,11 @@ impl UnreadableCredential {
                 credential_id,
                 field,
             } => (credential_id, field, "decryption", None),
+            Error::FormatRefused {
+                credential_id,
+                field,
+                ..
+            } => (credential_id, field, "format_refused", None),
             // Decryption fails with one of the two above and nothing else.
             _ => (Uuid::nil(), crate::Field::ApiKey, "decryption", None),
         };
@@ -91,6 +98,9 @@ pub struct VerifyReport {
     pub readable: u64,
     /// Each field that did not decrypt, by credential id.
     pub unreadable: Vec<UnreadableCredential>,
+    /// Fields per ciphertext format (`fernet`, `sealed-v1`, `sealed-v2`,
+    /// `sealed-v3`; `unknown` for a value of no format).
+    pub formats: std::collections::BTreeMap<String, u64>,
     /// Whether the run went through the whole table (false: stopped by its
     /// progress callback).
     pub complete: bool,
@@ -106,13 +116,14 @@ impl VerifyReport {
 /// Decrypts both fields of each row, adds the failures to `unreadable` and returns
 /// how many rows opened entirely. The plaintext is dropped (and zeroed) at once.
 pub(super) fn check_rows(
-    keyring: &Keyring,
+    keys: &KeyHierarchy,
+    data_keys: &HashMap<Uuid, AccountKey>,
     rows: &[StoredRow],
     unreadable: &mut Vec<UnreadableCredential>,
 ) -> u64 {
     let mut readable = 0;
     for row in rows {
-        match rows::open_stored(keyring, row) {
+        match rows::open_stored(keys, data_keys, row) {
             (Ok(_), Ok(_)) => readable += 1,
             (api_key, secret_key) => unreadable.extend(
                 api_key
@@ -173,7 +184,10 @@ impl Maintenance {
             let mut after = Uuid::nil();
             while let Some(batch) = self.stored_batch(after, limit)? {
                 after = batch.last().map_or(after, |row| row.id);
-                report.readable += check_rows(&self.keyring, &batch, &mut report.unreadable);
+                let data_keys = self.data_keys(&self.db, &batch)?;
+                report.readable +=
+                    check_rows(&self.keys, &data_keys, &batch, &mut report.unreadable);
+                rows::count_formats(&batch, &mut report.formats);
                 report.scanned += batch.len() as u64;
                 let state = VerifyProgress {
                     scanned: report.scanned,

@@ -21,7 +21,7 @@ use crate::models::{
     account_columns, credential_columns, AccountColumns, AccountRow, AccountScope,
     CredentialChanges, CredentialColumns, CredentialRow, UserAccount, UserCredential,
 };
-use crate::schema::{user_accounts, user_credentials};
+use crate::schema::{account_keys, user_accounts, user_credentials};
 use crate::sql_types::{LossyText, SqlUuid};
 use diesel::dsl::count_star;
 use diesel::prelude::*;
@@ -197,20 +197,58 @@ pub(crate) fn credential(account: &AccountScope, credential_id: Uuid) -> impl Lo
     one_owned(account, credential_id).select(credential_columns())
 }
 
-/// One credential of the account with its two ciphertexts and whether its account
-/// is active.
+/// A credential with what revealing its keys needs: whether its account is
+/// active, its two ciphertexts, and its account's stored data key (`version`,
+/// `provider`, `kek_id`, `wrapped_key`) if it has one.
+pub(crate) type WithCiphertexts = (
+    UserCredential,
+    bool,
+    LossyText,
+    LossyText,
+    Option<(i32, String, String, String)>,
+);
+
+/// The stored data key's columns, as a credential lookup joins them.
+#[diesel::dsl::auto_type]
+fn data_key_columns() -> _ {
+    (
+        account_keys::version,
+        account_keys::provider,
+        account_keys::kek_id,
+        account_keys::wrapped_key,
+    )
+}
+
+/// What a reveal selects besides the credential's columns.
+#[diesel::dsl::auto_type]
+fn reveal_columns() -> _ {
+    let data_key: data_key_columns = data_key_columns();
+    let credential: CredentialColumns = credential_columns();
+    (
+        credential,
+        user_accounts::is_active,
+        user_credentials::api_key,
+        user_credentials::secret_key,
+        data_key.nullable(),
+    )
+}
+
+/// The account's data key, joined to a credential by its account.
+#[diesel::dsl::auto_type]
+fn data_key_of_account() -> _ {
+    account_keys::table.on(account_keys::account_id.eq(user_credentials::user_account_id))
+}
+
+/// One credential of the account with its two ciphertexts, whether its account
+/// is active and its account's data key: a reveal in one statement.
 pub(crate) fn credential_with_ciphertexts(
     account: &AccountScope,
     credential_id: Uuid,
-) -> impl Load<(UserCredential, bool, LossyText, LossyText)> {
+) -> impl Load<WithCiphertexts> {
     one_owned(account, credential_id)
         .inner_join(user_accounts::table)
-        .select((
-            credential_columns(),
-            user_accounts::is_active,
-            user_credentials::api_key,
-            user_credentials::secret_key,
-        ))
+        .left_join(data_key_of_account())
+        .select(reveal_columns())
 }
 
 /// All credentials of the account, newest first.
@@ -264,22 +302,99 @@ pub(crate) fn credentials_by_nickname(
         .select(credential_columns())
 }
 
-/// The same, with each credential's ciphertexts and whether its account is active:
-/// a decrypted lookup in one statement.
+/// The same, with each credential's ciphertexts, whether its account is active and
+/// its account's data key: a decrypted lookup in one statement.
 pub(crate) fn credentials_by_nickname_with_ciphertexts(
     account: &AccountScope,
     nickname: &str,
     exact: &str,
-) -> impl Load<(UserCredential, bool, LossyText, LossyText)> {
+) -> impl Load<WithCiphertexts> {
     with_nickname(account, nickname, exact)
         .inner_join(user_accounts::table)
+        .left_join(data_key_of_account())
         .order(newest_first())
-        .select((
-            credential_columns(),
-            user_accounts::is_active,
-            user_credentials::api_key,
-            user_credentials::secret_key,
-        ))
+        .select(reveal_columns())
+}
+
+/// The account's stored data key: `(version, provider, kek_id, wrapped_key)`.
+pub(crate) fn account_key(account: &AccountScope) -> impl Load<(i32, String, String, String)> {
+    account_keys::table
+        .filter(account_keys::account_id.eq(SqlUuid(account.id)))
+        .filter(account_keys::user_id.eq(account.user_id.clone()))
+        .select(data_key_columns())
+}
+
+/// Stores an account's first data key (a unique violation: another call stored
+/// one first).
+pub(crate) fn insert_account_key(
+    account: &AccountScope,
+    stored: &crate::crypto::StoredDataKey,
+) -> impl Execute {
+    let now = crate::sql_types::SqlTime(crate::steps::now());
+    diesel::insert_into(account_keys::table).values((
+        account_keys::account_id.eq(SqlUuid(account.id)),
+        account_keys::user_id.eq(account.user_id.clone()),
+        account_keys::version.eq(stored.version as i32),
+        account_keys::provider.eq(stored.provider.clone()),
+        account_keys::kek_id.eq(stored.kek_id.clone()),
+        account_keys::wrapped_key.eq(stored.wrapped.clone()),
+        account_keys::created_at.eq(now),
+        account_keys::updated_at.eq(now),
+    ))
+}
+
+/// Deletes an account of the user: its credentials and its data key go with it
+/// (the foreign keys' `ON DELETE CASCADE`), in the same statement.
+pub(crate) fn delete_account(account: &AccountScope) -> impl Execute {
+    diesel::delete(
+        user_accounts::table
+            .filter(user_accounts::id.eq(SqlUuid(account.id)))
+            .filter(user_accounts::user_id.eq(account.user_id.clone())),
+    )
+}
+
+/// The next `limit` stored data keys after account `after`, by account id, across
+/// all accounts: `(account_id, user_id, (version, provider, kek_id, wrapped_key))`.
+pub(crate) fn account_keys_batch(
+    after: Uuid,
+    limit: i64,
+) -> impl Load<(Uuid, LossyText, (i32, String, String, String))> {
+    account_keys::table
+        .filter(account_keys::account_id.gt(SqlUuid(after)))
+        .order(account_keys::account_id)
+        .select((account_keys::account_id, account_keys::user_id, data_key_columns()))
+        .limit(limit)
+}
+
+/// The stored data keys of these accounts:
+/// `(account_id, (version, provider, kek_id, wrapped_key))`.
+pub(crate) fn account_keys_of(
+    account_ids: &[Uuid],
+) -> impl Load<(Uuid, (i32, String, String, String))> {
+    let ids: Vec<SqlUuid> = account_ids.iter().copied().map(SqlUuid).collect();
+    account_keys::table
+        .filter(account_keys::account_id.eq_any(ids))
+        .select((account_keys::account_id, data_key_columns()))
+}
+
+/// Replaces an account's wrapped data key, only where it is still the one read
+/// (the same data key, wrapped by another KEK).
+pub(crate) fn replace_wrapped_key(
+    account_id: Uuid,
+    old_wrapped: &str,
+    new: &crate::crypto::StoredDataKey,
+) -> impl Execute {
+    diesel::update(
+        account_keys::table
+            .filter(account_keys::account_id.eq(SqlUuid(account_id)))
+            .filter(account_keys::wrapped_key.eq(old_wrapped.to_owned())),
+    )
+    .set((
+        account_keys::provider.eq(new.provider.clone()),
+        account_keys::kek_id.eq(new.kek_id.clone()),
+        account_keys::wrapped_key.eq(new.wrapped.clone()),
+        account_keys::updated_at.eq(crate::sql_types::SqlTime(crate::steps::now())),
+    ))
 }
 
 /// Changes one credential of the account and returns it as stored (no row: not
