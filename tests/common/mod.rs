@@ -265,6 +265,33 @@ impl TestDb {
         result.unwrap_or_else(|e| panic!("{e}: {sql}")).n
     }
 
+    /// The one text column `t` of a query's one row, outside the crate and outside
+    /// row-level security (as the test's superuser).
+    pub fn text(&self, sql: &str) -> String {
+        #[derive(QueryableByName)]
+        struct Text {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            t: String,
+        }
+        let result = match self.backend {
+            Backend::Sqlite => {
+                let mut conn =
+                    SqliteConnection::establish(self.sqlite_path().to_str().unwrap()).unwrap();
+                diesel::sql_query(sql).get_result::<Text>(&mut conn)
+            }
+            #[cfg(feature = "mysql")]
+            Backend::Mysql => {
+                let mut conn = mysql_raw(&self.url);
+                diesel::sql_query(sql).get_result::<Text>(&mut conn)
+            }
+            _ => {
+                let mut conn = PgConnection::establish(&self.url).unwrap();
+                diesel::sql_query(sql).get_result::<Text>(&mut conn)
+            }
+        };
+        result.unwrap_or_else(|e| panic!("{e}: {sql}")).t
+    }
+
     /// The backend's name, as spans give it.
     pub fn backend_name(&self) -> &'static str {
         self.backend.as_str()
