@@ -289,8 +289,7 @@ fn runner<'a>(op: Op, imp: Imp, fx: &'a mut Fixture, rng: &'a mut Rng) -> Box<dy
             let (a, nickname) = pick(rng, &fx.accounts);
             let found = single(fx.raw.keys_by_nickname(a, nickname)).expect("found");
             let credential = found.credential.clone();
-            let keys =
-                internals::reveal(&fx.store, a, credential.id, Some(found)).expect("keys");
+            let keys = internals::reveal(&fx.store, a, credential.id, Some(found)).expect("keys");
             black_box((credential, keys));
         }),
         (Op::InsertOne, Imp::Crate) => Box::new(move || {

@@ -514,7 +514,10 @@ impl ErrorKind {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            ErrorKind::Busy | ErrorKind::ConnectionLost | ErrorKind::Pool | ErrorKind::KeyProviderUnavailable
+            ErrorKind::Busy
+                | ErrorKind::ConnectionLost
+                | ErrorKind::Pool
+                | ErrorKind::KeyProviderUnavailable
         )
     }
 

@@ -340,7 +340,11 @@ pub fn reveal(
             row.data_key,
         )
     });
-    crate::repository::block_on(store.core.reveal_found(account.as_ref(), credential_id, found))
+    crate::repository::block_on(
+        store
+            .core
+            .reveal_found(account.as_ref(), credential_id, found),
+    )
 }
 
 // ---------------------------------------------------------------------------

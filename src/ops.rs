@@ -79,10 +79,7 @@ macro_rules! store_basics {
             /// cache to every store of a process so that each account's data key
             /// is unwrapped once.
             #[must_use]
-            pub fn with_data_key_cache(
-                self,
-                cache: std::sync::Arc<crate::DataKeyCache>,
-            ) -> Self {
+            pub fn with_data_key_cache(self, cache: std::sync::Arc<crate::DataKeyCache>) -> Self {
                 $store {
                     core: self.core.with_data_key_cache(cache),
                 }
@@ -214,7 +211,11 @@ impl<E: Executor> Core<E> {
     /// Seals every request in the store's format: sealed v3 under the account's
     /// data key (made and stored on the account's first write), or Fernet. No
     /// provider call when the data key is cached.
-    async fn seal(&self, account: &AccountScope, requests: &[SealRequest<'_>]) -> Result<Vec<String>> {
+    async fn seal(
+        &self,
+        account: &AccountScope,
+        requests: &[SealRequest<'_>],
+    ) -> Result<Vec<String>> {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
@@ -233,7 +234,10 @@ impl<E: Executor> Core<E> {
             return Ok((key, version));
         }
         if let Some(stored) = self.stored_data_key(account).await? {
-            return self.keys.data_key(account.id, &account.user_id, &stored).await;
+            return self
+                .keys
+                .data_key(account.id, &account.user_id, &stored)
+                .await;
         }
         let (key, stored) = self
             .keys
@@ -259,7 +263,9 @@ impl<E: Executor> Core<E> {
                     .ok_or(Error::UnknownAccount {
                         account_id: account.id,
                     })?;
-                self.keys.data_key(account.id, &account.user_id, &stored).await
+                self.keys
+                    .data_key(account.id, &account.user_id, &stored)
+                    .await
             }
             // No such account of this user (or another user's).
             Err(err) if err.is_owner_violation() => Err(Error::UnknownAccount {

@@ -159,82 +159,88 @@ fn store_with(db: &TestDb, key: &str, kms: &Arc<Kms>) -> CredentialStore {
 
 /// A credential's two ciphertexts as stored.
 fn ciphertexts(db: &TestDb, id: uuid::Uuid) -> (String, String) {
-    let column =
-        |c: &str| db.text(&format!("SELECT {c} AS t FROM user_credentials WHERE id = '{id}'"));
+    let column = |c: &str| {
+        db.text(&format!(
+            "SELECT {c} AS t FROM user_credentials WHERE id = '{id}'"
+        ))
+    };
     (column("api_key"), column("secret_key"))
 }
 
-on_both_backends!(data_keys_are_wrapped_once_and_unwrapped_once_per_cache, |db| {
-    let key = test_key();
-    let kms = Kms::new();
-    let store = store_with(db, &key, &kms);
-    let ada = store
-        .create_account(&NewUserAccount::new("auth0|ada", "Ada"))
-        .unwrap();
-    assert_eq!(kms.calls(), (0, 0));
+on_both_backends!(
+    data_keys_are_wrapped_once_and_unwrapped_once_per_cache,
+    |db| {
+        let key = test_key();
+        let kms = Kms::new();
+        let store = store_with(db, &key, &kms);
+        let ada = store
+            .create_account(&NewUserAccount::new("auth0|ada", "Ada"))
+            .unwrap();
+        assert_eq!(kms.calls(), (0, 0));
 
-    // The account's first write makes its data key: one wrap, whatever the count.
-    let stored = store
-        .insert_credentials(
-            &ada,
-            &[
-                NewUserCredential::new("alpaca_paper", "PK1", "s1").nickname("Momentum"),
-                NewUserCredential::new("alpaca_paper", "PK2", "s2").nickname("Swing"),
-                NewUserCredential::new("alpaca_live", "PK3", "s3"),
-            ],
-        )
-        .unwrap();
-    assert_eq!(kms.calls(), (1, 0));
-    assert_eq!(db.count("account_keys"), 1);
-    assert_eq!(
-        db.text("SELECT provider AS t FROM account_keys"),
-        "test-kms"
-    );
-    assert_eq!(db.text("SELECT kek_id AS t FROM account_keys"), "kek-1");
-    let (api_key, secret_key) = ciphertexts(db, stored[0].id);
-    assert!(api_key.starts_with("sealed:v3:1:"), "{api_key}");
-    assert!(secret_key.starts_with("sealed:v3:1:"));
+        // The account's first write makes its data key: one wrap, whatever the count.
+        let stored = store
+            .insert_credentials(
+                &ada,
+                &[
+                    NewUserCredential::new("alpaca_paper", "PK1", "s1").nickname("Momentum"),
+                    NewUserCredential::new("alpaca_paper", "PK2", "s2").nickname("Swing"),
+                    NewUserCredential::new("alpaca_live", "PK3", "s3"),
+                ],
+            )
+            .unwrap();
+        assert_eq!(kms.calls(), (1, 0));
+        assert_eq!(db.count("account_keys"), 1);
+        assert_eq!(
+            db.text("SELECT provider AS t FROM account_keys"),
+            "test-kms"
+        );
+        assert_eq!(db.text("SELECT kek_id AS t FROM account_keys"), "kek-1");
+        let (api_key, secret_key) = ciphertexts(db, stored[0].id);
+        assert!(api_key.starts_with("sealed:v3:1:"), "{api_key}");
+        assert!(secret_key.starts_with("sealed:v3:1:"));
 
-    // Cached from then on: more writes, reveals and updates call nothing.
-    let one = store
-        .insert_credential(&ada, &NewUserCredential::new("binance", "PK4", "s4"))
-        .unwrap();
-    let keys = store.keys(&ada, stored[1].id).unwrap();
-    assert_eq!(keys.api_key().expose_secret(), "PK2");
-    let (found, keys) = store.keys_by_nickname(&ada, "Momentum").unwrap().unwrap();
-    assert_eq!(found.id, stored[0].id);
-    assert_eq!(keys.secret_key().expose_secret(), "s1");
-    let update = CredentialUpdate::default().secret_key("s4-new");
-    store.update_credential(&ada, one.id, &update).unwrap();
-    assert_eq!(kms.calls(), (1, 0));
-    assert_eq!(db.count("account_keys"), 1);
+        // Cached from then on: more writes, reveals and updates call nothing.
+        let one = store
+            .insert_credential(&ada, &NewUserCredential::new("binance", "PK4", "s4"))
+            .unwrap();
+        let keys = store.keys(&ada, stored[1].id).unwrap();
+        assert_eq!(keys.api_key().expose_secret(), "PK2");
+        let (found, keys) = store.keys_by_nickname(&ada, "Momentum").unwrap().unwrap();
+        assert_eq!(found.id, stored[0].id);
+        assert_eq!(keys.secret_key().expose_secret(), "s1");
+        let update = CredentialUpdate::default().secret_key("s4-new");
+        store.update_credential(&ada, one.id, &update).unwrap();
+        assert_eq!(kms.calls(), (1, 0));
+        assert_eq!(db.count("account_keys"), 1);
 
-    // Another process (a cache of its own): one unwrap, then none.
-    let other = store_with(db, &key, &kms);
-    for credential in &stored {
-        other.keys(&ada, credential.id).unwrap();
-    }
-    let keys = other.keys(&ada, one.id).unwrap();
-    assert_eq!(keys.secret_key().expose_secret(), "s4-new");
-    assert_eq!(kms.calls(), (1, 1));
-
-    // The keyring alone holds no KEK of this provider: nothing opens.
-    let keyring_only = CredentialStore::new(
-        store.database().clone(),
-        Keyring::from_fernet_keys([&key]).unwrap(),
-    );
-    match keyring_only.keys(&ada, one.id) {
-        Err(Error::DataKeyUnreadable {
-            account_id,
-            provider,
-            ..
-        }) => {
-            assert_eq!(account_id, ada.id());
-            assert_eq!(provider, "test-kms");
+        // Another process (a cache of its own): one unwrap, then none.
+        let other = store_with(db, &key, &kms);
+        for credential in &stored {
+            other.keys(&ada, credential.id).unwrap();
         }
-        other => panic!("expected DataKeyUnreadable, got {other:?}"),
+        let keys = other.keys(&ada, one.id).unwrap();
+        assert_eq!(keys.secret_key().expose_secret(), "s4-new");
+        assert_eq!(kms.calls(), (1, 1));
+
+        // The keyring alone holds no KEK of this provider: nothing opens.
+        let keyring_only = CredentialStore::new(
+            store.database().clone(),
+            Keyring::from_fernet_keys([&key]).unwrap(),
+        );
+        match keyring_only.keys(&ada, one.id) {
+            Err(Error::DataKeyUnreadable {
+                account_id,
+                provider,
+                ..
+            }) => {
+                assert_eq!(account_id, ada.id());
+                assert_eq!(provider, "test-kms");
+            }
+            other => panic!("expected DataKeyUnreadable, got {other:?}"),
+        }
     }
-});
+);
 
 on_both_backends!(
     an_unavailable_provider_fails_only_uncached_accounts_and_writes_nothing,
@@ -311,59 +317,61 @@ on_both_backends!(
     }
 );
 
-on_both_backends!(a_deleted_accounts_rows_open_with_no_key_the_store_holds, |db| {
-    let key = test_key();
-    let kms = Kms::new();
-    let store = store_with(db, &key, &kms);
-    let ada = store
-        .create_account(&NewUserAccount::new("auth0|ada", "Ada"))
-        .unwrap();
-    let bob = store
-        .create_account(&NewUserAccount::new("auth0|bob", "Bob"))
-        .unwrap();
-    let shredded = store
-        .insert_credential(&ada, &NewUserCredential::new("alpaca_live", "PK1", "s1"))
-        .unwrap();
-    store
-        .insert_credential(&bob, &NewUserCredential::new("alpaca_live", "PKB", "sb"))
-        .unwrap();
-    assert_eq!(store.data_key_cache().len(), 2);
-    // A copy of Ada's credential, as a backup or a dump holds it.
-    let (api_key, secret_key) = ciphertexts(db, shredded.id);
+on_both_backends!(
+    a_deleted_accounts_rows_open_with_no_key_the_store_holds,
+    |db| {
+        let key = test_key();
+        let kms = Kms::new();
+        let store = store_with(db, &key, &kms);
+        let ada = store
+            .create_account(&NewUserAccount::new("auth0|ada", "Ada"))
+            .unwrap();
+        let bob = store
+            .create_account(&NewUserAccount::new("auth0|bob", "Bob"))
+            .unwrap();
+        let shredded = store
+            .insert_credential(&ada, &NewUserCredential::new("alpaca_live", "PK1", "s1"))
+            .unwrap();
+        store
+            .insert_credential(&bob, &NewUserCredential::new("alpaca_live", "PKB", "sb"))
+            .unwrap();
+        assert_eq!(store.data_key_cache().len(), 2);
+        // A copy of Ada's credential, as a backup or a dump holds it.
+        let (api_key, secret_key) = ciphertexts(db, shredded.id);
 
-    store.delete_account(&ada).unwrap();
-    assert_eq!(db.count("user_accounts"), 1);
-    assert_eq!(db.count("user_credentials"), 1);
-    assert_eq!(db.count("account_keys"), 1, "Ada's data key went with her");
-    assert_eq!(store.data_key_cache().len(), 1, "and left the cache");
-    assert!(matches!(
-        store.delete_account(&ada),
-        Err(Error::UnknownAccount { account_id }) if account_id == ada.id()
-    ));
+        store.delete_account(&ada).unwrap();
+        assert_eq!(db.count("user_accounts"), 1);
+        assert_eq!(db.count("user_credentials"), 1);
+        assert_eq!(db.count("account_keys"), 1, "Ada's data key went with her");
+        assert_eq!(store.data_key_cache().len(), 1, "and left the cache");
+        assert!(matches!(
+            store.delete_account(&ada),
+            Err(Error::UnknownAccount { account_id }) if account_id == ada.id()
+        ));
 
-    // Someone with write access restores Ada's rows from the copy.
-    db.execute(&format!(
+        // Someone with write access restores Ada's rows from the copy.
+        db.execute(&format!(
         "INSERT INTO user_accounts (id, user_id, account_name) VALUES ('{}', 'auth0|ada', 'Ada')",
         ada.id()
     ));
-    db.execute(&format!(
+        db.execute(&format!(
         "INSERT INTO user_credentials (id, user_account_id, user_id, credential_type, nickname, api_key, secret_key) \
          VALUES ('{}', '{}', 'auth0|ada', 'alpaca_live', 'alpaca_live', '{api_key}', '{secret_key}')",
         shredded.id,
         ada.id()
     ));
-    // No data key: nothing opens, in this store or a fresh one.
-    let fresh = store_with(db, &key, &kms);
-    for store in [&store, &fresh] {
-        assert!(matches!(
-            store.keys(&ada, shredded.id),
-            Err(Error::Decryption { credential_id, field: Field::ApiKey }) if credential_id == shredded.id
-        ));
-    }
-    // Every data key the store can still reach (Bob's), pasted under Ada: its
-    // wrapping is bound to Bob's account, so it does not unwrap for Ada.
-    let column = |c: &str| db.text(&format!("SELECT {c} AS t FROM account_keys"));
-    db.execute(&format!(
+        // No data key: nothing opens, in this store or a fresh one.
+        let fresh = store_with(db, &key, &kms);
+        for store in [&store, &fresh] {
+            assert!(matches!(
+                store.keys(&ada, shredded.id),
+                Err(Error::Decryption { credential_id, field: Field::ApiKey }) if credential_id == shredded.id
+            ));
+        }
+        // Every data key the store can still reach (Bob's), pasted under Ada: its
+        // wrapping is bound to Bob's account, so it does not unwrap for Ada.
+        let column = |c: &str| db.text(&format!("SELECT {c} AS t FROM account_keys"));
+        db.execute(&format!(
         "INSERT INTO account_keys (account_id, user_id, version, provider, kek_id, wrapped_key) \
          VALUES ('{}', 'auth0|ada', 1, '{}', '{}', '{}')",
         ada.id(),
@@ -371,19 +379,20 @@ on_both_backends!(a_deleted_accounts_rows_open_with_no_key_the_store_holds, |db|
         column("kek_id"),
         column("wrapped_key"),
     ));
-    for store in [&store, &fresh] {
-        assert!(matches!(
-            store.keys(&ada, shredded.id),
-            Err(Error::DataKeyUnreadable { account_id, .. }) if account_id == ada.id()
-        ));
+        for store in [&store, &fresh] {
+            assert!(matches!(
+                store.keys(&ada, shredded.id),
+                Err(Error::DataKeyUnreadable { account_id, .. }) if account_id == ada.id()
+            ));
+        }
+        // And the keyring alone reads no sealed-v3 value.
+        let keyring_only = CredentialStore::new(
+            store.database().clone(),
+            Keyring::from_fernet_keys([&key]).unwrap(),
+        );
+        assert!(keyring_only.keys(&ada, shredded.id).is_err());
     }
-    // And the keyring alone reads no sealed-v3 value.
-    let keyring_only = CredentialStore::new(
-        store.database().clone(),
-        Keyring::from_fernet_keys([&key]).unwrap(),
-    );
-    assert!(keyring_only.keys(&ada, shredded.id).is_err());
-});
+);
 
 on_both_backends!(
     the_minimum_format_refuses_older_ciphertexts_pasted_into_rows,
@@ -392,13 +401,16 @@ on_both_backends!(
         let keyring = Arc::new(Keyring::from_fernet_keys([&key]).unwrap());
         let database = db.database();
         database.run_migrations().unwrap();
-        let fernet_store =
-            CredentialStore::new(database.clone(), Arc::clone(&keyring)).with_format(CipherFormat::Fernet);
+        let fernet_store = CredentialStore::new(database.clone(), Arc::clone(&keyring))
+            .with_format(CipherFormat::Fernet);
         let ada = fernet_store
             .create_account(&NewUserAccount::new("auth0|ada", "Ada"))
             .unwrap();
         let old = fernet_store
-            .insert_credential(&ada, &NewUserCredential::new("alpaca_live", "PK-OLD", "s-old"))
+            .insert_credential(
+                &ada,
+                &NewUserCredential::new("alpaca_live", "PK-OLD", "s-old"),
+            )
             .unwrap();
         let (old_api_key, old_secret_key) = ciphertexts(db, old.id);
         assert_eq!(FormatVersion::of(&old_api_key), Some(FormatVersion::Fernet));
@@ -415,7 +427,10 @@ on_both_backends!(
             strict.keys(&ada, old.id).unwrap().api_key().expose_secret(),
             "PK-OLD"
         );
-        let report = strict.maintenance().verify(100, &mut |_| std::ops::ControlFlow::Continue(())).unwrap();
+        let report = strict
+            .maintenance()
+            .verify(100, &mut |_| std::ops::ControlFlow::Continue(()))
+            .unwrap();
         assert!(report.all_readable());
         assert_eq!(report.formats.get("sealed-v3"), Some(&2));
 
@@ -442,16 +457,22 @@ on_both_backends!(
             strict.keys_by_nickname(&ada, "alpaca_live"),
             Err(Error::FormatRefused { .. })
         ));
-        let report = strict.maintenance().verify(100, &mut |_| std::ops::ControlFlow::Continue(())).unwrap();
+        let report = strict
+            .maintenance()
+            .verify(100, &mut |_| std::ops::ControlFlow::Continue(()))
+            .unwrap();
         assert_eq!(report.unreadable.len(), 2);
-        assert!(report.unreadable.iter().all(|u| u.reason == "format_refused"));
+        assert!(report
+            .unreadable
+            .iter()
+            .all(|u| u.reason == "format_refused"));
         assert_eq!(report.formats.get("fernet"), Some(&2));
         // A strict store refuses to write Fernet as well.
         assert!(matches!(
-            strict.clone().with_format(CipherFormat::Fernet).insert_credential(
-                &ada,
-                &NewUserCredential::new("polygon", "PK", "s")
-            ),
+            strict
+                .clone()
+                .with_format(CipherFormat::Fernet)
+                .insert_credential(&ada, &NewUserCredential::new("polygon", "PK", "s")),
             Err(Error::FormatRefused { .. })
         ));
     }
@@ -508,7 +529,11 @@ mod async_store {
         let blocking = store_with(db, &key, &kms).with_data_key_cache(Arc::clone(&cache));
         let keys = tokio::task::spawn_blocking({
             let (ada, id) = (ada.clone(), stored[1].id);
-            move || blocking.keys(&ada, id).map(|k| k.api_key().expose_secret().to_owned())
+            move || {
+                blocking
+                    .keys(&ada, id)
+                    .map(|k| k.api_key().expose_secret().to_owned())
+            }
         })
         .await
         .unwrap()

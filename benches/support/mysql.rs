@@ -436,7 +436,12 @@ impl Cols {
             Value::NULL => None,
             Value::Int(i) => Some(i as i32),
             Value::UInt(i) => Some(i as i32),
-            Value::Bytes(b) => Some(String::from_utf8(b).expect("UTF-8").parse().expect("a version")),
+            Value::Bytes(b) => Some(
+                String::from_utf8(b)
+                    .expect("UTF-8")
+                    .parse()
+                    .expect("a version"),
+            ),
             other => panic!("expected a version, got {other:?}"),
         };
         let rest = (self.opt_text(), self.opt_text(), self.opt_text());

@@ -377,13 +377,21 @@ mod tests {
     fn entries_expire_and_the_oldest_leaves_past_capacity() {
         let cache = DataKeyCache::new(2, Duration::from_secs(3600));
         for n in 0..3u128 {
-            cache.insert(Uuid::from_u128(n), (1, [0; 32]), Arc::new(DataKey::generate()));
+            cache.insert(
+                Uuid::from_u128(n),
+                (1, [0; 32]),
+                Arc::new(DataKey::generate()),
+            );
         }
         assert_eq!(cache.len(), 2);
         assert!(cache.get(Uuid::from_u128(0), None).is_none());
         assert!(cache.get(Uuid::from_u128(2), None).is_some());
         let expired = DataKeyCache::new(2, Duration::ZERO);
-        expired.insert(Uuid::from_u128(1), (1, [0; 32]), Arc::new(DataKey::generate()));
+        expired.insert(
+            Uuid::from_u128(1),
+            (1, [0; 32]),
+            Arc::new(DataKey::generate()),
+        );
         std::thread::sleep(Duration::from_millis(2));
         assert!(expired.get(Uuid::from_u128(1), None).is_none());
     }
@@ -426,7 +434,9 @@ mod tests {
         assert!(err.is_retryable());
         assert!(cache.is_empty());
         let shared = SharedError::from_error(&err, account).to_error();
-        assert!(matches!(shared, Error::KeyProviderUnavailable { ref provider, .. } if provider == "kms"));
+        assert!(
+            matches!(shared, Error::KeyProviderUnavailable { ref provider, .. } if provider == "kms")
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@
 
 use super::cache::{DataKeyCache, Fingerprint};
 use super::{
-    open_v3, seal_v3, Binding, CipherFormat, DataKey, FormatVersion, KeyContext,
-    KeyProvider, Keyring, UnwrapRequest, WrapRequest, KEYRING_PROVIDER,
+    open_v3, seal_v3, Binding, CipherFormat, DataKey, FormatVersion, KeyContext, KeyProvider,
+    Keyring, UnwrapRequest, WrapRequest, KEYRING_PROVIDER,
 };
 use crate::error::{Error, Result};
 use secrecy::SecretString;
@@ -138,14 +138,19 @@ impl KeyHierarchy {
     }
 
     /// Unwraps a stored data key with the provider it names, bypassing the cache.
-    async fn unwrap(&self, account_id: Uuid, user_id: &str, stored: &StoredDataKey) -> Result<DataKey> {
-        let provider = self
-            .provider_named(&stored.provider)
-            .ok_or_else(|| Error::DataKeyUnreadable {
-                account_id,
-                provider: stored.provider.clone(),
-                reason: "no configured key provider has this name".into(),
-            })?;
+    async fn unwrap(
+        &self,
+        account_id: Uuid,
+        user_id: &str,
+        stored: &StoredDataKey,
+    ) -> Result<DataKey> {
+        let provider =
+            self.provider_named(&stored.provider)
+                .ok_or_else(|| Error::DataKeyUnreadable {
+                    account_id,
+                    provider: stored.provider.clone(),
+                    reason: "no configured key provider has this name".into(),
+                })?;
         let context = KeyContext::new(account_id, user_id, stored.version);
         let request = [UnwrapRequest::new(&stored.wrapped, &stored.kek_id, context)];
         let mut keys = provider.unwrap(&request).await?;
@@ -180,7 +185,10 @@ impl KeyHierarchy {
         version: u32,
     ) -> Result<StoredDataKey> {
         let context = KeyContext::new(account_id, user_id, version);
-        let mut wrapped = self.provider.wrap(&[WrapRequest::new(key, context)]).await?;
+        let mut wrapped = self
+            .provider
+            .wrap(&[WrapRequest::new(key, context)])
+            .await?;
         let wrapped = match (wrapped.pop(), wrapped.is_empty()) {
             (Some(wrapped), true) => wrapped,
             _ => {
@@ -232,7 +240,10 @@ impl KeyHierarchy {
                 }
                 Ok(requests
                     .iter()
-                    .map(|r| self.keyring.encrypt(CipherFormat::Fernet, r.plaintext, &r.binding))
+                    .map(|r| {
+                        self.keyring
+                            .encrypt(CipherFormat::Fernet, r.plaintext, &r.binding)
+                    })
                     .collect())
             }
             (CipherFormat::Sealed, None) => Err(Error::KeyProvider {

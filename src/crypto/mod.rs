@@ -833,7 +833,9 @@ impl Keyring {
             .keys
             .iter()
             .find(|k| k.id == request.key_id())
-            .ok_or_else(|| unreadable(&format!("key `{}` is not in the keyring", request.key_id())))?;
+            .ok_or_else(|| {
+                unreadable(&format!("key `{}` is not in the keyring", request.key_id()))
+            })?;
         let body = URL_SAFE_NO_PAD
             .decode(request.wrapped())
             .map_err(|_| unreadable("damaged"))?;
@@ -851,7 +853,9 @@ impl Keyring {
                         aad: &aad,
                     },
                 )
-                .map_err(|_| unreadable("does not open for this account (wrong key, copied or damaged)"))?,
+                .map_err(|_| {
+                    unreadable("does not open for this account (wrong key, copied or damaged)")
+                })?,
         );
         DataKey::from_bytes(&key).ok_or_else(|| unreadable("not 32 bytes"))
     }
@@ -1075,7 +1079,10 @@ mod tests {
                 "PKTEST"
             );
             // The keyring writes Fernet and sealed v2; only Fernet is current.
-            assert_eq!(rotated.is_current(format, 1, &token), format == CipherFormat::Fernet);
+            assert_eq!(
+                rotated.is_current(format, 1, &token),
+                format == CipherFormat::Fernet
+            );
             let old_only = keyring(&[SPEC_KEY]);
             assert!(
                 old_only.decrypt(&token, &b).is_err(),

@@ -3,7 +3,7 @@
 //! [the module documentation](crate::crypto#key-providers).
 
 use crate::error::Result;
-use chacha20poly1305::aead::{OsRng, rand_core::RngCore};
+use chacha20poly1305::aead::{rand_core::RngCore, OsRng};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;

@@ -265,11 +265,8 @@ impl Maintenance {
                 if self.keys.is_current(&stored) {
                     continue;
                 }
-                let rewrapped = crate::repository::block_on(self.keys.rewrap(
-                    account_id,
-                    &user_id.0,
-                    &stored,
-                ))?;
+                let rewrapped =
+                    crate::repository::block_on(self.keys.rewrap(account_id, &user_id.0, &stored))?;
                 statements.push(query::replace_wrapped_key(
                     account_id,
                     &stored.wrapped,

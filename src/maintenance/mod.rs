@@ -268,7 +268,10 @@ fn stored_data_keys(db: &Database, rows: &[StoredRow]) -> Result<HashMap<Uuid, S
     found
         .into_iter()
         .map(|(account_id, columns)| {
-            Ok((account_id, StoredDataKey::from_columns(account_id, columns)?))
+            Ok((
+                account_id,
+                StoredDataKey::from_columns(account_id, columns)?,
+            ))
         })
         .collect()
 }

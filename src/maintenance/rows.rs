@@ -61,7 +61,13 @@ pub(crate) fn open_stored(
     let data_key = data_keys.get(&row.account_id);
     let open = |ciphertext: &str, field| {
         let binding = Binding::new(row.id, row.account_id, &row.user_id, field);
-        keys.open(data_key, &OpenRequest { ciphertext, binding })
+        keys.open(
+            data_key,
+            &OpenRequest {
+                ciphertext,
+                binding,
+            },
+        )
     };
     (
         open(&row.api_key, Field::ApiKey),
@@ -105,8 +111,13 @@ pub(crate) fn plan_rotation<'a>(
                         binding: bound(Field::SecretKey),
                     },
                 ];
-                match keys.seal(format, data_key, &requests).map(<[String; 2]>::try_from) {
-                    Ok(Ok([api_key, secret_key])) => plan.rewrites.push((row, (api_key, secret_key))),
+                match keys
+                    .seal(format, data_key, &requests)
+                    .map(<[String; 2]>::try_from)
+                {
+                    Ok(Ok([api_key, secret_key])) => {
+                        plan.rewrites.push((row, (api_key, secret_key)))
+                    }
                     Ok(Err(_)) => {}
                     Err(err) => plan.failures.push(err),
                 }

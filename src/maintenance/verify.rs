@@ -2,13 +2,13 @@
 
 use super::rows::{self, StoredRow};
 use super::Maintenance;
+use crate::crypto::{AccountKey, KeyHierarchy};
 use crate::error::{Error, Result};
 use crate::ops::{record_rows, span};
 use crate::steps;
 use crate::validation;
-use crate::crypto::{AccountKey, KeyHierarchy};
-use std::collections::HashMap;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use uuid::Uuid;
 

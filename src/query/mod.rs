@@ -362,7 +362,11 @@ pub(crate) fn account_keys_batch(
     account_keys::table
         .filter(account_keys::account_id.gt(SqlUuid(after)))
         .order(account_keys::account_id)
-        .select((account_keys::account_id, account_keys::user_id, data_key_columns()))
+        .select((
+            account_keys::account_id,
+            account_keys::user_id,
+            data_key_columns(),
+        ))
         .limit(limit)
 }
 

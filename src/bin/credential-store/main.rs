@@ -50,6 +50,11 @@ struct Global {
     /// CREDENTIAL_STORE_KEYS.
     #[arg(long, env = "CREDENTIAL_STORE_KEYS_FILE", global = true)]
     keys_file: Option<PathBuf>,
+    /// The oldest ciphertext format to accept as readable (fernet, sealed-v1,
+    /// sealed-v2, sealed-v3): `verify` reports older values as unreadable
+    /// (`format_refused`). Rotation reads every format, to convert it.
+    #[arg(long, env = "CREDENTIAL_STORE_MINIMUM_FORMAT", global = true, value_parser = commands::parse_format)]
+    minimum_format: Option<credential_store::FormatVersion>,
     /// Print one JSON object on stdout instead of text.
     #[arg(long, global = true)]
     json: bool,

@@ -76,6 +76,20 @@ pub fn open(global: &Global) -> Result<Database, Failure> {
     }
 }
 
+/// `--minimum-format`'s value.
+pub fn parse_format(text: &str) -> Result<credential_store::FormatVersion, String> {
+    text.parse().map_err(|err: Error| err.to_string())
+}
+
+/// Maintenance on the database with the keyring and the minimum format.
+pub fn maintenance(global: &Global) -> Result<credential_store::Maintenance, Failure> {
+    let mut maintenance = credential_store::Maintenance::new(open(global)?, keyring(global)?);
+    if let Some(minimum) = global.minimum_format {
+        maintenance = maintenance.with_minimum_format(minimum);
+    }
+    Ok(maintenance)
+}
+
 /// The keyring: `--keys-file` if given, else CREDENTIAL_STORE_KEYS.
 pub fn keyring(global: &Global) -> Result<Keyring, Failure> {
     match &global.keys_file {

@@ -1,11 +1,12 @@
 //! `rotate`: re-encrypts every credential not under the primary key in the format.
 
-use super::{batched, keyring, lib, open, outcome_json, Batch, Done, Failure, Run};
+use super::{batched, keyring, lib, maintenance, outcome_json, Batch, Done, Failure, Run};
 use crate::Global;
-use credential_store::{CipherFormat, Maintenance, Outcome, RotationProgress};
+use credential_store::{CipherFormat, Outcome, RotationProgress};
 use serde_json::json;
 
-/// Re-encrypt every credential not under the primary key in the format.
+/// Re-wrap every account's data key under the primary key, then re-encrypt every
+/// credential not in the format (sealed: v3 under its account's data key).
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -28,9 +29,8 @@ pub fn exec(global: &Global, args: &Args) -> Run {
         Format::Sealed => CipherFormat::Sealed,
         Format::Fernet => CipherFormat::Fernet,
     };
-    let keyring = keyring(global)?;
-    let primary = keyring.primary_key_id().to_owned();
-    let maintenance = Maintenance::new(open(global)?, keyring).with_format(format);
+    let primary = keyring(global)?.primary_key_id().to_owned();
+    let maintenance = maintenance(global)?.with_format(format);
     let outcome = batched(
         global,
         "rotate",
@@ -46,8 +46,8 @@ pub fn exec(global: &Global, args: &Args) -> Run {
         Outcome::Completed(_) => Ok(Done {
             result,
             text: format!(
-                "rotation completed: {} credential(s) looked at, {} re-encrypted under key {primary} ({format})\n",
-                p.scanned, p.rewritten
+                "rotation completed: {} data key(s) re-wrapped under key {primary}; {} credential(s) looked at, {} re-encrypted ({format})\n",
+                p.data_keys_rewrapped, p.scanned, p.rewritten
             ),
         }),
         Outcome::Stopped(_) => Err(Failure::Interrupted(

@@ -1,8 +1,7 @@
 //! `status`: migrations, row counts, key usage and row-level security.
 
-use super::{keyring, keys_configured, lib, open, to_json, Done, Run};
+use super::{keys_configured, lib, maintenance, open, to_json, Done, Run};
 use crate::Global;
-use credential_store::Maintenance;
 use serde_json::Value;
 
 /// Migrations, row counts, key usage and row-level security.
@@ -11,11 +10,10 @@ pub struct Args {}
 
 /// Reports the status; with keys configured, the key usage and legacy rows too.
 pub fn exec(global: &Global, _: &Args) -> Run {
-    let db = open(global)?;
     let status = if keys_configured(global) {
-        Maintenance::new(db, keyring(global)?).status()
+        maintenance(global)?.status()
     } else {
-        db.status()
+        open(global)?.status()
     }
     .map_err(lib)?;
     let count = |n: Option<u64>| n.map_or("unknown".to_owned(), |n| n.to_string());

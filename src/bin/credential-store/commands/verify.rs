@@ -1,9 +1,8 @@
 //! `verify`: decrypts every credential and lists those that do not decrypt.
 
-use super::{batched, keyring, lib, open, to_json, unreadable_text, Batch, Done, Failure, Run};
+use super::{batched, lib, maintenance, to_json, unreadable_text, Batch, Done, Failure, Run};
 use crate::Global;
 use credential_store::maintenance::{VerifyProgress, VerifyReport};
-use credential_store::Maintenance;
 
 /// Decrypt every credential and list those that do not decrypt (read-only).
 #[derive(clap::Args)]
@@ -15,7 +14,7 @@ pub struct Args {
 /// Verifies in batches; unreadable credentials are a failure of their own
 /// (`unreadable_rows`).
 pub fn exec(global: &Global, args: &Args) -> Run {
-    let maintenance = Maintenance::new(open(global)?, keyring(global)?);
+    let maintenance = maintenance(global)?;
     let report: VerifyReport = batched(
         global,
         "verify",
@@ -56,11 +55,17 @@ pub fn exec(global: &Global, args: &Args) -> Run {
             ),
         ));
     }
+    let formats: Vec<String> = report
+        .formats
+        .iter()
+        .map(|(format, fields)| format!("{format}={fields}"))
+        .collect();
     Ok(Done {
         result,
         text: format!(
-            "verified {} credential(s): every one decrypts\n",
-            report.scanned
+            "verified {} credential(s): every one decrypts\nfields per format: {}\n",
+            report.scanned,
+            formats.join(" ")
         ),
     })
 }
