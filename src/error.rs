@@ -239,7 +239,9 @@ pub enum Error {
     RotationIncomplete {
         /// Credentials rewritten by this run.
         rewritten: u64,
-        /// One [`Error::UnknownKey`] or [`Error::Decryption`] per unreadable field.
+        /// One [`Error::UnknownKey`], [`Error::Decryption`] or
+        /// [`Error::FormatRefused`] per unreadable field, and one
+        /// [`Error::DataKeyUnreadable`] per account whose data key does not unwrap.
         failures: Vec<Error>,
     },
 

@@ -85,7 +85,8 @@ const MAINTENANCE_ROLE: &str = "
 CREATE ROLE {role} LOGIN NOSUPERUSER BYPASSRLS;
 GRANT CONNECT ON DATABASE {database} TO {role};
 GRANT USAGE ON SCHEMA public TO {role};
-GRANT SELECT, UPDATE ON user_credentials TO {role};";
+GRANT SELECT, UPDATE ON user_credentials TO {role};
+GRANT SELECT, INSERT, UPDATE ON account_keys TO {role};";
 
 /// After the migrations: the function the policies call is executable by PUBLIC
 /// when it is created; only the service role keeps it.

@@ -187,8 +187,8 @@ impl Maintenance {
             // rows are converted.
             let mut reader = self.keys.clone();
             reader.minimum = crate::FormatVersion::Fernet;
-            let mut outcome = self.rewrap_data_keys(limit, &mut state, progress)?;
             let mut failures = Vec::new();
+            let mut outcome = self.rewrap_data_keys(limit, &mut state, &mut failures, progress)?;
             let mut after = Uuid::nil();
             while outcome.is_completed() {
                 let Some(batch) = self.stored_batch(after, limit)? else {
@@ -247,6 +247,7 @@ impl Maintenance {
         &self,
         limit: i64,
         state: &mut RotationProgress,
+        failures: &mut Vec<Error>,
         progress: &mut dyn FnMut(&RotationProgress) -> ControlFlow<()>,
     ) -> Result<Outcome<()>> {
         let mut after = Uuid::nil();
@@ -265,8 +266,19 @@ impl Maintenance {
                 if self.keys.is_current(&stored) {
                     continue;
                 }
-                let rewrapped =
-                    crate::repository::block_on(self.keys.rewrap(account_id, &user_id.0, &stored))?;
+                let rewrapped = match crate::repository::block_on(
+                    self.keys.rewrap(account_id, &user_id.0, &stored),
+                ) {
+                    Ok(rewrapped) => rewrapped,
+                    // A data key no configured key opens is reported at the end, as
+                    // an unreadable credential is; an unreachable provider stops the
+                    // run (running again resumes it).
+                    Err(err) if !err.is_retryable() => {
+                        failures.push(err);
+                        continue;
+                    }
+                    Err(err) => return Err(err),
+                };
                 statements.push(query::replace_wrapped_key(
                     account_id,
                     &stored.wrapped,

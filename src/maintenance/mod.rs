@@ -74,6 +74,10 @@ pub struct KeyUsage {
     /// Whether the store holds that key: the keyring (or, for a KEK, the
     /// configured key provider, whose current KEK it is).
     pub in_keyring: bool,
+    /// Who holds the key: `keyring` for keyring keys (Fernet, sealed v1/v2, and
+    /// the KEKs of data keys the keyring wraps), the key provider's name for a KEK
+    /// it holds; `None` when no key opens the values.
+    pub provider: Option<String>,
     /// Credentials with at least one field (`api_key`, `secret_key`) under it.
     pub credentials: u64,
 }

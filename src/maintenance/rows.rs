@@ -138,9 +138,10 @@ pub(crate) fn count_formats(batch: &[StoredRow], counts: &mut BTreeMap<String, u
     }
 }
 
-/// Credentials per (format, sealed version, key id), as [`count_key_usage`] adds
-/// them up.
-pub(crate) type UsageCounts = BTreeMap<(CipherFormat, Option<u8>, Option<String>), u64>;
+/// Credentials per (format, sealed version, key holder, key id), as
+/// [`count_key_usage`] adds them up.
+pub(crate) type UsageCounts =
+    BTreeMap<(CipherFormat, Option<u8>, Option<String>, Option<String>), u64>;
 
 /// Adds one batch to the key-usage counts: a credential counts once per key that
 /// protects one of its fields (for sealed v3, the KEK of its account's data key).
@@ -151,24 +152,32 @@ pub(crate) fn count_key_usage(
     counts: &mut UsageCounts,
 ) {
     for row in batch {
+        let keyring_key = |key_id: Option<String>| {
+            let holder = key_id
+                .as_ref()
+                .map(|_| crate::crypto::KEYRING_PROVIDER.to_owned());
+            (holder, key_id)
+        };
         let [api_key, secret_key] =
             [&row.api_key, &row.secret_key].map(|text| match keyring.origin(text) {
                 Origin::Sealed { version, key_id } => {
-                    (CipherFormat::Sealed, Some(version.number()), Some(key_id))
+                    let (holder, key_id) = keyring_key(Some(key_id));
+                    (CipherFormat::Sealed, Some(version.number()), holder, key_id)
                 }
-                Origin::DataKey { .. } => (
-                    CipherFormat::Sealed,
-                    Some(3),
-                    data_keys
-                        .get(&row.account_id)
-                        .map(|stored| format!("{}:{}", stored.provider, stored.kek_id)),
-                ),
-                Origin::Fernet { key } => (
-                    CipherFormat::Fernet,
-                    None,
-                    key.map(|k| keyring.key_id(k).to_owned()),
-                ),
-                Origin::Unreadable => (CipherFormat::Sealed, None, None),
+                Origin::DataKey { .. } => {
+                    let stored = data_keys.get(&row.account_id);
+                    (
+                        CipherFormat::Sealed,
+                        Some(3),
+                        stored.map(|stored| stored.provider.clone()),
+                        stored.map(|stored| stored.kek_id.clone()),
+                    )
+                }
+                Origin::Fernet { key } => {
+                    let (holder, key_id) = keyring_key(key.map(|k| keyring.key_id(k).to_owned()));
+                    (CipherFormat::Fernet, None, holder, key_id)
+                }
+                Origin::Unreadable => (CipherFormat::Sealed, None, None, None),
             });
         if secret_key != api_key {
             *counts.entry(secret_key).or_default() += 1;
@@ -177,30 +186,32 @@ pub(crate) fn count_key_usage(
     }
 }
 
-/// The key-usage report from the counts. A sealed-v3 entry's key is
-/// `<provider>:<kek id>`, held when it is a keyring key or the provider's
-/// current KEK.
+/// The key-usage report from the counts: a key is held when it is in the keyring,
+/// or is the configured provider's current KEK.
 pub(crate) fn key_usage_report(keys: &KeyHierarchy, counts: UsageCounts) -> Vec<KeyUsage> {
     let keyring = &keys.keyring;
-    let held = |version: Option<u8>, key_id: &str| match version {
-        Some(3) => match key_id.split_once(':') {
-            Some((crate::crypto::KEYRING_PROVIDER, id)) => keyring.key_ids().any(|k| k == id),
-            Some((provider, id)) => {
-                provider == keys.provider.name() && id == keys.provider.key_id()
-            }
-            None => false,
-        },
-        _ => keyring.key_ids().any(|k| k == key_id),
+    let held = |provider: &str, key_id: &str| {
+        if provider == crate::crypto::KEYRING_PROVIDER {
+            keyring.key_ids().any(|k| k == key_id)
+        } else {
+            provider == keys.provider.name() && key_id == keys.provider.key_id()
+        }
     };
     counts
         .into_iter()
-        .map(|((format, version, key_id), credentials)| KeyUsage {
-            in_keyring: key_id.as_deref().is_some_and(|id| held(version, id)),
-            format,
-            version,
-            key_id,
-            credentials,
-        })
+        .map(
+            |((format, version, provider, key_id), credentials)| KeyUsage {
+                in_keyring: provider
+                    .as_deref()
+                    .zip(key_id.as_deref())
+                    .is_some_and(|(provider, key_id)| held(provider, key_id)),
+                format,
+                version,
+                key_id,
+                provider,
+                credentials,
+            },
+        )
         .collect()
 }
 

@@ -477,7 +477,7 @@ pub const SERVICE_ROLE: &str = "
 CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS;
 GRANT CONNECT ON DATABASE {database} TO {role};
 GRANT USAGE ON SCHEMA public TO {role};
-GRANT SELECT, INSERT, UPDATE, DELETE ON user_accounts, user_credentials TO {role};
+GRANT SELECT, INSERT, UPDATE, DELETE ON user_accounts, user_credentials, account_keys TO {role};
 GRANT EXECUTE ON FUNCTION current_user_id() TO {role};";
 
 /// A PostgreSQL role made for one test, named `cs_test_<kind>_<hex>`, dropped when
