@@ -275,12 +275,14 @@ impl<E: Executor> Core<E> {
         }
     }
 
-    /// The account's stored data key, if it has one.
+    /// The account's stored data key, if it has one, read where writes go (never a
+    /// lagging replica: a key stored by another process must be seen, or a second
+    /// one would be made for the account).
     async fn stored_data_key(&self, account: &AccountScope) -> Result<Option<StoredDataKey>> {
         let statement = vec![query::account_key(account)];
         let found = first(
             self.exec
-                .load(Scope::read(&account.user_id), statement)
+                .load(Scope::write(&account.user_id), statement)
                 .await?,
         );
         found
