@@ -48,6 +48,19 @@ pub fn exec(global: &Global, _: &Args) -> Run {
             .push_str("key usage: unknown (no keys: set CREDENTIAL_STORE_KEYS or --keys-file)\n"),
         None => text.push_str("key usage: unknown\n"),
         Some(usage) => {
+            // Credentials per format, from the key usage (a credential whose two
+            // fields differ in format counts under each).
+            let mut formats = std::collections::BTreeMap::<String, u64>::new();
+            for entry in usage {
+                let format = match (entry.format, entry.version) {
+                    (_, Some(version)) => format!("sealed-v{version}"),
+                    (credential_store::CipherFormat::Fernet, None) => "fernet".to_owned(),
+                    (_, None) => "unreadable".to_owned(),
+                };
+                *formats.entry(format).or_default() += entry.credentials;
+            }
+            let formats: Vec<String> = formats.iter().map(|(f, n)| format!("{f}={n}")).collect();
+            text.push_str(&format!("credentials per format: {}\n", formats.join(" ")));
             text.push_str("key usage:\n");
             for entry in usage {
                 // Every field as the library gives it, so new fields show up here.
