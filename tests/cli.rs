@@ -161,7 +161,8 @@ on_both_backends!(migrate_status_and_revert, |db| {
     assert_eq!(dry["command"], "migrate");
     assert_eq!(dry["result"]["dry_run"], true);
     let pending = dry["result"]["pending"].as_array().unwrap().clone();
-    assert_eq!(pending.len(), 5, "{dry}");
+    assert_eq!(pending.len(), 6, "{dry}");
+    assert_eq!(pending.last().unwrap(), "20261207000006", "{dry}");
 
     // Before migrating, status knows the migrations but counts nothing.
     let before = json(&run(&db.url, keys, &["status", "--json"]));
@@ -172,7 +173,7 @@ on_both_backends!(migrate_status_and_revert, |db| {
     assert_eq!(before["result"]["accounts"], Value::Null);
 
     let applied = json(&run(&db.url, keys, &["migrate", "--json"]));
-    assert_eq!(applied["result"]["applied"].as_array().unwrap().len(), 5);
+    assert_eq!(applied["result"]["applied"].as_array().unwrap().len(), 6);
     let again = run(&db.url, keys, &["migrate"]);
     assert_eq!(code(&again), 0);
     assert!(String::from_utf8_lossy(&again.stdout).contains("up to date"));
@@ -201,7 +202,11 @@ on_both_backends!(migrate_status_and_revert, |db| {
     let usage = s["key_usage"].as_array().unwrap();
     assert_eq!(usage.len(), 1, "{status}");
     assert_eq!(usage[0]["format"], "sealed");
+    assert_eq!(usage[0]["version"], 3, "{status}");
+    // Sealed v3: the key is the KEK of the accounts' data keys, the keyring's
+    // primary key.
     assert_eq!(usage[0]["key_id"], "2026-12");
+    assert_eq!(usage[0]["provider"], "keyring");
     assert_eq!(usage[0]["in_keyring"], true);
     assert_eq!(usage[0]["credentials"], 3);
     match db.backend {
@@ -229,11 +234,12 @@ on_both_backends!(migrate_status_and_revert, |db| {
     assert!(text.contains("credentials: 3"), "{text}");
     assert!(text.contains("key_id=2026-12"), "{text}");
 
-    // With rows stored, the owner foreign key (000005, the newest) refuses first.
+    // With rows stored, the data keys (000006, the newest) refuse first.
     let exposed = run(&db.url, keys, &["revert", "20240601000003", "--json"]);
     let e = json(&exposed);
     assert_eq!(code(&exposed), 1, "{e}");
     assert_eq!(e["error"]["kind"], "revert_would_expose");
+    assert_eq!(e["error"]["details"]["version"], "20261207000006", "{e}");
     assert_eq!(
         (
             &e["error"]["details"]["accounts"],
@@ -244,14 +250,21 @@ on_both_backends!(migrate_status_and_revert, |db| {
     assert_eq!(e["result"]["reverted"], serde_json::json!([]));
     // Emptied, the later migrations revert; then the rows are written again.
     db.execute("DELETE FROM user_credentials; DELETE FROM user_accounts;");
+    assert_eq!(
+        db.count("account_keys"),
+        0,
+        "the data keys go with their accounts"
+    );
     let later = json(&run(&db.url, keys, &["revert", "20261125000004", "--json"]));
     assert_eq!(
         later["result"]["reverted"],
-        serde_json::json!(["20261125000005", "20261125000004"]),
+        serde_json::json!(["20261207000006", "20261125000005", "20261125000004"]),
         "{later}"
     );
+    // Without the data keys (000006 reverted) the rows are written as the
+    // existing system writes them: Fernet.
     let keyring = Keyring::from_fernet_keys([&key]).unwrap();
-    let rows = populate(&db.database(), keyring, CipherFormat::Sealed, 2, 3);
+    let rows = populate(&db.database(), keyring, CipherFormat::Fernet, 2, 3);
 
     // Reverting the multiple-credentials migration while an account holds two
     // credentials of one type refuses.
@@ -294,7 +307,7 @@ on_both_backends!(migrate_status_and_revert, |db| {
         "{done}"
     );
     let dry = json(&run(&db.url, keys, &["migrate", "--dry-run", "--json"]));
-    assert_eq!(dry["result"]["pending"].as_array().unwrap().len(), 3);
+    assert_eq!(dry["result"]["pending"].as_array().unwrap().len(), 4);
     assert_eq!(code(&run(&db.url, keys, &["migrate"])), 0);
 });
 
@@ -579,7 +592,7 @@ fn copy_from_sqlite_to_postgres_and_back() {
         (r["verified"].as_u64(), r["complete"].as_bool()),
         (Some(61), Some(true))
     );
-    assert_eq!(r["migrated"].as_array().unwrap().len(), 5);
+    assert_eq!(r["migrated"].as_array().unwrap().len(), 6);
     assert_eq!(pg.count("user_credentials"), 61);
     let keyring = || Keyring::from_fernet_keys([&sealed, &fernet]).unwrap();
     assert_all_decrypt(&pg.database(), keyring(), &rows);

@@ -5,9 +5,9 @@
 //! | tests | starting point | the child runs |
 //! |---|---|---|
 //! | `*_migration_survives_kills` | a fresh, empty database | `Database::run_migrations` |
-//! | `*_migration_with_data_survives_kills` | a database at migration 000002 holding credentials without a nickname column (made by migrating, reverting three times, then inserting set-based): 20k rows, 100k in a long run | `Database::run_migrations` |
+//! | `*_migration_with_data_survives_kills` | a database at migration 000002 holding credentials without a nickname column (made by migrating, reverting every migration after 000002, then inserting set-based): 20k rows, 100k in a long run | `Database::run_migrations` |
 //! | `*_backfill_survives_kills` | a migrated database holding 100k credentials, 60% with a NULL nickname, the others with one already set | `backfill_nicknames(500)` |
-//! | `*_rotation_survives_kills` | a migrated database holding credentials written by the crate, 10 per `insert_credentials` call, most in the Fernet format under key A, one account in ten already sealed under key B | `rotate_keys(100)` with keyring `[B, A]` |
+//! | `*_rotation_survives_kills` | a migrated database holding credentials written by the crate, 10 per `insert_credentials` call, most in the Fernet format under key A, one account in ten already sealed (v3) under a data key that key B wraps | `rotate_keys(100)` with keyring `[B, A]` |
 //!
 //! After every kill (and after every attempt the child finished before the kill):
 //!
@@ -21,12 +21,14 @@
 //!   part or whole without being recorded: see `check_bookkeeping`);
 //! - no row is lost or altered: the row count and a hash of the ids and
 //!   ciphertexts, and of the ids, owners and types (for the rotation, whose
-//!   ciphertexts change: each row is either as it was or sealed under B, and every
+//!   ciphertexts change: each row is either as it was or sealed (v3) under its
+//!   account's data key, every data key is wrapped by B, and every
 //!   credential decrypts with keyring `[B, A]` to its original plaintext);
 //! - no nickname that was already set has changed;
 //! - a re-run of the operation completes and does exactly the work that was left;
 //!   after it the operation's end state holds (no NULL nickname; every row sealed
-//!   under B, and a second rotation rewrites nothing).
+//!   (v3) under its account's data key, one per account, wrapped by B, and a second
+//!   rotation rewrites nothing).
 //!
 //! The kill delay is uniform within the operation's duration, measured by one
 //! uninterrupted run first: for half the attempts from just before the child opens
@@ -103,7 +105,10 @@ const PER_ACCOUNT: usize = 10;
 /// The key ids of the rotation tests: the old key A and the new primary key B.
 const KEY_A: &str = "key-a";
 const KEY_B: &str = "key-b";
-const SEALED_B: &str = "sealed:v2:key-b:";
+/// What a credential sealed under its account's data key starts with (sealed v3);
+/// the rotation tests' data keys are all wrapped by key B (the old store writes
+/// Fernet, without data keys).
+const SEALED_V3: &str = "sealed:v3:";
 
 fn kills() -> usize {
     std::env::var("CREDENTIAL_STORE_KILLS")
@@ -1565,9 +1570,9 @@ struct Written {
     secret_key: String,
 }
 
-/// Key rotation from Fernet under key A to sealed under key B, over credentials the
-/// crate wrote (10 per `insert_credentials` call); one account in ten was written
-/// sealed under B already.
+/// Key rotation from Fernet under key A to sealed (v3, under a data key that key B
+/// wraps), over credentials the crate wrote (10 per `insert_credentials` call);
+/// one account in ten was written sealed under B already.
 fn rotate(backend: Backend) {
     let template = TestDb::for_backend(backend);
     seeded(&format!("rotate/{backend:?}"), |rng, seed| {
@@ -1636,7 +1641,19 @@ fn rotate(backend: Backend) {
         let before = Baseline::new(snapshot(&mut Raw::open(&template)));
         assert_eq!(before.rows.len(), written.len());
         let is_new =
-            |r: &Row| r.api_key.starts_with(SEALED_B) && r.secret_key.starts_with(SEALED_B);
+            |r: &Row| r.api_key.starts_with(SEALED_V3) && r.secret_key.starts_with(SEALED_V3);
+        // Every data key, made before the run or by it, is wrapped by B.
+        let data_keys_under_b = |ctx: &str, db: &TestDb| {
+            assert_eq!(
+                db.scalar(&format!(
+                    "SELECT COUNT(*) AS n FROM account_keys \
+                     WHERE provider <> 'keyring' OR kek_id <> '{KEY_B}'"
+                )),
+                0,
+                "{ctx}: a data key not wrapped by {KEY_B}"
+            );
+        };
+        data_keys_under_b("before the run", &template);
         let old_rows = before.rows.iter().filter(|r| !is_new(r)).count();
         assert!(old_rows > 0 && old_rows < before.rows.len());
         settle(&template);
@@ -1673,7 +1690,7 @@ fn rotate(backend: Backend) {
                 let unchanged = (&a.api_key, &a.secret_key) == (&b.api_key, &b.secret_key);
                 assert!(
                     unchanged || (is_new(a) && !is_new(b)),
-                    "{ctx}: credential {} is neither as it was nor sealed under {KEY_B}: {a:?}",
+                    "{ctx}: credential {} is neither as it was nor sealed (v3) under {KEY_B}: {a:?}",
                     b.id
                 );
                 if !is_new(a) {
@@ -1681,6 +1698,7 @@ fn rotate(backend: Backend) {
                 }
             }
             let left = stale.len();
+            data_keys_under_b(ctx, db);
             let store = CredentialStore::new(db.database(), ring(&new_keys));
             assert_readable(ctx, &store, None);
             if let Outcome::Completed { result, .. } = outcome {
@@ -1703,7 +1721,7 @@ fn rotate(backend: Backend) {
                 assert_eq!(a.nickname, b.nickname, "{ctx}: nickname of {}", b.id);
                 assert!(
                     is_new(a),
-                    "{ctx}: credential {} not sealed under {KEY_B} after the re-run",
+                    "{ctx}: credential {} not sealed (v3) under {KEY_B} after the re-run",
                     a.id
                 );
                 // What was done before the kill stays as it was: only the stale rows
@@ -1718,6 +1736,12 @@ fn rotate(backend: Backend) {
                 }
             }
             assert_readable(&format!("{ctx}, after the re-run"), &store, Some(&stale));
+            data_keys_under_b(&format!("{ctx}, after the re-run"), db);
+            assert_eq!(
+                db.count("account_keys"),
+                accounts.len() as i64,
+                "{ctx}: one data key per account after the re-run"
+            );
             let again = store
                 .maintenance()
                 .rotate_keys(ROTATION_BATCH, &mut |_| {})

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `nickname` | any text to `Nickname::parse` | no panic; accepted values are trimmed, NFC, 1 to 255 characters, free of control characters; `parse(parse(x)) == parse(x)`; a refusal names the field and the rule |
 //! | `credential_type` | any text to `CredentialType::parse` | no panic; accepted values are 1 to 50 of `[a-z0-9_.-]` starting with a letter or digit, unchanged; idempotent; the rule named is the first one broken |
-//! | `ciphertext` | any bytes, and mutated real Fernet and `sealed:v2:` tokens (and `sealed:v1:`/`sealed:v2:` forms), written into a row's `api_key` or `secret_key` with raw SQL on a SQLite store; then `keys`, `key_usage` and `rotate_keys` | no panic; the original plaintext only for a token that opens in that place; otherwise `Error::UnknownKey` (a sealed token naming a key the keyring lacks) or `Error::Decryption`, naming the credential and the field; messages hold no ciphertext of a real token |
+//! | `ciphertext` | any bytes, and mutated real Fernet, `sealed:v3:` (under the row's account's data key, and another account's) and `sealed:v2:` tokens (and `sealed:v1:`/`sealed:v2:`/`sealed:v3:` forms), written into a row's `api_key` or `secret_key` with raw SQL on a SQLite store whose account's data key the keyring unwraps; then `keys`, `key_usage` and `rotate_keys` | no panic; the original plaintext only for a token that opens in that place; otherwise `Error::UnknownKey` (a sealed v1/v2 token naming a key the keyring lacks) or `Error::Decryption`, naming the credential and the field; messages hold no ciphertext of a real token |
 //! | `url` | any text to `Database::open` | no panic; only `UnsupportedUrl`, `Connection` or `Database` errors; an unsupported scheme is refused; an opened SQLite database is a file; no message holds the password |
 //! | `keyring` | lists of any text, and mutated keys, to `Keyring::from_fernet_keys` | no panic; the result (ids, or which entry is refused and why) is what the key rules say; no error message and no `Debug` holds key text |
 //!
@@ -647,17 +647,13 @@ impl CipherFixture {
             bodies: Vec::new(),
             tally: Tally::default(),
         };
-        // Fresh tokens for this row, in both formats and under several keys.
+        // Fresh tokens for this row, in both formats and under several keys. The
+        // first sealed write makes the account's data key, wrapped by the primary
+        // key (`fuzz`): every sealed (v3) token of the row is under it.
         let gone = format!("gone:{GONE_KEY}");
         for (name, entries, format, opens) in [
             ("sealed-fuzz", &ring[..1], CipherFormat::Sealed, true),
-            ("sealed-old", &ring[1..2], CipherFormat::Sealed, true),
-            (
-                "sealed-gone",
-                std::slice::from_ref(&gone),
-                CipherFormat::Sealed,
-                false,
-            ),
+            ("sealed-fuzz-again", &ring[..2], CipherFormat::Sealed, true),
             ("fernet-old", &ring[1..2], CipherFormat::Fernet, true),
             ("fernet-spec", &ring[2..3], CipherFormat::Fernet, true),
             (
@@ -672,6 +668,24 @@ impl CipherFixture {
             for (field, (token, plain)) in minted.into_iter().enumerate() {
                 fixture.remember(field, format, opens, token, plain);
             }
+        }
+        // Sealed v2, as stores wrote it before data keys: under keyring keys
+        // themselves, bound to the row and field.
+        #[cfg(feature = "bench-internals")]
+        for (name, entry, opens) in [
+            ("sealed-v2-fuzz", &ring[0], true),
+            ("sealed-v2-old", &ring[1], true),
+            ("sealed-v2-gone", &gone, false),
+        ] {
+            let minted = fixture.mint_v2(&keyring(std::slice::from_ref(entry)), name);
+            for (field, (token, plain)) in minted.into_iter().enumerate() {
+                assert!(token.starts_with("sealed:v2:"), "{token}");
+                fixture.remember(field, CipherFormat::Sealed, opens, token, plain);
+            }
+        }
+        // Sealed v3 under another account's data key: opens nowhere here.
+        for (token, plain) in fixture.mint_elsewhere() {
+            fixture.remember(0, CipherFormat::Sealed, false, token, plain);
         }
         // The seeds: real tokens made for this row by `regenerate_ciphertext_seeds`,
         // and edge cases. `ok_<field>__<plaintext>` opens in that field only,
@@ -728,6 +742,56 @@ impl CipherFixture {
             .unwrap();
         let stored = self.stored();
         [(stored.api_key, api), (stored.secret_key, secret)]
+    }
+
+    /// Two plaintexts for this row in sealed v2 under `keyring`'s primary key, as
+    /// a store wrote them before data keys (the crate's own sealing).
+    #[cfg(feature = "bench-internals")]
+    fn mint_v2(&self, keyring: &Keyring, name: &str) -> [(String, String); 2] {
+        let (api, secret) = (format!("PK-{name}"), format!("SK-{name}"));
+        [(Field::ApiKey, api), (Field::SecretKey, secret)].map(|(field, plain)| {
+            let token = credential_store::internals::seal(
+                keyring,
+                CipherFormat::Sealed,
+                &self.account,
+                self.id,
+                field,
+                &secrecy::SecretString::from(plain.as_str()),
+            );
+            (token, plain)
+        })
+    }
+
+    /// A credential's two sealed (v3) tokens in another account of the store's,
+    /// under that account's data key; the account is deleted again.
+    fn mint_elsewhere(&self) -> [(String, String); 2] {
+        let other = self
+            .store
+            .create_account(&credential_store::NewUserAccount::new(
+                "fuzz|other",
+                "Other",
+            ))
+            .unwrap();
+        let (api, secret) = ("PK-elsewhere", "SK-elsewhere");
+        let credential = self
+            .store
+            .insert_credential(
+                &other,
+                &credential_store::NewUserCredential::new("alpaca_paper", api, secret),
+            )
+            .unwrap();
+        let stored: StoredKeys = diesel::sql_query(format!(
+            "SELECT api_key, secret_key FROM user_credentials WHERE id = '{}'",
+            credential.id
+        ))
+        .get_result(&mut *self.raw.lock().unwrap())
+        .unwrap();
+        // The fixture's row stays the only one (rotation scans one row).
+        self.store.delete_account(&other).unwrap();
+        [
+            (stored.api_key, api.to_owned()),
+            (stored.secret_key, secret.to_owned()),
+        ]
     }
 
     fn stored(&self) -> StoredKeys {
@@ -854,7 +918,8 @@ impl CipherFixture {
         }
         match expected {
             Ok(keys) => {
-                let current = |t: &str| t.starts_with("sealed:v2:fuzz:");
+                // Sealed (v3) under the account's data key, of version 1.
+                let current = |t: &str| t.starts_with("sealed:v3:1:");
                 let (api, secret) = if field == 0 {
                     (text.as_str(), self.original[1].as_str())
                 } else {
@@ -976,7 +1041,7 @@ fn ciphertext_inputs(fixture: &CipherFixture) -> BoxedStrategy<(usize, Bytes)> {
         1 => prop::sample::select(tokens),
         1 => any::<String>().prop_map(String::into_bytes),
         1 => prop::collection::vec(any::<u8>(), 0..160),
-        2 => (1u8..=2, regex("[A-Za-z0-9_.|-]{0,40}"), regex("[A-Za-z0-9_=-]{0,200}"))
+        2 => (1u8..=3, regex("[A-Za-z0-9_.|-]{0,40}"), regex("[A-Za-z0-9_=-]{0,200}"))
             .prop_map(|(v, id, body)| format!("sealed:v{v}:{id}:{body}").into_bytes()),
         1 => regex("[A-Za-z0-9_=-]{0,200}").prop_map(|body| format!("gAAAAA{body}").into_bytes()),
     ];
@@ -1003,29 +1068,22 @@ fn fuzz_ciphertext() {
 
 /// Rewrites the `ok_*` seeds of `tests/fuzz_corpus/ciphertext/` for the fixture's
 /// row and keys (sealed tokens have random nonces: run only to refresh the corpus):
-/// `cargo test --test fuzz regenerate_ciphertext_seeds -- --ignored`.
+/// `cargo test --all-features --test fuzz regenerate_ciphertext_seeds -- --ignored`.
+///
+/// The sealed seeds are sealed v2, under keyring keys: a sealed-v3 token is under
+/// its account's data key, which each fixture makes anew, so none opens in another
+/// run.
+#[cfg(feature = "bench-internals")]
 #[test]
 #[ignore = "writes the seed corpus"]
 fn regenerate_ciphertext_seeds() {
     let fixture = CipherFixture::new();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_corpus/ciphertext");
     let ring = |entry: String| keyring(&[entry]);
-    let sealed = fixture.mint(
-        ring(format!("fuzz:{FUZZ_KEY}")),
-        CipherFormat::Sealed,
-        "seed",
-    );
-    let old = fixture.mint(
-        ring(format!("old:{OLD_KEY}")),
-        CipherFormat::Sealed,
-        "seed-old",
-    );
+    let sealed = fixture.mint_v2(&ring(format!("fuzz:{FUZZ_KEY}")), "seed");
+    let old = fixture.mint_v2(&ring(format!("old:{OLD_KEY}")), "seed-old");
     let fernet = fixture.mint(ring(FUZZ_KEY.into()), CipherFormat::Fernet, "seed-fernet");
-    let gone = fixture.mint(
-        ring(format!("gone:{GONE_KEY}")),
-        CipherFormat::Sealed,
-        "gone",
-    );
+    let gone = fixture.mint_v2(&ring(format!("gone:{GONE_KEY}")), "gone");
     let fernet_gone = fixture.mint(ring(GONE_KEY.into()), CipherFormat::Fernet, "gone");
     let write = |name: String, token: &str| std::fs::write(dir.join(name), token).unwrap();
     write(format!("ok_api_key__{}.txt", sealed[0].1), &sealed[0].0);

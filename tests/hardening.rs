@@ -6,7 +6,7 @@ mod common;
 
 use common::{test_keyring, TestDb};
 use credential_store::{
-    CredentialStore, Database, Error, NewUserAccount, NewUserCredential, UserAccount,
+    CipherFormat, CredentialStore, Database, Error, NewUserAccount, NewUserCredential, UserAccount,
 };
 
 fn main() {
@@ -205,11 +205,13 @@ fn guarded_reverts_count_every_row_as_the_owner_role() {
     );
     let as_owner = Database::open(&owner.url()).unwrap();
     as_owner.run_migrations().unwrap();
-    // The owner foreign key reverts only while no row is stored.
-    for later in ["20261125000005", "20261125000004"] {
+    // The data keys and the owner foreign key revert only while no row is stored.
+    for later in ["20261207000006", "20261125000005", "20261125000004"] {
         assert_eq!(as_owner.revert_last_migration().unwrap(), later);
     }
-    let store = CredentialStore::new(Database::open(&db.url).unwrap(), test_keyring());
+    // Without the data keys the store writes as the existing system does: Fernet.
+    let store = CredentialStore::new(Database::open(&db.url).unwrap(), test_keyring())
+        .with_format(CipherFormat::Fernet);
     // Four accounts, each with two credentials of one type: four conflicting pairs.
     for n in 0..4 {
         let account = account(&store, &format!("auth0|u{n}"));
@@ -259,22 +261,25 @@ fn guarded_reverts_count_every_row_as_the_owner_role() {
         2,
         "row-level security is still enabled and forced"
     );
-    // Re-applied over the rows, the owner foreign key does not revert either.
-    assert_eq!(as_owner.run_migrations().unwrap().len(), 3);
+    // Re-applied over the rows, the data keys (the newest guarded migration) do
+    // not revert either.
+    assert_eq!(as_owner.run_migrations().unwrap().len(), 4);
     match as_owner.revert_last_migration() {
         Err(Error::RevertWouldExpose {
             version,
             accounts: 4,
             credentials: 4,
-        }) => assert_eq!(version, "20261125000005"),
-        other => panic!("reverting the owner foreign key with rows, as the owner: {other:?}"),
+        }) => assert_eq!(version, "20261207000006"),
+        other => panic!("reverting the data keys with rows, as the owner: {other:?}"),
     }
+    assert!(as_owner.pending_migrations().unwrap().is_empty());
 }
 
 on_both_backends!(the_tables_are_never_dropped_with_rows_in_them, |db| {
     let store = db.store();
     let database = store.database();
-    for _ in 0..3 {
+    // 000006 down to 000003 revert on an empty store; row-level security is next.
+    for _ in 0..4 {
         database.revert_last_migration().unwrap();
     }
     account(&store, "auth0|ada");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use credential_store::{Error, NewUserAccount, NewUserCredential};
+use credential_store::{CipherFormat, Error, NewUserAccount, NewUserCredential};
 use secrecy::ExposeSecret;
 
 fn main() {
@@ -19,7 +19,7 @@ fn main() {
     ]);
 }
 
-const MIGRATIONS: usize = 5;
+const MIGRATIONS: usize = 6;
 
 on_both_backends!(every_migration_reverts_and_reapplies, |db| {
     let database = db.database();
@@ -42,11 +42,14 @@ on_both_backends!(every_migration_reverts_and_reapplies, |db| {
     assert_eq!(reverted, newest_first);
     assert_eq!(database.run_migrations().unwrap().len(), MIGRATIONS);
 
-    // Redo each migration with data in the tables: nothing is lost. The owner
-    // foreign key (000005) stays while rows are stored: it is reverted before they
-    // are written, and re-applied over them.
-    let store = db.store();
-    assert_eq!(database.revert_last_migration().unwrap(), "20261125000005");
+    // Redo each migration with data in the tables: nothing is lost. The data keys
+    // (000006) and the owner foreign key (000005) stay while rows are stored: they
+    // are reverted before the rows are written, and re-applied over them. Without
+    // the data keys the store writes as the existing system does: Fernet.
+    let store = db.store().with_format(CipherFormat::Fernet);
+    for newest in ["20261207000006", "20261125000005"] {
+        assert_eq!(database.revert_last_migration().unwrap(), newest);
+    }
     let account = store
         .create_account(&NewUserAccount::new("auth0|alice", "Alice"))
         .unwrap();
@@ -67,20 +70,37 @@ on_both_backends!(every_migration_reverts_and_reapplies, |db| {
         }) => assert_eq!(version, "20240115000002"),
         other => panic!("reverting row-level security with rows stored: {other:?}"),
     }
-    assert_eq!(database.run_migrations().unwrap().len(), 3);
+    assert_eq!(database.run_migrations().unwrap().len(), 4);
+    // The newest guarded migration refuses first: the data keys (000006), whose
+    // revert would drop the keys sealed-v3 credentials need.
     match database.revert_last_migration() {
         Err(Error::RevertWouldExpose {
             version,
             accounts: 1,
             credentials: 3,
-        }) => assert_eq!(version, "20261125000005"),
-        other => panic!("reverting the owner foreign key with rows stored: {other:?}"),
+        }) => assert_eq!(version, "20261207000006"),
+        other => panic!("reverting the data keys with rows stored: {other:?}"),
     }
+    assert!(database.pending_migrations().unwrap().is_empty());
+    // Re-applied over the rows, the data keys serve new writes: a sealed-v3
+    // credential next to the Fernet ones.
+    let sealed = store
+        .clone()
+        .with_format(CipherFormat::Sealed)
+        .insert_credential(&account, &NewUserCredential::new("tradier", "PK", "s"))
+        .unwrap();
+    assert_eq!(db.count("account_keys"), 1);
+    assert!(db
+        .text(&format!(
+            "SELECT api_key AS t FROM user_credentials WHERE id = '{}'",
+            sealed.id
+        ))
+        .starts_with("sealed:v3:1:"));
     {
         assert_eq!(
             db.count("user_credentials"),
-            3,
-            "rows lost redoing 000003 to 000005"
+            4,
+            "rows lost redoing 000003 to 000006"
         );
         for credential in store.credentials(&account).unwrap() {
             // Reverting the nickname migration drops the column; re-applying it
@@ -104,11 +124,12 @@ on_both_backends!(every_migration_reverts_and_reapplies, |db| {
 on_both_backends!(
     reverting_the_nickname_migration_refuses_on_duplicates,
     |db| {
-        let store = db.store();
+        // Without the data keys the store writes as the existing system does.
+        let store = db.store().with_format(CipherFormat::Fernet);
         let database = store.database();
-        // The migrations after the nickname one revert harmlessly (the owner foreign
-        // key only while no row is stored).
-        for later in ["20261125000005", "20261125000004"] {
+        // The migrations after the nickname one revert harmlessly (the data keys and
+        // the owner foreign key only while no row is stored).
+        for later in ["20261207000006", "20261125000005", "20261125000004"] {
             assert_eq!(database.revert_last_migration().unwrap(), later);
         }
         let account = store
@@ -144,7 +165,7 @@ on_both_backends!(
         }
         // Nothing changed: the nickname migration is still applied, both rows are there
         // with their nicknames.
-        assert_eq!(database.pending_migrations().unwrap().len(), 2);
+        assert_eq!(database.pending_migrations().unwrap().len(), 3);
         database.run_migrations().unwrap();
         assert_eq!(db.count("user_credentials"), 4);
         assert_eq!(
@@ -282,7 +303,9 @@ on_both_backends!(
     |db| {
         let database = db.database();
         database.run_migrations().unwrap();
-        assert_eq!(database.revert_last_migration().unwrap(), "20261125000005");
+        for newest in ["20261207000006", "20261125000005"] {
+            assert_eq!(database.revert_last_migration().unwrap(), newest);
+        }
         // Rows the rule forbids, written while it is not in force.
         db.execute(
             "INSERT INTO user_accounts (id, user_id, account_name) VALUES
@@ -316,14 +339,14 @@ on_both_backends!(
             }
             other => panic!("expected the migration to refuse, got {other:?}"),
         }
-        // Nothing changed.
-        assert_eq!(database.pending_migrations().unwrap().len(), 1);
+        // Nothing changed: 000005 and the data keys after it are still pending.
+        assert_eq!(database.pending_migrations().unwrap().len(), 2);
         assert_eq!(schema_objects(db), schema);
         assert_eq!(db.count("user_credentials"), 3);
 
-        // Once the rows are dealt with, it applies.
+        // Once the rows are dealt with, it applies (and the data keys after it).
         db.execute("DELETE FROM user_credentials WHERE nickname = 'planted'");
-        assert_eq!(database.run_migrations().unwrap().len(), 1);
+        assert_eq!(database.run_migrations().unwrap().len(), 2);
         assert_ne!(schema_objects(db), schema);
         assert_eq!(db.count("user_credentials"), 1);
     }
@@ -396,7 +419,9 @@ fn the_owner_match_migration_counts_every_row_as_a_non_superuser_owner() {
     ));
     let database = credential_store::Database::open(&owner.url()).unwrap();
     assert_eq!(database.run_migrations().unwrap().len(), MIGRATIONS);
-    assert_eq!(database.revert_last_migration().unwrap(), "20261125000005");
+    for newest in ["20261207000006", "20261125000005"] {
+        assert_eq!(database.revert_last_migration().unwrap(), newest);
+    }
     // The superuser writes what the rule forbids; the owner is subject to the forced
     // row-level security and sees none of it without a user context.
     db.execute(
@@ -433,7 +458,7 @@ fn the_owner_match_migration_counts_every_row_as_a_non_superuser_owner() {
         }
         other => panic!("expected the migration to refuse, got {other:?}"),
     }
-    assert_eq!(database.pending_migrations().unwrap().len(), 1);
+    assert_eq!(database.pending_migrations().unwrap().len(), 2);
     assert_eq!(
         db.scalar(
             "SELECT COUNT(*) AS n FROM pg_class \
@@ -452,5 +477,5 @@ fn the_owner_match_migration_counts_every_row_as_a_non_superuser_owner() {
         "the refused migration added nothing"
     );
     db.execute("DELETE FROM user_credentials");
-    assert_eq!(database.run_migrations().unwrap().len(), 1);
+    assert_eq!(database.run_migrations().unwrap().len(), 2);
 }

@@ -28,6 +28,8 @@ fn main() {
         delete_removes_one_credential::tests(),
         inactive_and_expired_credentials_give_no_keys::tests(),
         wrong_key_and_corrupted_ciphertext_are_typed_errors::tests(),
+        #[cfg(feature = "bench-internals")]
+        wrong_key_and_corrupted_sealed_v2_are_typed_errors::tests(),
         backfill_sets_missing_nicknames_once::tests(),
         batch_inserts_are_all_or_nothing::tests(),
         trial!(a_missing_key_is_an_error_never_plaintext),
@@ -610,33 +612,46 @@ on_both_backends!(wrong_key_and_corrupted_ciphertext_are_typed_errors, |db| {
             .insert_credential(&acct, &paper(Some("A"), "PK1"))
             .unwrap();
 
-        // The same key id over another key: nothing opens.
+        // The same key id over another key: nothing opens. A sealed (v3)
+        // credential's data key does not unwrap; a Fernet token does not decrypt.
         let impostor = CredentialStore::new(db.database(), ring(&[format!("main:{}", test_key())]));
-        match impostor.keys(&acct, credential.id) {
-            Err(Error::Decryption {
-                credential_id,
-                field,
-            }) => {
+        match (format, impostor.keys(&acct, credential.id)) {
+            (CipherFormat::Sealed, Err(err @ Error::DataKeyUnreadable { .. })) => {
+                assert!(!err.is_retryable(), "a wrong key is not the moment's");
+                let Error::DataKeyUnreadable {
+                    account_id,
+                    provider,
+                    ..
+                } = err
+                else {
+                    unreachable!()
+                };
+                assert_eq!((account_id, provider.as_str()), (acct.id(), "keyring"));
+            }
+            (
+                CipherFormat::Fernet,
+                Err(Error::Decryption {
+                    credential_id,
+                    field,
+                }),
+            ) => {
                 assert_eq!((credential_id, field), (credential.id, Field::ApiKey));
             }
-            other => panic!("{format}: expected a decryption error, got {other:?}"),
+            (_, other) => panic!("{format}: expected a typed error, got {other:?}"),
         }
-        // Another key id: a sealed ciphertext names the key it needs.
+        // Another key id: the keyring that wrapped a sealed credential's data key
+        // is named.
         let stranger =
             CredentialStore::new(db.database(), ring(&[format!("other:{}", test_key())]));
         match (format, stranger.keys(&acct, credential.id)) {
             (
                 CipherFormat::Sealed,
-                Err(Error::UnknownKey {
-                    credential_id,
-                    field,
-                    key_id,
+                Err(Error::DataKeyUnreadable {
+                    account_id, reason, ..
                 }),
             ) => {
-                assert_eq!(
-                    (credential_id, field, key_id.as_str()),
-                    (credential.id, Field::ApiKey, "main")
-                );
+                assert_eq!(account_id, acct.id());
+                assert!(reason.contains("`main`"), "{reason}");
             }
             (CipherFormat::Fernet, Err(Error::Decryption { credential_id, .. })) => {
                 assert_eq!(credential_id, credential.id);
@@ -665,6 +680,73 @@ on_both_backends!(wrong_key_and_corrupted_ciphertext_are_typed_errors, |db| {
             }
             other => panic!("{format}: expected a decryption error, got {other:?}"),
         }
+    }
+});
+
+// Sealed v2, as stores wrote it before data keys: sealed under the keyring's key
+// itself, so a wrong keyring is `Error::Decryption` and a missing key is
+// `Error::UnknownKey` naming it; a damaged value is `Error::Decryption`.
+#[cfg(feature = "bench-internals")]
+on_both_backends!(wrong_key_and_corrupted_sealed_v2_are_typed_errors, |db| {
+    db.database().run_migrations().unwrap();
+    let key = test_key();
+    let ring = |entries: &[String]| Keyring::from_fernet_keys(entries).unwrap();
+    let store = CredentialStore::new(db.database(), ring(&[format!("main:{key}")]));
+    let user_id = "auth0|sealed-v2";
+    let acct = account(&store, user_id);
+    let credential = store
+        .insert_credential(&acct, &paper(Some("A"), "placeholder"))
+        .unwrap();
+    common::write_sealed_v2(
+        db,
+        &ring(&[format!("main:{key}")]),
+        &acct,
+        credential.id,
+        ("PK1", "s"),
+    );
+    assert_eq!(
+        store
+            .keys(&acct, credential.id)
+            .unwrap()
+            .api_key()
+            .expose_secret(),
+        "PK1"
+    );
+
+    // The same key id over another key: nothing opens.
+    let impostor = CredentialStore::new(db.database(), ring(&[format!("main:{}", test_key())]));
+    match impostor.keys(&acct, credential.id) {
+        Err(Error::Decryption {
+            credential_id,
+            field,
+        }) => assert_eq!((credential_id, field), (credential.id, Field::ApiKey)),
+        other => panic!("expected a decryption error, got {other:?}"),
+    }
+    // Another key id: the ciphertext names the key it needs.
+    let stranger = CredentialStore::new(db.database(), ring(&[format!("other:{}", test_key())]));
+    match stranger.keys(&acct, credential.id) {
+        Err(Error::UnknownKey {
+            credential_id,
+            field,
+            key_id,
+        }) => assert_eq!(
+            (credential_id, field, key_id.as_str()),
+            (credential.id, Field::ApiKey, "main")
+        ),
+        other => panic!("expected UnknownKey, got {other:?}"),
+    }
+
+    db.execute(&format!(
+        "UPDATE user_credentials SET secret_key = substr(secret_key, 1, 40) \
+         || CASE WHEN substr(secret_key, 41, 1) = 'A' THEN 'B' ELSE 'A' END \
+         || substr(secret_key, 42) WHERE user_id = '{user_id}'"
+    ));
+    match store.keys(&acct, credential.id) {
+        Err(Error::Decryption {
+            credential_id,
+            field: Field::SecretKey,
+        }) => assert_eq!(credential_id, credential.id),
+        other => panic!("expected a decryption error, got {other:?}"),
     }
 });
 

@@ -2,7 +2,8 @@
 //! another session writes while the revert runs is either counted (the revert
 //! refuses, the row stays) or refused (the insert fails once the tables are gone),
 //! never committed and then dropped. And reverting migration 000005 (the composite
-//! owner foreign key) is guarded like the tables and row-level security.
+//! owner foreign key) or 000006 (the accounts' data keys) is guarded like the
+//! tables and row-level security.
 //!
 //! The races revert migration 000001 (`DROP TABLE`) of an empty store while a
 //! second session inserts an account:
@@ -28,18 +29,23 @@ fn main() {
         an_insert_committed_while_the_revert_waits_is_counted::tests(),
         an_insert_sent_while_the_revert_counts_is_not_lost::tests(),
         reverting_the_owner_foreign_key_refuses_while_rows_are_stored::tests(),
+        reverting_the_data_keys_refuses_while_rows_are_stored::tests(),
     ]);
 }
 
 use common::TestDb;
-use credential_store::{Backend, Database, Error, NewUserAccount, NewUserCredential};
+use credential_store::{Backend, CipherFormat, Database, Error, NewUserAccount, NewUserCredential};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
+use secrecy::ExposeSecret;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The migration that creates (and whose revert drops) the tables.
 const CREATE_TABLES: &str = "20240115000001";
+
+/// The migration that adds the accounts' data keys (`account_keys`).
+const DATA_KEYS: &str = "20261207000006";
 
 /// How long a step waits for a lock wait it cannot see (SQLite), and how long the
 /// inserting session keeps its transaction open after its insert.
@@ -189,8 +195,11 @@ on_both_backends!(an_insert_sent_while_the_revert_counts_is_not_lost, |db| {
 on_both_backends!(
     reverting_the_owner_foreign_key_refuses_while_rows_are_stored,
     |db| {
-        let store = db.store();
+        // The data keys (000006) come off first, while nothing is stored; the rows
+        // are then written as the existing system writes them: Fernet.
+        let store = db.store().with_format(CipherFormat::Fernet);
         let database = store.database();
+        assert_eq!(database.revert_last_migration().unwrap(), DATA_KEYS);
         let ada = store
             .create_account(&NewUserAccount::new("auth0|ada", "Ada"))
             .unwrap();
@@ -220,7 +229,7 @@ on_both_backends!(
         }
         // Nothing changed: still applied, and the database still refuses a
         // credential whose user is not its account's.
-        assert!(database.pending_migrations().unwrap().is_empty());
+        assert_eq!(database.pending_migrations().unwrap(), [DATA_KEYS]);
         let planted = format!(
             "INSERT INTO user_credentials \
                  (id, user_account_id, user_id, credential_type, nickname, api_key, secret_key) \
@@ -237,5 +246,55 @@ on_both_backends!(
         // With no row stored, it reverts.
         db.execute("DELETE FROM user_credentials; DELETE FROM user_accounts;");
         assert_eq!(database.revert_last_migration().unwrap(), "20261125000005");
+    }
+);
+
+on_both_backends!(
+    reverting_the_data_keys_refuses_while_rows_are_stored,
+    |db| {
+        let store = db.store();
+        let database = store.database();
+        let ada = store
+            .create_account(&NewUserAccount::new("auth0|ada", "Ada"))
+            .unwrap();
+        // An account alone, before its first credential (and so without a data
+        // key), is already refused.
+        match database.revert_last_migration() {
+            Err(Error::RevertWouldExpose {
+                version,
+                accounts: 1,
+                credentials: 0,
+            }) => assert_eq!(version, DATA_KEYS),
+            other => panic!("reverting the data keys with an account stored: {other:?}"),
+        }
+        let credential = store
+            .insert_credential(&ada, &NewUserCredential::new("polygon", "PK", "s"))
+            .unwrap();
+        assert_eq!(db.count("account_keys"), 1);
+        match database.revert_last_migration() {
+            Err(Error::RevertWouldExpose {
+                version,
+                accounts: 1,
+                credentials: 1,
+            }) => assert_eq!(version, DATA_KEYS),
+            other => panic!("reverting the data keys with rows stored: {other:?}"),
+        }
+        // Nothing changed: still applied, the data key is kept, the sealed-v3
+        // credential still opens.
+        assert!(database.pending_migrations().unwrap().is_empty());
+        assert_eq!(db.count("account_keys"), 1);
+        assert_eq!(
+            store
+                .keys(&ada, credential.id)
+                .unwrap()
+                .api_key()
+                .expose_secret(),
+            "PK"
+        );
+
+        // With no row stored (the data key goes with its account), it reverts.
+        db.execute("DELETE FROM user_credentials; DELETE FROM user_accounts;");
+        assert_eq!(db.count("account_keys"), 0);
+        assert_eq!(database.revert_last_migration().unwrap(), DATA_KEYS);
     }
 );

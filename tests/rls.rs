@@ -17,8 +17,8 @@ mod common;
 
 use common::{RoleGuard, TestDb};
 use credential_store::{
-    AccountScope, CredentialStore, CredentialUpdate, Database, DatabaseOptions, Error, Keyring,
-    NewUserAccount, NewUserCredential, UserAccount, UserCredential,
+    AccountScope, CipherFormat, CredentialStore, CredentialUpdate, Database, DatabaseOptions,
+    Error, Keyring, NewUserAccount, NewUserCredential, UserAccount, UserCredential,
 };
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -120,18 +120,18 @@ impl Rls {
             .expect("open as the owner")
             .run_migrations()
             .expect("the owner role runs the migrations");
-        assert_eq!(applied.len(), 5);
+        assert_eq!(applied.len(), 6);
         db.execute(REVOKE_FUNCTION_FROM_PUBLIC);
         db.execute(&fill(SERVICE_ROLE, &service.role, database));
         db.execute(&fill(MAINTENANCE_ROLE, &maintenance.role, database));
         assert_eq!(
             db.scalar(
                 "SELECT COUNT(*) AS n FROM pg_class \
-                 WHERE relname IN ('user_accounts', 'user_credentials') \
+                 WHERE relname IN ('user_accounts', 'user_credentials', 'account_keys') \
                    AND relrowsecurity AND relforcerowsecurity"
             ),
-            2,
-            "row-level security is enabled and forced on both tables"
+            3,
+            "row-level security is enabled and forced on all three tables"
         );
         Rls {
             service,
@@ -182,6 +182,17 @@ impl Rls {
              ) rows ORDER BY line LIKE 'credential%', id"
         );
         lines(&mut self.superuser(), &sql)
+    }
+
+    /// Every stored data key as `<user_id> <provider> <kek_id>`, seen by the
+    /// superuser.
+    fn data_keys(&self) -> BTreeSet<String> {
+        lines(
+            &mut self.superuser(),
+            "SELECT user_id || ' ' || provider || ' ' || kek_id AS line FROM account_keys",
+        )
+        .into_iter()
+        .collect()
     }
 
     fn superuser(&self) -> PgConnection {
@@ -542,7 +553,9 @@ fn without_a_user_context_the_role_sees_and_writes_nothing() {
 
 fn the_database_refuses_credentials_under_another_users_account() {
     let rls = Rls::setup();
-    let store = rls.service_store();
+    // Fernet rows, so that no data key is stored: migration 000006 (whose foreign
+    // key needs 000005's unique key) is taken off by hand below without losing one.
+    let store = rls.service_store().with_format(CipherFormat::Fernet);
     let victim = seed(&store, ALICE);
     let mallory = seed(&store, MALLORY);
     let victim_account = victim.account.id();
@@ -621,8 +634,21 @@ fn the_database_refuses_credentials_under_another_users_account() {
 
     // The refusals above are migration 000005's: without it, row-level security
     // alone lets both through (run here in transactions that are rolled back). Its
-    // revert refuses while rows are stored, so its down migration is run by hand.
+    // revert, and that of 000006 after it (the data keys, whose foreign key needs
+    // 000005's unique key), refuse while rows are stored, so their down migrations
+    // are run by hand: 000006's first (no data key is stored), then 000005's.
     let owner = Database::open(&rls.owner.url()).expect("open as the owner");
+    match owner.revert_last_migration() {
+        Err(Error::RevertWouldExpose { version, .. }) => assert_eq!(version, "20261207000006"),
+        other => panic!("reverting 000006 with rows stored: {other:?}"),
+    }
+    assert_eq!(rls.db.count("account_keys"), 0);
+    rls.superuser()
+        .batch_execute(concat!(
+            include_str!("../migrations/postgres/2026-12-07-000006_account_data_keys/down.sql"),
+            "DELETE FROM __diesel_schema_migrations WHERE version = '20261207000006';"
+        ))
+        .expect("000006 reverted by hand");
     match owner.revert_last_migration() {
         Err(Error::RevertWouldExpose { version, .. }) => assert_eq!(version, "20261125000005"),
         other => panic!("reverting 000005 with rows stored: {other:?}"),
@@ -640,7 +666,13 @@ fn the_database_refuses_credentials_under_another_users_account() {
             "{sql}"
         );
     }
-    assert_eq!(owner.run_migrations().expect("re-apply 000005").len(), 1);
+    assert_eq!(
+        owner
+            .run_migrations()
+            .expect("re-apply 000005 and 000006")
+            .len(),
+        2
+    );
     assert!(as_user(&mut conn, MALLORY, &insert_with_own_user_id).is_err());
     assert_eq!(rls.all_rows(), before, "nothing changed");
 
@@ -856,10 +888,13 @@ fn key_rotation_and_usage_need_the_maintenance_role() {
             Keyring::from_fernet_keys(keys).expect("keyring"),
         )
     };
+    // Alice's rows are sealed v3 under a data key the old key wraps; Bob's are
+    // Fernet tokens of the old key, without a data key.
     let service = store_as(&rls.service.url(), &[&old]);
     let alice = seed(&service, ALICE);
-    let bob = seed(&service, BOB);
+    let bob = seed(&service.clone().with_format(CipherFormat::Fernet), BOB);
     let before = rls.all_rows();
+    let data_keys_before = rls.data_keys();
 
     let service_rotating = store_as(&rls.service.url(), &[&new, &old]);
     match service_rotating.maintenance().rotate_keys(10, &mut |_| {}) {
@@ -875,6 +910,7 @@ fn key_rotation_and_usage_need_the_maintenance_role() {
         before,
         "the refused rotation changed nothing"
     );
+    assert_eq!(rls.data_keys(), data_keys_before, "nor any data key");
 
     let maintenance = store_as(&rls.maintenance.url(), &[&new, &old]);
     let done = maintenance
@@ -882,22 +918,37 @@ fn key_rotation_and_usage_need_the_maintenance_role() {
         .rotate_keys(4, &mut |_| {})
         .expect("rotate_keys as the maintenance role");
     let credentials = 2 * SEEDED.len() as u64;
-    assert_eq!((done.total, done.rewritten), (credentials, credentials));
+    // Alice's data key is re-wrapped (her credentials stay as they are); Bob's
+    // credentials are sealed v3 under a data key made for him.
+    assert_eq!(
+        (done.total, done.rewritten, done.data_keys_rewrapped),
+        (credentials, SEEDED.len() as u64, 1)
+    );
     let primary = Keyring::from_fernet_keys([&new])
         .unwrap()
         .primary_key_id()
         .to_owned();
-    let usage: Vec<(Option<String>, u64)> = maintenance
+    assert_eq!(
+        rls.data_keys(),
+        [
+            format!("{ALICE} keyring {primary}"),
+            format!("{BOB} keyring {primary}")
+        ]
+        .into_iter()
+        .collect::<BTreeSet<_>>(),
+        "both data keys wrapped by the new key"
+    );
+    let usage: Vec<(CipherFormat, Option<u8>, Option<String>, u64)> = maintenance
         .maintenance()
         .key_usage()
         .expect("key_usage as the maintenance role")
         .into_iter()
-        .map(|u| (u.key_id, u.credentials))
+        .map(|u| (u.format, u.version, u.key_id, u.credentials))
         .collect();
     assert_eq!(
         usage,
-        [(Some(primary), credentials)],
-        "every row under the new key"
+        [(CipherFormat::Sealed, Some(3), Some(primary), credentials)],
+        "every row sealed v3 under a data key the new key wraps"
     );
 
     // Both users' keys read with the new key alone, as the service role.

@@ -22,7 +22,7 @@ fn main() {
         ),
         maintenance_input_is_validated::tests(),
         a_sealed_ciphertext_moved_to_another_row_or_field_does_not_decrypt::tests(),
-        swapped_user_ids_do_not_hand_over_sealed_v2_credentials::tests(),
+        swapped_user_ids_do_not_hand_over_sealed_credentials::tests(),
         trial!(rotation_deletion_and_new_keys_leave_no_old_ciphertext_in_the_sqlite_files),
     ]);
 }
@@ -120,18 +120,61 @@ on_both_backends!(sealed_rows_rotate_to_a_new_key_and_back_to_fernet, |db| {
     );
     let store = CredentialStore::new(db.database(), ring(&[&first]));
     let rows = populate(&store, 5);
-    let rotated = CredentialStore::new(db.database(), ring(&[&second, &first]));
+    // Legacy rows: sealed v2 under the first key itself, as stores wrote them
+    // before data keys.
+    #[cfg(feature = "bench-internals")]
+    for (i, (account, credential, api_key)) in rows[..2].iter().enumerate() {
+        let secret_key = format!("secret-{i}");
+        common::write_sealed_v2(
+            db,
+            &ring(&[&first]),
+            account,
+            credential.id,
+            (api_key, &secret_key),
+        );
+    }
+    let legacy: u64 = if cfg!(feature = "bench-internals") {
+        2
+    } else {
+        0
+    };
     assert_eq!(
-        rotated
-            .maintenance()
-            .rotate_keys(100, &mut |_| {})
-            .unwrap()
-            .rewritten,
-        5
+        versions(&store)
+            .into_iter()
+            .map(|(_, version, key_id, n)| (version, key_id, n))
+            .collect::<Vec<_>>(),
+        [
+            (Some(2), Some("first".into()), legacy),
+            (Some(3), Some("first".into()), 5 - legacy)
+        ]
+        .into_iter()
+        .filter(|(.., n)| *n > 0)
+        .collect::<Vec<_>>()
     );
+    let v3_before = ciphertexts_by_id(db, &rows);
+    let rotated = CredentialStore::new(db.database(), ring(&[&second, &first]));
+    let done = rotated.maintenance().rotate_keys(100, &mut |_| {}).unwrap();
+    // The sealed-v3 rows stay as they are: their accounts' data keys are
+    // re-wrapped under the new key. The legacy rows are sealed v3 now.
     assert_eq!(
-        usage(&rotated),
-        [(CipherFormat::Sealed, Some("second".into()), 5)]
+        (done.rewritten, done.data_keys_rewrapped),
+        (legacy, 2),
+        "{done:?}"
+    );
+    let v3_after = ciphertexts_by_id(db, &rows);
+    for (id, ciphertexts) in &v3_before {
+        if ciphertexts.0.starts_with("sealed:v3:") {
+            assert_eq!(v3_after.get(id), Some(ciphertexts), "untouched");
+        }
+    }
+    assert_eq!(
+        versions(&rotated),
+        [(CipherFormat::Sealed, Some(3), Some("second".into()), 5)]
+    );
+    // The first key can go.
+    assert_all_readable(
+        &CredentialStore::new(db.database(), ring(&[&second])),
+        &rows,
     );
 
     let back =
@@ -196,56 +239,120 @@ on_both_backends!(a_row_whose_key_is_missing_is_reported_not_skipped, |db| {
         format!("old:{}", test_key()),
         format!("new:{}", test_key()),
     );
+    // Alice's and Bob's data keys are wrapped by a key the keyring no longer holds.
     let lost = populate(&CredentialStore::new(db.database(), ring(&[&gone])), 2);
     let kept = CredentialStore::new(db.database(), ring(&[&old]));
-    let account = kept.account_by_user_id("auth0|alice").unwrap().unwrap();
-    let fine = kept
-        .insert_credential(&account, &NewUserCredential::new("polygon", "PGKEEP", "s"))
+    let carol = kept
+        .create_account(&NewUserAccount::new("auth0|carol", "x"))
         .unwrap();
+    let fine = kept
+        .insert_credential(&carol, &NewUserCredential::new("polygon", "PGKEEP", "s"))
+        .unwrap();
+    // A legacy row: sealed v2 under the lost key, in an account whose data key opens.
+    #[cfg(feature = "bench-internals")]
+    let legacy = {
+        let legacy = kept
+            .insert_credential(
+                &carol,
+                &NewUserCredential::new("alpaca_live", "placeholder", "s"),
+            )
+            .unwrap();
+        common::write_sealed_v2(db, &ring(&[&gone]), &carol, legacy.id, ("PKV2", "s"));
+        legacy.id
+    };
 
-    let store = CredentialStore::new(db.database(), ring(&[new, old]));
+    let store = CredentialStore::new(db.database(), ring(&[&new, &old]));
     match store.maintenance().rotate_keys(10, &mut |_| {}) {
         Err(Error::RotationIncomplete {
             rewritten,
             failures,
         }) => {
-            assert_eq!(rewritten, 1, "the readable row is still rotated");
-            assert_eq!(
-                failures.len(),
-                4,
-                "both fields of both unreadable rows: {failures:?}"
-            );
+            assert_eq!(rewritten, 0, "no readable row needs a new ciphertext");
+            let mut unreadable_accounts = Vec::new();
+            let mut legacy_fields = Vec::new();
             for failure in &failures {
                 match failure {
+                    // The account's data key: every sealed-v3 row under it is
+                    // reported with it.
+                    Error::DataKeyUnreadable {
+                        account_id,
+                        provider,
+                        reason,
+                    } => {
+                        assert_eq!(provider, "keyring");
+                        assert!(reason.contains("`gone`"), "{reason}");
+                        unreadable_accounts.push(*account_id);
+                    }
+                    // The sealed-v3 rows under it may be reported one by one too,
+                    // as not opening.
+                    Error::Decryption { credential_id, .. } => {
+                        assert!(
+                            lost.iter().any(|(_, c, _)| c.id == *credential_id),
+                            "{failure:?}"
+                        );
+                    }
+                    // A keyring-sealed row names the key it needs.
+                    #[cfg(feature = "bench-internals")]
                     Error::UnknownKey {
                         credential_id,
                         field,
                         key_id,
                     } => {
-                        assert!(lost.iter().any(|(_, c, _)| c.id == *credential_id));
-                        assert!(matches!(field, Field::ApiKey | Field::SecretKey));
+                        assert_eq!(*credential_id, legacy);
                         assert_eq!(key_id, "gone");
+                        legacy_fields.push(field.as_str());
                     }
-                    other => panic!("expected UnknownKey, got {other:?}"),
+                    other => panic!("expected DataKeyUnreadable or UnknownKey, got {other:?}"),
                 }
             }
+            unreadable_accounts.sort();
+            let mut lost_accounts: Vec<uuid::Uuid> = lost.iter().map(|(a, ..)| a.id()).collect();
+            lost_accounts.sort();
+            assert_eq!(
+                unreadable_accounts, lost_accounts,
+                "each account whose data key does not unwrap, once: {failures:?}"
+            );
+            legacy_fields.sort();
+            let expected: &[&str] = if cfg!(feature = "bench-internals") {
+                &["api_key", "secret_key"]
+            } else {
+                &[]
+            };
+            assert_eq!(
+                legacy_fields, expected,
+                "both fields of the unreadable legacy row: {failures:?}"
+            );
         }
         other => panic!("expected RotationIncomplete, got {other:?}"),
     }
     assert_eq!(
         store
-            .keys(&account, fine.id)
+            .keys(&carol, fine.id)
+            .unwrap()
+            .api_key()
+            .expose_secret(),
+        "PGKEEP"
+    );
+    // The readable data key is re-wrapped all the same: Carol's key opens with
+    // the new key alone.
+    assert_eq!(
+        CredentialStore::new(db.database(), ring(&[&new]))
+            .keys(&carol, fine.id)
             .unwrap()
             .api_key()
             .expose_secret(),
         "PGKEEP"
     );
     let report = store.maintenance().key_usage().unwrap();
-    let missing = report
+    let missing: Vec<_> = report
         .iter()
-        .find(|u| u.key_id.as_deref() == Some("gone"))
-        .unwrap();
-    assert_eq!((missing.credentials, missing.in_keyring), (2, false));
+        .filter(|u| u.key_id.as_deref() == Some("gone"))
+        .map(|u| (u.version, u.credentials, u.in_keyring))
+        .collect();
+    let mut expected = vec![(Some(3), 2, false)];
+    #[cfg(feature = "bench-internals")]
+    expected.insert(0, (Some(2), 1, false));
+    assert_eq!(missing, expected, "{report:?}");
 });
 
 on_both_backends!(python_tokens_survive_a_rotation_to_sealed_and_back, |db| {
@@ -435,67 +542,124 @@ fn versions(store: &CredentialStore) -> Vec<(CipherFormat, Option<u8>, Option<St
         .collect()
 }
 
-on_both_backends!(
-    swapped_user_ids_do_not_hand_over_sealed_v2_credentials,
-    |db| {
-        db.database().run_migrations().unwrap();
-        let store = CredentialStore::new(db.database(), ring(&[VECTOR_KEY]));
-        let account = |user_id: &str| store.account_by_user_id(user_id).unwrap().unwrap();
-        let keys = |user_id: &str, id| store.keys(&account(user_id), id);
-        for user_id in ["auth0|alice", "auth0|bob", "auth0|carol", "auth0|mallory"] {
-            store
-                .create_account(&NewUserAccount::new(user_id, "x"))
-                .unwrap();
-        }
-        let insert = |user_id: &str, api_key: &str| {
-            store
-                .insert_credential(
-                    &account(user_id),
-                    &NewUserCredential::new("alpaca_live", api_key, "s"),
-                )
-                .unwrap()
-        };
-        let alice = insert("auth0|alice", "PKALICE");
-        let bob = insert("auth0|bob", "PKBOB");
-        // Carol's credential was written before version 2: the v1 vectors, under the
-        // ids they are bound to.
-        db.execute(&format!(
-            "UPDATE user_accounts SET id = '{VECTOR_ACCOUNT_ID}' WHERE user_id = 'auth0|carol'"
-        ));
-        let carol = insert("auth0|carol", "placeholder");
-        db.execute(&format!(
-            "UPDATE user_credentials SET id = '{VECTOR_CREDENTIAL_ID}',
+on_both_backends!(swapped_user_ids_do_not_hand_over_sealed_credentials, |db| {
+    db.database().run_migrations().unwrap();
+    let store = CredentialStore::new(db.database(), ring(&[VECTOR_KEY]));
+    let account = |user_id: &str| store.account_by_user_id(user_id).unwrap().unwrap();
+    let keys = |user_id: &str, id| store.keys(&account(user_id), id);
+    for user_id in [
+        "auth0|alice",
+        "auth0|bob",
+        "auth0|carol",
+        "auth0|mallory",
+        "auth0|dave",
+        "auth0|erin",
+    ] {
+        store
+            .create_account(&NewUserAccount::new(user_id, "x"))
+            .unwrap();
+    }
+    let insert = |user_id: &str, api_key: &str| {
+        store
+            .insert_credential(
+                &account(user_id),
+                &NewUserCredential::new("alpaca_live", api_key, "s"),
+            )
+            .unwrap()
+    };
+    let alice = insert("auth0|alice", "PKALICE");
+    let bob = insert("auth0|bob", "PKBOB");
+    // Carol's credential was written before version 2: the v1 vectors, under the
+    // ids they are bound to.
+    db.execute(&format!(
+        "UPDATE user_accounts SET id = '{VECTOR_ACCOUNT_ID}' WHERE user_id = 'auth0|carol'"
+    ));
+    let carol = insert("auth0|carol", "placeholder");
+    db.execute(&format!(
+        "UPDATE user_credentials SET id = '{VECTOR_CREDENTIAL_ID}',
                  api_key = '{V1_API_KEY}', secret_key = '{V1_SECRET_KEY}'
              WHERE id = '{}'",
-            carol.id
-        ));
-        let carol_id: uuid::Uuid = VECTOR_CREDENTIAL_ID.parse().unwrap();
-        assert_eq!(
-            keys("auth0|carol", carol_id)
-                .unwrap()
-                .api_key()
-                .expose_secret(),
-            "PKVECTOR01"
-        );
-        let vector = || Some("vector".to_owned());
-        assert_eq!(
-            versions(&store),
-            [
-                (CipherFormat::Sealed, Some(1), vector(), 1),
-                (CipherFormat::Sealed, Some(2), vector(), 2)
-            ]
-        );
-
-        // v2: Bob's credential is now under Alice's login, and does not open there.
-        swap_user_ids(db, "auth0|alice", "auth0|bob");
-        let listed: Vec<_> = store
-            .credentials(&account("auth0|alice"))
+        carol.id
+    ));
+    let carol_id: uuid::Uuid = VECTOR_CREDENTIAL_ID.parse().unwrap();
+    assert_eq!(
+        keys("auth0|carol", carol_id)
             .unwrap()
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
-        assert_eq!(listed, [bob.id], "the swap moved Bob's credential");
-        for (login, id) in [("auth0|alice", bob.id), ("auth0|bob", alice.id)] {
+            .api_key()
+            .expose_secret(),
+        "PKVECTOR01"
+    );
+    // Dave's and Erin's credentials were written in version 2, under the
+    // keyring's key itself.
+    #[cfg(feature = "bench-internals")]
+    let (dave, erin) = {
+        let v2 = |user_id: &str, api_key: &str| {
+            let credential = insert(user_id, "placeholder");
+            common::write_sealed_v2(
+                db,
+                &ring(&[VECTOR_KEY]),
+                &account(user_id),
+                credential.id,
+                (api_key, "s"),
+            );
+            credential
+        };
+        (v2("auth0|dave", "PKDAVE"), v2("auth0|erin", "PKERIN"))
+    };
+    let legacy: u64 = if cfg!(feature = "bench-internals") {
+        2
+    } else {
+        0
+    };
+    let vector = || Some("vector".to_owned());
+    assert_eq!(
+        versions(&store),
+        [
+            (CipherFormat::Sealed, Some(1), vector(), 1),
+            (CipherFormat::Sealed, Some(2), vector(), legacy),
+            (CipherFormat::Sealed, Some(3), vector(), 2)
+        ]
+        .into_iter()
+        .filter(|(.., n)| *n > 0)
+        .collect::<Vec<_>>()
+    );
+
+    // v3: Bob's credential is now under Alice's login, and does not open there:
+    // it is bound to his user (with his data key in the cache), and so is his
+    // account's data key, which does not unwrap for another user (a store
+    // with nothing cached).
+    swap_user_ids(db, "auth0|alice", "auth0|bob");
+    let listed: Vec<_> = store
+        .credentials(&account("auth0|alice"))
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(listed, [bob.id], "the swap moved Bob's credential");
+    for (login, id, owner) in [
+        ("auth0|alice", bob.id, bob.user_account_id),
+        ("auth0|bob", alice.id, alice.user_account_id),
+    ] {
+        match keys(login, id) {
+            Err(Error::Decryption {
+                credential_id,
+                field: Field::ApiKey,
+            }) => assert_eq!(credential_id, id),
+            Err(other) => panic!("expected Decryption, got {other:?}"),
+            Ok(_) => panic!("{login} decrypted another user's credential"),
+        }
+        let uncached = CredentialStore::new(db.database(), ring(&[VECTOR_KEY]));
+        match uncached.keys(&account(login), id) {
+            Err(Error::DataKeyUnreadable { account_id, .. }) => assert_eq!(account_id, owner),
+            Err(other) => panic!("expected DataKeyUnreadable, got {other:?}"),
+            Ok(_) => panic!("{login} decrypted another user's credential"),
+        }
+    }
+    // v2: Erin's credential under Dave's login does not open either.
+    #[cfg(feature = "bench-internals")]
+    {
+        swap_user_ids(db, "auth0|dave", "auth0|erin");
+        for (login, id) in [("auth0|dave", erin.id), ("auth0|erin", dave.id)] {
             match keys(login, id) {
                 Err(Error::Decryption {
                     credential_id,
@@ -505,41 +669,76 @@ on_both_backends!(
                 Ok(_) => panic!("{login} decrypted another user's credential"),
             }
         }
-        // v1 binds no user: Carol's credential opens under Mallory's login. This is
-        // why version 2 exists.
-        swap_user_ids(db, "auth0|carol", "auth0|mallory");
-        assert_eq!(
-            keys("auth0|mallory", carol_id)
-                .unwrap()
-                .api_key()
-                .expose_secret(),
-            "PKVECTOR01"
-        );
-
-        // Put everything back; rotation upgrades the v1 row, and only it, to v2.
-        swap_user_ids(db, "auth0|alice", "auth0|bob");
-        swap_user_ids(db, "auth0|carol", "auth0|mallory");
-        let done = store.maintenance().rotate_keys(2, &mut |_| {}).unwrap();
-        assert_eq!((done.scanned, done.rewritten), (3, 1));
-        assert_eq!(
-            versions(&store),
-            [(CipherFormat::Sealed, Some(2), vector(), 3)]
-        );
-        for (login, id, api_key) in [
-            ("auth0|alice", alice.id, "PKALICE"),
-            ("auth0|bob", bob.id, "PKBOB"),
-            ("auth0|carol", carol_id, "PKVECTOR01"),
-        ] {
-            assert_eq!(keys(login, id).unwrap().api_key().expose_secret(), api_key);
-        }
-        // Now Carol's credential is bound to her too.
-        swap_user_ids(db, "auth0|carol", "auth0|mallory");
-        assert!(matches!(
-            keys("auth0|mallory", carol_id),
-            Err(Error::Decryption { credential_id, .. }) if credential_id == carol_id
-        ));
+        swap_user_ids(db, "auth0|dave", "auth0|erin");
     }
-);
+    // v1 binds no user: Carol's credential opens under Mallory's login. This is
+    // why version 2 exists.
+    swap_user_ids(db, "auth0|carol", "auth0|mallory");
+    assert_eq!(
+        keys("auth0|mallory", carol_id)
+            .unwrap()
+            .api_key()
+            .expose_secret(),
+        "PKVECTOR01"
+    );
+
+    // Put everything back; rotation converts the v1 and v2 rows, and only them,
+    // to v3.
+    swap_user_ids(db, "auth0|alice", "auth0|bob");
+    swap_user_ids(db, "auth0|carol", "auth0|mallory");
+    let done = store.maintenance().rotate_keys(2, &mut |_| {}).unwrap();
+    assert_eq!((done.scanned, done.rewritten), (3 + legacy, 1 + legacy));
+    assert_eq!(
+        versions(&store),
+        [(CipherFormat::Sealed, Some(3), vector(), 3 + legacy)]
+    );
+    for (login, id, api_key) in [
+        ("auth0|alice", alice.id, "PKALICE"),
+        ("auth0|bob", bob.id, "PKBOB"),
+        ("auth0|carol", carol_id, "PKVECTOR01"),
+    ] {
+        assert_eq!(keys(login, id).unwrap().api_key().expose_secret(), api_key);
+    }
+    #[cfg(feature = "bench-internals")]
+    for (login, id, api_key) in [
+        ("auth0|dave", dave.id, "PKDAVE"),
+        ("auth0|erin", erin.id, "PKERIN"),
+    ] {
+        assert_eq!(keys(login, id).unwrap().api_key().expose_secret(), api_key);
+    }
+    // Now Carol's credential is bound to her too, and so is her account's
+    // data key.
+    swap_user_ids(db, "auth0|carol", "auth0|mallory");
+    assert!(matches!(
+        keys("auth0|mallory", carol_id),
+        Err(Error::Decryption { credential_id, .. }) if credential_id == carol_id
+    ));
+    let uncached = CredentialStore::new(db.database(), ring(&[VECTOR_KEY]));
+    assert!(matches!(
+        uncached.keys(&account("auth0|mallory"), carol_id),
+        Err(Error::DataKeyUnreadable { account_id, .. })
+            if account_id.to_string() == VECTOR_ACCOUNT_ID
+    ));
+});
+
+/// The `(api_key, secret_key)` of each of `rows`, by id, read as another program
+/// would.
+fn ciphertexts_by_id(
+    db: &common::TestDb,
+    rows: &[(UserAccount, UserCredential, String)],
+) -> std::collections::BTreeMap<uuid::Uuid, (String, String)> {
+    rows.iter()
+        .map(|(_, credential, _)| {
+            let column = |c: &str| {
+                db.text(&format!(
+                    "SELECT {c} AS t FROM user_credentials WHERE id = '{}'",
+                    credential.id
+                ))
+            };
+            (credential.id, (column("api_key"), column("secret_key")))
+        })
+        .collect()
+}
 
 /// The `api_key` and `secret_key` of the rows `filter` picks, read as another
 /// program would.
@@ -607,26 +806,60 @@ fn rotation_deletion_and_new_keys_leave_no_old_ciphertext_in_the_sqlite_files() 
             .unwrap();
         rows.push((account.clone(), credential, api_key));
     }
-    let before = stored_ciphertexts(&db, "");
-    assert_eq!(before.len(), 600);
-    assert_eq!(
-        left_in_files(&db, &before).len(),
-        600,
-        "the probe finds them"
-    );
+    // Legacy rows: the first ten sealed ones rewritten in sealed v2 under the old
+    // key itself.
+    #[cfg(feature = "bench-internals")]
+    for (i, (account, credential, api_key)) in rows[150..160].iter().enumerate() {
+        common::write_sealed_v2(
+            &db,
+            &ring(&[&old]),
+            account,
+            credential.id,
+            (api_key, &format!("s-{i}")),
+        );
+    }
+    let legacy: usize = if cfg!(feature = "bench-internals") {
+        10
+    } else {
+        0
+    };
+    let all = stored_ciphertexts(&db, "");
+    assert_eq!(all.len(), 600);
+    assert_eq!(left_in_files(&db, &all).len(), 600, "the probe finds them");
+    // What rotation replaces: the Fernet and sealed-v2 ciphertexts, and the data
+    // keys as the old key wrapped them. The sealed-v3 ciphertexts stay: their data
+    // keys are re-wrapped, not replaced.
+    let before: Vec<String> = all
+        .iter()
+        .filter(|c| !c.starts_with("sealed:v3:"))
+        .cloned()
+        .collect();
+    assert_eq!(before.len(), 300 + 2 * legacy);
+    let wrapped_before = wrapped_keys(&db);
+    assert_eq!(wrapped_before.len(), 2, "one data key per account");
+    assert_eq!(left_in_files(&db, &wrapped_before).len(), 2);
 
     // The store stays open while the files are read: closing the last connection
     // would checkpoint and remove the WAL by itself.
     let store = CredentialStore::new(db.database(), ring(&[&new, &old]));
     let done = store.maintenance().rotate_keys(25, &mut |_| {}).unwrap();
-    assert_eq!(done.rewritten, 300);
+    assert_eq!(
+        (done.rewritten, done.data_keys_rewrapped),
+        (150 + legacy as u64, 2)
+    );
     assert_all_readable(&store, &rows);
     let left = left_in_files(&db, &before);
     assert!(
         left.is_empty(),
-        "{} of 600 old ciphertexts are still in the files, e.g. {:?}",
+        "{} of {} old ciphertexts are still in the files, e.g. {:?}",
         left.len(),
+        before.len(),
         left.first()
+    );
+    assert_eq!(
+        left_in_files(&db, &wrapped_before),
+        Vec::<String>::new(),
+        "the data keys as the old key wrapped them"
     );
 
     // A deleted credential's ciphertexts go too, and so do replaced keys.
@@ -646,4 +879,32 @@ fn rotation_deletion_and_new_keys_leave_no_old_ciphertext_in_the_sqlite_files() 
         )
         .unwrap();
     assert_eq!(left_in_files(&db, &gone), Vec::<String>::new());
+
+    // A rotation that only re-wraps data keys (every credential is sealed v3
+    // already) leaves the replaced wrappings behind neither.
+    let newer = format!("newer:{}", test_key());
+    let wrapped_by_new = wrapped_keys(&db);
+    let newer_store = CredentialStore::new(db.database(), ring(&[&newer, &new]));
+    let done = newer_store
+        .maintenance()
+        .rotate_keys(25, &mut |_| {})
+        .unwrap();
+    assert_eq!((done.rewritten, done.data_keys_rewrapped), (0, 2));
+    assert_eq!(
+        left_in_files(&db, &wrapped_by_new),
+        Vec::<String>::new(),
+        "the data keys as the replaced key wrapped them"
+    );
+}
+
+/// Every stored wrapped data key, read as another program would (SQLite).
+fn wrapped_keys(db: &common::TestDb) -> Vec<String> {
+    ["auth0|alice", "auth0|bob"]
+        .iter()
+        .map(|user_id| {
+            db.text(&format!(
+                "SELECT wrapped_key AS t FROM account_keys WHERE user_id = '{user_id}'"
+            ))
+        })
+        .collect()
 }

@@ -1,46 +1,54 @@
-//! Encryption of credential keys at rest: a keyring of identified keys and two
-//! ciphertext formats.
+//! Encryption of credential keys at rest: per-account data keys wrapped by a key
+//! provider, a keyring of identified keys, and the ciphertext formats.
 //!
-//! - **Sealed** (the default): XChaCha20-Poly1305 with a random 192-bit nonce, written
-//!   as `sealed:v2:<key id>:<base64url(nonce ‖ ciphertext ‖ tag)>`. The associated
-//!   data binds the ciphertext to its credential id, its account id, its field
-//!   (`api_key` or `secret_key`), its owning user id and its key id: a ciphertext
-//!   copied onto another row or into the other field, or a row moved under another
-//!   user, does not decrypt. Version 1 (`sealed:v1:`, the same without the user id)
-//!   is still read; key rotation upgrades it.
+//! - **Sealed** (the default): XChaCha20-Poly1305 with a random 192-bit nonce under
+//!   the **account's data key**, written as sealed v3:
+//!   `sealed:v3:<data key version>:<base64url(nonce ‖ ciphertext ‖ tag)>`. The
+//!   associated data binds the ciphertext to its credential id, its account id, its
+//!   field (`api_key` or `secret_key`), its owning user id and the data key's
+//!   version: a ciphertext copied onto another row or into the other field, or a row
+//!   moved under another user, does not decrypt. The older sealed versions, under a
+//!   keyring key itself, are still read: v2 (`sealed:v2:<key id>:`, binding the same
+//!   and the key id) and v1 (`sealed:v1:`, the same without the user id); key
+//!   rotation converts them to v3.
 //! - **Fernet**: [Fernet](https://github.com/fernet/spec) tokens, byte-compatible with
 //!   Python's `cryptography.fernet.Fernet`, for a database shared with the existing
 //!   Python system. Fernet has no associated data and no key id.
 //!
-//! Both formats are always readable. Each configured key serves both: its Fernet
-//! form is the key itself, its sealed form a subkey derived with HKDF-SHA256, so no
-//! key is used by two algorithms.
+//! Every format is readable (down to a store's
+//! [minimum format](crate::CredentialStore::with_minimum_format)). Each configured
+//! key serves Fernet, the older sealed versions and the wrapping of data keys: its
+//! Fernet form is the key itself, the others are subkeys derived with HKDF-SHA256,
+//! so no key is used by two algorithms.
 //!
 //! # Key providers
 //!
-//! The seam between the stores and whatever holds the keys: a [`KeyProvider`] seals
-//! and opens credential fields, in batches, behind futures that may fail.
+//! The seam between the stores and whatever holds the key-encryption keys (KEKs): a
+//! [`KeyProvider`] wraps each account's data key (once, on the account's first
+//! sealed write) and unwraps it (once per account and process while the
+//! [`DataKeyCache`] holds it), in batches, behind futures that may fail.
 //!
-//! The stores never encrypt by themselves. Each call that writes keys hands every
-//! field it writes to one [`seal`](KeyProvider::seal) (an insert of a thousand
-//! credentials is one call of two thousand requests), and each reveal hands both
-//! fields of its credential to one [`open`](KeyProvider::open). A provider that asks
-//! a remote service (a KMS over HTTP) can so make one request per store call. The
-//! [`Keyring`] is the provider a store gets from `new`; its futures are ready at
-//! once.
+//! A provider never sees a credential: the store seals and opens credentials under
+//! the account's [`DataKey`] itself, and stores the wrapped key with the provider's
+//! [`name`](KeyProvider::name) and [`key_id`](KeyProvider::key_id) (the KEK's id). A
+//! provider that asks a remote service (a KMS over HTTP) makes one request per
+//! account, not per credential. The [`Keyring`] is the provider a store gets from
+//! `new` (its primary key is the KEK, named `keyring`); its futures are ready at
+//! once. Data keys the keyring wrapped stay readable under another provider, until
+//! [rotation](crate::Maintenance::rotate_keys) re-wraps them.
 //!
 //! ## Writing a provider
 //!
 //! A provider is one file: a type that is `Send + Sync + Debug + 'static` and
-//! implements the three methods. It returns exactly one result per request, in
-//! request order. A sealed value must open only under the [`Binding`] it was
-//! sealed with (credential, account, user, field), so that a ciphertext copied onto
-//! another row, into the other field or under another user does not open; a value
-//! that does not open is [`Error::Decryption`] (or [`Error::UnknownKey`]) naming
-//! the binding's credential and field, and every failure is an [`Error`], never a
-//! panic. The futures are `Send`: the async store awaits them on the runtime, so a
-//! provider that waits on the network awaits there, without blocking a worker
-//! thread.
+//! implements the four methods. It returns exactly one result per request, in
+//! request order. A wrapped key must unwrap only for the [`KeyContext`] it was
+//! wrapped for (account, user, data key version), so that a wrapped key copied to
+//! another account does not unwrap; one that does not unwrap (another KEK, another
+//! context, damage) is [`Error::DataKeyUnreadable`], a service that cannot be
+//! reached or does not answer in time is [`Error::KeyProviderUnavailable`] (which
+//! callers retry), and every failure is an [`Error`], never a panic. The futures
+//! are `Send`: the async store awaits them on the runtime, so a provider that
+//! waits on the network awaits there, without blocking a worker thread.
 //!
 //! The blocking [`CredentialStore`](crate::CredentialStore) drives the futures on
 //! the calling thread, parking it while a future waits and waking it when the
@@ -50,17 +58,18 @@
 //! channel.
 //!
 //! ```
-//! use credential_store::crypto::{KeyProvider, OpenRequest, ProviderFuture, SealRequest};
-//! use credential_store::{CipherFormat, CredentialRepository, CredentialStore, Database,
-//!     Keyring, NewUserAccount, NewUserCredential};
-//! use secrecy::{ExposeSecret, SecretString};
+//! use credential_store::crypto::{ProviderFuture, UnwrapRequest, WrapRequest};
+//! use credential_store::{CredentialRepository, CredentialStore, DataKey, Database,
+//!     KeyProvider, Keyring, NewUserAccount, NewUserCredential};
+//! use secrecy::ExposeSecret;
 //! use std::sync::atomic::{AtomicUsize, Ordering};
 //! use std::sync::Arc;
 //!
-//! /// The local keyring, counting the calls made to it.
+//! /// A KEK in a keyring of its own (as a KMS would hold it), counting the calls
+//! /// made to it.
 //! #[derive(Debug)]
 //! struct Counted {
-//!     keyring: Keyring,
+//!     kek: Keyring,
 //!     calls: AtomicUsize,
 //! }
 //!
@@ -69,24 +78,26 @@
 //!         "counted"
 //!     }
 //!
-//!     fn seal<'a>(
-//!         &'a self,
-//!         format: CipherFormat,
-//!         items: &'a [SealRequest<'a>],
-//!     ) -> ProviderFuture<'a, Vec<String>> {
-//!         self.calls.fetch_add(1, Ordering::Relaxed);
-//!         self.keyring.seal(format, items)
+//!     fn key_id(&self) -> &str {
+//!         self.kek.primary_key_id()
 //!     }
 //!
-//!     fn open<'a>(&'a self, items: &'a [OpenRequest<'a>]) -> ProviderFuture<'a, Vec<SecretString>> {
+//!     fn wrap<'a>(&'a self, items: &'a [WrapRequest<'a>]) -> ProviderFuture<'a, Vec<String>> {
 //!         self.calls.fetch_add(1, Ordering::Relaxed);
-//!         self.keyring.open(items)
+//!         self.kek.wrap(items)
+//!     }
+//!
+//!     fn unwrap<'a>(&'a self, items: &'a [UnwrapRequest<'a>]) -> ProviderFuture<'a, Vec<DataKey>> {
+//!         self.calls.fetch_add(1, Ordering::Relaxed);
+//!         self.kek.unwrap(items)
 //!     }
 //! }
 //!
-//! let key = Keyring::generate_key();
-//! let keyring = || Keyring::from_fernet_keys([key.expose_secret()]).unwrap();
-//! let provider = Arc::new(Counted { keyring: keyring(), calls: AtomicUsize::new(0) });
+//! let keyring = || {
+//!     let key = Keyring::generate_key();
+//!     Keyring::from_fernet_keys([format!("kek-1:{}", key.expose_secret())]).unwrap()
+//! };
+//! let provider = Arc::new(Counted { kek: keyring(), calls: AtomicUsize::new(0) });
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let db = Database::open(dir.path().join("store.db").to_str().unwrap()).unwrap();
@@ -101,7 +112,15 @@
 //! let stored = store.insert_credentials(&account, &new).unwrap();
 //! let keys = store.keys(&account, stored[1].id).unwrap();
 //! assert_eq!(keys.api_key().expose_secret(), "PK2");
-//! // One call seals the four keys of the insert, one opens the two of the reveal.
+//! // One call wraps the account's new data key; the reveal finds it in the cache.
+//! assert_eq!(provider.calls.load(Ordering::Relaxed), 1);
+//!
+//! // Another store (another process) with a cache of its own unwraps it once.
+//! let other = CredentialStore::new(store.database().clone(), keyring())
+//!     .with_key_provider(provider.clone());
+//! for credential in &stored {
+//!     other.keys(&account, credential.id).unwrap();
+//! }
 //! assert_eq!(provider.calls.load(Ordering::Relaxed), 2);
 //! ```
 

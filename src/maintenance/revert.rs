@@ -31,7 +31,10 @@ impl Database {
     /// let db = Database::open(dir.path().join("store.db").to_str().unwrap()).unwrap();
     /// db.run_migrations().unwrap();
     /// let reverted = db.revert_through("2024-06-01-000003_multiple_credentials_support", &mut |_| {}).unwrap();
-    /// assert_eq!(reverted, ["20261125000005", "20261125000004", "20240601000003"]);
+    /// assert_eq!(
+    ///     reverted,
+    ///     ["20261207000006", "20261125000005", "20261125000004", "20240601000003"]
+    /// );
     /// assert_eq!(db.pending_migrations().unwrap().len(), 3);
     /// ```
     pub fn revert_through(

@@ -537,3 +537,34 @@ impl Drop for RoleGuard {
         }
     }
 }
+
+/// Rewrites both keys of the credential `credential_id` of `account` in sealed v2
+/// under `keyring`'s primary key, as a store wrote them before data keys existed
+/// (with the crate's own sealing, `internals::seal`): a legacy row.
+#[cfg(feature = "bench-internals")]
+pub fn write_sealed_v2(
+    db: &TestDb,
+    keyring: &Keyring,
+    account: &credential_store::UserAccount,
+    credential_id: uuid::Uuid,
+    (api_key, secret_key): (&str, &str),
+) {
+    use credential_store::{internals, CipherFormat, Field};
+    let seal = |field, plaintext: &str| {
+        let sealed = internals::seal(
+            keyring,
+            CipherFormat::Sealed,
+            account,
+            credential_id,
+            field,
+            &secrecy::SecretString::from(plaintext),
+        );
+        assert!(sealed.starts_with("sealed:v2:"), "{sealed}");
+        sealed
+    };
+    db.execute(&format!(
+        "UPDATE user_credentials SET api_key = '{}', secret_key = '{}' WHERE id = '{credential_id}'",
+        seal(Field::ApiKey, api_key),
+        seal(Field::SecretKey, secret_key)
+    ));
+}
