@@ -63,11 +63,14 @@ struct Flight {
     state: Mutex<FlightState>,
 }
 
+/// What a leader got: the key and which stored key it is, or its error.
+type Unwrapped = std::result::Result<(Arc<DataKey>, Fingerprint), SharedError>;
+
 #[derive(Default)]
 struct FlightState {
     /// `Some` once the leader is done: its key, its error (shared), or `None`
     /// inside when it was cancelled.
-    outcome: Option<Option<std::result::Result<(Arc<DataKey>, Fingerprint), SharedError>>>,
+    outcome: Option<Option<Unwrapped>>,
     wakers: Vec<Waker>,
 }
 
@@ -298,7 +301,7 @@ impl DataKeyCache {
 struct Leader<'a> {
     cache: &'a DataKeyCache,
     account_id: Uuid,
-    outcome: Option<std::result::Result<(Arc<DataKey>, Fingerprint), SharedError>>,
+    outcome: Option<Unwrapped>,
 }
 
 impl Drop for Leader<'_> {
@@ -328,7 +331,7 @@ struct Wait {
 }
 
 impl Future for Wait {
-    type Output = Option<std::result::Result<(Arc<DataKey>, Fingerprint), SharedError>>;
+    type Output = Option<Unwrapped>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut flight = self.flight.state.lock().unwrap_or_else(|e| e.into_inner());
