@@ -35,7 +35,7 @@ impl Database {
     ///     reverted,
     ///     ["20261207000006", "20261125000005", "20261125000004", "20240601000003"]
     /// );
-    /// assert_eq!(db.pending_migrations().unwrap().len(), 3);
+    /// assert_eq!(db.pending_migrations().unwrap().len(), 4);
     /// ```
     pub fn revert_through(
         &self,
