@@ -189,6 +189,15 @@ impl Maintenance {
             reader.minimum = crate::FormatVersion::Fernet;
             let mut failures = Vec::new();
             let mut outcome = self.rewrap_data_keys(limit, &mut state, &mut failures, progress)?;
+            // Accounts whose data key does not unwrap: reported once, their rows
+            // left as they are.
+            let mut unreadable_accounts: std::collections::HashSet<Uuid> = failures
+                .iter()
+                .filter_map(|err| match err {
+                    Error::DataKeyUnreadable { account_id, .. } => Some(*account_id),
+                    _ => None,
+                })
+                .collect();
             let mut after = Uuid::nil();
             while outcome.is_completed() {
                 let Some(batch) = self.stored_batch(after, limit)? else {
@@ -198,8 +207,19 @@ impl Maintenance {
                 if self.format == crate::CipherFormat::Sealed {
                     self.create_missing_data_keys(&batch)?;
                 }
-                let data_keys = self.data_keys(&self.db, &batch)?;
-                let plan = super::rows::plan_rotation(&reader, self.format, &data_keys, &batch);
+                let (data_keys, unreadable) = self.unwrap_data_keys(&self.db, &batch)?;
+                for (account_id, err) in unreadable {
+                    if unreadable_accounts.insert(account_id) {
+                        failures.push(err);
+                    }
+                }
+                let readable: Vec<super::rows::StoredRow> = batch
+                    .iter()
+                    .filter(|row| !unreadable_accounts.contains(&row.account_id))
+                    .cloned()
+                    .collect();
+                let plan =
+                    super::rows::plan_rotation(&reader, self.format, &data_keys, &readable);
                 failures.extend(plan.failures);
                 if !plan.rewrites.is_empty() {
                     let rewrites: Vec<query::CiphertextRewrite> = plan
@@ -221,10 +241,10 @@ impl Maintenance {
                 }
             }
             record_rows(state.rewritten as usize);
-            if state.rewritten > 0 {
-                // The old ciphertexts leave the SQLite file (its WAL) now, not at
-                // some later auto-checkpoint; also after a stopped run, for what it
-                // rewrote.
+            if state.rewritten > 0 || state.data_keys_rewrapped > 0 {
+                // The old ciphertexts and wrapped keys leave the SQLite file (its
+                // WAL) now, not at some later auto-checkpoint; also after a stopped
+                // run, for what it rewrote.
                 self.db.erase_freed()?;
             }
             match outcome {
@@ -296,7 +316,7 @@ impl Maintenance {
         }
     }
 
-    /// Makes and stores a data key for every account of the batch without one
+    /// Makes and stores a data key for every account of the batch that has none
     /// (accounts from before data keys, or whose rows the existing system wrote).
     fn create_missing_data_keys(&self, batch: &[super::rows::StoredRow]) -> Result<()> {
         let core = crate::ops::Core {
@@ -304,9 +324,10 @@ impl Maintenance {
             keys: self.keys.clone(),
             format: self.format,
         };
+        let stored = super::stored_data_keys(&self.db, batch)?;
         let mut seen = std::collections::HashSet::new();
         for row in batch {
-            if seen.insert(row.account_id) {
+            if !stored.contains_key(&row.account_id) && seen.insert(row.account_id) {
                 let scope = crate::AccountScope::new(&row.user_id, row.account_id)?;
                 crate::repository::block_on(core.write_data_key(&scope))?;
             }

@@ -226,12 +226,22 @@ impl Maintenance {
     /// v3 rows are reported as not opening; a provider that cannot be reached
     /// fails the call.
     fn data_keys(&self, db: &Database, rows: &[StoredRow]) -> Result<HashMap<Uuid, AccountKey>> {
+        self.unwrap_data_keys(db, rows).map(|(keys, _)| keys)
+    }
+
+    /// The same, with the error of each account whose data key does not unwrap.
+    fn unwrap_data_keys(
+        &self,
+        db: &Database,
+        rows: &[StoredRow],
+    ) -> Result<(HashMap<Uuid, AccountKey>, Vec<(Uuid, crate::Error)>)> {
         let stored = stored_data_keys(db, rows)?;
         let users: HashMap<Uuid, &str> = rows
             .iter()
             .map(|row| (row.account_id, row.user_id.as_str()))
             .collect();
         let mut keys = HashMap::with_capacity(stored.len());
+        let mut unreadable = Vec::new();
         for (account_id, stored) in stored {
             let user_id = users.get(&account_id).copied().unwrap_or_default();
             match crate::repository::block_on(self.keys.data_key(account_id, user_id, &stored)) {
@@ -239,10 +249,10 @@ impl Maintenance {
                     keys.insert(account_id, key);
                 }
                 Err(err) if err.is_retryable() => return Err(err),
-                Err(_) => {}
+                Err(err) => unreadable.push((account_id, err)),
             }
         }
-        Ok(keys)
+        Ok((keys, unreadable))
     }
 
     /// Fails unless the current role sees every row of `user_credentials`.

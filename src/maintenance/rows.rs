@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
 /// A credential's ciphertexts, as maintenance reads them.
+#[derive(Clone)]
 pub(crate) struct StoredRow {
     pub id: Uuid,
     pub account_id: Uuid,
