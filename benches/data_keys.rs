@@ -108,7 +108,10 @@ fn main() {
             .create_account(&NewUserAccount::new(&format!("auth0|bench-{n}"), "Bench"))
             .expect("account");
         let credential = writer
-            .insert_credential(&account, &NewUserCredential::new("alpaca_paper", "PK", "sk"))
+            .insert_credential(
+                &account,
+                &NewUserCredential::new("alpaca_paper", "PK", "sk"),
+            )
             .expect("credential");
         accounts.push((account, credential.id));
     }

@@ -320,10 +320,10 @@ pub enum Error {
         conflicts: usize,
     },
 
-    /// Reverting the migration would drop the credential tables, switch off
-    /// row-level security or drop the owner foreign key (a credential's user is its
+    /// Reverting the migration would drop the credential tables or the accounts'
+    /// data keys, switch off row-level security or drop the owner foreign key (a credential's user is its
     /// account's) while accounts or credentials are stored; nothing was changed.
-    #[error("cannot revert migration {version}: it would drop the credential tables, row-level security or the owner foreign key while {accounts} account(s) and {credentials} credential(s) are stored; export and delete them first if that is really meant")]
+    #[error("cannot revert migration {version}: it would drop the credential tables, the accounts' data keys, row-level security or the owner foreign key while {accounts} account(s) and {credentials} credential(s) are stored; export and delete them first if that is really meant")]
     RevertWouldExpose {
         /// The migration that was to be reverted.
         version: String,

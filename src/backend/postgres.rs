@@ -280,7 +280,8 @@ impl BackendConnection for PgConnection {
             "SELECT c.relname::text AS name, c.relrowsecurity AS enabled, \
                     c.relforcerowsecurity AS forced \
              FROM pg_catalog.pg_class c \
-             WHERE c.oid IN (to_regclass('user_accounts'), to_regclass('user_credentials')) \
+             WHERE c.oid IN (to_regclass('user_accounts'), to_regclass('user_credentials'), \
+                             to_regclass('account_keys')) \
              ORDER BY c.relname",
         )
         .load(self)?;
