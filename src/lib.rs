@@ -46,6 +46,9 @@ pub mod validation;
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use async_store::{AsyncCredentialRepository, AsyncCredentialStore, AsyncDatabase};
 pub use connection::{Backend, Database, DatabaseOptions};
+#[cfg(feature = "aws-kms")]
+#[cfg_attr(docsrs, doc(cfg(feature = "aws-kms")))]
+pub use crypto::{AwsKms, AwsKmsBuilder};
 pub use crypto::{
     CipherFormat, CredentialKeys, DataKey, DataKeyCache, FormatVersion, KeyProvider, Keyring,
     KEYS_ENV_VAR,

@@ -124,10 +124,15 @@
 //! assert_eq!(provider.calls.load(Ordering::Relaxed), 2);
 //! ```
 
+#[cfg(feature = "aws-kms")]
+mod aws_kms;
 mod cache;
 mod envelope;
 mod provider;
 
+#[cfg(feature = "aws-kms")]
+#[cfg_attr(docsrs, doc(cfg(feature = "aws-kms")))]
+pub use aws_kms::{AwsKms, AwsKmsBuilder};
 pub use cache::DataKeyCache;
 pub(crate) use envelope::{AccountKey, KeyHierarchy, OpenRequest, SealRequest, StoredDataKey};
 pub use provider::{DataKey, KeyContext, KeyProvider, ProviderFuture, UnwrapRequest, WrapRequest};

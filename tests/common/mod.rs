@@ -28,6 +28,10 @@ pub use credential_store::connection::MysqlConnection;
 
 pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
+/// Where the AWS KMS API (moto, `.ci/moto`) answers unless
+/// `CREDENTIAL_STORE_TEST_KMS_URL` says otherwise.
+pub const DEFAULT_KMS_URL: &str = "http://127.0.0.1:5000";
+
 /// A database made for one test.
 pub struct TestDb {
     pub url: String,
@@ -379,6 +383,12 @@ pub fn mysql_raw(url: &str) -> MysqlConnection {
     conn.batch_execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',PIPES_AS_CONCAT,ANSI_QUOTES')")
         .expect("sql_mode");
     conn
+}
+
+/// The AWS KMS API the `aws-kms` tests make their keys on (for a test declared to
+/// need [`trials::Service::Kms`]).
+pub fn kms_url() -> String {
+    std::env::var("CREDENTIAL_STORE_TEST_KMS_URL").unwrap_or_else(|_| DEFAULT_KMS_URL.to_owned())
 }
 
 /// The MariaDB/MySQL server tests make their databases on.

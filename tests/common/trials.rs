@@ -13,6 +13,7 @@
 //! |---|---|---|
 //! | PostgreSQL | `CREDENTIAL_STORE_TEST_DATABASE_URL` | `CREDENTIAL_STORE_REQUIRE_POSTGRES=1` |
 //! | MariaDB/MySQL | `CREDENTIAL_STORE_TEST_MYSQL_URL` | `CREDENTIAL_STORE_REQUIRE_MYSQL=1` |
+//! | AWS KMS (moto) | `CREDENTIAL_STORE_TEST_KMS_URL` | `CREDENTIAL_STORE_REQUIRE_KMS=1` |
 //! | PgBouncer | `CREDENTIAL_STORE_TEST_PGBOUNCER_URL` | `CREDENTIAL_STORE_REQUIRE_POSTGRES=1` |
 //! | the streaming replica | `CREDENTIAL_STORE_TEST_REPLICA_URL` | `CREDENTIAL_STORE_REQUIRE_POSTGRES=1` |
 //! | Python's `cryptography` | `python3` on `PATH` | `CI` set, or `CREDENTIAL_STORE_REQUIRE_POSTGRES=1` |
@@ -66,19 +67,22 @@ pub enum Service {
     Python,
     /// PostgreSQL's `pg_dump`.
     PgDump,
+    /// The AWS KMS API: moto (`.ci/moto`), where tests make their KMS keys.
+    Kms,
 }
 
 /// How long a probe waits for a TCP connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Service {
-    const ALL: [Service; 6] = [
+    const ALL: [Service; 7] = [
         Service::Postgres,
         Service::Mysql,
         Service::Pgbouncer,
         Service::Replica,
         Service::Python,
         Service::PgDump,
+        Service::Kms,
     ];
 
     fn label(self) -> &'static str {
@@ -89,6 +93,7 @@ impl Service {
             Service::Replica => "the streaming replica",
             Service::Python => "Python's `cryptography`",
             Service::PgDump => "pg_dump",
+            Service::Kms => "AWS KMS (moto)",
         }
     }
 
@@ -99,6 +104,7 @@ impl Service {
             Service::Mysql => super::mysql_admin_url(),
             Service::Pgbouncer => super::pgbouncer_url(),
             Service::Replica => super::replica_url(),
+            Service::Kms => super::kms_url(),
             Service::Python | Service::PgDump => return None,
         };
         Some(without_password(&url))
@@ -112,6 +118,10 @@ impl Service {
                 Some("CREDENTIAL_STORE_REQUIRE_MYSQL=1")
             }
             Service::Mysql => None,
+            Service::Kms if set("CREDENTIAL_STORE_REQUIRE_KMS") => {
+                Some("CREDENTIAL_STORE_REQUIRE_KMS=1")
+            }
+            Service::Kms => None,
             _ if set("CREDENTIAL_STORE_REQUIRE_POSTGRES") => {
                 Some("CREDENTIAL_STORE_REQUIRE_POSTGRES=1")
             }
@@ -135,6 +145,7 @@ impl Service {
             }
             Service::Python => "pip install cryptography",
             Service::PgDump => "install PostgreSQL's client programs",
+            Service::Kms => "`.ci/moto` starts it, or set CREDENTIAL_STORE_TEST_KMS_URL",
         }
     }
 
@@ -166,12 +177,16 @@ impl Service {
             Service::Mysql => Err("built without the `mysql` feature".into()),
             Service::Python => program_runs("python3", &["-c", "import cryptography"]),
             Service::PgDump => program_runs("pg_dump", &["--version"]),
+            Service::Kms => {
+                let url = super::kms_url();
+                tcp_probe(&url, if url.starts_with("https:") { 443 } else { 80 })
+            }
         }
     }
 
     /// The probe's answer, probed once per binary.
     fn status(self) -> &'static Result<(), String> {
-        static STATUS: [OnceLock<Result<(), String>>; 6] = [const { OnceLock::new() }; 6];
+        static STATUS: [OnceLock<Result<(), String>>; 7] = [const { OnceLock::new() }; 7];
         let index = Service::ALL.iter().position(|s| *s == self).unwrap();
         STATUS[index].get_or_init(|| self.probe().map_err(|e| one_line(&e)))
     }
@@ -461,6 +476,7 @@ fn announce(services: &[Service]) {
 fn requirement(service: Service) -> &'static str {
     match service {
         Service::Mysql => "CREDENTIAL_STORE_REQUIRE_MYSQL=1",
+        Service::Kms => "CREDENTIAL_STORE_REQUIRE_KMS=1",
         _ => "CREDENTIAL_STORE_REQUIRE_POSTGRES=1",
     }
 }
