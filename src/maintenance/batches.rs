@@ -218,8 +218,7 @@ impl Maintenance {
                     .filter(|row| !unreadable_accounts.contains(&row.account_id))
                     .cloned()
                     .collect();
-                let plan =
-                    super::rows::plan_rotation(&reader, self.format, &data_keys, &readable);
+                let plan = super::rows::plan_rotation(&reader, self.format, &data_keys, &readable);
                 failures.extend(plan.failures);
                 if !plan.rewrites.is_empty() {
                     let rewrites: Vec<query::CiphertextRewrite> = plan

@@ -234,7 +234,7 @@ impl Maintenance {
         &self,
         db: &Database,
         rows: &[StoredRow],
-    ) -> Result<(HashMap<Uuid, AccountKey>, Vec<(Uuid, crate::Error)>)> {
+    ) -> Result<(HashMap<Uuid, AccountKey>, Unreadable)> {
         let stored = stored_data_keys(db, rows)?;
         let users: HashMap<Uuid, &str> = rows
             .iter()
@@ -267,6 +267,9 @@ impl Maintenance {
         Ok(())
     }
 }
+
+/// The accounts whose data key does not unwrap, each with why.
+type Unreadable = Vec<(Uuid, crate::Error)>;
 
 /// The stored data keys of the accounts of `rows` on `db`, by account.
 fn stored_data_keys(db: &Database, rows: &[StoredRow]) -> Result<HashMap<Uuid, StoredDataKey>> {

@@ -55,6 +55,17 @@ struct Global {
     /// (`format_refused`). Rotation reads every format, to convert it.
     #[arg(long, env = "CREDENTIAL_STORE_MINIMUM_FORMAT", global = true, value_parser = commands::parse_format)]
     minimum_format: Option<credential_store::FormatVersion>,
+    /// The AWS KMS key (id, ARN or alias) that wraps the accounts' data keys;
+    /// without it the keyring wraps them. `rotate` re-wraps every data key under it.
+    /// Credentials come from the AWS SDK's default chain, the region from the ARN or
+    /// AWS_REGION.
+    #[cfg(feature = "aws-kms")]
+    #[arg(long, env = "CREDENTIAL_STORE_KMS_KEY_ID", global = true)]
+    kms_key_id: Option<String>,
+    /// Another endpoint for AWS KMS (LocalStack, moto, a VPC endpoint).
+    #[cfg(feature = "aws-kms")]
+    #[arg(long, env = "CREDENTIAL_STORE_KMS_ENDPOINT", global = true)]
+    kms_endpoint: Option<String>,
     /// Print one JSON object on stdout instead of text.
     #[arg(long, global = true)]
     json: bool,

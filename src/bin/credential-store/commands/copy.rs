@@ -1,6 +1,9 @@
 //! `copy`: copies every account and credential into another database.
 
-use super::{batched, keyring, lib, open_url, to_json, unreadable_text, Batch, Done, Failure, Run};
+use super::{
+    batched, configured, keyring, lib, open_url, to_json, unreadable_text, Batch, Done, Failure,
+    Run,
+};
 use crate::Global;
 use credential_store::maintenance::{CopyOptions, CopyProgress, CopyReport};
 use credential_store::Maintenance;
@@ -78,7 +81,7 @@ pub fn exec(global: &Global, args: &Args) -> Run {
         "--from-file",
     )?;
     let to = url(args.to.as_deref(), args.to_file.as_deref(), "--to-file")?;
-    let maintenance = Maintenance::new(open_url(&from)?, keyring(global)?);
+    let maintenance = configured(global, Maintenance::new(open_url(&from)?, keyring(global)?))?;
     let target = open_url(&to)?;
     let options = CopyOptions::default()
         .batch_size(args.batch.batch_size)

@@ -81,11 +81,32 @@ pub fn parse_format(text: &str) -> Result<credential_store::FormatVersion, Strin
     text.parse().map_err(|err: Error| err.to_string())
 }
 
-/// Maintenance on the database with the keyring and the minimum format.
+/// Maintenance on the database with the keyring, the minimum format and the key
+/// provider.
 pub fn maintenance(global: &Global) -> Result<credential_store::Maintenance, Failure> {
-    let mut maintenance = credential_store::Maintenance::new(open(global)?, keyring(global)?);
+    configured(
+        global,
+        credential_store::Maintenance::new(open(global)?, keyring(global)?),
+    )
+}
+
+/// `maintenance` with the global key options: the minimum format and, with
+/// `--kms-key-id`, AWS KMS as the key provider.
+pub fn configured(
+    global: &Global,
+    mut maintenance: credential_store::Maintenance,
+) -> Result<credential_store::Maintenance, Failure> {
     if let Some(minimum) = global.minimum_format {
         maintenance = maintenance.with_minimum_format(minimum);
+    }
+    #[cfg(feature = "aws-kms")]
+    if let Some(key_id) = &global.kms_key_id {
+        let mut kms = credential_store::AwsKms::builder(key_id.as_str());
+        if let Some(url) = &global.kms_endpoint {
+            kms = kms.endpoint_url(url.as_str());
+        }
+        let kms = kms.build().map_err(lib)?;
+        maintenance = maintenance.with_key_provider(std::sync::Arc::new(kms));
     }
     Ok(maintenance)
 }
