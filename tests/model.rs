@@ -1,11 +1,19 @@
 //! Model-based property test of the repository.
 //!
-//! Each case is a random sequence of operations (create account, insert with and
-//! without nickname, batch insert, update, delete, every lookup, decrypted keys,
-//! nickname backfill, keyring switches, key rotation and key usage). The sequence
-//! runs against a real store (SQLite, and PostgreSQL when reachable) and against a
-//! plain in-memory model; every result, errors included (compared by variant and
-//! fields, never by message), must agree.
+//! Each case is a random sequence of operations (create and delete account,
+//! insert with and without nickname, batch insert, update, delete, every lookup,
+//! decrypted keys, nickname backfill, keyring switches, key rotation and key usage).
+//! The sequence runs against a real store (SQLite, PostgreSQL, MariaDB/MySQL) and
+//! against a plain in-memory model; every result, errors included (compared by
+//! variant and fields, never by message), must agree.
+//!
+//! The model follows envelope encryption: an account gets a data key on its first
+//! sealed write, wrapped by the keyring's primary key of that moment; credentials
+//! are sealed (v3) under it, or written as Fernet tokens under the primary by a
+//! Fernet store. A data key opens when its wrapping key is in the keyring or the
+//! store has it in its data-key cache (a store of its own, so a keyring switch,
+//! which makes a new store, starts with an empty cache). Rotation re-wraps data
+//! keys under the primary, then converts the credentials.
 //!
 //! - `PROPTEST_CASES` sets the number of sequences per backend (default 256).
 //! - `CREDENTIAL_STORE_MODEL_MAX_OPS` sets the longest sequence (default 40).
@@ -19,8 +27,8 @@
 //!
 //! Values come from small pools, so that nicknames, types and users collide: two
 //! credentials share a nickname, a nickname equals a type, a second account for the
-//! same user is refused. `Nth(i)` picks the i-th account made so far,
-//! modulo their number; with none made yet it acts as `Ghost`. `Ghost` is an account
+//! same user is refused. `Nth(i)` picks the i-th account made so far (deleted
+//! ones included), modulo their number; with none made yet it acts as `Ghost`. `Ghost` is an account
 //! that does not exist; `Forged(i)` is the i-th account with another user's id.
 //! `Own(i)` is the i-th credential ever inserted under the acting account's id
 //! (deleted ones included), `Any(i)` the i-th of any account; with none, either is
@@ -35,14 +43,14 @@ use chrono::{DateTime, TimeZone, Utc};
 use common::TestDb;
 use credential_store::{
     AccountScope, CipherFormat, CredentialStore, CredentialUpdate, Database, Error, Field,
-    KeyUsage, Keyring, NewUserAccount, NewUserCredential, Patch, Rule, Unit, UserAccount,
-    UserCredential,
+    KeyUsage, Keyring, NewUserAccount, NewUserCredential, Patch, RotationProgress, Rule, Unit,
+    UserAccount, UserCredential,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 use secrecy::{ExposeSecret, SecretString};
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -435,6 +443,10 @@ enum Op {
     AccountByUserId {
         user: User,
     },
+    /// Deletes the account, its credentials and its data key.
+    DeleteAccount {
+        acct: Acct,
+    },
     Insert {
         acct: Acct,
         new: New,
@@ -638,6 +650,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (user(), name()).prop_map(|(user, name)| Op::CreateAccount { user, name }),
         1 => (user(), acct()).prop_map(|(user, acct)| Op::Account { user, acct }),
         1 => user().prop_map(|user| Op::AccountByUserId { user }),
+        1 => acct().prop_map(|acct| Op::DeleteAccount { acct }),
         10 => (acct(), new_credential()).prop_map(|(acct, new)| Op::Insert { acct, new }),
         2 => (acct(), prop::collection::vec(new_credential(), 0..=3))
             .prop_map(|(acct, new)| Op::InsertMany { acct, new }),
@@ -724,6 +737,11 @@ enum Failure {
     CredentialExpired(Uuid, DateTime<Utc>),
     Decryption(Uuid, Field),
     UnknownKey(Uuid, Field, String),
+    /// The account's data key does not unwrap (the reason is a message: not compared).
+    DataKeyUnreadable {
+        account: Uuid,
+        provider: String,
+    },
     RotationIncomplete {
         rewritten: u64,
         failures: Vec<Failure>,
@@ -775,6 +793,14 @@ fn failure(err: Error) -> Failure {
             field,
             key_id,
         } => Failure::UnknownKey(credential_id, field, key_id),
+        Error::DataKeyUnreadable {
+            account_id,
+            provider,
+            reason: _,
+        } => Failure::DataKeyUnreadable {
+            account: account_id,
+            provider,
+        },
         Error::RotationIncomplete {
             rewritten,
             failures,
@@ -814,6 +840,7 @@ fn outcome<T>(result: &Result<T, Failure>) -> &'static str {
         Err(Failure::CredentialExpired(..)) => "CredentialExpired",
         Err(Failure::Decryption(..)) => "Decryption",
         Err(Failure::UnknownKey(..)) => "UnknownKey",
+        Err(Failure::DataKeyUnreadable { .. }) => "DataKeyUnreadable",
         Err(Failure::RotationIncomplete { .. }) => "RotationIncomplete",
         Err(Failure::Unexpected(..)) => "Unexpected",
     }
@@ -826,12 +853,18 @@ type Coverage = Mutex<BTreeMap<(String, &'static str), u64>>;
 // The model.
 // ---------------------------------------------------------------------------
 
-/// Which format and key made a ciphertext. Key `g` is the g-th key made in the
-/// case, with the id `key<g>`.
+/// The keyring's name as a key provider, as `account_keys` and `key_usage` give it.
+const KEYRING: &str = "keyring";
+
+/// What made a ciphertext. Key `g` is the g-th key made in the case, with the id
+/// `key<g>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Origin {
-    format: CipherFormat,
-    key: usize,
+enum Origin {
+    /// Sealed v3 under its account's data key (version 1: the model never
+    /// replaces a data key).
+    DataKey,
+    /// A Fernet token under key `g`.
+    Fernet(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -853,9 +886,40 @@ impl Row {
     }
 }
 
+/// An account as the model knows it.
+#[derive(Debug, Clone)]
+struct Account {
+    /// As the store returned it when it was created.
+    stored: UserAccount,
+    deleted: bool,
+    /// The key that wraps its data key (an index into `Model::keys`), once it has one.
+    data_key: Option<usize>,
+}
+
+impl Account {
+    /// Whether the scope names this account, alive, with its own user.
+    fn is(&self, account: &AccountScope) -> bool {
+        !self.deleted
+            && self.stored.id() == account.id()
+            && self.stored.user_id() == account.user_id()
+    }
+}
+
+/// How a sealed write gets its account's data key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataKeyStep {
+    /// From the store's cache, which is by account id whatever user the scope
+    /// names.
+    Cached,
+    /// The stored data key, unwrapped (and cached).
+    Unwrapped(Uuid),
+    /// None stored yet: one is made, wrapped by the primary key, stored and cached.
+    Made(Uuid),
+}
+
 struct Model {
-    /// Accounts in creation order, as the store returned them.
-    accounts: Vec<UserAccount>,
+    /// Accounts in creation order (deleted ones included).
+    accounts: Vec<Account>,
     /// Every credential inserted, in insertion order (so newest last).
     rows: Vec<Row>,
     /// Every key made so far, in its text form.
@@ -863,6 +927,8 @@ struct Model {
     /// The keyring: indices into `keys`, primary first.
     ring: Vec<usize>,
     format: CipherFormat,
+    /// The accounts whose data key the current store holds in its cache.
+    cached: BTreeSet<Uuid>,
 }
 
 fn key_id(key: usize) -> String {
@@ -877,6 +943,7 @@ impl Model {
             keys: vec![Keyring::generate_key().expose_secret().to_owned()],
             ring: vec![0],
             format: CipherFormat::Sealed,
+            cached: BTreeSet::new(),
         }
     }
 
@@ -889,22 +956,97 @@ impl Model {
         .expect("a valid keyring")
     }
 
+    /// What the store writes now.
     fn current(&self) -> Origin {
-        Origin {
-            format: self.format,
-            key: self.ring[0],
+        match self.format {
+            CipherFormat::Sealed => Origin::DataKey,
+            CipherFormat::Fernet => Origin::Fernet(self.ring[0]),
+            other => panic!("a format the model does not write: {other}"),
         }
     }
 
     fn account(&self, acct: Acct) -> AccountScope {
         let n = self.accounts.len();
         match acct {
-            Acct::Nth(i) if n > 0 => self.accounts[i as usize % n].scope().clone(),
+            Acct::Nth(i) if n > 0 => self.accounts[i as usize % n].stored.scope().clone(),
             Acct::Forged(i) if n > 0 => {
-                AccountScope::new(FORGED_USER, self.accounts[i as usize % n].id()).unwrap()
+                AccountScope::new(FORGED_USER, self.accounts[i as usize % n].stored.id()).unwrap()
             }
             _ => AccountScope::new("auth0|ghost", GHOST_ACCOUNT).unwrap(),
         }
+    }
+
+    /// The accounts not deleted.
+    fn live(&self) -> impl Iterator<Item = &Account> {
+        self.accounts.iter().filter(|a| !a.deleted)
+    }
+
+    /// The position of the account the scope names, alive and its user's.
+    fn account_index(&self, account: &AccountScope) -> Option<usize> {
+        self.accounts.iter().position(|a| a.is(account))
+    }
+
+    /// The key that wraps the data key of the account with this id, if it has one.
+    fn data_key(&self, account_id: Uuid) -> Option<usize> {
+        self.live()
+            .find(|a| a.stored.id() == account_id)
+            .and_then(|a| a.data_key)
+    }
+
+    /// Whether the account's data key opens: cached, or wrapped by a key of the
+    /// keyring; the error the store gives if not.
+    fn unwrap(&self, account_id: Uuid) -> Result<(), Failure> {
+        match self.data_key(account_id) {
+            _ if self.cached.contains(&account_id) => Ok(()),
+            Some(kek) if self.ring.contains(&kek) => Ok(()),
+            _ => Err(Failure::DataKeyUnreadable {
+                account: account_id,
+                provider: KEYRING.into(),
+            }),
+        }
+    }
+
+    /// How a write in the store's format gets its data key: `None` for Fernet, which
+    /// needs none. A scope that is not its user's account, and not cached, is
+    /// refused as an unknown account (the data key it would store has no account).
+    fn sealing_key(&self, account: &AccountScope) -> Result<Option<DataKeyStep>, Failure> {
+        if self.format != CipherFormat::Sealed {
+            return Ok(None);
+        }
+        if self.cached.contains(&account.id()) {
+            return Ok(Some(DataKeyStep::Cached));
+        }
+        let id = account.id();
+        match self
+            .account_index(account)
+            .map(|i| self.accounts[i].data_key)
+        {
+            None => Err(Failure::UnknownAccount(id)),
+            Some(None) => Ok(Some(DataKeyStep::Made(id))),
+            Some(Some(_)) => self.unwrap(id).map(|()| Some(DataKeyStep::Unwrapped(id))),
+        }
+    }
+
+    /// What getting a data key leaves behind.
+    fn took(&mut self, step: Option<DataKeyStep>) {
+        match step {
+            None | Some(DataKeyStep::Cached) => {}
+            Some(DataKeyStep::Unwrapped(id)) => {
+                self.cached.insert(id);
+            }
+            Some(DataKeyStep::Made(id)) => self.make_data_key(id),
+        }
+    }
+
+    /// A new data key for the account, wrapped by the primary key, and cached.
+    fn make_data_key(&mut self, account_id: Uuid) {
+        let primary = self.ring[0];
+        for account in self.accounts.iter_mut() {
+            if !account.deleted && account.stored.id() == account_id {
+                account.data_key = Some(primary);
+            }
+        }
+        self.cached.insert(account_id);
     }
 
     fn credential_id(&self, account: &AccountScope, cred: Cred) -> Uuid {
@@ -946,23 +1088,22 @@ impl Model {
             })
     }
 
-    /// Whether the keyring opens a ciphertext; the error `keys` gives if not.
-    fn open(&self, id: Uuid, field: Field, origin: Origin) -> Result<(), Failure> {
-        if self.ring.contains(&origin.key) {
-            Ok(())
-        } else if origin.format == CipherFormat::Sealed {
-            Err(Failure::UnknownKey(id, field, key_id(origin.key)))
-        } else {
-            Err(Failure::Decryption(id, field))
+    /// Whether a ciphertext opens (a sealed one with its account's data key,
+    /// `data_key` telling whether that was unwrapped); the error `keys` gives if not.
+    fn open(&self, id: Uuid, field: Field, origin: Origin, data_key: bool) -> Result<(), Failure> {
+        match origin {
+            Origin::DataKey if data_key => Ok(()),
+            Origin::Fernet(k) if self.ring.contains(&k) => Ok(()),
+            _ => Err(Failure::Decryption(id, field)),
         }
     }
 
     /// The insert's account check: the store reads the account by id.
     fn owner(&self, account: &AccountScope) -> Result<(), Failure> {
-        match self.accounts.iter().find(|a| a.id() == account.id()) {
+        match self.live().find(|a| a.stored.id() == account.id()) {
             None => Err(Failure::UnknownAccount(account.id())),
             // Another user's account is answered as an unknown one.
-            Some(a) if a.user_id() != account.user_id() => {
+            Some(a) if a.stored.user_id() != account.user_id() => {
                 Err(Failure::UnknownAccount(account.id()))
             }
             Some(_) => Ok(()),
@@ -971,19 +1112,37 @@ impl Model {
 
     /// What `key_usage` reports, as [`usage`] gives it.
     fn key_usage(&self) -> Vec<Usage> {
-        // The store writes sealed version 2; Fernet has no version.
-        let mut counts: BTreeMap<(CipherFormat, Option<u8>, Option<String>), u64> = BTreeMap::new();
-        let entry = |o: Origin| match o.format {
-            CipherFormat::Sealed => (CipherFormat::Sealed, Some(2), Some(key_id(o.key))),
-            CipherFormat::Fernet => (
-                CipherFormat::Fernet,
-                None,
-                self.ring.contains(&o.key).then(|| key_id(o.key)),
-            ),
-            other => panic!("a format the model does not write: {other}"),
+        // Keyed as the store counts: format, version, key holder, key id. Sealed
+        // values are v3, under the key that wraps their account's data key; Fernet
+        // tokens have no version, and no key when none in the keyring opens them.
+        type Counted = (CipherFormat, Option<u8>, Option<String>, Option<String>);
+        let mut counts: BTreeMap<Counted, u64> = BTreeMap::new();
+        let entry = |account: Uuid, o: Origin| match o {
+            Origin::DataKey => {
+                let kek = self.data_key(account);
+                (
+                    CipherFormat::Sealed,
+                    Some(3),
+                    kek.map(|_| KEYRING.to_owned()),
+                    kek.map(key_id),
+                )
+            }
+            Origin::Fernet(k) => {
+                let held = self.ring.contains(&k);
+                (
+                    CipherFormat::Fernet,
+                    None,
+                    held.then(|| KEYRING.to_owned()),
+                    held.then(|| key_id(k)),
+                )
+            }
         };
         for row in self.rows.iter().filter(|r| !r.deleted) {
-            let (api, secret) = (entry(row.api_origin), entry(row.secret_origin));
+            let account = row.stored.user_account_id;
+            let (api, secret) = (
+                entry(account, row.api_origin),
+                entry(account, row.secret_origin),
+            );
             if secret != api {
                 *counts.entry(secret).or_default() += 1;
             }
@@ -991,26 +1150,52 @@ impl Model {
         }
         counts
             .into_iter()
-            .map(|((format, version, key_id), credentials)| {
-                let in_keyring = key_id
-                    .as_deref()
-                    .is_some_and(|id| self.ring.iter().any(|&k| self::key_id(k) == id));
-                (format, version, key_id, in_keyring, credentials)
+            .map(|((format, version, provider, key_id), credentials)| {
+                let in_keyring = provider.as_deref() == Some(KEYRING)
+                    && key_id
+                        .as_deref()
+                        .is_some_and(|id| self.ring.iter().any(|&k| self::key_id(k) == id));
+                (format, version, provider, key_id, in_keyring, credentials)
             })
             .collect()
     }
 }
 
-/// One row of `key_usage`, field by field (the report is `#[non_exhaustive]`).
-type Usage = (CipherFormat, Option<u8>, Option<String>, bool, u64);
+/// One row of `key_usage`, field by field (the report is `#[non_exhaustive]`):
+/// format, version, provider, key id, in the keyring, credentials.
+type Usage = (
+    CipherFormat,
+    Option<u8>,
+    Option<String>,
+    Option<String>,
+    bool,
+    u64,
+);
 
 /// The fields of the store's key usage report that the model predicts.
 fn usage(report: credential_store::Result<Vec<KeyUsage>>) -> credential_store::Result<Vec<Usage>> {
     report.map(|rows| {
         rows.into_iter()
-            .map(|k| (k.format, k.version, k.key_id, k.in_keyring, k.credentials))
+            .map(|k| {
+                (
+                    k.format,
+                    k.version,
+                    k.provider,
+                    k.key_id,
+                    k.in_keyring,
+                    k.credentials,
+                )
+            })
             .collect()
     })
+}
+
+/// A rotation's progress, field by field (the report is `#[non_exhaustive]`):
+/// scanned, total, rewritten, data keys re-wrapped.
+type Progress = (u64, u64, u64, u64);
+
+fn progress(p: &RotationProgress) -> Progress {
+    (p.scanned, p.total, p.rewritten, p.data_keys_rewrapped)
 }
 
 /// A validated credential to insert, as the model expects it stored.
@@ -1066,7 +1251,7 @@ impl Case {
             Op::CreateAccount { user, name } => {
                 let expected = user.check().and_then(|user_id| {
                     let account_name = name.check()?;
-                    if model.accounts.iter().any(|a| a.user_id() == user_id) {
+                    if model.live().any(|a| a.stored.user_id() == user_id) {
                         return Err(Failure::AccountExists(user_id.into()));
                     }
                     Ok((user_id, account_name))
@@ -1079,8 +1264,12 @@ impl Case {
                         prop_assert_eq!(account.account_name(), account_name);
                         prop_assert!(account.is_active());
                         prop_assert_eq!(account.created_at(), account.updated_at());
-                        prop_assert!(model.accounts.iter().all(|a| a.id() != account.id()));
-                        self.model.accounts.push(account);
+                        prop_assert!(model.accounts.iter().all(|a| a.stored.id() != account.id()));
+                        self.model.accounts.push(Account {
+                            stored: account,
+                            deleted: false,
+                            data_key: None,
+                        });
                     }
                     (actual, expected) => same(actual.map(|_| ()), expected.map(|_| ()))?,
                 }
@@ -1089,28 +1278,48 @@ impl Case {
                 let account = model.account(*acct);
                 let expected = user.check().map(|user_id| {
                     model
-                        .accounts
-                        .iter()
-                        .find(|a| a.id() == account.id() && a.user_id() == user_id)
-                        .cloned()
+                        .live()
+                        .find(|a| a.stored.id() == account.id() && a.stored.user_id() == user_id)
+                        .map(|a| a.stored.clone())
                 });
                 same(store.account(user.text(), account.id()), expected)?;
             }
             Op::AccountByUserId { user } => {
                 let expected = user.check().map(|user_id| {
                     model
-                        .accounts
-                        .iter()
-                        .find(|a| a.user_id() == user_id)
-                        .cloned()
+                        .live()
+                        .find(|a| a.stored.user_id() == user_id)
+                        .map(|a| a.stored.clone())
                 });
                 same(store.account_by_user_id(user.text()), expected)?;
             }
+            Op::DeleteAccount { acct } => {
+                let account = model.account(*acct);
+                let expected = model
+                    .account_index(&account)
+                    .ok_or(Failure::UnknownAccount(account.id()));
+                same(store.delete_account(&account), expected.clone().map(|_| ()))?;
+                // The store drops the id's data key from its cache, whoever asked.
+                let model = &mut self.model;
+                model.cached.remove(&account.id());
+                if let Ok(i) = expected {
+                    // The credentials and the data key go with the account.
+                    model.accounts[i].deleted = true;
+                    model.accounts[i].data_key = None;
+                    for row in model.rows.iter_mut() {
+                        if row.stored.user_account_id == account.id() {
+                            row.deleted = true;
+                        }
+                    }
+                }
+            }
             Op::Insert { acct, new } => {
                 let account = model.account(*acct);
+                // Validation, then the data key (sealed), then the account.
                 let expected = prepare(new).and_then(|pending| {
+                    let step = model.sealing_key(&account)?;
                     model.owner(&account)?;
-                    Ok(vec![pending])
+                    Ok((vec![pending], step))
                 });
                 let nick = new.nick.map(Nick::text);
                 let actual = store
@@ -1125,10 +1334,12 @@ impl Case {
                     .map(prepare)
                     .collect::<Result<Vec<_>, _>>()
                     .and_then(|pending| {
-                        if !pending.is_empty() {
-                            model.owner(&account)?;
+                        if pending.is_empty() {
+                            return Ok((pending, None));
                         }
-                        Ok(pending)
+                        let step = model.sealing_key(&account)?;
+                        model.owner(&account)?;
+                        Ok((pending, step))
                     });
                 let nicks: Vec<Option<String>> =
                     new.iter().map(|n| n.nick.map(Nick::text)).collect();
@@ -1211,6 +1422,7 @@ impl Case {
             Op::Keys { acct, cred } => {
                 let account = model.account(*acct);
                 let id = model.credential_id(&account, *cred);
+                let mut unwrapped = None;
                 let expected = model.row_index(&account, id).and_then(|i| {
                     let row = &model.rows[i];
                     if !row.stored.is_active {
@@ -1219,8 +1431,15 @@ impl Case {
                     if let Some(at) = row.stored.expires_at.filter(|at| *at <= Utc::now()) {
                         return Err(Failure::CredentialExpired(id, at));
                     }
-                    model.open(id, Field::ApiKey, row.api_origin)?;
-                    model.open(id, Field::SecretKey, row.secret_origin)?;
+                    // A sealed field needs the account's data key, before any field opens.
+                    let sealed = [row.api_origin, row.secret_origin].contains(&Origin::DataKey);
+                    let data_key = sealed && model.data_key(account.id()).is_some();
+                    if data_key {
+                        model.unwrap(account.id())?;
+                        unwrapped = Some(account.id());
+                    }
+                    model.open(id, Field::ApiKey, row.api_origin, data_key)?;
+                    model.open(id, Field::SecretKey, row.secret_origin, data_key)?;
                     Ok((row.api.clone(), row.secret.clone()))
                 });
                 let actual = store.keys(&account, id).map(|k| {
@@ -1230,6 +1449,9 @@ impl Case {
                     )
                 });
                 same(actual, expected)?;
+                if let Some(account_id) = unwrapped {
+                    self.model.cached.insert(account_id);
+                }
             }
             Op::Backfill { batch } => {
                 let expected = batch.check().map(|_| {
@@ -1275,6 +1497,8 @@ impl Case {
                         .collect(),
                 };
                 model.format = *format;
+                // A new store: a data-key cache of its own, empty.
+                model.cached.clear();
                 OUTCOME.with(|o| o.set("Ok"));
                 self.store =
                     CredentialStore::new(self.db.clone(), model.keyring()).with_format(*format);
@@ -1288,23 +1512,25 @@ impl Case {
         Ok(())
     }
 
-    /// Checks an insert's result against the model, and records the new rows.
+    /// Checks an insert's result against the model, and records the new rows (and
+    /// the data key sealing them took).
     fn inserted(
         &mut self,
         account: &AccountScope,
         actual: Result<Vec<UserCredential>, Error>,
-        expected: Result<Vec<Pending>, Failure>,
+        expected: Result<(Vec<Pending>, Option<DataKeyStep>), Failure>,
     ) -> Result<(), TestCaseError> {
-        let (rows, pending) = match (actual, expected) {
-            (Ok(rows), Ok(pending)) => {
+        let (rows, (pending, step)) = match (actual, expected) {
+            (Ok(rows), Ok(expected)) => {
                 OUTCOME.with(|o| o.set("Ok"));
-                (rows, pending)
+                (rows, expected)
             }
             (actual, expected) => {
-                return same(actual.map(|r| r.len()), expected.map(|p| p.len()));
+                return same(actual.map(|r| r.len()), expected.map(|(p, _)| p.len()));
             }
         };
         prop_assert_eq!(rows.len(), pending.len());
+        self.model.took(step);
         let current = self.model.current();
         for (row, p) in rows.into_iter().zip(pending) {
             prop_assert_eq!(row.created_at, row.updated_at);
@@ -1360,7 +1586,10 @@ impl Case {
             KeyChange::Api(k) => (Some(k), None),
             KeyChange::Secret(k) => (None, Some(k)),
         };
-        // Validation (nickname, then api_key, then secret_key) comes before the lookup.
+        // Validation (nickname, then api_key, then secret_key), then the data key
+        // that seals new keys (whether or not the credential is there), then the
+        // lookup.
+        let mut step = None;
         let expected = (|| {
             let nickname = match nick {
                 Change::Keep => None,
@@ -1369,9 +1598,13 @@ impl Case {
             };
             let api = api.map(|k| k.check(Field::ApiKey)).transpose()?;
             let secret = secret.map(|k| k.check(Field::SecretKey)).transpose()?;
+            if api.is_some() || secret.is_some() {
+                step = model.sealing_key(&account)?;
+            }
             let index = model.row_index(&account, id)?;
             Ok((index, nickname, api, secret))
         })();
+        let current = model.current();
         let mut update = CredentialUpdate::default();
         update.nickname = match nick {
             Change::Keep => Patch::Keep,
@@ -1390,6 +1623,7 @@ impl Case {
             Change::Clear => Patch::Clear,
         };
         let actual = self.store.update_credential(&account, id, &update);
+        self.model.took(step);
         let (updated, (index, nickname, api, secret)) = match (actual, expected) {
             (Ok(updated), Ok(expected)) => {
                 OUTCOME.with(|o| o.set("Ok"));
@@ -1399,7 +1633,6 @@ impl Case {
                 return same(actual.map(|_| ()), expected.map(|_| ()));
             }
         };
-        let current = model.current();
         let row = &mut self.model.rows[index];
         prop_assert_eq!(updated.created_at, row.stored.created_at);
         prop_assert!(updated.updated_at >= row.stored.updated_at);
@@ -1430,70 +1663,125 @@ impl Case {
     }
 
     fn rotate(&mut self, batch: Batch) -> Result<(), TestCaseError> {
-        let mut progress = Vec::new();
+        let mut reported = Vec::new();
         let actual = self
             .store
             .maintenance()
-            .rotate_keys(batch.size(), &mut |p| {
-                progress.push((p.scanned, p.total, p.rewritten))
-            })
-            .map(|p| (p.scanned, p.total, p.rewritten));
-        let model = &self.model;
+            .rotate_keys(batch.size(), &mut |p| reported.push(progress(p)))
+            .map(|p| progress(&p));
         let size = match batch.check() {
             Ok(size) => size,
             Err(refused) => {
-                prop_assert!(progress.is_empty());
+                prop_assert!(reported.is_empty());
                 return same(actual, Err(refused));
             }
         };
-        // The store walks the table by id, across accounts.
+        // What the rotation does, the model follows as it goes.
+        let model = &mut self.model;
+        let primary = model.ring[0];
+        let total = model.rows.iter().filter(|r| !r.deleted).count() as u64;
+        let (mut scanned, mut rewritten, mut rewrapped) = (0u64, 0u64, 0u64);
+        let mut failures = Vec::new();
+        let mut reports = Vec::new();
+        // First the data keys, by account id, `size` per batch: each one the
+        // primary does not wrap is re-wrapped by it, unless it does not unwrap (then
+        // reported, once, and its account's credentials left alone). A batch that
+        // re-wrapped some is reported.
+        let mut unreadable = BTreeSet::new();
+        let mut with_keys: Vec<usize> = (0..model.accounts.len())
+            .filter(|&i| !model.accounts[i].deleted && model.accounts[i].data_key.is_some())
+            .collect();
+        with_keys.sort_by_key(|&i| model.accounts[i].stored.id());
+        for chunk in with_keys.chunks(size) {
+            let mut changed = 0;
+            for &i in chunk {
+                let id = model.accounts[i].stored.id();
+                if model.accounts[i].data_key == Some(primary) {
+                    continue;
+                }
+                match model.unwrap(id) {
+                    Ok(()) => {
+                        model.accounts[i].data_key = Some(primary);
+                        model.cached.insert(id);
+                        changed += 1;
+                    }
+                    Err(err) => {
+                        unreadable.insert(id);
+                        failures.push(err);
+                    }
+                }
+            }
+            if changed > 0 {
+                rewrapped += changed;
+                reports.push((scanned, total, rewritten, rewrapped));
+            }
+        }
+        // Then the credentials, by id across accounts, `size` per batch: a data key
+        // made for each account without one (when sealing), each field opened, and
+        // each credential not current rewritten; each batch is reported.
         let mut order: Vec<usize> = (0..model.rows.len())
             .filter(|&i| !model.rows[i].deleted)
             .collect();
         order.sort_by_key(|&i| model.rows[i].stored.id);
-        let total = order.len() as u64;
         let current = model.current();
-        let (mut rewritten, mut scanned) = (0u64, 0u64);
-        let mut failures = Vec::new();
-        let mut reports = Vec::new();
-        let mut rewrite = Vec::new();
         for chunk in order.chunks(size) {
+            let accounts: BTreeSet<Uuid> = chunk
+                .iter()
+                .map(|&i| model.rows[i].stored.user_account_id)
+                .collect();
+            for &account in &accounts {
+                match model.data_key(account) {
+                    None if model.format == CipherFormat::Sealed => model.make_data_key(account),
+                    None => {}
+                    Some(_) => match model.unwrap(account) {
+                        Ok(()) => {
+                            model.cached.insert(account);
+                        }
+                        Err(err) => {
+                            if unreadable.insert(account) {
+                                failures.push(err);
+                            }
+                        }
+                    },
+                }
+            }
             for &i in chunk {
                 let row = &model.rows[i];
-                if row.api_origin == current && row.secret_origin == current {
+                let account = row.stored.user_account_id;
+                if unreadable.contains(&account) {
                     continue;
                 }
-                let id = row.stored.id;
-                let api = model.open(id, Field::ApiKey, row.api_origin);
-                let secret = model.open(id, Field::SecretKey, row.secret_origin);
-                if api.is_ok() && secret.is_ok() {
-                    rewritten += 1;
-                    rewrite.push(i);
-                } else {
+                let (id, data_key) = (row.stored.id, model.data_key(account).is_some());
+                let api = model.open(id, Field::ApiKey, row.api_origin, data_key);
+                let secret = model.open(id, Field::SecretKey, row.secret_origin, data_key);
+                if api.is_err() || secret.is_err() {
                     failures.extend(api.err().into_iter().chain(secret.err()));
+                } else if row.api_origin != current || row.secret_origin != current {
+                    rewritten += 1;
+                    let row = &mut model.rows[i];
+                    row.api_origin = current;
+                    row.secret_origin = current;
                 }
             }
             scanned += chunk.len() as u64;
-            reports.push((scanned, total, rewritten));
+            reports.push((scanned, total, rewritten, rewrapped));
         }
         let expected = if failures.is_empty() {
-            Ok((scanned, total, rewritten))
+            Ok((scanned, total, rewritten, rewrapped))
         } else {
             Err(Failure::RotationIncomplete {
                 rewritten,
                 failures,
             })
         };
-        let rewrote = matches!(&expected, Ok((_, _, rewritten)) if *rewritten > 0);
+        let done = expected.is_ok();
         same(actual, expected)?;
-        if rewrote {
-            OUTCOME.with(|o| o.set("Ok (rows rewritten)"));
+        match (done, rewritten > 0, rewrapped > 0) {
+            (true, true, _) => OUTCOME.with(|o| o.set("Ok (rows rewritten)")),
+            (true, false, true) => OUTCOME.with(|o| o.set("Ok (data keys re-wrapped)")),
+            _ => {}
         }
-        prop_assert_eq!(progress, reports, "progress reports");
-        for i in rewrite {
-            self.model.rows[i].api_origin = current;
-            self.model.rows[i].secret_origin = current;
-        }
+        prop_assert_eq!(reported, reports, "progress reports");
         Ok(())
     }
 
@@ -1501,8 +1789,8 @@ impl Case {
     fn final_check(&self) -> Result<(), TestCaseError> {
         for account in &self.model.accounts {
             same(
-                self.store.credentials(account),
-                Ok(self.model.visible(account.scope())),
+                self.store.credentials(&account.stored),
+                Ok(self.model.visible(account.stored.scope())),
             )?;
         }
         same(
@@ -1540,7 +1828,7 @@ fn run_case(
 ) -> Result<(), TestCaseError> {
     db.execute(match db.backend {
         credential_store::Backend::Sqlite | credential_store::Backend::Mysql => {
-            "DELETE FROM user_credentials; DELETE FROM user_accounts;"
+            "DELETE FROM user_credentials; DELETE FROM account_keys; DELETE FROM user_accounts;"
         }
         _ => "TRUNCATE user_accounts CASCADE",
     });
@@ -1568,8 +1856,26 @@ fn run_case(
     );
     prop_assert_eq!(
         db.count("user_accounts"),
-        case.model.accounts.len() as i64,
+        case.model.live().count() as i64,
         "rows in user_accounts"
+    );
+    // One data key per account that has one, wrapped by the key the model says.
+    for g in 0..case.model.keys.len() {
+        let wrapped = case.model.live().filter(|a| a.data_key == Some(g)).count() as i64;
+        prop_assert_eq!(
+            db.count(&format!(
+                "account_keys WHERE provider = '{KEYRING}' AND kek_id = '{}'",
+                key_id(g)
+            )),
+            wrapped,
+            "data keys wrapped by {}",
+            key_id(g)
+        );
+    }
+    prop_assert_eq!(
+        db.count("account_keys"),
+        case.model.live().filter(|a| a.data_key.is_some()).count() as i64,
+        "rows in account_keys"
     );
     Ok(())
 }
