@@ -641,14 +641,16 @@ impl<E: Executor> Core<E> {
                 .exec
                 .execute(Scope::write(&account.user_id).erasing(), statement)
                 .await?;
-            // Its data key is gone from the database; gone from memory too.
-            self.keys.cache.evict(account.id);
             record_rows(deleted);
             match deleted {
                 0 => Err(Error::UnknownAccount {
                     account_id: account.id,
                 }),
-                _ => Ok(()),
+                _ => {
+                    // Its data key is gone from the database; gone from memory too.
+                    self.keys.cache.evict(account.id);
+                    Ok(())
+                }
             }
         })
         .await
