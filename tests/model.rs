@@ -1299,10 +1299,11 @@ impl Case {
                     .account_index(&account)
                     .ok_or(Failure::UnknownAccount(account.id()));
                 same(store.delete_account(&account), expected.clone().map(|_| ()))?;
-                // The store drops the id's data key from its cache, whoever asked.
+                // The store drops the data key from its cache when it deleted the
+                // account (never for a caller who does not own it).
                 let model = &mut self.model;
-                model.cached.remove(&account.id());
                 if let Ok(i) = expected {
+                    model.cached.remove(&account.id());
                     // The credentials and the data key go with the account.
                     model.accounts[i].deleted = true;
                     model.accounts[i].data_key = None;
