@@ -6,7 +6,7 @@
 //! [`CredentialStore`](crate::CredentialStore) runs them on an executor whose
 //! futures are ready at once; the async store on one that awaits the network.
 
-use crate::backend::{Backend, Load, Scope};
+use crate::backend::{Backend, Execute, Load, Scope};
 use crate::crypto::{
     AccountKey, CipherFormat, CredentialKeys, DataKeyCache, FormatVersion, KeyHierarchy,
     KeyProvider, Keyring, SealRequest, StoredDataKey,
@@ -619,41 +619,49 @@ impl<E: Executor> Core<E> {
         account: &AccountScope,
         credential_id: Uuid,
     ) -> Result<()> {
-        traced(self.span("delete_credential", Some(account.id)), async {
-            let statement = vec![query::delete_credential(account, credential_id)];
-            let deleted = self
-                .exec
-                .execute(Scope::write(&account.user_id).erasing(), statement)
-                .await?;
-            record_rows(deleted);
-            match deleted {
-                0 => Err(steps::not_found(account, credential_id)),
-                _ => Ok(()),
-            }
-        })
+        traced(
+            self.span("delete_credential", Some(account.id)),
+            self.delete(
+                account,
+                query::delete_credential(account, credential_id),
+                || steps::not_found(account, credential_id),
+            ),
+        )
         .await
     }
 
     pub async fn delete_account(&self, account: &AccountScope) -> Result<()> {
         traced(self.span("delete_account", Some(account.id)), async {
-            let statement = vec![query::delete_account(account)];
-            let deleted = self
-                .exec
-                .execute(Scope::write(&account.user_id).erasing(), statement)
-                .await?;
-            record_rows(deleted);
-            match deleted {
-                0 => Err(Error::UnknownAccount {
+            self.delete(account, query::delete_account(account), || {
+                Error::UnknownAccount {
                     account_id: account.id,
-                }),
-                _ => {
-                    // Its data key is gone from the database; gone from memory too.
-                    self.keys.cache.evict(account.id);
-                    Ok(())
                 }
-            }
+            })
+            .await?;
+            // Its data key is gone from the database; gone from memory too.
+            self.keys.cache.evict(account.id);
+            Ok(())
         })
         .await
+    }
+
+    /// Runs one delete of the account's rows, erasing what it removed; `missing`
+    /// when it deleted nothing.
+    async fn delete<Q: Execute>(
+        &self,
+        account: &AccountScope,
+        statement: Q,
+        missing: impl FnOnce() -> Error,
+    ) -> Result<()> {
+        let deleted = self
+            .exec
+            .execute(Scope::write(&account.user_id).erasing(), vec![statement])
+            .await?;
+        record_rows(deleted);
+        match deleted {
+            0 => Err(missing()),
+            _ => Ok(()),
+        }
     }
 
     pub async fn keys(

@@ -448,25 +448,13 @@ impl Keyring {
     ) -> String {
         let key = &self.keys[0];
         let aad = associated_data(version, &key.id, binding);
-        let sealed = key
-            .sealed
-            .encrypt(
-                nonce,
-                Payload {
-                    msg: plaintext.expose_secret().as_bytes(),
-                    aad: &aad,
-                },
-            )
-            .expect("XChaCha20-Poly1305 encryption of a bounded input cannot fail");
-        let mut body = Vec::with_capacity(NONCE_LEN + sealed.len());
-        body.extend_from_slice(nonce);
-        body.extend_from_slice(&sealed);
-        format!(
-            "{}{}:{}",
-            version.prefix(),
-            key.id,
-            URL_SAFE_NO_PAD.encode(body)
-        )
+        let body = seal_body(
+            &key.sealed,
+            nonce,
+            plaintext.expose_secret().as_bytes(),
+            &aad,
+        );
+        format!("{}{}:{body}", version.prefix(), key.id)
     }
 
     /// Decrypts either format.
@@ -486,8 +474,10 @@ impl Keyring {
                     let (key_id, body) = rest.split_once(':').ok_or_else(failed)?;
                     // Only a well-formed ciphertext names a key in an error message: a
                     // malformed id or body is damage, reported as such.
-                    let body = URL_SAFE_NO_PAD.decode(body).map_err(|_| failed())?;
-                    if !valid_key_id(key_id) || body.len() < NONCE_LEN + TAG_LEN {
+                    let well_formed = URL_SAFE_NO_PAD
+                        .decode(body)
+                        .is_ok_and(|b| b.len() >= NONCE_LEN + TAG_LEN);
+                    if !valid_key_id(key_id) || !well_formed {
                         return Err(failed());
                     }
                     let key = self.keys.iter().find(|k| k.id == key_id).ok_or_else(|| {
@@ -497,32 +487,22 @@ impl Keyring {
                             key_id: key_id.to_owned(),
                         }
                     })?;
-                    let (nonce, sealed) = body.split_at(NONCE_LEN);
                     let aad = associated_data(version, &key.id, binding);
-                    key.sealed
-                        .decrypt(
-                            XNonce::from_slice(nonce),
-                            Payload {
-                                msg: sealed,
-                                aad: &aad,
-                            },
-                        )
-                        .map_err(|_| failed())?
+                    open_body(&key.sealed, body, &aad).ok_or_else(failed)?
                 }
                 None => {
                     if !canonical_fernet(ciphertext) {
                         return Err(failed());
                     }
-                    self.keys
+                    let plaintext = self
+                        .keys
                         .iter()
                         .find_map(|k| k.fernet.decrypt(ciphertext).ok())
-                        .ok_or_else(failed)?
+                        .ok_or_else(failed)?;
+                    Zeroizing::new(plaintext)
                 }
             };
-        let plaintext = Zeroizing::new(plaintext);
-        let text = std::str::from_utf8(&plaintext).map_err(|_| failed())?;
-        // An exact-size copy: no reallocation leaves an unzeroed buffer behind.
-        Ok(SecretString::from(text))
+        secret_text(&plaintext).ok_or_else(failed)
     }
 
     /// Which format and key made a ciphertext, without checking a sealed one.
@@ -685,6 +665,38 @@ fn associated_data(version: SealedVersion, key_id: &str, binding: &Binding) -> V
     aad
 }
 
+/// The one XChaCha20-Poly1305 sealing step of every sealed form (v1, v2, v3, a
+/// wrapped data key): `base64url(nonce ‖ ciphertext ‖ tag)`.
+fn seal_body(cipher: &XChaCha20Poly1305, nonce: &XNonce, msg: &[u8], aad: &[u8]) -> String {
+    let sealed = cipher
+        .encrypt(nonce, Payload { msg, aad })
+        .expect("XChaCha20-Poly1305 encryption of a bounded input cannot fail");
+    let mut body = Vec::with_capacity(NONCE_LEN + sealed.len());
+    body.extend_from_slice(nonce);
+    body.extend_from_slice(&sealed);
+    URL_SAFE_NO_PAD.encode(body)
+}
+
+/// The one opening step of every sealed form: `None` when the body is not
+/// base64url, is shorter than a nonce and a tag, or does not open under `aad`.
+fn open_body(cipher: &XChaCha20Poly1305, body: &str, aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let body = URL_SAFE_NO_PAD.decode(body).ok()?;
+    if body.len() < NONCE_LEN + TAG_LEN {
+        return None;
+    }
+    let (nonce, sealed) = body.split_at(NONCE_LEN);
+    cipher
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad })
+        .ok()
+        .map(Zeroizing::new)
+}
+
+/// A plaintext as the stores hand it out: UTF-8, in an exact-size copy (no
+/// reallocation leaves an unzeroed buffer behind).
+fn secret_text(plaintext: &[u8]) -> Option<SecretString> {
+    std::str::from_utf8(plaintext).ok().map(SecretString::from)
+}
+
 /// The data-key version a sealed-v3 ciphertext names, if it is one.
 pub(crate) fn data_key_version(ciphertext: &str) -> Option<u32> {
     let rest = ciphertext.strip_prefix(SEALED_V3_PREFIX)?;
@@ -747,22 +759,8 @@ fn seal_v3_with_nonce(
 ) -> String {
     let cipher = XChaCha20Poly1305::new(data_key.expose_bytes().into());
     let aad = associated_data_v3(version, binding);
-    let sealed = cipher
-        .encrypt(
-            nonce,
-            Payload {
-                msg: plaintext.expose_secret().as_bytes(),
-                aad: &aad,
-            },
-        )
-        .expect("XChaCha20-Poly1305 encryption of a bounded input cannot fail");
-    let mut body = Vec::with_capacity(NONCE_LEN + sealed.len());
-    body.extend_from_slice(nonce);
-    body.extend_from_slice(&sealed);
-    format!(
-        "{SEALED_V3_PREFIX}{version}:{}",
-        URL_SAFE_NO_PAD.encode(body)
-    )
+    let body = seal_body(&cipher, nonce, plaintext.expose_secret().as_bytes(), &aad);
+    format!("{SEALED_V3_PREFIX}{version}:{body}")
 }
 
 /// Opens a sealed-v3 ciphertext with its account's data key of version
@@ -786,26 +784,10 @@ pub(crate) fn open_v3(
         .and_then(|rest| rest.split_once(':'))
         .map(|(_, body)| body)
         .ok_or_else(failed)?;
-    let body = URL_SAFE_NO_PAD.decode(body).map_err(|_| failed())?;
-    if body.len() < NONCE_LEN + TAG_LEN {
-        return Err(failed());
-    }
-    let (nonce, sealed) = body.split_at(NONCE_LEN);
     let cipher = XChaCha20Poly1305::new(data_key.expose_bytes().into());
     let aad = associated_data_v3(version, binding);
-    let plaintext = Zeroizing::new(
-        cipher
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| failed())?,
-    );
-    let text = std::str::from_utf8(&plaintext).map_err(|_| failed())?;
-    Ok(SecretString::from(text))
+    let plaintext = open_body(&cipher, body, &aad).ok_or_else(failed)?;
+    secret_text(&plaintext).ok_or_else(failed)
 }
 
 /// The associated data of a data key wrapped by the keyring: domain ‖ KEK id ‖
@@ -829,20 +811,7 @@ impl Keyring {
         let kek = &self.keys[0];
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let aad = wrapped_key_aad(&kek.id, context);
-        let wrapped = kek
-            .wrapping
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: key.expose_bytes(),
-                    aad: &aad,
-                },
-            )
-            .expect("XChaCha20-Poly1305 encryption of 32 bytes cannot fail");
-        let mut body = Vec::with_capacity(NONCE_LEN + wrapped.len());
-        body.extend_from_slice(&nonce);
-        body.extend_from_slice(&wrapped);
-        URL_SAFE_NO_PAD.encode(body)
+        seal_body(&kek.wrapping, &nonce, key.expose_bytes(), &aad)
     }
 
     /// Unwraps a data key wrapped by the keyring key `kek_id` for `context`.
@@ -860,27 +829,10 @@ impl Keyring {
             .ok_or_else(|| {
                 unreadable(&format!("key `{}` is not in the keyring", request.key_id()))
             })?;
-        let body = URL_SAFE_NO_PAD
-            .decode(request.wrapped())
-            .map_err(|_| unreadable("damaged"))?;
-        if body.len() != NONCE_LEN + 32 + TAG_LEN {
-            return Err(unreadable("damaged"));
-        }
-        let (nonce, wrapped) = body.split_at(NONCE_LEN);
         let aad = wrapped_key_aad(&kek.id, context);
-        let key = Zeroizing::new(
-            kek.wrapping
-                .decrypt(
-                    XNonce::from_slice(nonce),
-                    Payload {
-                        msg: wrapped,
-                        aad: &aad,
-                    },
-                )
-                .map_err(|_| {
-                    unreadable("does not open for this account (wrong key, copied or damaged)")
-                })?,
-        );
+        let key = open_body(&kek.wrapping, request.wrapped(), &aad).ok_or_else(|| {
+            unreadable("does not open for this account (wrong key, copied or damaged)")
+        })?;
         DataKey::from_bytes(&key).ok_or_else(|| unreadable("not 32 bytes"))
     }
 }
