@@ -614,7 +614,10 @@ on_both_backends!(wrong_key_and_corrupted_ciphertext_are_typed_errors, |db| {
 
         // The same key id over another key: nothing opens. A sealed (v3)
         // credential's data key does not unwrap; a Fernet token does not decrypt.
-        let impostor = CredentialStore::new(db.database(), ring(&[format!("main:{}", test_key())]));
+        let impostor = CredentialStore::new(
+            store.database().clone(),
+            ring(&[format!("main:{}", test_key())]),
+        );
         match (format, impostor.keys(&acct, credential.id)) {
             (CipherFormat::Sealed, Err(err @ Error::DataKeyUnreadable { .. })) => {
                 assert!(!err.is_retryable(), "a wrong key is not the moment's");
@@ -641,8 +644,10 @@ on_both_backends!(wrong_key_and_corrupted_ciphertext_are_typed_errors, |db| {
         }
         // Another key id: the keyring that wrapped a sealed credential's data key
         // is named.
-        let stranger =
-            CredentialStore::new(db.database(), ring(&[format!("other:{}", test_key())]));
+        let stranger = CredentialStore::new(
+            store.database().clone(),
+            ring(&[format!("other:{}", test_key())]),
+        );
         match (format, stranger.keys(&acct, credential.id)) {
             (
                 CipherFormat::Sealed,
@@ -714,7 +719,10 @@ on_both_backends!(wrong_key_and_corrupted_sealed_v2_are_typed_errors, |db| {
     );
 
     // The same key id over another key: nothing opens.
-    let impostor = CredentialStore::new(db.database(), ring(&[format!("main:{}", test_key())]));
+    let impostor = CredentialStore::new(
+        store.database().clone(),
+        ring(&[format!("main:{}", test_key())]),
+    );
     match impostor.keys(&acct, credential.id) {
         Err(Error::Decryption {
             credential_id,
@@ -723,7 +731,10 @@ on_both_backends!(wrong_key_and_corrupted_sealed_v2_are_typed_errors, |db| {
         other => panic!("expected a decryption error, got {other:?}"),
     }
     // Another key id: the ciphertext names the key it needs.
-    let stranger = CredentialStore::new(db.database(), ring(&[format!("other:{}", test_key())]));
+    let stranger = CredentialStore::new(
+        store.database().clone(),
+        ring(&[format!("other:{}", test_key())]),
+    );
     match stranger.keys(&acct, credential.id) {
         Err(Error::UnknownKey {
             credential_id,
