@@ -28,8 +28,8 @@ pub(crate) struct KeyHierarchy {
     pub minimum: FormatVersion,
 }
 
-/// A data key as `account_keys` holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A data key as `account_keys` holds it. `Debug` leaves the wrapped key out.
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct StoredDataKey {
     pub version: u32,
     pub provider: String,
@@ -74,6 +74,17 @@ impl StoredDataKey {
     }
 }
 
+impl std::fmt::Debug for StoredDataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredDataKey")
+            .field("version", &self.version)
+            .field("provider", &self.provider)
+            .field("kek_id", &self.kek_id)
+            .field("wrapped", &format_args!("[REDACTED]"))
+            .finish()
+    }
+}
+
 /// One credential field to seal: its plaintext and where it belongs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SealRequest<'a> {
@@ -82,10 +93,20 @@ pub(crate) struct SealRequest<'a> {
 }
 
 /// One stored credential field to open: its ciphertext and where it was read.
-#[derive(Debug, Clone, Copy)]
+/// `Debug` leaves the ciphertext out.
+#[derive(Clone, Copy)]
 pub(crate) struct OpenRequest<'a> {
     pub ciphertext: &'a str,
     pub binding: Binding<'a>,
+}
+
+impl std::fmt::Debug for OpenRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenRequest")
+            .field("ciphertext", &format_args!("[REDACTED]"))
+            .field("binding", &self.binding)
+            .finish()
+    }
 }
 
 /// An account's data key, unwrapped, with its version.
@@ -345,6 +366,36 @@ mod tests {
             moved.version = version;
             let err = crate::repository::block_on(keys.unwrap(account, user, &moved)).unwrap_err();
             assert!(matches!(err, Error::DataKeyUnreadable { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn debug_strings_leave_wrapped_keys_and_ciphertexts_out() {
+        let stored = StoredDataKey {
+            version: 1,
+            provider: "keyring".into(),
+            kek_id: "k1".into(),
+            wrapped: "WRAPPED-SECRET".into(),
+        };
+        let request = OpenRequest {
+            ciphertext: "sealed:v3:1:CIPHERTEXT",
+            binding: binding(Field::ApiKey),
+        };
+        let unwrap = crate::crypto::UnwrapRequest::new(
+            "WRAPPED-SECRET",
+            "k1",
+            crate::crypto::KeyContext::new(Uuid::from_u128(2), "auth0|alice", 1),
+        );
+        for text in [
+            format!("{stored:?}"),
+            format!("{request:?}"),
+            format!("{unwrap:?}"),
+        ] {
+            assert!(text.contains("[REDACTED]"), "{text}");
+            assert!(
+                !text.contains("SECRET") && !text.contains("CIPHERTEXT"),
+                "{text}"
+            );
         }
     }
 

@@ -141,12 +141,22 @@ impl<'a> WrapRequest<'a> {
 }
 
 /// One stored data key to unwrap: the wrapped key, the id of the KEK that wrapped
-/// it, and what it belongs to.
-#[derive(Debug, Clone, Copy)]
+/// it, and what it belongs to. `Debug` leaves the wrapped key out.
+#[derive(Clone, Copy)]
 pub struct UnwrapRequest<'a> {
     wrapped: &'a str,
     key_id: &'a str,
     context: KeyContext<'a>,
+}
+
+impl fmt::Debug for UnwrapRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnwrapRequest")
+            .field("wrapped", &format_args!("[REDACTED]"))
+            .field("key_id", &self.key_id)
+            .field("context", &self.context)
+            .finish()
+    }
 }
 
 impl<'a> UnwrapRequest<'a> {
