@@ -54,7 +54,9 @@ pub use crypto::{
     KEYS_ENV_VAR,
 };
 pub use error::{Error, ErrorKind, Field, Result, Rule, Unit};
-pub use maintenance::{BackfillProgress, KeyUsage, Maintenance, Outcome, RotationProgress};
+pub use maintenance::{
+    BackfillProgress, KeyUsage, Maintenance, Outcome, RotationProgress, DEFAULT_RETIRED_KEY_GRACE,
+};
 pub use models::{
     AccountScope, CredentialUpdate, NewUserAccount, NewUserCredential, Patch, UserAccount,
     UserCredential,

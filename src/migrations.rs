@@ -228,6 +228,9 @@ enum RevertGuard {
     Rows,
     /// Restores the one-credential-per-type index and drops `nickname`.
     Nicknames,
+    /// Drops the retired data keys: refused while any is stored (a credential may
+    /// still be sealed under it).
+    RetiredKeys,
 }
 
 impl RevertGuard {
@@ -237,6 +240,7 @@ impl RevertGuard {
                 RevertGuard::Rows
             }
             MULTIPLE_CREDENTIALS => RevertGuard::Nicknames,
+            RETIRED_DATA_KEYS => RevertGuard::RetiredKeys,
             _ => RevertGuard::None,
         }
     }
@@ -249,6 +253,7 @@ struct RevertCounts {
     credentials: i64,
     shared_type_pairs: usize,
     renamed_nicknames: i64,
+    retired_keys: i64,
 }
 
 fn revert_counts(conn: Conn<'_>, guard: RevertGuard) -> Result<RevertCounts> {
@@ -269,6 +274,13 @@ fn revert_counts(conn: Conn<'_>, guard: RevertGuard) -> Result<RevertCounts> {
                 counts.renamed_nicknames =
                     first(RunQueryDsl::load(query::count_renamed_nicknames(), c)?);
             }
+            RevertGuard::RetiredKeys => {
+                counts.retired_keys = first(RunQueryDsl::load(query::operator::count_retired_keys(), c)?);
+                if counts.retired_keys > 0 {
+                    counts.accounts = first(RunQueryDsl::load(query::operator::count_accounts(), c)?);
+                    counts.credentials = first(RunQueryDsl::load(query::count_credentials(), c)?);
+                }
+            }
             RevertGuard::None => {}
         }
         Ok(counts)
@@ -285,6 +297,11 @@ fn refuse_unsafe_revert(version: &str, guard: RevertGuard, counts: RevertCounts)
                 credentials: counts.credentials as u64,
             })
         }
+        RevertGuard::RetiredKeys if counts.retired_keys > 0 => Err(Error::RevertWouldExpose {
+            version: version.to_owned(),
+            accounts: counts.accounts as u64,
+            credentials: counts.credentials as u64,
+        }),
         RevertGuard::Nicknames if counts.shared_type_pairs > 0 => Err(Error::RevertRefused {
             version: version.to_owned(),
             conflicts: counts.shared_type_pairs,
@@ -315,6 +332,11 @@ const OWNER_MATCHES_ACCOUNT: &str = "20261125000005";
 /// The migration that adds the per-account data keys: reverting it while rows
 /// are stored would destroy the keys their sealed-v3 credentials need.
 const DATA_KEYS: &str = "20261207000006";
+
+/// The migration that keeps the data keys an account had before its current
+/// one: reverting it while one is stored would destroy a key a credential may
+/// still be sealed under.
+const RETIRED_DATA_KEYS: &str = "20261208000007";
 
 /// The migration set of a connection's backend.
 fn migrations_for<C: BackendConnection>(_: &C) -> EmbeddedMigrations {

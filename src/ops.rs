@@ -291,23 +291,33 @@ impl<E: Executor> Core<E> {
     }
 
     /// The keys of a credential that passed the checks before a reveal: formats
-    /// below the minimum refused first, then the account's data key unwrapped (or
-    /// taken from the cache) if a field is sealed v3, then both fields opened.
+    /// below the minimum refused first, then, if a field is sealed v3, the
+    /// account's data key unwrapped (or taken from the cache), and any retired
+    /// key a field is still sealed under read and unwrapped (a row a data-key
+    /// rotation has not reached yet); then both fields opened.
     async fn reveal(&self, revealable: &steps::Revealable) -> Result<CredentialKeys> {
         let requests = revealable.open_requests();
-        let data_key = match (self.keys.check_formats(&requests)?, revealable.data_key()?) {
-            (true, Some(stored)) => Some(
-                self.keys
-                    .data_key(
-                        revealable.credential.user_account_id,
-                        &revealable.credential.user_id,
-                        &stored,
-                    )
-                    .await?,
-            ),
-            _ => None,
-        };
-        let [api_key, secret_key] = requests.map(|r| self.keys.open(data_key.as_ref(), &r));
+        let mut data_keys = Vec::new();
+        if self.keys.check_formats(&requests)? {
+            let credential = &revealable.credential;
+            let (account_id, user_id) = (credential.user_account_id, &credential.user_id);
+            if let Some(stored) = revealable.data_key()? {
+                data_keys.push(self.keys.data_key(account_id, user_id, &stored).await?);
+            }
+            for version in KeyHierarchy::missing_versions(&requests, &data_keys) {
+                let statement = vec![query::retired_account_key(account_id, user_id, version)];
+                let found = first(self.exec.load(Scope::read(user_id), statement).await?);
+                if let Some(columns) = found {
+                    let stored = StoredDataKey::from_columns(account_id, columns)?;
+                    data_keys.push(
+                        self.keys
+                            .retired_data_key(account_id, user_id, &stored)
+                            .await?,
+                    );
+                }
+            }
+        }
+        let [api_key, secret_key] = requests.map(|r| self.keys.open(&data_keys, &r));
         Ok(CredentialKeys::new(api_key?, secret_key?))
     }
 

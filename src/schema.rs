@@ -96,4 +96,37 @@ diesel::table! {
 }
 
 diesel::joinable!(account_keys -> user_accounts (account_id));
-diesel::allow_tables_to_appear_in_same_query!(user_accounts, user_credentials, account_keys);
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::sql_types::{DbTimestamp, DbUuid};
+
+    /// The data keys an account had before its current one, kept while a
+    /// credential may still be sealed under them.
+    retired_account_keys (account_id, version) {
+        /// The account.
+        account_id -> DbUuid,
+        /// The account's `user_id`, for row-level security without a join.
+        user_id -> Text,
+        /// The retired data key's version.
+        version -> Integer,
+        /// The key provider that wrapped it.
+        #[max_length = 32]
+        provider -> Varchar,
+        /// The key-encryption key that wrapped it.
+        #[max_length = 255]
+        kek_id -> Varchar,
+        /// The wrapped data key.
+        wrapped_key -> Text,
+        /// When a newer data key replaced it.
+        retired_at -> DbTimestamp,
+    }
+}
+
+diesel::joinable!(retired_account_keys -> user_accounts (account_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    user_accounts,
+    user_credentials,
+    account_keys,
+    retired_account_keys
+);

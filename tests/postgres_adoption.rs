@@ -600,6 +600,7 @@ fn crate_works_as_an_ordinary_role_under_forced_rls() {
          GRANT CONNECT ON DATABASE {database} TO {role};
          GRANT USAGE ON SCHEMA public TO {role};
          GRANT SELECT, INSERT, UPDATE, DELETE ON user_accounts, user_credentials, account_keys TO {role};
+         GRANT SELECT ON retired_account_keys TO {role};
          GRANT EXECUTE ON FUNCTION current_user_id() TO {role};"
     ));
     let role_url = role_guard.url();

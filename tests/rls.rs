@@ -86,7 +86,8 @@ CREATE ROLE {role} LOGIN NOSUPERUSER BYPASSRLS;
 GRANT CONNECT ON DATABASE {database} TO {role};
 GRANT USAGE ON SCHEMA public TO {role};
 GRANT SELECT, UPDATE ON user_credentials TO {role};
-GRANT SELECT, INSERT, UPDATE ON account_keys TO {role};";
+GRANT SELECT, INSERT, UPDATE ON account_keys TO {role};
+GRANT SELECT, INSERT, DELETE ON retired_account_keys TO {role};";
 
 /// After the migrations: the function the policies call is executable by PUBLIC
 /// when it is created; only the service role keeps it.

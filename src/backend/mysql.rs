@@ -161,7 +161,7 @@ impl BackendConnection for MysqlConnection {
     }
 
     /// `LOCK TABLES user_accounts WRITE, user_credentials WRITE, account_keys WRITE,
-    /// __diesel_schema_migrations WRITE` (those that exist) on the migrating session,
+    /// retired_account_keys WRITE, __diesel_schema_migrations WRITE` (those that exist) on the migrating session,
     /// and `UNLOCK TABLES` once `f` returns, whether it succeeded or failed (the
     /// server releases them if the session dies).
     ///
@@ -192,16 +192,18 @@ impl BackendConnection for MysqlConnection {
             #[diesel(sql_type = diesel::sql_types::Text)]
             name: String,
         }
-        const HELD: [&str; 4] = [
+        const HELD: [&str; 5] = [
             "user_accounts",
             "user_credentials",
             "account_keys",
+            "retired_account_keys",
             "__diesel_schema_migrations",
         ];
         let existing: Vec<Table> = diesel::sql_query(
             "SELECT table_name AS name FROM information_schema.tables \
              WHERE table_schema = DATABASE() \
-               AND table_name IN ('user_accounts', 'user_credentials', 'account_keys', '__diesel_schema_migrations')",
+               AND table_name IN ('user_accounts', 'user_credentials', 'account_keys', \
+                                  'retired_account_keys', '__diesel_schema_migrations')",
         )
         .load(self)?;
         let locks: Vec<String> = HELD

@@ -281,7 +281,7 @@ impl BackendConnection for PgConnection {
                     c.relforcerowsecurity AS forced \
              FROM pg_catalog.pg_class c \
              WHERE c.oid IN (to_regclass('user_accounts'), to_regclass('user_credentials'), \
-                             to_regclass('account_keys')) \
+                             to_regclass('account_keys'), to_regclass('retired_account_keys')) \
              ORDER BY c.relname",
         )
         .load(self)?;

@@ -5,8 +5,8 @@
 
 use super::cache::{DataKeyCache, Fingerprint};
 use super::{
-    open_v3, seal_v3, Binding, CipherFormat, DataKey, FormatVersion, KeyContext, KeyProvider,
-    Keyring, UnwrapRequest, WrapRequest, KEYRING_PROVIDER,
+    data_key_version, open_v3, seal_v3, Binding, CipherFormat, DataKey, FormatVersion, KeyContext,
+    KeyProvider, Keyring, UnwrapRequest, WrapRequest, KEYRING_PROVIDER,
 };
 use crate::error::{Error, Result};
 use secrecy::SecretString;
@@ -158,6 +158,18 @@ impl KeyHierarchy {
         Ok((key, stored.version))
     }
 
+    /// A retired data key, unwrapped and never cached: the cache holds an
+    /// account's current key, which writers seal under.
+    pub(crate) async fn retired_data_key(
+        &self,
+        account_id: Uuid,
+        user_id: &str,
+        stored: &StoredDataKey,
+    ) -> Result<AccountKey> {
+        let key = self.unwrap(account_id, user_id, stored).await?;
+        Ok((Arc::new(key), stored.version))
+    }
+
     /// Unwraps a stored data key with the provider it names, bypassing the cache.
     async fn unwrap(
         &self,
@@ -300,30 +312,46 @@ impl KeyHierarchy {
         Ok(needs_data_key)
     }
 
-    /// Opens one field: sealed v3 with its account's data key (a v3 value without
-    /// one does not open: its data key is gone), the older formats with the
-    /// keyring. A format older than the minimum is refused first.
+    /// Opens one field: sealed v3 with the account's data key of the version it
+    /// names, among `data_keys` (a v3 value whose key is not there does not open:
+    /// its data key is gone), the older formats with the keyring. A format older
+    /// than the minimum is refused first.
     pub(crate) fn open(
         &self,
-        data_key: Option<&AccountKey>,
+        data_keys: &[AccountKey],
         request: &OpenRequest<'_>,
     ) -> Result<SecretString> {
         let binding = &request.binding;
-        let format = FormatVersion::of(request.ciphertext).ok_or(Error::Decryption {
+        let failed = || Error::Decryption {
             credential_id: binding.credential_id,
             field: binding.field,
-        })?;
+        };
+        let format = FormatVersion::of(request.ciphertext).ok_or_else(failed)?;
         self.allows(format, binding)?;
         if format == FormatVersion::SealedV3 {
-            return match data_key {
+            let version = data_key_version(request.ciphertext);
+            return match data_keys.iter().find(|(_, v)| Some(*v) == version) {
                 Some((key, version)) => open_v3(key, *version, request.ciphertext, binding),
-                None => Err(Error::Decryption {
-                    credential_id: binding.credential_id,
-                    field: binding.field,
-                }),
+                None => Err(failed()),
             };
         }
         self.keyring.decrypt(request.ciphertext, binding)
+    }
+
+    /// The data-key versions the sealed-v3 requests name that `data_keys` does not
+    /// hold (those of retired keys), each once.
+    pub(crate) fn missing_versions(
+        requests: &[OpenRequest<'_>],
+        data_keys: &[AccountKey],
+    ) -> Vec<u32> {
+        let mut missing: Vec<u32> = requests
+            .iter()
+            .filter_map(|r| data_key_version(r.ciphertext))
+            .filter(|version| !data_keys.iter().any(|(_, v)| v == version))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        missing
     }
 }
 
@@ -417,9 +445,9 @@ mod tests {
             ciphertext: &fernet[0],
             binding: binding(Field::ApiKey),
         };
-        assert_eq!(keys.open(None, &request).unwrap().expose_secret(), "PK1");
+        assert_eq!(keys.open(&[], &request).unwrap().expose_secret(), "PK1");
         keys.minimum = FormatVersion::SealedV3;
-        let err = keys.open(None, &request).unwrap_err();
+        let err = keys.open(&[], &request).unwrap_err();
         assert!(matches!(
             err,
             Error::FormatRefused {

@@ -189,6 +189,9 @@ impl Maintenance {
             reader.minimum = crate::FormatVersion::Fernet;
             let mut failures = Vec::new();
             let mut outcome = self.rewrap_data_keys(limit, &mut state, &mut failures, progress)?;
+            if let (Some(made_before), true) = (self.replace_data_keys, outcome.is_completed()) {
+                outcome = self.replace_data_keys(limit, made_before, &mut state, progress)?;
+            }
             // Accounts whose data key does not unwrap: reported once, their rows
             // left as they are.
             let mut unreadable_accounts: std::collections::HashSet<Uuid> = failures
@@ -239,8 +242,15 @@ impl Maintenance {
                     outcome = Outcome::Stopped(());
                 }
             }
+            if outcome.is_completed() {
+                self.delete_retired_keys(limit, &mut state)?;
+            }
             record_rows(state.rewritten as usize);
-            if state.rewritten > 0 || state.data_keys_rewrapped > 0 {
+            if state.rewritten > 0
+                || state.data_keys_rewrapped > 0
+                || state.data_keys_replaced > 0
+                || state.retired_keys_deleted > 0
+            {
                 // The old ciphertexts and wrapped keys leave the SQLite file (its
                 // WAL) now, not at some later auto-checkpoint; also after a stopped
                 // run, for what it rewrote.
@@ -312,6 +322,98 @@ impl Maintenance {
             if progress(state).is_break() {
                 return Ok(Outcome::Stopped(()));
             }
+        }
+    }
+
+    /// Gives every account whose data key was made before `made_before` a new one
+    /// (the next version), `limit` accounts per batch; each in one short
+    /// transaction that replaces the key only where it is still the one read and
+    /// keeps the old one as retired. The credentials are re-encrypted by the pass
+    /// that follows (they are not sealed under the current key any more).
+    fn replace_data_keys(
+        &self,
+        limit: i64,
+        made_before: chrono::DateTime<chrono::Utc>,
+        state: &mut RotationProgress,
+        progress: &mut dyn FnMut(&RotationProgress) -> ControlFlow<()>,
+    ) -> Result<Outcome<()>> {
+        use diesel::RunQueryDsl;
+        let mut after = Uuid::nil();
+        loop {
+            let batch = self.db.load_now(
+                Scope::maintenance_read(),
+                vec![query::account_keys_made_before(after, made_before, limit)],
+            )?;
+            let Some((last, ..)) = batch.last() else {
+                return Ok(Outcome::Completed(()));
+            };
+            after = *last;
+            let mut replacements = Vec::with_capacity(batch.len());
+            for (account_id, user_id, columns) in batch {
+                let old = crate::crypto::StoredDataKey::from_columns(account_id, columns)?;
+                let (key, new) = crate::repository::block_on(self.keys.new_data_key(
+                    account_id,
+                    &user_id.0,
+                    old.version + 1,
+                ))?;
+                replacements.push((account_id, user_id.0, old, key, new));
+            }
+            let replaced = self.db.run(Scope::maintenance(), |mut conn| {
+                let mut replaced = Vec::new();
+                for (account_id, user_id, old, _, new) in &replacements {
+                    let changed = on_backend!(conn.reborrow(), c => {
+                        let changed = query::replace_data_key(*account_id, old, new).execute(c)?;
+                        if changed == 1 {
+                            query::retire_data_key(*account_id, user_id, old).execute(c)?;
+                        }
+                        changed
+                    });
+                    if changed == 1 {
+                        replaced.push(*account_id);
+                    }
+                }
+                Ok(replaced)
+            })?;
+            // This process seals under the new keys from now on.
+            for (account_id, _, _, key, new) in replacements {
+                if replaced.contains(&account_id) {
+                    self.keys
+                        .cache
+                        .insert(account_id, new.fingerprint(), std::sync::Arc::new(key));
+                }
+            }
+            state.data_keys_replaced += replaced.len() as u64;
+            self.db.checkpoint_between_batches()?;
+            if progress(state).is_break() {
+                return Ok(Outcome::Stopped(()));
+            }
+        }
+    }
+
+    /// Deletes every retired data key retired longer than the grace period ago
+    /// under which no credential is sealed any more, `limit` per statement batch;
+    /// each delete checks that in the same statement.
+    fn delete_retired_keys(&self, limit: i64, state: &mut RotationProgress) -> Result<()> {
+        let grace = chrono::Duration::from_std(self.retired_grace).unwrap_or(chrono::Duration::MAX);
+        let cutoff = crate::steps::now()
+            .checked_sub_signed(grace)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        let mut after = (Uuid::nil(), 0);
+        loop {
+            let batch = self.db.load_now(
+                Scope::maintenance_read(),
+                vec![query::retired_keys_before(after, cutoff, limit)],
+            )?;
+            let Some(last) = batch.last() else {
+                return Ok(());
+            };
+            after = *last;
+            let statements = batch
+                .into_iter()
+                .map(|(account_id, version)| query::delete_unused_retired_key(account_id, version))
+                .collect();
+            state.retired_keys_deleted +=
+                self.db.execute_now(Scope::maintenance(), statements)? as u64;
         }
     }
 

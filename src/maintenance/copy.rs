@@ -254,8 +254,7 @@ impl Maintenance {
             let migrated = target.run_migrations()?;
             let target_side = Maintenance {
                 db: target.clone(),
-                keys: self.keys.clone(),
-                format: self.format,
+                ..self.clone()
             };
             target_side.require_rls_bypass("copy")?;
             let present = (
@@ -392,6 +391,52 @@ impl Maintenance {
                 report.mismatched_accounts.push(account_id);
             }
         }
+        self.copy_retired_keys(target, ids, users, report)
+    }
+
+    /// Copies the retired data keys of the accounts `ids` that the target lacks
+    /// (their grace period starts again on the target), then compares them.
+    fn copy_retired_keys(
+        &self,
+        target: &Database,
+        ids: &[Uuid],
+        users: &HashMap<Uuid, String>,
+        report: &mut CopyReport,
+    ) -> Result<()> {
+        let retired = |db: &Database| -> Result<HashSet<(Uuid, (i32, String, String, String))>> {
+            Ok(db
+                .load_now(Scope::maintenance_read(), vec![query::retired_keys_of(ids)])?
+                .into_iter()
+                .collect())
+        };
+        let source = retired(&self.db)?;
+        let present: HashSet<(Uuid, i32)> = retired(target)?
+            .into_iter()
+            .map(|(id, (version, ..))| (id, version))
+            .collect();
+        let mut statements = Vec::new();
+        for (account_id, columns) in &source {
+            let Some(user_id) = users.get(account_id) else {
+                continue;
+            };
+            if present.contains(&(*account_id, columns.0)) {
+                continue;
+            }
+            let stored = crate::crypto::StoredDataKey::from_columns(*account_id, columns.clone())?;
+            statements.push(query::retire_data_key(*account_id, user_id, &stored));
+        }
+        if !statements.is_empty() {
+            target.execute_now(Scope::maintenance(), statements)?;
+        }
+        let copied = retired(target)?;
+        let mut mismatched: Vec<Uuid> = source
+            .difference(&copied)
+            .map(|(account_id, _)| *account_id)
+            .filter(|id| !report.mismatched_accounts.contains(id))
+            .collect();
+        mismatched.sort_unstable();
+        mismatched.dedup();
+        report.mismatched_accounts.extend(mismatched);
         Ok(())
     }
 

@@ -22,7 +22,7 @@ pub use verify::{UnreadableCredential, VerifyProgress, VerifyReport};
 
 use crate::backend::Scope;
 use crate::connection::Database;
-use crate::crypto::{AccountKey, CipherFormat, KeyHierarchy, Keyring, StoredDataKey};
+use crate::crypto::{CipherFormat, KeyHierarchy, Keyring, StoredDataKey};
 use crate::error::Result;
 use crate::ops::span;
 use crate::query;
@@ -46,6 +46,14 @@ pub struct RotationProgress {
     /// Account data keys re-wrapped under the provider's current KEK so far (the
     /// credentials under them untouched).
     pub data_keys_rewrapped: u64,
+    /// Account data keys replaced by new ones so far (a rotation
+    /// [replacing data keys](Maintenance::replacing_data_keys)); the credentials
+    /// under the old ones are re-encrypted and counted in `rewritten`.
+    pub data_keys_replaced: u64,
+    /// Retired data keys deleted so far: past the
+    /// [grace period](Maintenance::with_retired_key_grace), with no credential
+    /// sealed under them.
+    pub retired_keys_deleted: u64,
 }
 
 impl RotationProgress {
@@ -102,7 +110,15 @@ pub struct Maintenance {
     db: Database,
     keys: KeyHierarchy,
     format: CipherFormat,
+    /// Replace the data keys made before this time (a data-key rotation).
+    replace_data_keys: Option<chrono::DateTime<chrono::Utc>>,
+    /// How long a retired data key is kept after its replacement.
+    retired_grace: std::time::Duration,
 }
+
+/// How long a replaced data key is kept by default: twelve times the data-key
+/// cache's default age, past which no writer still seals under it.
+pub const DEFAULT_RETIRED_KEY_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl crate::CredentialStore {
     /// The cross-user maintenance operations (backfill, key rotation, key usage) on
@@ -113,6 +129,8 @@ impl crate::CredentialStore {
             db: self.core.exec.clone(),
             keys: self.core.keys.clone(),
             format: self.core.format,
+            replace_data_keys: None,
+            retired_grace: DEFAULT_RETIRED_KEY_GRACE,
         }
     }
 }
@@ -125,6 +143,8 @@ impl Maintenance {
             db,
             keys: KeyHierarchy::new(keyring.into()),
             format: CipherFormat::Sealed,
+            replace_data_keys: None,
+            retired_grace: DEFAULT_RETIRED_KEY_GRACE,
         }
     }
 
@@ -145,6 +165,37 @@ impl Maintenance {
     /// readable (rotation reads every format, to convert it).
     pub fn with_minimum_format(mut self, minimum: crate::FormatVersion) -> Self {
         self.keys.minimum = minimum;
+        self
+    }
+
+    /// The same, and [`rotate_keys`](Self::rotate_keys) also gives every account
+    /// whose data key was made before `made_before` a new data key (the next
+    /// version) and re-encrypts its credentials under it: what to do when a data
+    /// key may have leaked, or to bound how much one key has sealed.
+    ///
+    /// Each replacement is one short transaction that keeps the old key as
+    /// *retired*, so every credential stays readable throughout: rows not yet
+    /// re-encrypted, and rows that a service holding the old key in its cache
+    /// writes in the meantime (the next run re-encrypts those). A retired key is
+    /// deleted by a later rotation once it has been retired longer than the
+    /// [grace period](Self::with_retired_key_grace) and no credential is sealed
+    /// under it.
+    ///
+    /// Pass the same `made_before` to resume a stopped run: keys replaced by the
+    /// first run were made after it and are left alone. `Utc::now()` starts a new
+    /// rotation.
+    pub fn replacing_data_keys(mut self, made_before: chrono::DateTime<chrono::Utc>) -> Self {
+        self.replace_data_keys = Some(made_before);
+        self
+    }
+
+    /// The same, keeping a replaced data key for `grace` before a rotation may
+    /// delete it ([`DEFAULT_RETIRED_KEY_GRACE`], an hour, by default). Keep it
+    /// longer than the [data-key cache](crate::DataKeyCache)'s age in every
+    /// service: a service that cached the old key seals under it until its entry
+    /// expires.
+    pub fn with_retired_key_grace(mut self, grace: std::time::Duration) -> Self {
+        self.retired_grace = grace;
         self
     }
 
@@ -221,11 +272,13 @@ impl Maintenance {
         Ok((!rows.is_empty()).then_some(rows))
     }
 
-    /// The data keys of the accounts of `rows` on `db`, unwrapped (through the
-    /// cache). An account whose data key does not unwrap is left out, so its sealed
-    /// v3 rows are reported as not opening; a provider that cannot be reached
-    /// fails the call.
-    fn data_keys(&self, db: &Database, rows: &[StoredRow]) -> Result<HashMap<Uuid, AccountKey>> {
+    /// The data keys of the accounts of `rows` on `db`, unwrapped (current keys
+    /// through the cache), each account's current key first and then its retired
+    /// ones. An account whose current data key does not unwrap is left out, so
+    /// its sealed v3 rows are reported as not opening (a retired key that does
+    /// not unwrap is left out alone); a provider that cannot be reached fails the
+    /// call.
+    fn data_keys(&self, db: &Database, rows: &[StoredRow]) -> Result<rows::AccountKeys> {
         self.unwrap_data_keys(db, rows).map(|(keys, _)| keys)
     }
 
@@ -234,8 +287,9 @@ impl Maintenance {
         &self,
         db: &Database,
         rows: &[StoredRow],
-    ) -> Result<(HashMap<Uuid, AccountKey>, Unreadable)> {
+    ) -> Result<(rows::AccountKeys, Unreadable)> {
         let stored = stored_data_keys(db, rows)?;
+        let retired = retired_data_keys(db, rows)?;
         let users: HashMap<Uuid, &str> = rows
             .iter()
             .map(|row| (row.account_id, row.user_id.as_str()))
@@ -246,10 +300,24 @@ impl Maintenance {
             let user_id = users.get(&account_id).copied().unwrap_or_default();
             match crate::repository::block_on(self.keys.data_key(account_id, user_id, &stored)) {
                 Ok(key) => {
-                    keys.insert(account_id, key);
+                    keys.insert(account_id, vec![key]);
                 }
                 Err(err) if err.is_retryable() => return Err(err),
                 Err(err) => unreadable.push((account_id, err)),
+            }
+        }
+        for (account_id, stored) in retired {
+            let Some(account_keys) = keys.get_mut(&account_id) else {
+                continue;
+            };
+            let user_id = users.get(&account_id).copied().unwrap_or_default();
+            match crate::repository::block_on(
+                self.keys.retired_data_key(account_id, user_id, &stored),
+            ) {
+                Ok(key) => account_keys.push(key),
+                Err(err) if err.is_retryable() => return Err(err),
+                // Its rows are reported as not opening.
+                Err(_) => {}
             }
         }
         Ok((keys, unreadable))
@@ -270,6 +338,28 @@ impl Maintenance {
 
 /// The accounts whose data key does not unwrap, each with why.
 type Unreadable = Vec<(Uuid, crate::Error)>;
+
+/// The retired data keys of the accounts of `rows` on `db`.
+fn retired_data_keys(db: &Database, rows: &[StoredRow]) -> Result<Vec<(Uuid, StoredDataKey)>> {
+    let accounts: BTreeSet<Uuid> = rows.iter().map(|row| row.account_id).collect();
+    if accounts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let accounts: Vec<Uuid> = accounts.into_iter().collect();
+    let found = db.load_now(
+        Scope::maintenance_read(),
+        vec![query::retired_keys_of(&accounts)],
+    )?;
+    found
+        .into_iter()
+        .map(|(account_id, columns)| {
+            Ok((
+                account_id,
+                StoredDataKey::from_columns(account_id, columns)?,
+            ))
+        })
+        .collect()
+}
 
 /// The stored data keys of the accounts of `rows` on `db`, by account.
 fn stored_data_keys(db: &Database, rows: &[StoredRow]) -> Result<HashMap<Uuid, StoredDataKey>> {

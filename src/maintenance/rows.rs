@@ -52,18 +52,24 @@ pub(crate) struct RotationPlan<'a> {
     pub failures: Vec<Error>,
 }
 
+/// The unwrapped data keys of each account of a batch: its current key first,
+/// then its retired ones.
+pub(crate) type AccountKeys = HashMap<Uuid, Vec<AccountKey>>;
+
 /// Decrypts both fields of a stored credential, each bound to its row and field,
-/// with its account's data key if it has one: `(api_key, secret_key)`.
+/// with its account's data keys if it has them: `(api_key, secret_key)`.
 pub(crate) fn open_stored(
     keys: &KeyHierarchy,
-    data_keys: &HashMap<Uuid, AccountKey>,
+    data_keys: &AccountKeys,
     row: &StoredRow,
 ) -> (Result<SecretString>, Result<SecretString>) {
-    let data_key = data_keys.get(&row.account_id);
+    let data_keys = data_keys
+        .get(&row.account_id)
+        .map_or(&[][..], Vec::as_slice);
     let open = |ciphertext: &str, field| {
         let binding = Binding::new(row.id, row.account_id, &row.user_id, field);
         keys.open(
-            data_key,
+            data_keys,
             &OpenRequest {
                 ciphertext,
                 binding,
@@ -85,7 +91,7 @@ pub(crate) fn open_stored(
 pub(crate) fn plan_rotation<'a>(
     keys: &KeyHierarchy,
     format: CipherFormat,
-    data_keys: &HashMap<Uuid, AccountKey>,
+    data_keys: &AccountKeys,
     batch: &'a [StoredRow],
 ) -> RotationPlan<'a> {
     let mut plan = RotationPlan {
@@ -93,7 +99,8 @@ pub(crate) fn plan_rotation<'a>(
         failures: Vec::new(),
     };
     for row in batch {
-        let data_key = data_keys.get(&row.account_id);
+        // The account's current data key: what rows are sealed under.
+        let data_key = data_keys.get(&row.account_id).and_then(|keys| keys.first());
         match open_stored(keys, data_keys, row) {
             (Ok(api_key), Ok(secret_key)) => {
                 let version = data_key.map_or(0, |(_, version)| *version);

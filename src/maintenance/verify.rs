@@ -2,13 +2,12 @@
 
 use super::rows::{self, StoredRow};
 use super::Maintenance;
-use crate::crypto::{AccountKey, KeyHierarchy};
+use crate::crypto::KeyHierarchy;
 use crate::error::{Error, Result};
 use crate::ops::{record_rows, span};
 use crate::steps;
 use crate::validation;
 use serde::Serialize;
-use std::collections::HashMap;
 use std::ops::ControlFlow;
 use uuid::Uuid;
 
@@ -117,7 +116,7 @@ impl VerifyReport {
 /// how many rows opened entirely. The plaintext is dropped (and zeroed) at once.
 pub(super) fn check_rows(
     keys: &KeyHierarchy,
-    data_keys: &HashMap<Uuid, AccountKey>,
+    data_keys: &super::rows::AccountKeys,
     rows: &[StoredRow],
     unreadable: &mut Vec<UnreadableCredential>,
 ) -> u64 {

@@ -21,7 +21,7 @@ use crate::models::{
     account_columns, credential_columns, AccountColumns, AccountRow, AccountScope,
     CredentialChanges, CredentialColumns, CredentialRow, UserAccount, UserCredential,
 };
-use crate::schema::{account_keys, user_accounts, user_credentials};
+use crate::schema::{account_keys, retired_account_keys, user_accounts, user_credentials};
 use crate::sql_types::{LossyText, SqlUuid};
 use diesel::dsl::count_star;
 use diesel::prelude::*;
@@ -379,6 +379,151 @@ pub(crate) fn account_keys_of(
     account_keys::table
         .filter(account_keys::account_id.eq_any(ids))
         .select((account_keys::account_id, data_key_columns()))
+}
+
+/// One of the account's retired data keys: `(version, provider, kek_id,
+/// wrapped_key)`.
+pub(crate) fn retired_account_key(
+    account_id: Uuid,
+    user_id: &str,
+    version: u32,
+) -> impl Load<(i32, String, String, String)> {
+    retired_account_keys::table
+        .filter(retired_account_keys::account_id.eq(SqlUuid(account_id)))
+        .filter(retired_account_keys::user_id.eq(user_id.to_owned()))
+        .filter(retired_account_keys::version.eq(version as i32))
+        .select((
+            retired_account_keys::version,
+            retired_account_keys::provider,
+            retired_account_keys::kek_id,
+            retired_account_keys::wrapped_key,
+        ))
+}
+
+/// The retired data keys of these accounts:
+/// `(account_id, (version, provider, kek_id, wrapped_key))`.
+pub(crate) fn retired_keys_of(
+    account_ids: &[Uuid],
+) -> impl Load<(Uuid, (i32, String, String, String))> {
+    let ids: Vec<SqlUuid> = account_ids.iter().copied().map(SqlUuid).collect();
+    retired_account_keys::table
+        .filter(retired_account_keys::account_id.eq_any(ids))
+        .select((
+            retired_account_keys::account_id,
+            (
+                retired_account_keys::version,
+                retired_account_keys::provider,
+                retired_account_keys::kek_id,
+                retired_account_keys::wrapped_key,
+            ),
+        ))
+}
+
+/// The next `limit` stored data keys made before `made_before`, after account
+/// `after`, by account id: those a data-key rotation replaces.
+pub(crate) fn account_keys_made_before(
+    after: Uuid,
+    made_before: chrono::DateTime<chrono::Utc>,
+    limit: i64,
+) -> impl Load<(Uuid, LossyText, (i32, String, String, String))> {
+    account_keys::table
+        .filter(account_keys::account_id.gt(SqlUuid(after)))
+        .filter(account_keys::created_at.lt(crate::sql_types::SqlTime(made_before)))
+        .order(account_keys::account_id)
+        .select((
+            account_keys::account_id,
+            account_keys::user_id,
+            data_key_columns(),
+        ))
+        .limit(limit)
+}
+
+/// Replaces an account's data key with a new one, only where the stored key is
+/// still `old` (a concurrent rotation or re-wrap wins).
+pub(crate) fn replace_data_key(
+    account_id: Uuid,
+    old: &crate::crypto::StoredDataKey,
+    new: &crate::crypto::StoredDataKey,
+) -> impl Execute {
+    let now = crate::sql_types::SqlTime(crate::steps::now());
+    diesel::update(
+        account_keys::table
+            .filter(account_keys::account_id.eq(SqlUuid(account_id)))
+            .filter(account_keys::version.eq(old.version as i32))
+            .filter(account_keys::wrapped_key.eq(old.wrapped.clone())),
+    )
+    .set((
+        account_keys::version.eq(new.version as i32),
+        account_keys::provider.eq(new.provider.clone()),
+        account_keys::kek_id.eq(new.kek_id.clone()),
+        account_keys::wrapped_key.eq(new.wrapped.clone()),
+        account_keys::created_at.eq(now),
+        account_keys::updated_at.eq(now),
+    ))
+}
+
+/// Keeps a replaced data key as retired.
+pub(crate) fn retire_data_key(
+    account_id: Uuid,
+    user_id: &str,
+    old: &crate::crypto::StoredDataKey,
+) -> impl Execute {
+    diesel::insert_into(retired_account_keys::table).values((
+        retired_account_keys::account_id.eq(SqlUuid(account_id)),
+        retired_account_keys::user_id.eq(user_id.to_owned()),
+        retired_account_keys::version.eq(old.version as i32),
+        retired_account_keys::provider.eq(old.provider.clone()),
+        retired_account_keys::kek_id.eq(old.kek_id.clone()),
+        retired_account_keys::wrapped_key.eq(old.wrapped.clone()),
+        retired_account_keys::retired_at.eq(crate::sql_types::SqlTime(crate::steps::now())),
+    ))
+}
+
+/// The next `limit` retired data keys retired before `cutoff`, after `(account,
+/// version)`: `(account_id, version)`.
+pub(crate) fn retired_keys_before(
+    (after_account, after_version): (Uuid, i32),
+    cutoff: chrono::DateTime<chrono::Utc>,
+    limit: i64,
+) -> impl Load<(Uuid, i32)> {
+    retired_account_keys::table
+        .filter(
+            retired_account_keys::account_id
+                .gt(SqlUuid(after_account))
+                .or(retired_account_keys::account_id
+                    .eq(SqlUuid(after_account))
+                    .and(retired_account_keys::version.gt(after_version))),
+        )
+        .filter(retired_account_keys::retired_at.lt(crate::sql_types::SqlTime(cutoff)))
+        .order((
+            retired_account_keys::account_id,
+            retired_account_keys::version,
+        ))
+        .select((
+            retired_account_keys::account_id,
+            retired_account_keys::version,
+        ))
+        .limit(limit)
+}
+
+/// Deletes a retired data key, only where no credential of its account holds a
+/// ciphertext sealed under it.
+pub(crate) fn delete_unused_retired_key(account_id: Uuid, version: i32) -> impl Execute {
+    let sealed_under = format!("sealed:v3:{version}:%");
+    diesel::delete(
+        retired_account_keys::table
+            .filter(retired_account_keys::account_id.eq(SqlUuid(account_id)))
+            .filter(retired_account_keys::version.eq(version))
+            .filter(diesel::dsl::not(diesel::dsl::exists(
+                user_credentials::table
+                    .filter(user_credentials::user_account_id.eq(SqlUuid(account_id)))
+                    .filter(
+                        user_credentials::api_key
+                            .like(sealed_under.clone())
+                            .or(user_credentials::secret_key.like(sealed_under)),
+                    ),
+            ))),
+    )
 }
 
 /// Replaces an account's wrapped data key, only where it is still the one read

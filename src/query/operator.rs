@@ -17,6 +17,11 @@ pub(crate) fn count_accounts() -> impl Load<i64> {
     user_accounts::table.select(count_star())
 }
 
+/// How many retired data keys are stored.
+pub(crate) fn count_retired_keys() -> impl Load<i64> {
+    crate::schema::retired_account_keys::table.select(count_star())
+}
+
 /// How many credentials have no nickname (NULL).
 pub(crate) fn count_null_nicknames() -> impl Load<i64> {
     user_credentials::table

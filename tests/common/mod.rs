@@ -488,6 +488,7 @@ CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS;
 GRANT CONNECT ON DATABASE {database} TO {role};
 GRANT USAGE ON SCHEMA public TO {role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON user_accounts, user_credentials, account_keys TO {role};
+GRANT SELECT ON retired_account_keys TO {role};
 GRANT EXECUTE ON FUNCTION current_user_id() TO {role};";
 
 /// A PostgreSQL role made for one test, named `cs_test_<kind>_<hex>`, dropped when

@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS retired_account_keys;
