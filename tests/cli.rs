@@ -161,8 +161,8 @@ on_both_backends!(migrate_status_and_revert, |db| {
     assert_eq!(dry["command"], "migrate");
     assert_eq!(dry["result"]["dry_run"], true);
     let pending = dry["result"]["pending"].as_array().unwrap().clone();
-    assert_eq!(pending.len(), 6, "{dry}");
-    assert_eq!(pending.last().unwrap(), "20261207000006", "{dry}");
+    assert_eq!(pending.len(), 7, "{dry}");
+    assert_eq!(pending.last().unwrap(), "20261208000007", "{dry}");
 
     // Before migrating, status knows the migrations but counts nothing.
     let before = json(&run(&db.url, keys, &["status", "--json"]));
@@ -173,7 +173,7 @@ on_both_backends!(migrate_status_and_revert, |db| {
     assert_eq!(before["result"]["accounts"], Value::Null);
 
     let applied = json(&run(&db.url, keys, &["migrate", "--json"]));
-    assert_eq!(applied["result"]["applied"].as_array().unwrap().len(), 6);
+    assert_eq!(applied["result"]["applied"].as_array().unwrap().len(), 7);
     let again = run(&db.url, keys, &["migrate"]);
     assert_eq!(code(&again), 0);
     assert!(String::from_utf8_lossy(&again.stdout).contains("up to date"));
@@ -220,7 +220,15 @@ on_both_backends!(migrate_status_and_revert, |db| {
                 .iter()
                 .map(|t| t["table"].as_str().unwrap())
                 .collect();
-            assert_eq!(names, ["account_keys", "user_accounts", "user_credentials"]);
+            assert_eq!(
+                names,
+                [
+                    "account_keys",
+                    "retired_account_keys",
+                    "user_accounts",
+                    "user_credentials"
+                ]
+            );
             for table in tables {
                 assert_eq!(
                     (&table["enabled"], &table["forced"]),
@@ -238,7 +246,10 @@ on_both_backends!(migrate_status_and_revert, |db| {
     assert!(text.contains("credentials: 3"), "{text}");
     assert!(text.contains("key_id=2026-12"), "{text}");
 
-    // With rows stored, the data keys (000006, the newest) refuse first.
+    assert!(text.contains("retired data keys: 0"), "{text}");
+
+    // With rows stored, the data keys (000006) refuse, after the retired data
+    // keys (000007, none stored) came off.
     let exposed = run(&db.url, keys, &["revert", "20240601000003", "--json"]);
     let e = json(&exposed);
     assert_eq!(code(&exposed), 1, "{e}");
@@ -251,7 +262,10 @@ on_both_backends!(migrate_status_and_revert, |db| {
         ),
         (&serde_json::json!(2), &serde_json::json!(3))
     );
-    assert_eq!(e["result"]["reverted"], serde_json::json!([]));
+    assert_eq!(
+        e["result"]["reverted"],
+        serde_json::json!(["20261208000007"])
+    );
     // Emptied, the later migrations revert; then the rows are written again.
     db.execute("DELETE FROM user_credentials; DELETE FROM user_accounts;");
     assert_eq!(
@@ -259,10 +273,19 @@ on_both_backends!(migrate_status_and_revert, |db| {
         0,
         "the data keys go with their accounts"
     );
+    assert_eq!(
+        json(&run(&db.url, keys, &["migrate", "--json"]))["result"]["applied"],
+        serde_json::json!(["20261208000007"])
+    );
     let later = json(&run(&db.url, keys, &["revert", "20261125000004", "--json"]));
     assert_eq!(
         later["result"]["reverted"],
-        serde_json::json!(["20261207000006", "20261125000005", "20261125000004"]),
+        serde_json::json!([
+            "20261208000007",
+            "20261207000006",
+            "20261125000005",
+            "20261125000004"
+        ]),
         "{later}"
     );
     // Without the data keys (000006 reverted) the rows are written as the
@@ -311,7 +334,7 @@ on_both_backends!(migrate_status_and_revert, |db| {
         "{done}"
     );
     let dry = json(&run(&db.url, keys, &["migrate", "--dry-run", "--json"]));
-    assert_eq!(dry["result"]["pending"].as_array().unwrap().len(), 4);
+    assert_eq!(dry["result"]["pending"].as_array().unwrap().len(), 5);
     assert_eq!(code(&run(&db.url, keys, &["migrate"])), 0);
 });
 
@@ -596,7 +619,7 @@ fn copy_from_sqlite_to_postgres_and_back() {
         (r["verified"].as_u64(), r["complete"].as_bool()),
         (Some(61), Some(true))
     );
-    assert_eq!(r["migrated"].as_array().unwrap().len(), 6);
+    assert_eq!(r["migrated"].as_array().unwrap().len(), 7);
     assert_eq!(pg.count("user_credentials"), 61);
     let keyring = || Keyring::from_fernet_keys([&sealed, &fernet]).unwrap();
     assert_all_decrypt(&pg.database(), keyring(), &rows);

@@ -23,7 +23,7 @@ fn main() {
 
 const CHILD_URL: &str = "CREDENTIAL_STORE_CHILD_URL";
 const CHILD_START: &str = "CREDENTIAL_STORE_CHILD_START_MS";
-const MIGRATIONS: usize = 6;
+const MIGRATIONS: usize = 7;
 
 fn rounds() -> usize {
     std::env::var("CREDENTIAL_STORE_MIGRATION_RACES")

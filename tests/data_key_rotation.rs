@@ -15,7 +15,8 @@ mod common;
 
 use common::{test_key, TestDb};
 use credential_store::{
-    CredentialStore, Error, Keyring, Maintenance, NewUserAccount, NewUserCredential, Outcome,
+    maintenance::CopyOptions, CredentialStore, Error, Keyring, Maintenance, NewUserAccount,
+    NewUserCredential, Outcome,
 };
 use secrecy::ExposeSecret;
 use std::ops::ControlFlow;
@@ -88,7 +89,7 @@ on_both_backends!(data_keys_are_replaced_and_credentials_reencrypted, |db| {
         "PK1"
     );
 
-    // A run stopped after its first batch of one account replaces one key.
+    // A run stopped after its first batch (one account) replaces one key.
     let made_before = chrono::Utc::now();
     let maintenance = Maintenance::new(db.database(), Keyring::from_fernet_keys([&key]).unwrap())
         .replacing_data_keys(made_before);
@@ -100,7 +101,7 @@ on_both_backends!(data_keys_are_replaced_and_credentials_reencrypted, |db| {
     };
     assert_eq!(progress.data_keys_replaced, 1);
     assert_eq!(db.count("retired_account_keys"), 1);
-    // Every credential still opens, in a fresh process and in the stale one.
+    // Every credential still opens, in a fresh process.
     for ((account, id, _), plaintext) in written.iter().zip(plaintexts) {
         let keys = open_store(db, &key).keys(account, *id).unwrap();
         assert_eq!(keys.api_key().expose_secret(), plaintext);
@@ -154,25 +155,67 @@ on_both_backends!(data_keys_are_replaced_and_credentials_reencrypted, |db| {
     );
     written.push((ada.clone(), late.id, late.nickname));
 
-    // A run within the grace period re-encrypts the late row and keeps the keys.
-    let kept = Maintenance::new(db.database(), Keyring::from_fernet_keys([&key]).unwrap())
-        .rotate_keys(100, &mut |_| {})
+    // A copy carries the retired keys: the late row opens on the target too.
+    let target = TestDb::sqlite();
+    let report = Maintenance::new(db.database(), Keyring::from_fernet_keys([&key]).unwrap())
+        .copy_to(&target.database(), &CopyOptions::default(), &mut |_| {
+            ControlFlow::Continue(())
+        })
         .unwrap();
-    assert_eq!(
-        (kept.rewritten, kept.retired_keys_deleted),
-        (1, 0),
-        "{kept:?}"
-    );
-    assert_eq!(db.count("retired_account_keys"), 2);
+    assert!(report.complete && report.verified(), "{report:?}");
+    assert_eq!(target.count("retired_account_keys"), 2);
+    let copied = open_store(&target, &key);
+    for ((account, id, _), plaintext) in written.iter().zip(["PK1", "PK2", "PK3", "PK4", "PK5"]) {
+        assert_eq!(
+            copied.keys(account, *id).unwrap().api_key().expose_secret(),
+            plaintext
+        );
+    }
 
-    // Past the grace period, unused retired keys are deleted.
-    let purged = Maintenance::new(db.database(), Keyring::from_fernet_keys([&key]).unwrap())
-        .with_retired_key_grace(Duration::ZERO)
-        .rotate_keys(100, &mut |_| {})
-        .unwrap();
+    // A run within the grace period re-encrypts nothing it cannot open and
+    // keeps the keys.
+    let late_secret = db.text(&format!(
+        "SELECT secret_key AS t FROM user_credentials WHERE id = '{}'",
+        late.id
+    ));
+    db.execute(&format!(
+        "UPDATE user_credentials SET secret_key = 'sealed:v3:1:AAAA' WHERE id = '{}'",
+        late.id
+    ));
+    let zero_grace = || {
+        Maintenance::new(db.database(), Keyring::from_fernet_keys([&key]).unwrap())
+            .with_retired_key_grace(Duration::ZERO)
+    };
+    // Past the grace period, a retired key a row is still sealed under (here one
+    // the rotation cannot re-encrypt) is kept; bob's, unused, is deleted.
+    match zero_grace().rotate_keys(100, &mut |_| {}) {
+        Err(Error::RotationIncomplete {
+            rewritten,
+            failures,
+        }) => {
+            assert_eq!(rewritten, 0);
+            assert_eq!(failures.len(), 1, "{failures:?}");
+        }
+        other => panic!("expected RotationIncomplete, got {other:?}"),
+    }
+    assert_eq!(db.count("retired_account_keys"), 1);
+    assert_eq!(
+        db.scalar(&format!(
+            "SELECT COUNT(*) AS n FROM retired_account_keys WHERE account_id = '{}'",
+            ada.id()
+        )),
+        1
+    );
+
+    // The row repaired, the next run re-encrypts it and deletes the last key.
+    db.execute(&format!(
+        "UPDATE user_credentials SET secret_key = '{late_secret}' WHERE id = '{}'",
+        late.id
+    ));
+    let purged = zero_grace().rotate_keys(100, &mut |_| {}).unwrap();
     assert_eq!(
         (purged.rewritten, purged.retired_keys_deleted),
-        (0, 2),
+        (1, 1),
         "{purged:?}"
     );
     assert_eq!(db.count("retired_account_keys"), 0);

@@ -19,7 +19,7 @@ fn main() {
     ]);
 }
 
-const MIGRATIONS: usize = 6;
+const MIGRATIONS: usize = 7;
 
 on_both_backends!(every_migration_reverts_and_reapplies, |db| {
     let database = db.database();
@@ -47,7 +47,7 @@ on_both_backends!(every_migration_reverts_and_reapplies, |db| {
     // are reverted before the rows are written, and re-applied over them. Without
     // the data keys the store writes as the existing system does: Fernet.
     let store = db.store().with_format(CipherFormat::Fernet);
-    for newest in ["20261207000006", "20261125000005"] {
+    for newest in ["20261208000007", "20261207000006", "20261125000005"] {
         assert_eq!(database.revert_last_migration().unwrap(), newest);
     }
     let account = store
@@ -70,9 +70,11 @@ on_both_backends!(every_migration_reverts_and_reapplies, |db| {
         }) => assert_eq!(version, "20240115000002"),
         other => panic!("reverting row-level security with rows stored: {other:?}"),
     }
-    assert_eq!(database.run_migrations().unwrap().len(), 4);
-    // The newest guarded migration refuses first: the data keys (000006), whose
-    // revert would drop the keys sealed-v3 credentials need.
+    assert_eq!(database.run_migrations().unwrap().len(), 5);
+    // The retired data keys (000007) revert while none is stored; then the data
+    // keys (000006) refuse: their revert would drop the keys sealed-v3
+    // credentials need.
+    assert_eq!(database.revert_last_migration().unwrap(), "20261208000007");
     match database.revert_last_migration() {
         Err(Error::RevertWouldExpose {
             version,
@@ -81,7 +83,7 @@ on_both_backends!(every_migration_reverts_and_reapplies, |db| {
         }) => assert_eq!(version, "20261207000006"),
         other => panic!("reverting the data keys with rows stored: {other:?}"),
     }
-    assert!(database.pending_migrations().unwrap().is_empty());
+    assert_eq!(database.run_migrations().unwrap(), ["20261208000007"]);
     // Re-applied over the rows, the data keys serve new writes: a sealed-v3
     // credential next to the Fernet ones.
     let sealed = store
@@ -100,7 +102,7 @@ on_both_backends!(every_migration_reverts_and_reapplies, |db| {
         assert_eq!(
             db.count("user_credentials"),
             4,
-            "rows lost redoing 000003 to 000006"
+            "rows lost redoing 000003 to 000007"
         );
         for credential in store.credentials(&account).unwrap() {
             // Reverting the nickname migration drops the column; re-applying it
@@ -129,7 +131,12 @@ on_both_backends!(
         let database = store.database();
         // The migrations after the nickname one revert harmlessly (the data keys and
         // the owner foreign key only while no row is stored).
-        for later in ["20261207000006", "20261125000005", "20261125000004"] {
+        for later in [
+            "20261208000007",
+            "20261207000006",
+            "20261125000005",
+            "20261125000004",
+        ] {
             assert_eq!(database.revert_last_migration().unwrap(), later);
         }
         let account = store
@@ -165,7 +172,7 @@ on_both_backends!(
         }
         // Nothing changed: the nickname migration is still applied, both rows are there
         // with their nicknames.
-        assert_eq!(database.pending_migrations().unwrap().len(), 3);
+        assert_eq!(database.pending_migrations().unwrap().len(), 4);
         database.run_migrations().unwrap();
         assert_eq!(db.count("user_credentials"), 4);
         assert_eq!(
@@ -303,7 +310,7 @@ on_both_backends!(
     |db| {
         let database = db.database();
         database.run_migrations().unwrap();
-        for newest in ["20261207000006", "20261125000005"] {
+        for newest in ["20261208000007", "20261207000006", "20261125000005"] {
             assert_eq!(database.revert_last_migration().unwrap(), newest);
         }
         // Rows the rule forbids, written while it is not in force.
@@ -339,14 +346,14 @@ on_both_backends!(
             }
             other => panic!("expected the migration to refuse, got {other:?}"),
         }
-        // Nothing changed: 000005 and the data keys after it are still pending.
-        assert_eq!(database.pending_migrations().unwrap().len(), 2);
+        // Nothing changed: 000005 and the two data-key migrations after it are still pending.
+        assert_eq!(database.pending_migrations().unwrap().len(), 3);
         assert_eq!(schema_objects(db), schema);
         assert_eq!(db.count("user_credentials"), 3);
 
-        // Once the rows are dealt with, it applies (and the data keys after it).
+        // Once the rows are dealt with, it applies (and the data-key migrations after it).
         db.execute("DELETE FROM user_credentials WHERE nickname = 'planted'");
-        assert_eq!(database.run_migrations().unwrap().len(), 2);
+        assert_eq!(database.run_migrations().unwrap().len(), 3);
         assert_ne!(schema_objects(db), schema);
         assert_eq!(db.count("user_credentials"), 1);
     }
@@ -419,7 +426,7 @@ fn the_owner_match_migration_counts_every_row_as_a_non_superuser_owner() {
     ));
     let database = credential_store::Database::open(&owner.url()).unwrap();
     assert_eq!(database.run_migrations().unwrap().len(), MIGRATIONS);
-    for newest in ["20261207000006", "20261125000005"] {
+    for newest in ["20261208000007", "20261207000006", "20261125000005"] {
         assert_eq!(database.revert_last_migration().unwrap(), newest);
     }
     // The superuser writes what the rule forbids; the owner is subject to the forced
@@ -458,7 +465,7 @@ fn the_owner_match_migration_counts_every_row_as_a_non_superuser_owner() {
         }
         other => panic!("expected the migration to refuse, got {other:?}"),
     }
-    assert_eq!(database.pending_migrations().unwrap().len(), 2);
+    assert_eq!(database.pending_migrations().unwrap().len(), 3);
     assert_eq!(
         db.scalar(
             "SELECT COUNT(*) AS n FROM pg_class \
@@ -477,5 +484,5 @@ fn the_owner_match_migration_counts_every_row_as_a_non_superuser_owner() {
         "the refused migration added nothing"
     );
     db.execute("DELETE FROM user_credentials");
-    assert_eq!(database.run_migrations().unwrap().len(), 2);
+    assert_eq!(database.run_migrations().unwrap().len(), 3);
 }

@@ -47,6 +47,9 @@ const CREATE_TABLES: &str = "20240115000001";
 /// The migration that adds the accounts' data keys (`account_keys`).
 const DATA_KEYS: &str = "20261207000006";
 
+/// The migration that keeps the retired data keys (`retired_account_keys`).
+const RETIRED_DATA_KEYS: &str = "20261208000007";
+
 /// How long a step waits for a lock wait it cannot see (SQLite), and how long the
 /// inserting session keeps its transaction open after its insert.
 const PAUSE: Duration = Duration::from_millis(200);
@@ -199,6 +202,7 @@ on_both_backends!(
         // are then written as the existing system writes them: Fernet.
         let store = db.store().with_format(CipherFormat::Fernet);
         let database = store.database();
+        assert_eq!(database.revert_last_migration().unwrap(), RETIRED_DATA_KEYS);
         assert_eq!(database.revert_last_migration().unwrap(), DATA_KEYS);
         let ada = store
             .create_account(&NewUserAccount::new("auth0|ada", "Ada"))
@@ -229,7 +233,10 @@ on_both_backends!(
         }
         // Nothing changed: still applied, and the database still refuses a
         // credential whose user is not its account's.
-        assert_eq!(database.pending_migrations().unwrap(), [DATA_KEYS]);
+        assert_eq!(
+            database.pending_migrations().unwrap(),
+            [DATA_KEYS, RETIRED_DATA_KEYS]
+        );
         let planted = format!(
             "INSERT INTO user_credentials \
                  (id, user_account_id, user_id, credential_type, nickname, api_key, secret_key) \
@@ -254,6 +261,8 @@ on_both_backends!(
     |db| {
         let store = db.store();
         let database = store.database();
+        // The retired data keys (000007) come off first, none being stored.
+        assert_eq!(database.revert_last_migration().unwrap(), RETIRED_DATA_KEYS);
         let ada = store
             .create_account(&NewUserAccount::new("auth0|ada", "Ada"))
             .unwrap();
@@ -281,7 +290,7 @@ on_both_backends!(
         }
         // Nothing changed: still applied, the data key is kept, the sealed-v3
         // credential still opens.
-        assert!(database.pending_migrations().unwrap().is_empty());
+        assert_eq!(database.pending_migrations().unwrap(), [RETIRED_DATA_KEYS]);
         assert_eq!(db.count("account_keys"), 1);
         assert_eq!(
             store

@@ -121,7 +121,7 @@ impl Rls {
             .expect("open as the owner")
             .run_migrations()
             .expect("the owner role runs the migrations");
-        assert_eq!(applied.len(), 6);
+        assert_eq!(applied.len(), 7);
         db.execute(REVOKE_FUNCTION_FROM_PUBLIC);
         db.execute(&fill(SERVICE_ROLE, &service.role, database));
         db.execute(&fill(MAINTENANCE_ROLE, &maintenance.role, database));

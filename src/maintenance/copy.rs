@@ -403,7 +403,7 @@ impl Maintenance {
         users: &HashMap<Uuid, String>,
         report: &mut CopyReport,
     ) -> Result<()> {
-        let retired = |db: &Database| -> Result<HashSet<(Uuid, (i32, String, String, String))>> {
+        let retired = |db: &Database| -> Result<HashSet<(Uuid, query::DataKeyColumns)>> {
             Ok(db
                 .load_now(Scope::maintenance_read(), vec![query::retired_keys_of(ids)])?
                 .into_iter()

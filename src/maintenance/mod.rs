@@ -228,6 +228,11 @@ impl Maintenance {
     /// keyring at every moment, so the rotation can be killed at any point and run
     /// again; a second run rewrites nothing.
     ///
+    /// With [`replacing_data_keys`](Self::replacing_data_keys) it first gives the
+    /// accounts new data keys, and every run ends by deleting the retired data
+    /// keys past their [grace period](Self::with_retired_key_grace) that no
+    /// credential is sealed under any more.
+    ///
     /// A credential no key opens is never skipped silently: the rest is rotated, then
     /// [`Error::RotationIncomplete`](crate::Error::RotationIncomplete) lists each one ([`Error::UnknownKey`](crate::Error::UnknownKey) naming the
     /// missing key id, or [`Error::Decryption`](crate::Error::Decryption)). On PostgreSQL this needs a role that

@@ -33,9 +33,15 @@ impl Database {
     /// let reverted = db.revert_through("2024-06-01-000003_multiple_credentials_support", &mut |_| {}).unwrap();
     /// assert_eq!(
     ///     reverted,
-    ///     ["20261207000006", "20261125000005", "20261125000004", "20240601000003"]
+    ///     [
+    ///         "20261208000007",
+    ///         "20261207000006",
+    ///         "20261125000005",
+    ///         "20261125000004",
+    ///         "20240601000003"
+    ///     ]
     /// );
-    /// assert_eq!(db.pending_migrations().unwrap().len(), 4);
+    /// assert_eq!(db.pending_migrations().unwrap().len(), 5);
     /// ```
     pub fn revert_through(
         &self,

@@ -40,6 +40,9 @@ pub struct StoreStatus {
     pub non_conforming_legacy_rows: Option<u64>,
     /// Row-level security on the two tables and the current role; `None` on SQLite.
     pub row_security: Option<RowSecurityStatus>,
+    /// How many replaced data keys are kept, retired, until a rotation deletes
+    /// them (see [`Maintenance::replacing_data_keys`]); `None` as for `accounts`.
+    pub retired_data_keys: Option<u64>,
 }
 
 impl Database {
@@ -74,11 +77,13 @@ impl Database {
             key_usage: None,
             non_conforming_legacy_rows: None,
             row_security,
+            retired_data_keys: None,
         };
         if status.pending_migrations.is_empty() && sees_every_row {
             status.accounts = Some(count(self, query::operator::count_accounts())?);
             status.credentials = Some(count(self, query::count_credentials())?);
             status.null_nicknames = Some(count(self, query::operator::count_null_nicknames())?);
+            status.retired_data_keys = Some(count(self, query::operator::count_retired_keys())?);
         }
         Ok(status)
     }

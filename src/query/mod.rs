@@ -208,6 +208,9 @@ pub(crate) type WithCiphertexts = (
     Option<(i32, String, String, String)>,
 );
 
+/// A stored data key's `(version, provider, kek_id, wrapped_key)`.
+pub(crate) type DataKeyColumns = (i32, String, String, String);
+
 /// The stored data key's columns, as a credential lookup joins them.
 #[diesel::dsl::auto_type]
 fn data_key_columns() -> _ {

@@ -51,9 +51,9 @@ pub fn exec(global: &Global, args: &Args) -> Run {
     if let Some(made_before) = made_before {
         maintenance = maintenance.replacing_data_keys(made_before);
     }
-    let resume = made_before.map_or(String::new(), |t| {
+    let resume = made_before.map_or("run the same command again".to_owned(), |t| {
         format!(
-            " --data-keys-made-before {}",
+            "run `rotate --data-keys-made-before {}` (the same cutoff)",
             t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
         )
     });
@@ -82,7 +82,7 @@ pub fn exec(global: &Global, args: &Args) -> Run {
         Outcome::Stopped(_) => Err(Failure::Interrupted(
             result,
             format!(
-                "rotation interrupted after {} of {} credential(s) ({} re-encrypted, {} data key(s) replaced); {} remain to look at: run `rotate{resume}` again to finish",
+                "rotation interrupted after {} of {} credential(s) ({} re-encrypted, {} data key(s) replaced); {} remain to look at: {resume} to finish",
                 p.scanned, p.total, p.rewritten, p.data_keys_replaced, p.remaining()
             ),
         )),

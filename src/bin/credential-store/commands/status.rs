@@ -38,6 +38,10 @@ pub fn exec(global: &Global, _: &Args) -> Run {
         "credentials without a nickname: {}\n",
         count(status.null_nicknames)
     ));
+    text.push_str(&format!(
+        "retired data keys: {}\n",
+        count(status.retired_data_keys)
+    ));
     if let Some(legacy) = status.non_conforming_legacy_rows {
         text.push_str(&format!(
             "values outside today's rules (legacy): {legacy}\n"
