@@ -20,6 +20,7 @@ fn main() {
         migrate_status_and_revert::tests(),
         backfill_rotate_and_verify::tests(),
         ctrl_c_stops_a_rotation_after_a_batch_and_a_rerun_finishes::tests(),
+        rotate_data_keys_replaces_them_and_a_later_run_deletes_the_old::tests(),
         a_progress_bar_in_a_terminal::tests(),
         trial!(copy_from_sqlite_to_postgres_and_back, [Postgres]),
         #[cfg(feature = "mysql")]
@@ -151,6 +152,54 @@ fn assert_all_decrypt(db: &Database, keyring: Keyring, rows: &[(UserAccount, Use
         assert!(keys.api_key().expose_secret().starts_with(PLAINTEXT_MARK));
     }
 }
+
+on_both_backends!(
+    rotate_data_keys_replaces_them_and_a_later_run_deletes_the_old,
+    |db| {
+        let key = format!("2026-12:{}", test_key());
+        let keys = Some(key.as_str());
+        db.database().run_migrations().unwrap();
+        let keyring = || Keyring::from_fernet_keys([&key]).unwrap();
+        let rows = populate(&db.database(), keyring(), CipherFormat::Sealed, 2, 3);
+        let v1 = "SELECT COUNT(*) AS n FROM user_credentials WHERE api_key LIKE 'sealed:v3:1:%'";
+        assert_eq!(db.scalar(v1), 3);
+
+        let out = run(&db.url, keys, &["rotate", "--data-keys", "--json"]);
+        let r = json(&out);
+        assert_eq!(code(&out), 0, "{r}");
+        let p = &r["result"]["progress"];
+        assert_eq!(
+            (&p["data_keys_replaced"], &p["rewritten"]),
+            (&Value::from(2), &Value::from(3)),
+            "{r}"
+        );
+        assert_eq!(p["retired_keys_deleted"], 0, "within the grace period: {r}");
+        assert!(r["result"]["data_keys_made_before"].is_string(), "{r}");
+        assert_eq!(db.scalar(v1), 0);
+        let status = json(&run(&db.url, keys, &["status", "--json"]));
+        assert_eq!(status["result"]["retired_data_keys"], 2, "{status}");
+        assert_all_decrypt(&db.database(), keyring(), &rows);
+
+        // Past the grace period (0 s here), a plain rotation deletes the old keys.
+        let out = run(
+            &db.url,
+            keys,
+            &["rotate", "--retired-key-grace", "0", "--json"],
+        );
+        let r = json(&out);
+        let p = &r["result"]["progress"];
+        assert_eq!(
+            (&p["data_keys_replaced"], &p["rewritten"]),
+            (&Value::from(0), &Value::from(0)),
+            "{r}"
+        );
+        assert_eq!(p["retired_keys_deleted"], 2, "{r}");
+        let status = json(&run(&db.url, keys, &["status", "--json"]));
+        assert_eq!(status["result"]["retired_data_keys"], 0, "{status}");
+        assert_eq!(code(&run(&db.url, keys, &["verify"])), 0);
+        assert_all_decrypt(&db.database(), keyring(), &rows);
+    }
+);
 
 on_both_backends!(migrate_status_and_revert, |db| {
     let key = format!("2026-12:{}", test_key());
