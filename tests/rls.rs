@@ -638,7 +638,9 @@ fn the_database_refuses_credentials_under_another_users_account() {
     // revert, and that of 000006 after it (the data keys, whose foreign key needs
     // 000005's unique key), refuse while rows are stored, so their down migrations
     // are run by hand: 000006's first (no data key is stored), then 000005's.
+    // (000007, the retired data keys, reverts first: none is stored.)
     let owner = Database::open(&rls.owner.url()).expect("open as the owner");
+    assert_eq!(owner.revert_last_migration().unwrap(), "20261208000007");
     match owner.revert_last_migration() {
         Err(Error::RevertWouldExpose { version, .. }) => assert_eq!(version, "20261207000006"),
         other => panic!("reverting 000006 with rows stored: {other:?}"),
@@ -670,9 +672,9 @@ fn the_database_refuses_credentials_under_another_users_account() {
     assert_eq!(
         owner
             .run_migrations()
-            .expect("re-apply 000005 and 000006")
+            .expect("re-apply 000005, 000006 and 000007")
             .len(),
-        2
+        3
     );
     assert!(as_user(&mut conn, MALLORY, &insert_with_own_user_id).is_err());
     assert_eq!(rls.all_rows(), before, "nothing changed");
