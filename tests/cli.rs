@@ -10,6 +10,7 @@ use credential_store::{
     Backend, CipherFormat, CredentialStore, Database, Keyring, NewUserAccount, NewUserCredential,
     UserAccount, UserCredential,
 };
+use diesel::Connection;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -29,6 +30,8 @@ fn main() {
         #[cfg(unix)]
         trial!(a_keys_file_readable_by_others_is_refused),
         trial!(usage_and_configuration_errors_exit_2),
+        trial!(key_and_database_errors_name_their_kind),
+        trial!(rotate_to_fernet_quietly),
         trial!(
             maintenance_needs_a_role_that_bypasses_row_security,
             [Postgres]
@@ -979,6 +982,117 @@ fn usage_and_configuration_errors_exit_2() {
     let help = Command::new(BIN).arg("--help").output().unwrap();
     assert_eq!(code(&help), 0);
     assert!(String::from_utf8_lossy(&help.stdout).contains("rotate"));
+}
+
+/// The tool's `--json` error for `args` on `url` with `keys`: its exit code and
+/// `error.kind`.
+fn error_kind(url: &str, keys: Option<&str>, args: &[&str]) -> (i32, Value) {
+    let out = run(url, keys, args);
+    (code(&out), json(&out)["error"]["kind"].clone())
+}
+
+fn key_and_database_errors_name_their_kind() {
+    let db = TestDb::sqlite();
+    db.database().run_migrations().unwrap();
+    let key = test_key();
+    // Keys: not a key, two keys with one id, a keys file that cannot be read.
+    assert_eq!(
+        error_kind(&db.url, Some("2026-12:not-a-key"), &["status", "--json"]),
+        (2, Value::from("invalid_key"))
+    );
+    let twice = format!("a:{key},a:{}", test_key());
+    assert_eq!(
+        error_kind(&db.url, Some(&twice), &["status", "--json"]),
+        (2, Value::from("duplicate_key_id"))
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-keys-file");
+    let out = tool(&db.url, None)
+        .args(["--keys-file", missing.to_str().unwrap(), "status", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        (code(&out), json(&out)["error"]["kind"].clone()),
+        (2, Value::from("keys_file"))
+    );
+
+    // A migration that fails: a table of that name with other columns.
+    let clash = TestDb::sqlite();
+    clash.execute("CREATE TABLE user_credentials (id INTEGER)");
+    assert_eq!(
+        error_kind(&clash.url, None, &["migrate", "--json"]),
+        (3, Value::from("migration"))
+    );
+    // A statement that fails: a table dropped behind the tool's back.
+    let dropped = TestDb::sqlite();
+    dropped.database().run_migrations().unwrap();
+    dropped.execute("PRAGMA foreign_keys = OFF; DROP TABLE user_credentials;");
+    assert_eq!(
+        error_kind(&dropped.url, None, &["status", "--json"]),
+        (3, Value::from("database"))
+    );
+
+    // Busy: another connection holds SQLite's write lock past the busy timeout
+    // (5 s) while a backfill needs it.
+    let store = CredentialStore::new(db.database(), Keyring::from_fernet_keys([&key]).unwrap());
+    let account = store
+        .create_account(&NewUserAccount::new("auth0|ada", "Ada"))
+        .unwrap();
+    store
+        .insert_credential(&account, &NewUserCredential::new("polygon", "PK", "s"))
+        .unwrap();
+    db.execute("UPDATE user_credentials SET nickname = NULL");
+    let mut holder = diesel::SqliteConnection::establish(db.sqlite_path().to_str().unwrap())
+        .expect("a second connection");
+    diesel::connection::SimpleConnection::batch_execute(&mut holder, "BEGIN IMMEDIATE")
+        .expect("the write lock");
+    assert_eq!(
+        error_kind(&db.url, Some(&key), &["backfill", "--json"]),
+        (3, Value::from("busy"))
+    );
+    diesel::connection::SimpleConnection::batch_execute(&mut holder, "ROLLBACK").unwrap();
+    // Released, the same command succeeds.
+    assert_eq!(code(&run(&db.url, Some(&key), &["backfill"])), 0);
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) AS n FROM user_credentials WHERE nickname IS NULL"),
+        0
+    );
+}
+
+/// `rotate --format fernet` writes Fernet tokens under the primary key, and
+/// `--quiet` leaves stderr empty.
+fn rotate_to_fernet_quietly() {
+    let db = TestDb::sqlite();
+    db.database().run_migrations().unwrap();
+    let (old, new) = (format!("old:{}", test_key()), format!("new:{}", test_key()));
+    let keyring = || Keyring::from_fernet_keys([&old]).unwrap();
+    let rows = populate(&db.database(), keyring(), CipherFormat::Sealed, 2, 4);
+    let both = format!("{new},{old}");
+    let out = run(
+        &db.url,
+        Some(&both),
+        &[
+            "--quiet",
+            "rotate",
+            "--format",
+            "fernet",
+            "--batch-size",
+            "2",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "--quiet prints no progress");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 re-encrypted (fernet)"));
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) AS n FROM user_credentials WHERE api_key LIKE 'gAAAA%' AND secret_key LIKE 'gAAAA%'"),
+        4
+    );
+    // Fernet under the new primary key: the new key alone opens every row.
+    let new_only = Keyring::from_fernet_keys([&new]).unwrap();
+    assert_all_decrypt(&db.database(), new_only, &rows);
+    // Without --quiet the same run reports progress on stderr.
+    let out = run(&db.url, Some(&both), &["rotate", "--format", "fernet"]);
+    assert!(stderr(&out).contains("rotate: "), "{}", stderr(&out));
 }
 
 fn maintenance_needs_a_role_that_bypasses_row_security() {
