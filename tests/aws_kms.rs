@@ -849,6 +849,42 @@ on_both_backends!(rotation_rewraps_keyring_data_keys_with_kms, |db| {
         .rotate_keys(100, &mut |_| {})
         .unwrap();
     assert_eq!((again.data_keys_rewrapped, again.rewritten), (0, 0));
+
+    // Replacing the data keys: three new ones, one Encrypt each, every credential
+    // re-encrypted under them; the old ones are kept, retired, still KMS-wrapped.
+    let (encrypts, _) = kms.requests();
+    let replaced = kms_only
+        .maintenance()
+        .replacing_data_keys(chrono::Utc::now())
+        .rotate_keys(100, &mut |_| {})
+        .unwrap();
+    assert_eq!(
+        (replaced.data_keys_replaced, replaced.rewritten),
+        (3, 6),
+        "{replaced:?}"
+    );
+    assert_eq!(kms.requests().0, encrypts + 3);
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) AS n FROM retired_account_keys WHERE provider = 'aws-kms' AND version = 1"),
+        3
+    );
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) AS n FROM user_credentials WHERE api_key LIKE 'sealed:v3:2:%' AND secret_key LIKE 'sealed:v3:2:%'"),
+        6
+    );
+    let fresh = kms_store(db, &key, kms.clone());
+    for (account, credential, api_key) in &credentials {
+        let keys = fresh.keys(account, credential.id).unwrap();
+        assert_eq!(keys.api_key().expose_secret(), api_key);
+    }
+    // Past the grace period, the retired keys go.
+    let purged = kms_only
+        .maintenance()
+        .with_retired_key_grace(Duration::ZERO)
+        .rotate_keys(100, &mut |_| {})
+        .unwrap();
+    assert_eq!(purged.retired_keys_deleted, 3, "{purged:?}");
+    assert_eq!(db.count("retired_account_keys"), 0);
 });
 
 #[cfg(feature = "async")]
