@@ -346,37 +346,30 @@ type Unreadable = Vec<(Uuid, crate::Error)>;
 
 /// The retired data keys of the accounts of `rows` on `db`.
 fn retired_data_keys(db: &Database, rows: &[StoredRow]) -> Result<Vec<(Uuid, StoredDataKey)>> {
-    let accounts: BTreeSet<Uuid> = rows.iter().map(|row| row.account_id).collect();
-    if accounts.is_empty() {
-        return Ok(Vec::new());
-    }
-    let accounts: Vec<Uuid> = accounts.into_iter().collect();
-    let found = db.load_now(
-        Scope::maintenance_read(),
-        vec![query::retired_keys_of(&accounts)],
-    )?;
-    found
-        .into_iter()
-        .map(|(account_id, columns)| {
-            Ok((
-                account_id,
-                StoredDataKey::from_columns(account_id, columns)?,
-            ))
-        })
-        .collect()
+    data_keys_of(db, rows, query::retired_keys_of)
 }
 
 /// The stored data keys of the accounts of `rows` on `db`, by account.
 fn stored_data_keys(db: &Database, rows: &[StoredRow]) -> Result<HashMap<Uuid, StoredDataKey>> {
+    data_keys_of(db, rows, query::account_keys_of)
+}
+
+/// The data keys `statement` reads for the accounts of `rows` on `db`.
+fn data_keys_of<Q, C>(
+    db: &Database,
+    rows: &[StoredRow],
+    statement: impl FnOnce(&[Uuid]) -> Q,
+) -> Result<C>
+where
+    Q: crate::backend::Load<(Uuid, query::DataKeyColumns)>,
+    C: FromIterator<(Uuid, StoredDataKey)>,
+{
     let accounts: BTreeSet<Uuid> = rows.iter().map(|row| row.account_id).collect();
     if accounts.is_empty() {
-        return Ok(HashMap::new());
+        return Ok(std::iter::empty().collect());
     }
     let accounts: Vec<Uuid> = accounts.into_iter().collect();
-    let found = db.load_now(
-        Scope::maintenance_read(),
-        vec![query::account_keys_of(&accounts)],
-    )?;
+    let found = db.load_now(Scope::maintenance_read(), vec![statement(&accounts)])?;
     found
         .into_iter()
         .map(|(account_id, columns)| {
