@@ -74,53 +74,60 @@ struct FlightState {
     wakers: Vec<Waker>,
 }
 
-/// A leader's failure, for each waiter to return as its own.
+/// A leader's failure, for each waiter to return as its own: the same kind of
+/// error, naming the same provider.
 #[derive(Clone)]
 struct SharedError {
-    unavailable: bool,
+    kind: SharedKind,
     provider: String,
     reason: String,
     account_id: Uuid,
 }
 
+/// Which [`Error`] a [`SharedError`] is.
+#[derive(Clone, Copy)]
+enum SharedKind {
+    /// [`Error::KeyProviderUnavailable`]: retryable.
+    Unavailable,
+    /// [`Error::DataKeyUnreadable`].
+    Unreadable,
+    /// [`Error::KeyProvider`]: the provider misbehaved or refused.
+    Provider,
+}
+
 impl SharedError {
     fn from_error(err: &Error, account_id: Uuid) -> Self {
-        match err {
-            Error::KeyProviderUnavailable { provider, reason } => SharedError {
-                unavailable: true,
-                provider: provider.clone(),
-                reason: reason.clone(),
-                account_id,
-            },
+        let (kind, provider, reason) = match err {
+            Error::KeyProviderUnavailable { provider, reason } => {
+                (SharedKind::Unavailable, provider.clone(), reason.clone())
+            }
             Error::DataKeyUnreadable {
                 provider, reason, ..
-            } => SharedError {
-                unavailable: false,
-                provider: provider.clone(),
-                reason: reason.clone(),
-                account_id,
-            },
-            other => SharedError {
-                unavailable: false,
-                provider: String::from("?"),
-                reason: other.to_string(),
-                account_id,
-            },
+            } => (SharedKind::Unreadable, provider.clone(), reason.clone()),
+            Error::KeyProvider { provider, reason } => {
+                (SharedKind::Provider, provider.clone(), reason.clone())
+            }
+            // What a provider returns besides those: unreadable, with its message.
+            other => (SharedKind::Unreadable, String::from("?"), other.to_string()),
+        };
+        SharedError {
+            kind,
+            provider,
+            reason,
+            account_id,
         }
     }
 
     fn to_error(&self) -> Error {
-        if self.unavailable {
-            Error::KeyProviderUnavailable {
-                provider: self.provider.clone(),
-                reason: self.reason.clone(),
-            }
-        } else {
-            Error::DataKeyUnreadable {
+        let (provider, reason) = (self.provider.clone(), self.reason.clone());
+        match self.kind {
+            SharedKind::Unavailable => Error::KeyProviderUnavailable { provider, reason },
+            SharedKind::Provider => Error::KeyProvider { provider, reason },
+            SharedKind::Unreadable => Error::DataKeyUnreadable {
                 account_id: self.account_id,
-                provider: self.provider.clone(),
-                reason: self.reason.clone(),
-            }
+                provider,
+                reason,
+            },
         }
     }
 }
@@ -440,6 +447,22 @@ mod tests {
         assert!(
             matches!(shared, Error::KeyProviderUnavailable { ref provider, .. } if provider == "kms")
         );
+        // Each kind reaches the waiters as the same kind, naming the provider.
+        for err in [
+            Error::KeyProvider {
+                provider: "kms".into(),
+                reason: "access denied".into(),
+            },
+            Error::DataKeyUnreadable {
+                account_id: account,
+                provider: "kms".into(),
+                reason: "damaged".into(),
+            },
+        ] {
+            let shared = SharedError::from_error(&err, account).to_error();
+            assert_eq!(shared.to_string(), err.to_string());
+            assert_eq!(shared.kind(), err.kind());
+        }
     }
 
     #[test]
