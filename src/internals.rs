@@ -71,8 +71,9 @@ fn load<T, Q: Load<T>>(conn: &mut impl DieselConnection, statement: Q) -> QueryR
 // The crate's statements, run on a caller's connection
 
 /// A credential with what `keys` reads besides it: whether its account is
-/// active, and its two ciphertexts as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// active, and its two ciphertexts as stored. `Debug` leaves the ciphertexts and
+/// the wrapped data key out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct StoredCredential {
     /// The credential, as the read model has it.
     pub credential: UserCredential,
@@ -84,6 +85,27 @@ pub struct StoredCredential {
     pub secret_key: String,
     /// The account's stored data key: `(version, provider, kek_id, wrapped_key)`.
     pub data_key: Option<(i32, String, String, String)>,
+}
+
+impl std::fmt::Debug for StoredCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = format_args!("[REDACTED]");
+        f.debug_struct("StoredCredential")
+            .field("credential", &self.credential)
+            .field("account_active", &self.account_active)
+            .field("api_key", &redacted)
+            .field("secret_key", &redacted)
+            .field(
+                "data_key",
+                &self
+                    .data_key
+                    .as_ref()
+                    .map(|(version, provider, kek_id, _)| {
+                        (version, provider, kek_id, "[REDACTED]")
+                    }),
+            )
+            .finish()
+    }
 }
 
 /// A row of the crate's `credential_with_ciphertexts` columns.
@@ -550,5 +572,37 @@ impl StatementSql {
             insert_rows,
             user_context: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_leaves_the_ciphertexts_and_the_wrapped_key_out() {
+        let now = Utc::now();
+        let stored = StoredCredential {
+            credential: user_credential(
+                Uuid::from_u128(1),
+                Uuid::from_u128(2),
+                "auth0|ada".into(),
+                "polygon".into(),
+                None,
+                true,
+                None,
+                now,
+                now,
+            ),
+            account_active: true,
+            api_key: "sealed:v3:1:API-CIPHERTEXT".into(),
+            secret_key: "sealed:v3:1:SECRET-CIPHERTEXT".into(),
+            data_key: Some((1, "keyring".into(), "kek".into(), "WRAPPED-KEY".into())),
+        };
+        let debug = format!("{stored:?}");
+        for hidden in ["API-CIPHERTEXT", "SECRET-CIPHERTEXT", "WRAPPED-KEY"] {
+            assert!(!debug.contains(hidden), "{debug}");
+        }
+        assert!(debug.contains("auth0|ada") && debug.contains("kek"), "{debug}");
     }
 }
