@@ -603,6 +603,9 @@ mod tests {
         for hidden in ["API-CIPHERTEXT", "SECRET-CIPHERTEXT", "WRAPPED-KEY"] {
             assert!(!debug.contains(hidden), "{debug}");
         }
-        assert!(debug.contains("auth0|ada") && debug.contains("kek"), "{debug}");
+        assert!(
+            debug.contains("auth0|ada") && debug.contains("kek"),
+            "{debug}"
+        );
     }
 }
