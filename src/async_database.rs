@@ -6,7 +6,7 @@
 #[cfg(feature = "postgres")]
 use crate::backend::Target;
 use crate::backend::{
-    parse_url, Backend, DatabaseOptions, Execute, Load, LoadWritten, Scope, Stored,
+    parse_url, Backend, Conn, DatabaseOptions, Execute, Load, LoadWritten, Scope, Stored,
 };
 use crate::connection::Database;
 use crate::error::{Error, Result};
@@ -38,8 +38,9 @@ pub struct AsyncDatabase {
 enum AsyncPool {
     #[cfg(feature = "postgres")]
     Postgres(Arc<PgPool>),
-    /// SQLite or MySQL: the blocking store on tokio's blocking pool.
-    Blocking(Database),
+    /// SQLite or MySQL: the blocking store on tokio's blocking pool, and the most
+    /// connections its pool holds.
+    Blocking(Database, u32),
 }
 
 impl std::fmt::Debug for AsyncDatabase {
@@ -95,7 +96,9 @@ impl AsyncDatabase {
             // refuses by name): the blocking store on tokio's blocking pool.
             _ => {
                 let (url, options) = (url.to_owned(), options.clone());
-                AsyncPool::Blocking(blocking(move || Database::open_with(&url, &options)).await?)
+                let max_connections = options.max_connections.max(1);
+                let db = blocking(move || Database::open_with(&url, &options)).await?;
+                AsyncPool::Blocking(db, max_connections)
             }
         };
         Ok(AsyncDatabase { pool })
@@ -106,7 +109,7 @@ impl AsyncDatabase {
         match &self.pool {
             #[cfg(feature = "postgres")]
             AsyncPool::Postgres(_) => Backend::Postgres,
-            AsyncPool::Blocking(db) => db.backend(),
+            AsyncPool::Blocking(db, _) => db.backend(),
         }
     }
 
@@ -126,21 +129,113 @@ impl AsyncDatabase {
                 let options = DatabaseOptions::default().max_connections(1);
                 blocking(move || Database::open_with(&url, &options)).await
             }
-            AsyncPool::Blocking(db) => Ok(db.clone()),
+            AsyncPool::Blocking(db, _) => Ok(db.clone()),
         }
     }
 
-    /// The state of every idle pooled PostgreSQL connection, checked out all at
-    /// once: whether it is inside a transaction, and the
-    /// `app.current_user_id` it carries (empty or `None` when none). For tests of
-    /// cancellation; SQLite and MySQL (blocking pool) give an empty list.
+    /// The state of every pooled connection, all checked out at once: whether it
+    /// is inside a transaction, and the `app.current_user_id` it carries (empty or
+    /// `None` when none). On PostgreSQL, every idle connection of the pool. On
+    /// SQLite and MySQL (blocking pool), as many connections as the pool may hold,
+    /// waiting for those in use and opening those it lacks; one is inside a
+    /// transaction when diesel counts one open on it or the database does (SQLite
+    /// refuses a `BEGIN`; MariaDB's `@@in_transaction`, or on MySQL an InnoDB
+    /// transaction of the session), and its user is `None` (no row security). For
+    /// tests of cancellation.
     #[doc(hidden)]
     pub async fn pooled_connection_states(&self) -> Result<Vec<(bool, Option<String>)>> {
         match &self.pool {
             #[cfg(feature = "postgres")]
             AsyncPool::Postgres(pool) => pool.connection_states().await,
-            AsyncPool::Blocking(_) => Ok(Vec::new()),
+            AsyncPool::Blocking(db, max_connections) => {
+                let (db, max_connections) = (db.clone(), *max_connections);
+                blocking(move || {
+                    let mut states = Vec::new();
+                    probe_connections(&db, max_connections, &mut states)?;
+                    Ok(states)
+                })
+                .await
+            }
         }
+    }
+}
+
+/// Checks out `remaining` connections of `db`, each held while the next is checked
+/// out (so no connection is seen twice), and records whether each is inside a
+/// transaction.
+fn probe_connections(
+    db: &Database,
+    remaining: u32,
+    states: &mut Vec<(bool, Option<String>)>,
+) -> Result<()> {
+    if remaining == 0 {
+        return Ok(());
+    }
+    db.raw(|mut conn| {
+        states.push((in_transaction(conn.reborrow())?, None));
+        probe_connections(db, remaining - 1, states)
+    })
+}
+
+/// Whether diesel counts a transaction open on `conn`, or the database has one open
+/// on it. Leaves the connection as it found it.
+fn in_transaction(conn: Conn<'_>) -> Result<bool> {
+    use diesel::connection::{Connection, TransactionManager};
+    /// Whether diesel counts a transaction open (or its count is broken).
+    fn counted<C: Connection>(c: &mut C) -> bool {
+        !matches!(
+            C::TransactionManager::transaction_manager_status_mut(c).transaction_depth(),
+            Ok(None)
+        )
+    }
+    match conn {
+        #[cfg(feature = "sqlite")]
+        Conn::Sqlite(c) => {
+            use diesel::connection::SimpleConnection;
+            if counted(c) {
+                return Ok(true);
+            }
+            // BEGIN fails inside a transaction, and only there.
+            match c.batch_execute("BEGIN") {
+                Ok(()) => {
+                    c.batch_execute("ROLLBACK")?;
+                    Ok(false)
+                }
+                Err(_) => Ok(true),
+            }
+        }
+        #[cfg(feature = "mysql")]
+        Conn::Mysql(c) => {
+            use diesel::sql_types::BigInt;
+            #[derive(diesel::QueryableByName)]
+            struct Open {
+                #[diesel(sql_type = BigInt)]
+                open: i64,
+            }
+            if counted(c) {
+                return Ok(true);
+            }
+            // MariaDB has `@@in_transaction`; MySQL lists the session's InnoDB
+            // transaction once it has begun.
+            let open: Open = diesel::RunQueryDsl::get_result(
+                diesel::sql_query("SELECT CAST(@@in_transaction AS SIGNED) AS open"),
+                c,
+            )
+            .or_else(|_| {
+                diesel::RunQueryDsl::get_result(
+                    diesel::sql_query(
+                        "SELECT COUNT(*) AS open FROM information_schema.innodb_trx \
+                         WHERE trx_mysql_thread_id = CONNECTION_ID()",
+                    ),
+                    c,
+                )
+            })?;
+            Ok(open.open != 0)
+        }
+        // The blocking pool is never PostgreSQL when the build has the pipelined
+        // executor.
+        #[cfg(feature = "postgres")]
+        Conn::Postgres(_) => unreachable!("PostgreSQL runs on the pipelined pool"),
     }
 }
 
@@ -157,7 +252,7 @@ impl Executor for AsyncDatabase {
         match &self.pool {
             #[cfg(feature = "postgres")]
             AsyncPool::Postgres(pool) => pool.load(scope.user, statements).await,
-            AsyncPool::Blocking(db) => {
+            AsyncPool::Blocking(db, _) => {
                 let (db, scope) = (db.clone(), scope.without_user());
                 blocking(move || db.load_now(scope, statements)).await
             }
@@ -175,7 +270,7 @@ impl Executor for AsyncDatabase {
                 let statements = statements.into_iter().map(LoadWritten::returning).collect();
                 pool.load(scope.user, statements).await
             }
-            AsyncPool::Blocking(db) => {
+            AsyncPool::Blocking(db, _) => {
                 let (db, scope) = (db.clone(), scope.without_user());
                 blocking(move || db.load_written_now(scope, statements)).await
             }
@@ -186,7 +281,7 @@ impl Executor for AsyncDatabase {
         match &self.pool {
             #[cfg(feature = "postgres")]
             AsyncPool::Postgres(pool) => pool.execute(scope.user, statements).await,
-            AsyncPool::Blocking(db) => {
+            AsyncPool::Blocking(db, _) => {
                 let (db, scope) = (db.clone(), scope.without_user());
                 blocking(move || db.execute_now(scope, statements)).await
             }

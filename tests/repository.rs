@@ -3,10 +3,10 @@
 
 mod common;
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use common::{test_key, test_keyring, TestDb};
 use credential_store::{
-    AccountScope, CipherFormat, CredentialStore, CredentialUpdate, Error, Field, Keyring,
+    AccountScope, Backend, CipherFormat, CredentialStore, CredentialUpdate, Error, Field, Keyring,
     NewUserAccount, NewUserCredential, Rule, UserAccount,
 };
 use secrecy::ExposeSecret;
@@ -47,6 +47,21 @@ fn paper<'a>(nickname: Option<&'a str>, api_key: &str) -> NewUserCredential<'a> 
     let mut new = NewUserCredential::new("alpaca_paper", api_key, format!("secret-{api_key}"));
     new.nickname = nickname;
     new
+}
+
+/// Sets a credential's `updated_at` to 2000-01-01 by raw SQL, outside the crate,
+/// and returns that time: an update's new `updated_at` is then strictly later
+/// whatever the clock's resolution.
+fn backdate(db: &TestDb, credential_id: Uuid) -> DateTime<Utc> {
+    let old = match db.backend {
+        Backend::Sqlite => "2000-01-01T00:00:00.000000Z",
+        Backend::Mysql => "2000-01-01 00:00:00",
+        _ => "2000-01-01 00:00:00+00",
+    };
+    db.execute(&format!(
+        "UPDATE user_credentials SET updated_at = '{old}' WHERE id = '{credential_id}'"
+    ));
+    "2000-01-01T00:00:00Z".parse().unwrap()
 }
 
 on_both_backends!(accounts_are_created_and_found, |db| {
@@ -450,6 +465,15 @@ on_both_backends!(updates_set_keep_or_clear_each_field, |db| {
         .insert_credential(&acct, &paper(Some("Momentum"), "PKOLD"))
         .unwrap();
     let expiry = Utc::now() + Duration::days(30);
+    let old = backdate(db, original.id);
+    assert_eq!(
+        store
+            .credential(&acct, original.id)
+            .unwrap()
+            .unwrap()
+            .updated_at,
+        old
+    );
 
     let changed = store
         .update_credential(
@@ -467,7 +491,7 @@ on_both_backends!(updates_set_keep_or_clear_each_field, |db| {
         changed.expires_at.map(|t| t.timestamp_micros()),
         Some(expiry.timestamp_micros())
     );
-    assert!(changed.updated_at >= original.updated_at);
+    assert!(changed.updated_at > old, "an update sets updated_at");
     assert_eq!(changed.created_at, original.created_at);
     assert_eq!(
         store.credential(&acct, original.id).unwrap(),
@@ -475,6 +499,7 @@ on_both_backends!(updates_set_keep_or_clear_each_field, |db| {
     );
 
     // Keep everything but the keys.
+    let old = backdate(db, original.id);
     let rekeyed = store
         .update_credential(
             &acct,
@@ -485,7 +510,12 @@ on_both_backends!(updates_set_keep_or_clear_each_field, |db| {
     assert_eq!(rekeyed.nickname, changed.nickname);
     assert_eq!(rekeyed.expires_at, changed.expires_at);
     assert!(!rekeyed.is_active);
+    assert!(
+        rekeyed.updated_at > old,
+        "a change of keys alone sets updated_at"
+    );
 
+    let old = backdate(db, original.id);
     let cleared = store
         .update_credential(
             &acct,
@@ -497,9 +527,14 @@ on_both_backends!(updates_set_keep_or_clear_each_field, |db| {
         )
         .unwrap();
     assert_eq!(
-        (cleared.nickname, cleared.expires_at, cleared.is_active),
+        (
+            cleared.nickname.as_deref(),
+            cleared.expires_at,
+            cleared.is_active
+        ),
         (None, None, true)
     );
+    assert!(cleared.updated_at > old);
     let keys = store.keys(&acct, original.id).unwrap();
     assert_eq!(
         (
@@ -509,7 +544,10 @@ on_both_backends!(updates_set_keep_or_clear_each_field, |db| {
         ("PKNEW", "SKNEW")
     );
 
-    // Bad input is refused and changes nothing.
+    // Bad input is refused and changes nothing: not the row, not its timestamp
+    // (set back first, so a write would show), not the keys.
+    backdate(db, original.id);
+    let before = store.credential(&acct, original.id).unwrap().unwrap();
     for update in [
         CredentialUpdate::default().nickname("  "),
         CredentialUpdate::default().nickname("x".repeat(256)),
@@ -520,15 +558,14 @@ on_both_backends!(updates_set_keep_or_clear_each_field, |db| {
             Err(Error::Invalid { .. })
         ));
     }
-    let after = store.credential(&acct, original.id).unwrap().unwrap();
-    assert!(after.is_active);
+    assert_eq!(store.credential(&acct, original.id).unwrap(), Some(before));
+    let keys = store.keys(&acct, original.id).unwrap();
     assert_eq!(
-        after.updated_at,
-        store
-            .credential(&acct, original.id)
-            .unwrap()
-            .unwrap()
-            .updated_at
+        (
+            keys.api_key().expose_secret(),
+            keys.secret_key().expose_secret()
+        ),
+        ("PKNEW", "SKNEW")
     );
 
     let missing = Uuid::now_v7();
@@ -917,5 +954,49 @@ on_both_backends!(batch_inserts_are_all_or_nothing, |db| {
             .is_empty(),
         "none of the batch"
     );
+
+    // The database refuses row 1,200, in the second INSERT: the first INSERT's
+    // 1,000 rows are undone with it.
+    refuse_nickname(db, "late 1200");
+    let nicknames: Vec<String> = (0..1500).map(|i| format!("late {i}")).collect();
+    let late: Vec<NewUserCredential<'_>> = nicknames
+        .iter()
+        .map(|n| NewUserCredential::new("alpaca_live", format!("PK{n}"), "s").nickname(n))
+        .collect();
+    let refused = store.insert_credentials(&acct, &late);
+    assert!(
+        matches!(refused, Err(Error::Database(_))),
+        "the database's refusal: {refused:?}"
+    );
+    assert!(store
+        .credentials_by_type(&acct, "alpaca_live")
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) AS n FROM user_credentials WHERE nickname LIKE 'late %'"),
+        0,
+        "no row of the refused batch is stored"
+    );
+    assert_eq!(
+        db.count("user_credentials"),
+        1500,
+        "the first batch is kept"
+    );
     assert!(store.insert_credentials(&acct, &[]).unwrap().is_empty());
 });
+
+/// Makes the database itself refuse any credential row with this nickname (a CHECK
+/// constraint; on SQLite, which cannot add one to a table, a trigger), as the
+/// crate's validation never would.
+fn refuse_nickname(db: &TestDb, nickname: &str) {
+    db.execute(&match db.backend {
+        Backend::Sqlite => format!(
+            "CREATE TRIGGER refuse_nickname BEFORE INSERT ON user_credentials \
+             WHEN NEW.nickname = '{nickname}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        ),
+        _ => format!(
+            "ALTER TABLE user_credentials ADD CONSTRAINT refuse_nickname \
+             CHECK (nickname IS NULL OR nickname <> '{nickname}')"
+        ),
+    });
+}
