@@ -2,14 +2,18 @@
 //! each migration is applied exactly once, on every backend.
 //!
 //! The children are this test binary itself, running the ignored `child_migrate` test.
-//! `CREDENTIAL_STORE_MIGRATION_RACES` sets the rounds per backend (default 50).
+//! Each opens the database and waits at a start line until every child of the round
+//! has, then migrates; a round counts as a race when the runs overlapped (every one
+//! began before the first one ended), and a round that did not is checked too but run
+//! again. `CREDENTIAL_STORE_MIGRATION_RACES` sets the races per backend (default 50).
 
 mod common;
 
 use common::TestDb;
 use credential_store::{Backend, Database};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 fn main() {
     common::trials::run(vec![
@@ -22,7 +26,6 @@ fn main() {
 }
 
 const CHILD_URL: &str = "CREDENTIAL_STORE_CHILD_URL";
-const CHILD_START: &str = "CREDENTIAL_STORE_CHILD_START_MS";
 const MIGRATIONS: usize = 7;
 
 fn rounds() -> usize {
@@ -32,29 +35,42 @@ fn rounds() -> usize {
         .unwrap_or(50)
 }
 
-fn now_ms() -> u128 {
+/// Nanoseconds since the Unix epoch: one clock for every process of the machine.
+fn now_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
-        .as_millis()
+        .as_nanos()
 }
 
-/// Run by the children: wait for the common start, migrate, print how many
-/// migrations this process applied.
+/// Run by the children: open the database, say `READY`, wait at the start line (a
+/// line on stdin, which the parent sends once every child is ready), migrate, and say
+/// how many migrations this process applied and when its run began and ended.
 fn child_migrate() {
     let url = std::env::var(CHILD_URL).expect("run by the race tests");
-    let start: u128 = std::env::var(CHILD_START).unwrap().parse().unwrap();
     let db = Database::open(&url).expect("open");
-    while now_ms() < start {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    println!("READY");
+    let mut go = String::new();
+    std::io::stdin()
+        .read_line(&mut go)
+        .expect("the parent's go");
+    let began = now_ns();
     let applied = db.run_migrations().expect("migrations");
-    println!("APPLIED {}", applied.len());
+    let ended = now_ns();
+    println!("APPLIED {} BEGAN {began} ENDED {ended}", applied.len());
 }
 
-fn race(db: &TestDb, processes: usize) {
-    let start = now_ms() + 300;
-    let children: Vec<_> = (0..processes)
+/// One child's report: the migrations it applied, and when its run began and ended.
+struct Run {
+    applied: usize,
+    began: u128,
+    ended: u128,
+}
+
+/// Starts `processes` children on `db`, lets them all go once each has opened the
+/// database, and returns what each reported.
+fn start_together(db: &TestDb, processes: usize) -> Vec<Run> {
+    let mut children: Vec<_> = (0..processes)
         .map(|_| {
             Command::new(std::env::current_exe().unwrap())
                 .args([
@@ -65,29 +81,91 @@ fn race(db: &TestDb, processes: usize) {
                     "--test-threads=1",
                 ])
                 .env(CHILD_URL, &db.url)
-                .env(CHILD_START, start.to_string())
+                .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
                 .expect("spawn a child")
         })
         .collect();
-    let mut applied = 0;
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{:?}: a child failed:\n{stdout}\n{}",
-            db.backend,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        applied += stdout
-            .lines()
-            .find_map(|l| l.split("APPLIED ").nth(1))
-            .and_then(|n| n.split_whitespace().next()?.parse::<usize>().ok())
-            .expect("the child reports its count");
+    let mut outputs: Vec<_> = children
+        .iter_mut()
+        .map(|child| BufReader::new(child.stdout.take().unwrap()))
+        .collect();
+    // The start line: every child has opened the database and waits for its go.
+    for (child, stdout) in children.iter_mut().zip(&mut outputs) {
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            if stdout.read_line(&mut line).unwrap() == 0 {
+                let status = child.wait().unwrap();
+                let mut stderr = String::new();
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut stderr)
+                    .unwrap();
+                panic!(
+                    "{:?}: a child ended ({status}) before it was ready:\n{seen}\n{stderr}",
+                    db.backend
+                );
+            }
+            seen.push_str(&line);
+            // libtest may print `test child_migrate ... ` on the same line.
+            if line.contains("READY") {
+                break;
+            }
+        }
     }
+    for child in &mut children {
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "GO").unwrap();
+    }
+    children
+        .into_iter()
+        .zip(outputs)
+        .map(|(mut child, mut stdout)| {
+            let mut rest = String::new();
+            stdout.read_to_string(&mut rest).unwrap();
+            let status = child.wait().unwrap();
+            let mut stderr = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            assert!(
+                status.success(),
+                "{:?}: a child failed ({status}):\n{rest}\n{stderr}",
+                db.backend
+            );
+            let report: Vec<u128> = rest
+                .lines()
+                .find_map(|l| l.split("APPLIED ").nth(1))
+                .map(|r| {
+                    r.split_whitespace()
+                        .filter_map(|word| word.parse().ok())
+                        .collect()
+                })
+                .filter(|r: &Vec<u128>| r.len() == 3)
+                .unwrap_or_else(|| panic!("the child reports its count and times:\n{rest}"));
+            Run {
+                applied: report[0] as usize,
+                began: report[1],
+                ended: report[2],
+            }
+        })
+        .collect()
+}
+
+/// One race of `processes` children on a fresh database: every migration is applied
+/// once. Returns whether the runs overlapped: every one began before the first one
+/// ended.
+fn race(db: &TestDb, processes: usize) -> bool {
+    let runs = start_together(db, processes);
+    let applied: usize = runs.iter().map(|r| r.applied).sum();
     assert_eq!(
         applied, MIGRATIONS,
         "{:?}, {processes} processes: each migration applied once",
@@ -95,13 +173,36 @@ fn race(db: &TestDb, processes: usize) {
     );
     assert_eq!(db.count("__diesel_schema_migrations"), MIGRATIONS as i64);
     assert!(db.database().pending_migrations().unwrap().is_empty());
+    let last_began = runs.iter().map(|r| r.began).max().unwrap();
+    let first_ended = runs.iter().map(|r| r.ended).min().unwrap();
+    last_began < first_ended
 }
 
+/// `rounds()` races on `backend` whose runs overlapped, with 2 to 8 processes. The
+/// children leave the start line together, but a loaded machine may still run one
+/// SQLite migration (a few milliseconds) to its end before another child begins: such
+/// a round is checked all the same, but does not count as a race.
 fn races(backend: Backend) {
-    for round in 0..rounds() {
+    let target = rounds();
+    let (mut raced, mut attempts) = (0, 0);
+    while raced < target {
+        attempts += 1;
+        assert!(
+            attempts <= 2 * target + 10,
+            "{backend:?}: the runs overlapped in only {raced} of {} rounds: the children \
+             migrate one after another",
+            attempts - 1
+        );
         let db = TestDb::for_backend(backend);
-        race(&db, 2 + round % 7);
+        if race(&db, 2 + raced % 7) {
+            raced += 1;
+        }
     }
+    eprintln!(
+        "concurrent_migrations: {backend:?}: {raced} races in {attempts} rounds ({} in which \
+         the runs did not overlap)",
+        attempts - raced
+    );
 }
 
 fn sqlite_migrations_race_safely() {

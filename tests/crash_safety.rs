@@ -182,6 +182,18 @@ enum Op {
 }
 
 impl Op {
+    /// Whether the operation commits in several steps on `backend`, so that a kill can
+    /// land between its first and its last commit: the backfill and the rotation
+    /// commit batch by batch; SQLite and PostgreSQL apply every pending migration in
+    /// one transaction, MariaDB commits each DDL statement and records each migration
+    /// on its own.
+    fn is_multi_step(self, backend: Backend) -> bool {
+        match self {
+            Op::Migrate | Op::MigrateLegacy => backend == Backend::Mysql,
+            Op::Backfill | Op::Rotate => true,
+        }
+    }
+
     fn child_op(self) -> &'static str {
         match self {
             Op::Migrate | Op::MigrateLegacy => "migrate",
@@ -1266,7 +1278,12 @@ fn verify(scenario: &mut Scenario<'_>, ctx: &str, db: &TestDb, outcome: Outcome)
     })
 }
 
-/// Calibrates on one uninterrupted run, then kills until `kills()` kills landed.
+/// At most this many more attempts, after `kills()` kills landed, for a kill between
+/// the first and the last commit of a multi-step operation.
+const INSIDE_ATTEMPTS: usize = 10;
+
+/// Calibrates on one uninterrupted run, then kills until `kills()` kills landed and,
+/// for a multi-step operation, one of them between its first and its last commit.
 fn kill_loop(mut scenario: Scenario<'_>, rng: &mut Rng, seed: u64) {
     let started = Instant::now();
     let name = format!("{:?} on {:?}", scenario.op, scenario.backend);
@@ -1288,19 +1305,38 @@ fn kill_loop(mut scenario: Scenario<'_>, rng: &mut Rng, seed: u64) {
     let calibrated = micros.max(1);
     let (mut window, mut open) = (calibrated, opened.min(calibrated - 1));
 
+    let multi_step = scenario.op.is_multi_step(scenario.backend);
     let (mut landed, mut attempts, mut finished_first) = (0, 0, 0);
     let mut delays = Vec::new();
     let mut progress = Vec::new();
-    while landed < target {
+    // The longest delay after which nothing was done, and the shortest after which
+    // everything was (or the child finished first): a kill inside lies between.
+    let (mut early, mut late) = (0, window);
+    let mut inside_attempts = 0;
+    let inside = |progress: &[Progress]| progress.iter().any(|p| *p > 0.0 && *p < 1.0);
+    loop {
+        let retry = landed >= target;
+        if retry && (!multi_step || inside(&progress) || inside_attempts == INSIDE_ATTEMPTS) {
+            break;
+        }
         attempts += 1;
         assert!(
-            attempts <= 4 * target + 10,
+            retry || attempts <= 4 * target + 10,
             "{name}: {attempts} attempts for {landed} kills: the operation finishes before the \
              kill too often (window {window} µs)"
         );
-        // Half the kills anywhere in the run, half once the database is open: opening
-        // a PostgreSQL pool takes most of a migration's time.
-        let delay = if rng.below(2) == 0 {
+        let delay = if retry {
+            // No kill has landed inside yet: halfway between the latest kill that
+            // found nothing done and the earliest that found everything done.
+            inside_attempts += 1;
+            if late > early + 1 {
+                early + (late - early) / 2
+            } else {
+                open + rng.below(window - open)
+            }
+        } else if rng.below(2) == 0 {
+            // Half the kills anywhere in the run, half once the database is open:
+            // opening a PostgreSQL pool takes most of a migration's time.
             rng.below(window)
         } else {
             open + rng.below(window - open)
@@ -1324,8 +1360,14 @@ fn kill_loop(mut scenario: Scenario<'_>, rng: &mut Rng, seed: u64) {
                 landed += 1;
                 delays.push(delay);
                 progress.push(done);
+                if done <= 0.0 {
+                    early = early.max(delay);
+                } else if done >= 1.0 {
+                    late = late.min(delay);
+                }
             }
             Outcome::Completed { micros, opened, .. } => {
+                late = late.min(delay);
                 // Faster than the window: move it halfway towards this run.
                 finished_first += 1;
                 window = (window + micros).div_ceil(2).max(1);
@@ -1353,6 +1395,14 @@ fn kill_loop(mut scenario: Scenario<'_>, rng: &mut Rng, seed: u64) {
         buckets[3],
         started.elapsed().as_secs_f64()
     );
+    if multi_step {
+        assert!(
+            buckets[1] + buckets[2] >= 1,
+            "{name}: no kill landed between the first and the last commit in {attempts} \
+             attempts ({landed} kills; the last {inside_attempts} attempts aimed there): the \
+             kills tested only the states before and after the operation; seed {seed}"
+        );
+    }
 }
 
 /// Runs `body` with its seeded PRNG, and names the seed if it fails.

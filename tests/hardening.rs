@@ -6,7 +6,8 @@ mod common;
 
 use common::{test_keyring, TestDb};
 use credential_store::{
-    CipherFormat, CredentialStore, Database, Error, NewUserAccount, NewUserCredential, UserAccount,
+    CipherFormat, CredentialStore, Database, Error, Keyring, NewUserAccount, NewUserCredential,
+    UserAccount,
 };
 
 fn main() {
@@ -21,7 +22,7 @@ fn main() {
             an_adopted_database_names_a_user_its_user_table_lacks,
             [Postgres]
         ),
-        trial!(short_program),
+        trial!(short_program, ignored),
         trial!(short_programs_exit_with_status_zero_every_time, [Postgres]),
         trial!(
             guarded_reverts_count_every_row_as_the_owner_role,
@@ -125,17 +126,19 @@ fn an_adopted_database_names_a_user_its_user_table_lacks() {
 }
 
 const CHILD: &str = "CREDENTIAL_STORE_SHORT_PROGRAM_URL";
+const CHILD_USER: &str = "CREDENTIAL_STORE_SHORT_PROGRAM_USER";
+const CHILD_KEY: &str = "CREDENTIAL_STORE_SHORT_PROGRAM_KEY";
 
-/// What the short program does when the parent test starts it: open, migrate, write,
-/// read, exit. Does nothing in an ordinary test run.
+/// What the short program does when the parent test starts it (an ignored test, run
+/// with `--ignored`): open, migrate, write an account for the user the parent names
+/// and a credential in it, under the parent's key, read it, exit.
 fn short_program() {
-    let Ok(url) = std::env::var(CHILD) else {
-        return;
-    };
+    let url = std::env::var(CHILD).expect("run by short_programs_exit_with_status_zero_every_time");
+    let user = std::env::var(CHILD_USER).expect("the user the parent names");
+    let key = std::env::var(CHILD_KEY).expect("the parent's key");
     let db = Database::open(&url).unwrap();
     db.run_migrations().unwrap();
-    let store = CredentialStore::new(db, test_keyring());
-    let user = format!("auth0|{}", uuid::Uuid::now_v7());
+    let store = CredentialStore::new(db, Keyring::from_fernet_keys([key]).unwrap());
     let account = account(&store, &user);
     store
         .insert_credential(
@@ -155,18 +158,30 @@ fn short_program() {
 /// left opening a (TLS) connection while the process tears OpenSSL down. With a
 /// spare connection opened in the background, a release build crashed (SIGSEGV) in
 /// 4 of 200 runs here; a debug build rarely does, so CI also runs this in release
-/// with 200 runs (`CREDENTIAL_STORE_SHORT_RUNS`).
+/// with 200 runs (`CREDENTIAL_STORE_SHORT_RUNS`). Every run's account and credential
+/// are there afterwards: a run that exits 0 without having done its work (a filter
+/// that matches no test) fails too.
 fn short_programs_exit_with_status_zero_every_time() {
     let db = TestDb::postgres();
     let runs: usize = std::env::var("CREDENTIAL_STORE_SHORT_RUNS")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(40);
+    let user = |run: usize| format!("auth0|short-{run}");
+    let key = common::test_key();
     let mut failures = Vec::new();
     for run in 0..runs {
         let output = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "short_program", "--test-threads=1", "--quiet"])
+            .args([
+                "--ignored",
+                "--exact",
+                "short_program",
+                "--test-threads=1",
+                "--quiet",
+            ])
             .env(CHILD, &db.url)
+            .env(CHILD_USER, user(run))
+            .env(CHILD_KEY, &key)
             .output()
             .unwrap();
         if !output.status.success() {
@@ -182,6 +197,45 @@ fn short_programs_exit_with_status_zero_every_time() {
         "{} of {runs} runs failed:\n{}",
         failures.len(),
         failures.join("\n")
+    );
+    let database = Database::open(&db.url).unwrap();
+    assert_eq!(
+        database.run_migrations().unwrap(),
+        Vec::<String>::new(),
+        "the runs left migrations pending"
+    );
+    let store = CredentialStore::new(database, Keyring::from_fernet_keys([key]).unwrap());
+    let missing: Vec<usize> = (0..runs)
+        .filter(|run| {
+            let Some(account) = store.account_by_user_id(&user(*run)).unwrap() else {
+                return true;
+            };
+            match store.keys_by_nickname(&account, "Swing").unwrap() {
+                Some((_, keys)) => {
+                    use secrecy::ExposeSecret;
+                    (
+                        keys.api_key().expose_secret(),
+                        keys.secret_key().expose_secret(),
+                    ) != ("PK1", "s1")
+                }
+                None => true,
+            }
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {runs} runs exited 0 without their account and credential: runs {missing:?}",
+        missing.len()
+    );
+    assert_eq!(
+        db.count("user_accounts"),
+        runs as i64,
+        "one account per run"
+    );
+    assert_eq!(
+        db.count("user_credentials"),
+        runs as i64,
+        "one credential per run"
     );
 }
 
