@@ -17,6 +17,9 @@
 //! - Long mode: `CREDENTIAL_STORE_FUZZ_SECONDS=600` runs each target for that long
 //!   (proptest runners of 500 cases, each with a fresh seed, until the deadline).
 //! - `CREDENTIAL_STORE_FUZZ_SEED=<u64>` repeats a run; every run prints its seed.
+//! - The `ciphertext`, `url` and `keyring` targets count the outcomes of their
+//!   generated inputs, and fail when one is reached less often than its floor (set
+//!   for the CI mode's number of cases; checked when at least that many ran).
 //!
 //! The `url` target never opens anything but a file in a temporary directory (it
 //! becomes the current directory for that test: paths lose their `/` and `%`) or a
@@ -90,19 +93,25 @@ fn rng_for(base: u64, chunk: u64) -> TestRng {
 }
 
 /// Runs a target: every seed, then generated inputs (`ci_cases` of them, or for
-/// `CREDENTIAL_STORE_FUZZ_SECONDS` in long mode).
+/// `CREDENTIAL_STORE_FUZZ_SECONDS` in long mode). Returns the number of generated
+/// inputs; a `tally` is told when the seeds are done, so that it counts the
+/// generated inputs apart.
 fn fuzz<T: Debug + Clone + 'static>(
     target: &str,
     seeds: &[T],
     inputs: BoxedStrategy<T>,
     ci_cases: u32,
+    tally: Option<&Tally>,
     check: impl Fn(&T) -> TestCaseResult,
-) {
+) -> u64 {
     let started = Instant::now();
     for (i, seed) in seeds.iter().enumerate() {
         if let Err(e) = check(seed) {
             panic!("fuzz target `{target}`: seed #{i} fails: {e}\ninput: {seed:?}");
         }
+    }
+    if let Some(tally) = tally {
+        tally.seeds_done();
     }
     let deadline = env_u64(SECONDS_VAR).map(|s| started + Duration::from_secs(s));
     let chunk_cases = match deadline {
@@ -138,21 +147,82 @@ fn fuzz<T: Debug + Clone + 'static>(
         seeds.len(),
         started.elapsed()
     );
+    cases
 }
 
-/// How often each outcome came up in a run, printed at the end.
+type Counts = std::collections::BTreeMap<String, u64>;
+
+/// How often each outcome came up in a run, printed at the end; the seeds' counts
+/// are kept apart from the generated inputs'.
 #[derive(Default)]
-struct Tally(Mutex<std::collections::BTreeMap<String, u64>>);
+struct Tally {
+    counts: Mutex<Counts>,
+    /// The counts when the last seed was done.
+    seeds: Mutex<Counts>,
+}
 
 impl Tally {
     fn note(&self, label: impl Into<String>) {
-        *self.0.lock().unwrap().entry(label.into()).or_default() += 1;
+        *self.counts.lock().unwrap().entry(label.into()).or_default() += 1;
+    }
+
+    /// Marks the end of the seeds: what comes after is generated.
+    fn seeds_done(&self) {
+        *self.seeds.lock().unwrap() = self.counts.lock().unwrap().clone();
+    }
+
+    /// The counts of the generated inputs alone.
+    fn generated(&self) -> Counts {
+        let seeds = self.seeds.lock().unwrap();
+        let mut counts = self.counts.lock().unwrap().clone();
+        for (label, n) in counts.iter_mut() {
+            *n -= seeds.get(label).copied().unwrap_or(0);
+        }
+        counts
     }
 
     fn print(&self, target: &str) {
-        let counts = self.0.lock().unwrap();
-        let line: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        eprintln!("fuzz target `{target}` outcomes: {}", line.join(", "));
+        let show = |counts: &Counts| {
+            counts
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let generated = self.generated();
+        let seeds = self.seeds.lock().unwrap().clone();
+        eprintln!(
+            "fuzz target `{target}` outcomes: seeds: {}; generated: {}",
+            show(&seeds),
+            show(&generated)
+        );
+    }
+
+    /// Asserts that the generated inputs reached each outcome at least its floor's
+    /// number of times. The floors are for `default_cases` generated inputs (the CI
+    /// default): a run of fewer (`CREDENTIAL_STORE_FUZZ_CASES`, a short long mode)
+    /// is not checked; more only reach each outcome more often.
+    fn assert_floors(&self, target: &str, cases: u64, default_cases: u32, floors: &[(&str, u64)]) {
+        if cases < u64::from(default_cases) {
+            eprintln!(
+                "fuzz target `{target}`: outcome floors not checked ({cases} generated cases, they hold for {default_cases})"
+            );
+            return;
+        }
+        let generated = self.generated();
+        let short: Vec<String> = floors
+            .iter()
+            .filter_map(|&(label, floor)| {
+                let n = generated.get(label).copied().unwrap_or(0);
+                (n < floor).then(|| format!("{label} {n} times, fewer than {floor}"))
+            })
+            .collect();
+        assert!(
+            short.is_empty(),
+            "fuzz target `{target}`: the generated inputs no longer reach some outcomes: {}; generated: {generated:?}",
+            short.join(", ")
+        );
     }
 }
 
@@ -471,6 +541,7 @@ fn fuzz_nickname() {
         &seeds,
         text_inputs(&seeds, "[ -~\u{a0}-\u{17f}\u{300}-\u{36f}]{0,300}"),
         5000,
+        None,
         |input: &String| check_nickname(input),
     );
 }
@@ -534,6 +605,7 @@ fn fuzz_credential_type() {
         &seeds,
         text_inputs(&seeds, "[a-z0-9_.-]{0,55}"),
         5000,
+        None,
         |input: &String| check_credential_type(input),
     );
 }
@@ -1048,6 +1120,13 @@ fn ciphertext_inputs(fixture: &CipherFixture) -> BoxedStrategy<(usize, Bytes)> {
     (0usize..2, candidate.prop_map(Bytes)).boxed()
 }
 
+/// Generated inputs of the `ciphertext` target in CI mode.
+const CIPHERTEXT_CASES: u32 = 1000;
+
+/// Floors for [`CIPHERTEXT_CASES`] generated inputs, well below the lowest counts
+/// seen over many runs: a generator that stops reaching an outcome fails.
+const CIPHERTEXT_FLOORS: &[(&str, u64)] = &[("Decryption", 300), ("UnknownKey", 3), ("opens", 5)];
+
 #[test]
 fn fuzz_ciphertext() {
     let fixture = CipherFixture::new();
@@ -1056,14 +1135,18 @@ fn fuzz_ciphertext() {
         .iter()
         .flat_map(|t| [0, 1].map(|field| (field, Bytes(t.as_bytes().to_vec()))))
         .collect();
-    fuzz(
+    let cases = fuzz(
         "ciphertext",
         &seeds,
         ciphertext_inputs(&fixture),
-        1000,
+        CIPHERTEXT_CASES,
+        Some(&fixture.tally),
         |(field, candidate): &(usize, Bytes)| fixture.check(*field, &candidate.0),
     );
     fixture.tally.print("ciphertext");
+    fixture
+        .tally
+        .assert_floors("ciphertext", cases, CIPHERTEXT_CASES, CIPHERTEXT_FLOORS);
 }
 
 /// Rewrites the `ok_*` seeds of `tests/fuzz_corpus/ciphertext/` for the fixture's
@@ -1289,6 +1372,26 @@ fn check_url(cwd: &InTempDir, tally: &Tally, raw: &str) -> TestCaseResult {
     Ok(())
 }
 
+/// Generated inputs of the `url` target in CI mode.
+const URL_CASES: u32 = 800;
+
+/// Floors for [`URL_CASES`] generated inputs, well below the lowest counts seen over
+/// many runs: a generator that stops reaching an outcome fails. Whether a
+/// PostgreSQL or MariaDB server answers does not change them: a refused password,
+/// a missing database and a closed port are all `Connection`. `sqlite: Connection`,
+/// `sqlite: Database` and `postgres: Ok` come from the seeds and only now and then
+/// from generated inputs: no floor.
+const URL_FLOORS: &[(&str, u64)] = &[
+    #[cfg(feature = "mysql")]
+    ("mysql: Connection", 5),
+    #[cfg(not(feature = "mysql"))]
+    ("mysql: UnsupportedUrl", 5),
+    ("other scheme: UnsupportedUrl", 30),
+    ("postgres: Connection", 15),
+    ("sqlite: Ok", 100),
+    ("sqlite: UnsupportedUrl", 70),
+];
+
 #[test]
 fn fuzz_url() {
     let cwd = InTempDir::enter();
@@ -1322,10 +1425,16 @@ fn fuzz_url() {
     ]
     .boxed();
     let tally = Tally::default();
-    fuzz("url", &seeds, inputs, 800, |input: &String| {
-        check_url(&cwd, &tally, input)
-    });
+    let cases = fuzz(
+        "url",
+        &seeds,
+        inputs,
+        URL_CASES,
+        Some(&tally),
+        |input: &String| check_url(&cwd, &tally, input),
+    );
     tally.print("url");
+    tally.assert_floors("url", cases, URL_CASES, URL_FLOORS);
 }
 
 // ---------------------------------------------------------------------------
@@ -1446,6 +1555,19 @@ fn keyring_seeds() -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Generated inputs of the `keyring` target in CI mode.
+const KEYRING_CASES: u32 = 2000;
+
+/// Floors for [`KEYRING_CASES`] generated inputs, well below the lowest counts seen
+/// over many runs: a generator that stops reaching an outcome fails.
+const KEYRING_FLOORS: &[(&str, u64)] = &[
+    ("DuplicateKeyId", 5),
+    ("InvalidKey", 500),
+    ("InvalidKeyId", 8),
+    ("NoKeyConfigured", 60),
+    ("Ok", 40),
+];
+
 #[test]
 fn fuzz_keyring() {
     let seeds = keyring_seeds();
@@ -1474,10 +1596,16 @@ fn fuzz_keyring() {
     ]
     .boxed();
     let tally = Tally::default();
-    fuzz("keyring", &seeds, inputs, 2000, |entries: &Vec<String>| {
-        check_keyring(&tally, entries)
-    });
+    let cases = fuzz(
+        "keyring",
+        &seeds,
+        inputs,
+        KEYRING_CASES,
+        Some(&tally),
+        |entries: &Vec<String>| check_keyring(&tally, entries),
+    );
     tally.print("keyring");
+    tally.assert_floors("keyring", cases, KEYRING_CASES, KEYRING_FLOORS);
 }
 
 // ---------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 //! with a real HTTP client, on SQLite and on PostgreSQL.
 //!
 //! Every log line of the test process (all targets, TRACE) is captured, and each test
-//! checks that none of its plaintext keys reached one.
+//! checks that none of its plaintext keys reached one. Tests run in parallel into the
+//! one log: each test's runtime names its threads after the test, every line carries
+//! the name of the thread that wrote it, and a test looks for its own requests only
+//! among the lines of its own threads.
 
 #[path = "../examples/http_service.rs"]
 #[allow(dead_code)]
@@ -37,6 +40,8 @@ struct Server {
     base: Url,
     store: AsyncCredentialStore,
     task: JoinHandle<std::io::Result<()>>,
+    /// The name of the threads the service runs on: the test's tag in the log.
+    tag: String,
 }
 
 /// A response: status, raw body and the body as JSON (`Null` if it is not JSON).
@@ -61,6 +66,7 @@ impl Server {
             base: Url::parse(&format!("http://{addr}/")).unwrap(),
             store,
             task,
+            tag: TEST_TAG.with(Clone::clone),
         }
     }
 
@@ -152,13 +158,15 @@ impl std::io::Write for LogSink {
     }
 }
 
-/// Sends every event of the process, at every level, to [`LOGS`].
+/// Sends every event of the process, at every level, to [`LOGS`], each line with
+/// the name of the thread that wrote it.
 fn capture_logs() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::TRACE)
             .with_ansi(false)
+            .with_thread_names(true)
             .with_writer(|| LogSink)
             .finish();
         tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
@@ -169,39 +177,73 @@ fn logs() -> String {
     String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
 }
 
-fn assert_logs_free_of(secrets: &[&str]) {
+tokio::task_local! {
+    /// The test's tag: the name of its runtime's threads.
+    static TEST_TAG: String;
+}
+
+impl Server {
+    /// The log lines written by this test's threads (those that carry its tag).
+    fn own_log_lines(&self) -> Vec<String> {
+        let tag = format!(" {} ", self.tag);
+        logs()
+            .lines()
+            .filter(|line| line.contains(&tag))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Asserts that this test's threads logged a line holding every one of `parts`.
+    fn assert_logged(&self, parts: &[&str]) {
+        let own = self.own_log_lines();
+        assert!(
+            own.iter()
+                .any(|line| parts.iter().all(|part| line.contains(part))),
+            "no log line of {} holds {parts:?}; its lines:\n{}",
+            self.tag,
+            own.join("\n")
+        );
+    }
+}
+
+/// Asserts that one of this test's requests was logged, as the service logs each
+/// one (the route template and the status), and that no secret reached any log
+/// line of any test.
+fn assert_logs_free_of(server: &Server, secrets: &[&str]) {
+    server.assert_logged(&[" request ", "route=", "status="]);
     let logs = logs();
-    assert!(logs.contains("request"), "no request was logged");
     for secret in secrets {
         assert!(!logs.contains(secret), "a plaintext key reached the logs");
     }
 }
 
 /// `name::sqlite` and `name::postgres` running `async fn body(&TestDb)`, each on a
-/// multi-threaded runtime of its own; `name::tests()` lists them.
+/// multi-threaded runtime of its own whose threads are named after the test (its
+/// tag in the log, [`TEST_TAG`]); `name::tests()` lists them.
 macro_rules! on_both_backends_async {
     ($name:ident, $body:path) => {
         mod $name {
             use super::*;
             use crate::common::trials::{test_name, Service, Test};
 
-            fn run(db: TestDb) {
+            fn run(db: TestDb, leaf: &str) {
+                let tag = test_name(module_path!(), leaf);
                 tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
+                    .thread_name(tag.clone())
                     .enable_all()
                     .build()
                     .expect("runtime")
-                    .block_on($body(&db));
+                    .block_on(TEST_TAG.scope(tag, $body(&db)));
             }
 
             pub fn tests() -> Vec<Test> {
                 vec![
-                    Test::new(
-                        test_name(module_path!(), "sqlite"),
-                        || run(TestDb::sqlite()),
-                    ),
+                    Test::new(test_name(module_path!(), "sqlite"), || {
+                        run(TestDb::sqlite(), "sqlite")
+                    }),
                     Test::new(test_name(module_path!(), "postgres"), || {
-                        run(TestDb::postgres())
+                        run(TestDb::postgres(), "postgres")
                     })
                     .needs(&[Service::Postgres]),
                 ]
@@ -360,7 +402,7 @@ async fn nickname_lookups(db: &TestDb) {
     assert_error(&r, StatusCode::NOT_FOUND);
     assert!(r.json["error"].as_str().unwrap().contains(nobody));
 
-    assert_logs_free_of(&secrets);
+    assert_logs_free_of(&server, &secrets);
 }
 
 on_both_backends_async!(bad_input_is_refused_with_the_field_named, bad_input);
@@ -504,7 +546,7 @@ async fn bad_input(db: &TestDb) {
     assert_eq!(list.status, StatusCode::OK, "{}", list.text);
     assert_eq!(list.json, json!([]));
 
-    assert_logs_free_of(&[secret, "PKBADINPUT0001"]);
+    assert_logs_free_of(&server, &[secret, "PKBADINPUT0001"]);
 }
 
 on_both_backends_async!(
@@ -578,10 +620,9 @@ async fn unexpected_error(db: &TestDb) {
     let r = server.get(&["accounts", user, "credentials"]).await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.text);
     assert_eq!(r.json, json!({ "error": "internal server error" }));
-    assert!(
-        logs().contains("request failed"),
-        "the cause was not logged"
-    );
+    // The cause, and the request with its status, on this test's own threads.
+    server.assert_logged(&["request failed", "user_credentials"]);
+    server.assert_logged(&[" request ", "status=500"]);
 }
 
 fn api_keys_are_masked_to_their_first_and_last_two_characters() {

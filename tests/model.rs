@@ -23,7 +23,9 @@
 //! sequence, one operation per line, for example
 //! `  3: Update { acct: Nth(0), cred: Own(1), nick: Clear, keys: Keep, active: None, expires: Keep }`.
 //! A passing run prints (with `--nocapture`) how often each operation ended in each
-//! outcome, so that a change of the generators that stops reaching a case shows.
+//! outcome; at the default counts (or more) a run fails when an operation ended in
+//! an outcome less often than its floor (`OUTCOME_FLOORS`), so that a change of the
+//! generators that stops reaching a case fails.
 //!
 //! Values come from small pools, so that nicknames, types and users collide: two
 //! credentials share a nickname, a nickname equals a type, a second account for the
@@ -39,7 +41,7 @@
 
 mod common;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, SubsecRound, TimeZone, Utc};
 use common::TestDb;
 use credential_store::{
     AccountScope, CipherFormat, CredentialStore, CredentialUpdate, Database, Error, Field,
@@ -1227,20 +1229,23 @@ fn prepare(new: &New) -> Result<Pending, Failure> {
 // Running a case.
 // ---------------------------------------------------------------------------
 
-struct Case {
+struct Case<'a> {
     model: Model,
     db: Database,
     store: CredentialStore,
+    /// The same database, for raw SQL outside the crate.
+    raw: &'a TestDb,
 }
 
-impl Case {
-    fn new(db: &Database) -> Case {
+impl<'a> Case<'a> {
+    fn new(raw: &'a TestDb, db: &Database) -> Case<'a> {
         let model = Model::new();
         let store = CredentialStore::new(db.clone(), model.keyring());
         Case {
             model,
             db: db.clone(),
             store,
+            raw,
         }
     }
 
@@ -1606,6 +1611,13 @@ impl Case {
             Ok((index, nickname, api, secret))
         })();
         let current = model.current();
+        // An update the model expects to succeed starts from a row whose `updated_at`
+        // is long past (set outside the crate), so that the update must move it.
+        if let Ok((index, ..)) = &expected {
+            let row = &mut self.model.rows[*index];
+            set_updated_at(self.raw, row.stored.id, old_updated_at());
+            row.stored.updated_at = old_updated_at();
+        }
         let mut update = CredentialUpdate::default();
         update.nickname = match nick {
             Change::Keep => Patch::Keep,
@@ -1623,7 +1635,9 @@ impl Case {
             },
             Change::Clear => Patch::Clear,
         };
+        let before = Utc::now().trunc_subsecs(6);
         let actual = self.store.update_credential(&account, id, &update);
+        let after = Utc::now();
         self.model.took(step);
         let (updated, (index, nickname, api, secret)) = match (actual, expected) {
             (Ok(updated), Ok(expected)) => {
@@ -1636,7 +1650,22 @@ impl Case {
         };
         let row = &mut self.model.rows[index];
         prop_assert_eq!(updated.created_at, row.stored.created_at);
-        prop_assert!(updated.updated_at >= row.stored.updated_at);
+        // The update stamps the time it ran: later than the old time the row had,
+        // within the call (the crate takes the time from this process's clock, to
+        // the microsecond).
+        prop_assert!(
+            updated.updated_at > row.stored.updated_at,
+            "updated_at {} is not after the row's {}",
+            updated.updated_at,
+            row.stored.updated_at
+        );
+        prop_assert!(
+            before <= updated.updated_at && updated.updated_at <= after,
+            "updated_at {} is not within the call ({} to {})",
+            updated.updated_at,
+            before,
+            after
+        );
         let mut stored = row.stored.clone();
         if let Some(nickname) = nickname {
             stored.nickname = nickname;
@@ -1801,6 +1830,31 @@ impl Case {
     }
 }
 
+/// The `updated_at` an update's row is given first: 2001-01-01 00:00:00 UTC.
+fn old_updated_at() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2001, 1, 1, 0, 0, 0).unwrap()
+}
+
+/// Sets a credential's `updated_at` with raw SQL, outside the crate, and checks that
+/// the row took it.
+fn set_updated_at(db: &TestDb, id: Uuid, at: DateTime<Utc>) {
+    let literal = match db.backend {
+        credential_store::Backend::Sqlite => at.format("%Y-%m-%dT%H:%M:%S%.6fZ"),
+        credential_store::Backend::Mysql => at.format("%Y-%m-%d %H:%M:%S%.6f"),
+        _ => at.format("%Y-%m-%d %H:%M:%S%.6f+00"),
+    };
+    db.execute(&format!(
+        "UPDATE user_credentials SET updated_at = '{literal}' WHERE id = '{id}'"
+    ));
+    assert_eq!(
+        db.count(&format!(
+            "user_credentials WHERE id = '{id}' AND updated_at = '{literal}'"
+        )),
+        1,
+        "{id}: updated_at not set"
+    );
+}
+
 fn to_new<'a>(new: &'a New, nickname: Option<&'a str>) -> NewUserCredential<'a> {
     let mut credential = NewUserCredential::new(
         new.ty.text(),
@@ -1833,7 +1887,7 @@ fn run_case(
         }
         _ => "TRUNCATE user_accounts CASCADE",
     });
-    let mut case = Case::new(database);
+    let mut case = Case::new(db, database);
     for (i, op) in ops.0.iter().enumerate() {
         OUTCOME.with(|o| o.set("?"));
         case.step(op)
@@ -1881,6 +1935,91 @@ fn run_case(
     Ok(())
 }
 
+/// The default number of sequences per backend (`PROPTEST_CASES`).
+const DEFAULT_CASES: u32 = 256;
+/// The default longest sequence (`CREDENTIAL_STORE_MODEL_MAX_OPS`).
+const DEFAULT_MAX_OPS: usize = 40;
+
+/// Floors for the default case count and sequence length: how often each operation
+/// must end in each outcome over one backend's run, well below the lowest count seen
+/// over about forty runs at the defaults (the generators, not the backend, decide
+/// the counts). A generator that stops reaching an outcome fails the run.
+///
+/// Outcomes reached fewer than about ten times a run have no floor of their own
+/// (some runs reach them once or not at all): `Keys` ending in `Decryption`,
+/// `FindByType` in `Invalid`, `Backfill` in `Ok (rows changed)`, `Rotate` in
+/// `Ok (data keys re-wrapped)`; and `DataKeyUnreadable` per operation, whose counts
+/// swing with the keyring switches of a run: it has a floor over all operations
+/// ([`OUTCOME_TOTAL_FLOORS`]).
+const OUTCOME_FLOORS: &[(&str, &str, u64)] = &[
+    ("Account", "Invalid", 1),
+    ("Account", "Ok", 20),
+    ("AccountByUserId", "Invalid", 2),
+    ("AccountByUserId", "Ok", 20),
+    ("Backfill", "Invalid", 3),
+    ("Backfill", "Ok", 40),
+    ("CreateAccount", "AccountExists", 25),
+    ("CreateAccount", "Invalid", 20),
+    ("CreateAccount", "Ok", 150),
+    ("Delete", "CredentialNotFound", 25),
+    ("Delete", "Ok", 25),
+    ("DeleteAccount", "Ok", 20),
+    ("DeleteAccount", "UnknownAccount", 2),
+    ("FindByNickname", "Invalid", 5),
+    ("FindByNickname", "Ok", 40),
+    ("FindByType", "Ok", 40),
+    ("FindOneByNickname", "AmbiguousNickname", 1),
+    ("FindOneByNickname", "Invalid", 8),
+    ("FindOneByNickname", "Ok", 60),
+    ("Get", "Ok", 40),
+    ("Insert", "Invalid", 60),
+    ("Insert", "Ok", 200),
+    ("Insert", "UnknownAccount", 50),
+    ("InsertMany", "Invalid", 10),
+    ("InsertMany", "Ok", 25),
+    ("InsertMany", "UnknownAccount", 3),
+    ("KeyUsage", "Ok", 20),
+    ("Keys", "CredentialExpired", 3),
+    ("Keys", "CredentialInactive", 6),
+    ("Keys", "CredentialNotFound", 50),
+    ("Keys", "Ok", 40),
+    ("List", "Ok", 40),
+    ("Rotate", "Invalid", 2),
+    ("Rotate", "Ok", 30),
+    ("Rotate", "Ok (rows rewritten)", 2),
+    ("Rotate", "RotationIncomplete", 1),
+    ("SwitchKeyring", "Ok", 60),
+    ("Update", "CredentialNotFound", 50),
+    ("Update", "Invalid", 10),
+    ("Update", "Ok", 60),
+    ("Update", "UnknownAccount", 6),
+];
+
+/// Floors for the default counts of how often any operation ends in an outcome
+/// (over about forty runs at the defaults, `DataKeyUnreadable` came 18 to 79 times).
+const OUTCOME_TOTAL_FLOORS: &[(&str, u64)] = &[("DataKeyUnreadable", 5)];
+
+/// The floors of [`OUTCOME_FLOORS`] and [`OUTCOME_TOTAL_FLOORS`] that a run's counts
+/// fall short of, one line each.
+fn below_floors(counts: &BTreeMap<(String, &'static str), u64>) -> Vec<String> {
+    let per_operation = OUTCOME_FLOORS.iter().filter_map(|&(kind, outcome, floor)| {
+        let n = counts
+            .get(&(kind.to_owned(), outcome))
+            .copied()
+            .unwrap_or(0);
+        (n < floor).then(|| format!("{kind} ended in {outcome} {n} times, fewer than {floor}"))
+    });
+    let total = OUTCOME_TOTAL_FLOORS.iter().filter_map(|&(outcome, floor)| {
+        let n: u64 = counts
+            .iter()
+            .filter(|((_, o), _)| *o == outcome)
+            .map(|(_, n)| n)
+            .sum();
+        (n < floor).then(|| format!("operations ended in {outcome} {n} times, fewer than {floor}"))
+    });
+    per_operation.chain(total).collect()
+}
+
 fn env_number(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
@@ -1888,8 +2027,9 @@ fn env_number(name: &str) -> Option<u64> {
 fn run_model(db: &TestDb) {
     let database = db.database();
     database.run_migrations().expect("migrations");
-    let cases = env_number("PROPTEST_CASES").unwrap_or(256) as u32;
-    let max_ops = env_number("CREDENTIAL_STORE_MODEL_MAX_OPS").unwrap_or(40) as usize;
+    let cases = env_number("PROPTEST_CASES").map_or(DEFAULT_CASES, |n| n as u32);
+    let max_ops =
+        env_number("CREDENTIAL_STORE_MODEL_MAX_OPS").map_or(DEFAULT_MAX_OPS, |n| n as usize);
     let config = Config {
         cases,
         failure_persistence: None,
@@ -1914,9 +2054,10 @@ fn run_model(db: &TestDb) {
         operations.load(Ordering::Relaxed),
         started.elapsed()
     );
+    let counts = coverage.into_inner().unwrap();
     let mut table = String::new();
     let mut last = String::new();
-    for ((kind, outcome), n) in coverage.into_inner().unwrap() {
+    for ((kind, outcome), n) in counts.clone() {
         if kind != last {
             table.push_str(&format!("\n  {kind}:"));
             last = kind;
@@ -1930,6 +2071,22 @@ fn run_model(db: &TestDb) {
             db.backend
         ),
         Err(TestError::Abort(reason)) => panic!("{:?}: aborted: {reason}", db.backend),
+    }
+    // The floors hold for the default counts; more or longer sequences only reach
+    // each outcome more often.
+    if cases >= DEFAULT_CASES && max_ops >= DEFAULT_MAX_OPS {
+        let short = below_floors(&counts);
+        assert!(
+            short.is_empty(),
+            "{:?}: the generators no longer reach some outcomes:\n  {}\noutcomes:{table}",
+            db.backend,
+            short.join("\n  ")
+        );
+    } else {
+        eprintln!(
+            "{:?}: outcome floors not checked (they hold for {DEFAULT_CASES} sequences of up to {DEFAULT_MAX_OPS} operations)",
+            db.backend
+        );
     }
 }
 

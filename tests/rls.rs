@@ -1,5 +1,6 @@
-//! Row-level security on PostgreSQL, under the roles of README's "## PostgreSQL"
-//! section: every repository call of a service role reads and changes only its own
+//! Row-level security on PostgreSQL, under the roles of `docs/database.md`'s
+//! "## PostgreSQL" section (its `sql` block itself, with the role and database names
+//! substituted): every repository call of a service role reads and changes only its own
 //! user's rows; a connection without a user context sees and writes nothing; the
 //! database itself (not the crate) refuses a credential filed under another user's
 //! account; the context never outlives its transaction; and the cross-user
@@ -15,7 +16,7 @@
 
 mod common;
 
-use common::{RoleGuard, TestDb};
+use common::{documented_role, RoleGuard, TestDb};
 use credential_store::{
     AccountScope, CipherFormat, CredentialStore, CredentialUpdate, Database, DatabaseOptions,
     Error, Keyring, NewUserAccount, NewUserCredential, UserAccount, UserCredential,
@@ -42,9 +43,9 @@ const SEEDED: &[(&str, &str)] = &[
 ];
 
 // ---------------------------------------------------------------------------
-// The roles, in one place, to compare with README's "## PostgreSQL" section.
-// `{role}` and `{database}` are filled in; passwords are left out (the test
-// server trusts local connections).
+// The roles are `docs/database.md`'s statements (`common::documented_role`), with
+// this test's role and database names; passwords are left out (the test server
+// trusts local connections).
 // ---------------------------------------------------------------------------
 
 /// What every new database gives PUBLIC, taken away so that the roles' own grants
@@ -52,15 +53,6 @@ const SEEDED: &[(&str, &str)] = &[
 const REVOKE_PUBLIC_DEFAULTS: &str = "
 REVOKE ALL ON DATABASE {database} FROM PUBLIC;
 REVOKE ALL ON SCHEMA public FROM PUBLIC;";
-
-/// Owns the schema and runs the migrations (README's "PostgreSQL" section).
-const OWNER_ROLE: &str = "
-CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS;
-GRANT CONNECT ON DATABASE {database} TO {role};
-GRANT USAGE, CREATE ON SCHEMA public TO {role};";
-
-/// What services use; row-level security applies to it (README's statements).
-use common::SERVICE_ROLE;
 
 fn main() {
     common::trials::run(vec![
@@ -76,18 +68,9 @@ fn main() {
         trial!(the_user_context_ends_with_its_transaction, [Postgres]),
         trial!(backfill_needs_the_maintenance_role, [Postgres]),
         trial!(key_rotation_and_usage_need_the_maintenance_role, [Postgres]),
+        trial!(the_documented_roles_are_the_ones_tested),
     ]);
 }
-
-/// Maintenance that spans users: `backfill_nicknames`, `rotate_keys`, `key_usage`
-/// (README's statements).
-const MAINTENANCE_ROLE: &str = "
-CREATE ROLE {role} LOGIN NOSUPERUSER BYPASSRLS;
-GRANT CONNECT ON DATABASE {database} TO {role};
-GRANT USAGE ON SCHEMA public TO {role};
-GRANT SELECT, UPDATE ON user_credentials TO {role};
-GRANT SELECT, INSERT, UPDATE ON account_keys TO {role};
-GRANT SELECT, INSERT, DELETE ON retired_account_keys TO {role};";
 
 /// After the migrations: the function the policies call is executable by PUBLIC
 /// when it is created; only the service role keeps it.
@@ -116,15 +99,26 @@ impl Rls {
         let maintenance = RoleGuard::new(&db, "maint");
         let (_, database) = db.pg_admin().expect("a PostgreSQL test database");
         db.execute(&fill(REVOKE_PUBLIC_DEFAULTS, "", database));
-        db.execute(&fill(OWNER_ROLE, &owner.role, database));
+        // Owns the schema and runs the migrations.
+        db.execute(&documented_role("credential_owner", &owner.role, database));
         let applied = Database::open(&owner.url())
             .expect("open as the owner")
             .run_migrations()
             .expect("the owner role runs the migrations");
         assert_eq!(applied.len(), 7);
         db.execute(REVOKE_FUNCTION_FROM_PUBLIC);
-        db.execute(&fill(SERVICE_ROLE, &service.role, database));
-        db.execute(&fill(MAINTENANCE_ROLE, &maintenance.role, database));
+        // What services use: row-level security applies to it.
+        db.execute(&documented_role(
+            "credential_service",
+            &service.role,
+            database,
+        ));
+        // Maintenance that spans users: `backfill_nicknames`, `rotate_keys`, `key_usage`.
+        db.execute(&documented_role(
+            "credential_maintenance",
+            &maintenance.role,
+            database,
+        ));
         assert_eq!(
             db.scalar(
                 "SELECT COUNT(*) AS n FROM pg_class \
@@ -134,6 +128,17 @@ impl Rls {
             3,
             "row-level security is enabled and forced on all three tables"
         );
+        // What the documented statements make of each role: none a superuser, only
+        // the maintenance role bypassing row-level security.
+        let attributes = |role: &str| {
+            db.text(&format!(
+                "SELECT rolsuper::text || ' ' || rolbypassrls::text AS t \
+                 FROM pg_roles WHERE rolname = '{role}'"
+            ))
+        };
+        assert_eq!(attributes(&owner.role), "false false", "owner");
+        assert_eq!(attributes(&service.role), "false false", "service");
+        assert_eq!(attributes(&maintenance.role), "false true", "maintenance");
         Rls {
             service,
             maintenance,
@@ -1033,4 +1038,52 @@ fn lines(conn: &mut PgConnection, sql: &str) -> Vec<String> {
 /// A SQL string literal.
 fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The statements of a piece of SQL, whitespace collapsed, comments left out.
+fn statements(sql: &str) -> Vec<String> {
+    sql.lines()
+        .filter(|line| !line.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .split(';')
+        .map(|statement| statement.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|statement| !statement.is_empty())
+        .collect()
+}
+
+/// The tests' roles are `docs/database.md`'s: the block creates exactly the three
+/// roles the tests make from it, every statement of the block belongs to one of
+/// them, and `common::SERVICE_ROLE` (which other tests use) is the documented
+/// service role statement for statement.
+fn the_documented_roles_are_the_ones_tested() {
+    use common::{documented_roles_block, DOCUMENTED_ROLES, SERVICE_ROLE};
+    let block = statements(documented_roles_block());
+    let created: Vec<&str> = block
+        .iter()
+        .filter_map(|statement| statement.strip_prefix("CREATE ROLE "))
+        .map(|rest| rest.split_whitespace().next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        created, DOCUMENTED_ROLES,
+        "the roles docs/database.md creates"
+    );
+    let documented: Vec<String> = DOCUMENTED_ROLES
+        .iter()
+        .flat_map(|role| statements(&documented_role(role, role, common::DOCUMENTED_DATABASE)))
+        .collect();
+    let block_without_passwords: Vec<String> = block
+        .iter()
+        .map(|statement| statement.replace(" PASSWORD '\u{2026}'", ""))
+        .collect();
+    assert_eq!(documented, block_without_passwords);
+    assert_eq!(
+        statements(SERVICE_ROLE),
+        statements(&documented_role(
+            "credential_service",
+            "{role}",
+            "{database}"
+        )),
+        "common::SERVICE_ROLE is not docs/database.md's service role"
+    );
 }

@@ -481,8 +481,10 @@ pub fn python(script: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// The service role of the README's "PostgreSQL" section: row-level security
-/// applies to it. `{role}` and `{database}` are filled in.
+/// The service role of `docs/database.md`'s "PostgreSQL" section: row-level
+/// security applies to it. `{role}` and `{database}` are filled in. It is the
+/// documented statements without the password; `tests/rls.rs` checks it against
+/// [`documented_role`].
 pub const SERVICE_ROLE: &str = "
 CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS;
 GRANT CONNECT ON DATABASE {database} TO {role};
@@ -490,6 +492,65 @@ GRANT USAGE ON SCHEMA public TO {role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON user_accounts, user_credentials, account_keys TO {role};
 GRANT SELECT ON retired_account_keys TO {role};
 GRANT EXECUTE ON FUNCTION current_user_id() TO {role};";
+
+/// `docs/database.md`, whose "PostgreSQL" section gives the roles to create.
+pub const DATABASE_DOC: &str = include_str!("../../docs/database.md");
+
+/// The database name the documented role statements grant on (`ON DATABASE app`).
+pub const DOCUMENTED_DATABASE: &str = "app";
+
+/// The roles `docs/database.md` documents, in the order its `sql` block creates them.
+pub const DOCUMENTED_ROLES: [&str; 3] = [
+    "credential_owner",
+    "credential_service",
+    "credential_maintenance",
+];
+
+/// The `sql` block of `docs/database.md` that creates the documented roles, as
+/// written there.
+pub fn documented_roles_block() -> &'static str {
+    DATABASE_DOC
+        .split("```sql\n")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("\n```").map(|(block, _)| block))
+        .find(|block| block.contains("CREATE ROLE credential_owner "))
+        .expect("docs/database.md has a ```sql block that creates credential_owner")
+}
+
+/// The statements `docs/database.md` gives for the documented role `documented`
+/// (its paragraph of the roles block, comment included), for the role `role` on the
+/// database `database`: the documented role name and `ON DATABASE app` are
+/// substituted. The documented `PASSWORD '…'` is left out: the test server trusts
+/// local connections and tests log in without a password. Panics when a
+/// substitution finds nothing to replace, so that a change of the documentation
+/// shows here.
+pub fn documented_role(documented: &str, role: &str, database: &str) -> String {
+    let create = format!("CREATE ROLE {documented} ");
+    let mut paragraphs = documented_roles_block()
+        .split("\n\n")
+        .filter(|paragraph| paragraph.contains(&create));
+    let paragraph = paragraphs
+        .next()
+        .unwrap_or_else(|| panic!("docs/database.md creates no role {documented}"));
+    assert!(
+        paragraphs.next().is_none(),
+        "docs/database.md creates {documented} twice"
+    );
+    let password = " PASSWORD '\u{2026}'";
+    assert!(
+        paragraph.contains(password),
+        "docs/database.md gives {documented} no `PASSWORD '\u{2026}'`: {paragraph}"
+    );
+    let on_database = format!("ON DATABASE {DOCUMENTED_DATABASE} ");
+    assert!(
+        paragraph.contains(&on_database),
+        "docs/database.md grants {documented} nothing on database {DOCUMENTED_DATABASE}: {paragraph}"
+    );
+    paragraph
+        .replace(password, "")
+        .replace(&on_database, &format!("ON DATABASE {database} "))
+        .replace(documented, role)
+}
 
 /// A PostgreSQL role made for one test, named `cs_test_<kind>_<hex>`, dropped when
 /// the guard is, even when the test fails: its sessions are ended, what it owns or
