@@ -31,6 +31,7 @@ fn main() {
         trial!(a_keys_file_readable_by_others_is_refused),
         trial!(usage_and_configuration_errors_exit_2),
         trial!(key_and_database_errors_name_their_kind),
+        trial!(a_connection_cut_mid_run_is_connection_lost, [Postgres]),
         trial!(rotate_to_fernet_quietly),
         trial!(
             maintenance_needs_a_role_that_bypasses_row_security,
@@ -1056,6 +1057,45 @@ fn key_and_database_errors_name_their_kind() {
     assert_eq!(
         db.scalar("SELECT COUNT(*) AS n FROM user_credentials WHERE nickname IS NULL"),
         0
+    );
+}
+
+/// A PostgreSQL connection ended by the server in the middle of a verification
+/// (an administrator, a failover): `connection_lost`, exit 3.
+fn a_connection_cut_mid_run_is_connection_lost() {
+    let db = TestDb::postgres();
+    db.database().run_migrations().unwrap();
+    let key = test_key();
+    populate(
+        &db.database(),
+        Keyring::from_fernet_keys([&key]).unwrap(),
+        CipherFormat::Sealed,
+        1,
+        4000,
+    );
+    let (_, name) = db.pg_admin().unwrap();
+    let mut child = tool(&db.url, Some(&key))
+        .args(["verify", "--batch-size", "10", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("verify: "), "{first}");
+    let ended = db.scalar(&format!(
+        "SELECT COUNT(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
+         WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+    ));
+    assert!(ended >= 1, "the tool's connection was ended");
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let out = child.wait_with_output().unwrap();
+    let r = json(&out);
+    assert_eq!(
+        (code(&out), &r["error"]["kind"]),
+        (3, &Value::from("connection_lost")),
+        "{r}\n{}",
+        rest.join("\n")
     );
 }
 
