@@ -1,11 +1,12 @@
 //! The keys file is opened once, checked on its descriptor, and refused unless it
-//! is a regular file of the user the process runs as, readable by that user only.
+//! is a regular file of the user the process runs as, readable by that user only;
+//! a file that cannot be read at all (missing, not UTF-8 text) is `Error::KeysFile`.
 #![cfg(unix)]
 
 use credential_store::{Error, Keyring};
 use secrecy::ExposeSecret;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A private keys file with one key.
 fn keys_file(path: &Path) {
@@ -100,4 +101,44 @@ fn an_exposed_mode_is_still_refused_with_its_mode() {
         Keyring::from_file(&path),
         Err(Error::KeysFileExposed { mode: 0o640, .. })
     ));
+}
+
+/// The message, the path and the I/O error kind of a keys file that could not be
+/// read, or a panic.
+fn unreadable(result: Result<Keyring, Error>) -> (String, PathBuf, std::io::ErrorKind) {
+    match result {
+        Err(err @ Error::KeysFile { .. }) => {
+            assert_eq!(err.kind().as_str(), "keys_file");
+            let message = err.to_string();
+            let Error::KeysFile { path, source } = err else {
+                unreachable!("matched above")
+            };
+            (message, path, source.kind())
+        }
+        Err(other) => panic!("expected KeysFile, got {other:?}"),
+        Ok(_) => panic!("expected KeysFile, got a keyring"),
+    }
+}
+
+#[test]
+fn a_missing_file_cannot_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-such-keys");
+    let (message, named, kind) = unreadable(Keyring::from_file(&path));
+    assert_eq!(named, path);
+    assert_eq!(kind, std::io::ErrorKind::NotFound);
+    assert!(message.contains(path.to_str().unwrap()), "{message}");
+}
+
+#[test]
+fn a_private_file_that_is_not_text_cannot_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys");
+    keys_file(&path);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(&[0xff, 0xfe, b'\n']);
+    std::fs::write(&path, bytes).unwrap();
+    let (_, named, kind) = unreadable(Keyring::from_file(&path));
+    assert_eq!(named, path);
+    assert_eq!(kind, std::io::ErrorKind::InvalidData);
 }

@@ -1,13 +1,13 @@
 //! Every public call is a `tracing` span naming the operation, backend, account id
 //! and row count; nothing captured at TRACE level holds a plaintext key or a
-//! ciphertext.
+//! ciphertext, neither those stored nor those a rotation replaced.
 
 mod common;
 
 use common::{test_key, TestDb};
 use credential_store::{
-    AsyncCredentialStore, AsyncDatabase, CredentialStore, CredentialUpdate, Keyring,
-    NewUserAccount, NewUserCredential,
+    AsyncCredentialStore, AsyncDatabase, CipherFormat, CredentialStore, CredentialUpdate, Keyring,
+    Maintenance, NewUserAccount, NewUserCredential,
 };
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -68,8 +68,9 @@ const API_KEY: &str = "PKTRACEAPIKEY0123456789";
 const SECRET_KEY: &str = "sk-trace-secret-0123456789abcdef";
 const NEW_API_KEY: &str = "PKROTATEDAPIKEY987654321";
 
-/// Every operation of both stores, successes and failures, on one database.
-async fn exercise(db: &TestDb) {
+/// Every operation of both stores, successes and failures, on one database; returns
+/// the ciphertexts that the rotation replaced.
+async fn exercise(db: &TestDb) -> Vec<String> {
     let key = test_key();
     let keyring = || Keyring::from_fernet_keys([&key]).unwrap();
     let blocking = CredentialStore::new(db.database(), keyring());
@@ -119,16 +120,36 @@ async fn exercise(db: &TestDb) {
         .await
         .unwrap();
     store.credential(&account, first.id).await.unwrap();
+    assert!(
+        store
+            .credential_by_type(&account, "alpaca_paper")
+            .await
+            .is_err(),
+        "ambiguous"
+    );
+    let (found, _) = store
+        .keys_by_nickname(&account, "Momentum")
+        .await
+        .unwrap()
+        .expect("renamed above");
+    assert_eq!(found.id, first.id);
+    blocking.keys_by_nickname(&account, "Momentum").unwrap();
     store.account_by_user_id("auth0|trace").await.unwrap();
     store.account("auth0|trace", account.id()).await.unwrap();
     blocking.maintenance().backfill_nicknames(100).unwrap();
-    blocking
-        .maintenance()
+    blocking.maintenance().legacy_rows(100).unwrap();
+    blocking.maintenance().normalize_legacy_rows(100).unwrap();
+    // Sealed to Fernet: the rotation rewrites every row.
+    let replaced = ciphertexts(db);
+    let rotated = Maintenance::new(blocking.database().clone(), keyring())
+        .with_format(CipherFormat::Fernet)
         .rotate_keys(100, &mut |_| {})
         .unwrap();
+    assert_eq!(rotated.rewritten, 2, "{rotated:?}");
     blocking.maintenance().key_usage().unwrap();
     store.delete_credential(&account, second.id).await.unwrap();
     assert!(store.delete_credential(&account, second.id).await.is_err());
+    replaced
 }
 
 /// The ciphertexts now stored, to look for in the capture.
@@ -187,9 +208,9 @@ on_both_backends!(spans_name_every_call_and_hold_no_key_material, |db| {
         .build()
         .unwrap();
     let databases = [db];
-    let mut stored = Vec::new();
+    let (mut stored, mut replaced) = (Vec::new(), Vec::new());
     for db in &databases {
-        runtime.block_on(exercise(db));
+        replaced.extend(runtime.block_on(exercise(db)));
         stored.extend(ciphertexts(db));
     }
     let text = capture.0.lock().unwrap()[start..].to_owned();
@@ -203,12 +224,16 @@ on_both_backends!(spans_name_every_call_and_hold_no_key_material, |db| {
         "credentials_by_type",
         "credentials_by_nickname",
         "credential_by_nickname",
+        "credential_by_type",
+        "keys_by_nickname",
         "update_credential",
         "delete_credential",
         "keys",
         "backfill_nicknames",
         "rotate_keys",
         "key_usage",
+        "legacy_rows",
+        "normalize_legacy_rows",
     ] {
         assert!(
             text.contains(&format!("operation=\"{operation}\"")),
@@ -234,7 +259,12 @@ on_both_backends!(spans_name_every_call_and_hold_no_key_material, |db| {
         assert!(!text.contains(secret), "a plaintext key reached tracing");
     }
     assert!(!stored.is_empty());
-    for ciphertext in &stored {
+    assert_eq!(replaced.len(), 4, "two credentials, two keys each");
+    assert!(
+        replaced.iter().all(|old| !stored.contains(old)),
+        "the rotation replaced every ciphertext"
+    );
+    for ciphertext in stored.iter().chain(&replaced) {
         // Any 24-character piece of a ciphertext counts as a leak.
         let piece = &ciphertext[ciphertext.len() - 24..];
         assert!(!text.contains(piece), "a ciphertext reached tracing");
