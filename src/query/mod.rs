@@ -211,6 +211,17 @@ pub(crate) type WithCiphertexts = (
 /// A stored data key's `(version, provider, kek_id, wrapped_key)`.
 pub(crate) type DataKeyColumns = (i32, String, String, String);
 
+/// A retired data key's columns, as [`data_key_columns`] gives a current one's.
+#[diesel::dsl::auto_type]
+fn retired_key_columns() -> _ {
+    (
+        retired_account_keys::version,
+        retired_account_keys::provider,
+        retired_account_keys::kek_id,
+        retired_account_keys::wrapped_key,
+    )
+}
+
 /// The stored data key's columns, as a credential lookup joins them.
 #[diesel::dsl::auto_type]
 fn data_key_columns() -> _ {
@@ -395,12 +406,7 @@ pub(crate) fn retired_account_key(
         .filter(retired_account_keys::account_id.eq(SqlUuid(account_id)))
         .filter(retired_account_keys::user_id.eq(user_id.to_owned()))
         .filter(retired_account_keys::version.eq(version as i32))
-        .select((
-            retired_account_keys::version,
-            retired_account_keys::provider,
-            retired_account_keys::kek_id,
-            retired_account_keys::wrapped_key,
-        ))
+        .select(retired_key_columns())
 }
 
 /// The retired data keys of these accounts:
@@ -411,15 +417,7 @@ pub(crate) fn retired_keys_of(
     let ids: Vec<SqlUuid> = account_ids.iter().copied().map(SqlUuid).collect();
     retired_account_keys::table
         .filter(retired_account_keys::account_id.eq_any(ids))
-        .select((
-            retired_account_keys::account_id,
-            (
-                retired_account_keys::version,
-                retired_account_keys::provider,
-                retired_account_keys::kek_id,
-                retired_account_keys::wrapped_key,
-            ),
-        ))
+        .select((retired_account_keys::account_id, retired_key_columns()))
 }
 
 /// The next `limit` stored data keys made before `made_before`, after account
